@@ -1,0 +1,70 @@
+"""The daemon's read-only view of a Flujo DB: never migrates, never writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from pathlib import Path
+
+from exporter.reader.connection import file_sizes, open_readonly, read_transaction
+from exporter.reader.errors import DatabaseUnavailable, Problem
+from exporter.reader.layout import Capability, Layout, Schema, detect_schema
+from exporter.reader.snapshot import AggregateStats, FastStats, aggregate_stats, fast_stats
+
+__all__ = [
+    "AggregateStats",
+    "Capability",
+    "DatabaseUnavailable",
+    "FastStats",
+    "FlujoReader",
+    "Layout",
+    "Problem",
+    "ReadSession",
+    "Schema",
+]
+
+
+@dataclass(frozen=True)
+class ReadSession:
+    conn: sqlite3.Connection
+    schema: Schema
+    naive_tz: tzinfo
+
+
+class FlujoReader:
+    """Opens the DB afresh for every session: one short read transaction, then close."""
+
+    def __init__(
+        self, path: Path, *, naive_timezone: tzinfo, busy_timeout: float = 1.0, query_timeout: float = 10.0
+    ) -> None:
+        self.path = path
+        self.naive_timezone = naive_timezone
+        self.busy_timeout = busy_timeout
+        self.query_timeout = query_timeout
+
+    @contextmanager
+    def session(self) -> Iterator[ReadSession]:
+        conn = open_readonly(self.path, busy_timeout=self.busy_timeout)
+        try:
+            with read_transaction(conn, self.path, timeout=self.query_timeout):
+                yield ReadSession(conn, detect_schema(conn, self.path), self.naive_timezone)
+        finally:
+            conn.close()
+
+    def schema(self) -> Schema:
+        with self.session() as s:
+            return s.schema
+
+    def fast_stats(self, now: datetime) -> tuple[Schema, FastStats]:
+        with self.session() as s:
+            return s.schema, fast_stats(s.conn, s.schema, now, s.naive_tz)
+
+    def aggregate_stats(self, now: datetime) -> AggregateStats:
+        with self.session() as s:
+            return aggregate_stats(s.conn, s.schema, now)
+
+    def file_sizes(self) -> tuple[int, int]:
+        return file_sizes(self.path)

@@ -1,0 +1,26 @@
+"""Why a Flujo DB cannot be read right now; every message names the file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Problem(StrEnum):
+    """Bounded reason codes, safe to use as a metric label."""
+
+    MISSING = "missing"
+    EMPTY = "empty"
+    UNREADABLE = "unreadable"
+    NOT_SQLITE = "not_sqlite"
+    CORRUPT = "corrupt"
+    LOCKED = "locked"
+    UNKNOWN_LAYOUT = "unknown_layout"
+    TIMEOUT = "timeout"
+    QUERY_ERROR = "query_error"
+
+
+class DatabaseUnavailable(Exception):
+    def __init__(self, problem: Problem, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.message = message

@@ -1,0 +1,109 @@
+"""Queries on ``runs`` and ``steps`` (absent in the 0.4.32 legacy layout).
+
+Whole-history breakdowns scan the table and belong to the aggregate tier.  Finished runs and
+steps are instead followed incrementally by ``rowid``: a row keeps its rowid when flujo UPDATEs
+it at the end of a run, so "rows after the last rowid seen" plus "rows seen running before" is an
+index-bound way to observe every finish exactly once, whatever cleanup deletes later.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+
+from exporter.reader.layout import Schema
+from exporter.timeparse import TimestampError, parse_instant
+
+FINISHED_RUN_STATUSES = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    rowid: int
+    run_id: str
+    pipeline: str
+    status: str
+    duration_s: float | None  # None while running or when a time is missing/unparseable
+
+
+@dataclass(frozen=True)
+class StepRow:
+    rowid: int
+    step_name: str
+    status: str
+    duration_s: float | None
+
+
+def status_counts(conn: sqlite3.Connection) -> Counter[str]:
+    return Counter({s: n for s, n in conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status")})
+
+
+def pipeline_status_counts(conn: sqlite3.Connection) -> Counter[tuple[str, str]]:
+    """Runs per (pipeline_name, status).  Scans the table: aggregate tier only."""
+    rows = conn.execute("SELECT pipeline_name, status, COUNT(*) FROM runs GROUP BY 1, 2")
+    return Counter({(p or "unknown", s): n for p, s, n in rows})
+
+
+def max_rowid(conn: sqlite3.Connection, table: str) -> int:
+    if table not in ("runs", "steps"):
+        raise ValueError(table)
+    return int(conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0])
+
+
+def runs_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[RunRow]:
+    sql = f"{_run_select(schema)} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+    return [_run_row(row) for row in conn.execute(sql, (rowid, limit))]
+
+
+def runs_by_rowid(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int]) -> list[RunRow]:
+    found: list[RunRow] = []
+    for start in range(0, len(rowids), 500):
+        chunk = rowids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        found.extend(
+            _run_row(row) for row in conn.execute(f"{_run_select(schema)} WHERE rowid IN ({marks})", chunk)
+        )
+    return found
+
+
+def steps_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[StepRow]:
+    sql = (
+        f"SELECT rowid, step_name, status, {schema.step_duration_ms_expr} FROM steps"
+        " WHERE rowid > ? ORDER BY rowid LIMIT ?"
+    )
+    return [
+        StepRow(
+            r, name or "unknown", status or "unknown", None if ms is None else max(float(ms), 0.0) / 1000.0
+        )
+        for r, name, status, ms in conn.execute(sql, (rowid, limit))
+    ]
+
+
+def _run_select(schema: Schema) -> str:
+    times = f"{schema.run_start_expr}, {schema.run_end_expr}"
+    return f"SELECT rowid, run_id, pipeline_name, status, {times} FROM runs"
+
+
+def _run_row(row: Iterable[object]) -> RunRow:
+    rowid, run_id, pipeline, status, start_raw, end_raw = row
+    return RunRow(
+        int(rowid),  # type: ignore[call-overload]
+        str(run_id),
+        str(pipeline or "unknown"),
+        str(status),
+        _duration(start_raw, end_raw) if status in FINISHED_RUN_STATUSES else None,
+    )
+
+
+def _duration(start_raw: object, end_raw: object, naive_tz: tzinfo = UTC) -> float | None:
+    """runs/steps times are UTC (naive in 0.4.x, '+00:00' in 0.6.x)."""
+    try:
+        start, end = parse_instant(start_raw, naive_tz), parse_instant(end_raw, naive_tz)
+    except TimestampError:
+        return None
+    if start is None or end is None:
+        return None
+    return max((end - start).total_seconds(), 0.0)

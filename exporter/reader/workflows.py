@@ -1,0 +1,196 @@
+"""Queries on ``workflow_state``: statuses, 24 h windows and the active (running/paused) rows.
+
+All of them are bounded by an index: the status index, the created_at index (range pre-filter
+from :func:`text_lower_bound`, then exact instants in Python) or the parent_run_id index for
+background tasks.  Top-level workflows and background tasks are always counted apart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+
+from exporter.reader.layout import Capability, Schema
+from exporter.timeparse import TimestampError, parse_instant, text_lower_bound, text_upper_bound
+
+WORKFLOW_STATUSES = ("running", "paused", "completed", "failed", "cancelled")
+ACTIVE_STATUSES = ("running", "paused")
+UNKNOWN_PIPELINE = "unknown"
+
+
+@dataclass(frozen=True)
+class BadValue:
+    """A stored value the reader could not interpret (reported, never fatal)."""
+
+    table: str
+    column: str
+    run_id: str
+    value: str
+
+    def describe(self) -> str:
+        return f"{self.table}.{self.column} of run_id {self.run_id!r}: cannot parse {self.value!r}"
+
+
+@dataclass(frozen=True)
+class ActiveWorkflow:
+    """A running or paused row.  ``run_id`` is for alerts and logs only, never a metric label."""
+
+    run_id: str
+    pipeline: str
+    status: str
+    updated_at: datetime | None
+    is_background: bool
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    top_level: int
+    background: int
+
+
+def status_counts(conn: sqlite3.Connection, schema: Schema) -> tuple[Counter[str], Counter[str] | None]:
+    """(top-level counts, background-task counts or None when the layout has no background tasks)."""
+    every = Counter[str](
+        {
+            row[0]: row[1]
+            for row in conn.execute("SELECT status, COUNT(*) FROM workflow_state GROUP BY status")
+        }
+    )
+    if not schema.supports(Capability.BACKGROUND_TASKS):
+        return every, None
+    background = Counter[str]({row[0]: row[1] for row in conn.execute(_BACKGROUND_STATUS_SQL)})
+    return every - background, background
+
+
+# Background rows always carry their parent's run id, so the parent_run_id index bounds this.
+_BACKGROUND_STATUS_SQL = (
+    "SELECT status, COUNT(*) FROM workflow_state"
+    " WHERE parent_run_id IS NOT NULL AND COALESCE(is_background_task, 0) != 0 GROUP BY status"
+)
+
+
+def created_since(
+    conn: sqlite3.Connection, schema: Schema, since: datetime, naive_tz: tzinfo, bad: list[BadValue]
+) -> WindowCounts:
+    rows = conn.execute(
+        f"SELECT run_id, created_at, {_background_expr(schema)} FROM workflow_state WHERE created_at >= ?",
+        (text_lower_bound(since),),
+    )
+    return _count_since(rows, since, naive_tz, "created_at", bad)
+
+
+def failed_since(
+    conn: sqlite3.Connection, schema: Schema, since: datetime, naive_tz: tzinfo, bad: list[BadValue]
+) -> WindowCounts:
+    rows = conn.execute(
+        f"SELECT run_id, updated_at, {_background_expr(schema)} FROM workflow_state"
+        " WHERE status = 'failed' AND updated_at >= ?",
+        (text_lower_bound(since),),
+    )
+    return _count_since(rows, since, naive_tz, "updated_at", bad)
+
+
+def _count_since(
+    rows: Iterable[tuple[str, object, int]],
+    since: datetime,
+    naive_tz: tzinfo,
+    column: str,
+    bad: list[BadValue],
+) -> WindowCounts:
+    top = background = 0
+    for run_id, raw, is_background in rows:
+        try:
+            instant = parse_instant(raw, naive_tz)
+        except TimestampError:
+            bad.append(BadValue("workflow_state", column, run_id, str(raw)))
+            continue
+        if instant is not None and instant >= since:
+            if is_background:
+                background += 1
+            else:
+                top += 1
+    return WindowCounts(top, background)
+
+
+def active_workflows(
+    conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, bad: list[BadValue]
+) -> list[ActiveWorkflow]:
+    """Running and paused rows; the pipeline comes from ``runs`` when workflow_state says 'unknown'."""
+    has_runs = schema.has("runs", "pipeline_name")
+    run_pipeline = "r.pipeline_name" if has_runs else "NULL"
+    join = "LEFT JOIN runs r ON r.run_id = ws.run_id" if has_runs else ""
+    sql = (
+        f"SELECT ws.run_id, ws.{schema.pipeline_column}, {run_pipeline}, ws.status, ws.updated_at,"
+        f" {_background_expr(schema, 'ws.')} FROM workflow_state ws {join}"
+        " WHERE ws.status IN ('running', 'paused')"
+    )
+    result: list[ActiveWorkflow] = []
+    for run_id, ws_pipeline, runs_pipeline, status, updated_raw, is_background in conn.execute(sql):
+        try:
+            updated_at = parse_instant(updated_raw, naive_tz)
+        except TimestampError:
+            bad.append(BadValue("workflow_state", "updated_at", run_id, str(updated_raw)))
+            updated_at = None
+        result.append(
+            ActiveWorkflow(
+                run_id, _pipeline(ws_pipeline, runs_pipeline), status, updated_at, bool(is_background)
+            )
+        )
+    return result
+
+
+def created_before(
+    conn: sqlite3.Connection, cutoff: datetime, naive_tz: tzinfo, bad: list[BadValue]
+) -> list[str]:
+    """Run ids whose ``created_at`` is before ``cutoff`` (what time-correct cleanup would delete)."""
+    found = []
+    for run_id, raw in conn.execute(
+        "SELECT run_id, created_at FROM workflow_state WHERE created_at < ?", (text_upper_bound(cutoff),)
+    ):
+        try:
+            instant = parse_instant(raw, naive_tz)
+        except TimestampError:
+            bad.append(BadValue("workflow_state", "created_at", run_id, str(raw)))
+            continue
+        if instant is not None and instant < cutoff:
+            found.append(run_id)
+    return found
+
+
+def pipeline_status_counts(conn: sqlite3.Connection, schema: Schema) -> Counter[tuple[str, str]]:
+    """Top-level workflows per (pipeline, status).  Scans the table: aggregate tier only."""
+    where = (
+        " WHERE COALESCE(is_background_task, 0) = 0" if schema.supports(Capability.BACKGROUND_TASKS) else ""
+    )
+    rows = conn.execute(
+        f"SELECT {schema.pipeline_column}, status, COUNT(*) FROM workflow_state{where} GROUP BY 1, 2"
+    )
+    return Counter({(_pipeline(p, None), s): n for p, s, n in rows})
+
+
+def average_execution_time_ms(conn: sqlite3.Connection, schema: Schema) -> float:
+    """flujo's ``average_execution_time_ms`` (AVG over non-NULL rows, 0 when none).  Scans the table."""
+    if not schema.has("workflow_state", "execution_time_ms"):
+        return 0.0
+    value = conn.execute("SELECT AVG(execution_time_ms) FROM workflow_state").fetchone()[0]
+    return float(value or 0.0)
+
+
+def window_start(now: datetime, hours: float) -> datetime:
+    return now - timedelta(hours=hours)
+
+
+def _background_expr(schema: Schema, prefix: str = "") -> str:
+    if schema.supports(Capability.BACKGROUND_TASKS):
+        return f"COALESCE({prefix}is_background_task, 0) != 0"
+    return "0"
+
+
+def _pipeline(ws_pipeline: object, runs_pipeline: object) -> str:
+    for candidate in (ws_pipeline, runs_pipeline):
+        if isinstance(candidate, str) and candidate and candidate != UNKNOWN_PIPELINE:
+            return candidate
+    return UNKNOWN_PIPELINE

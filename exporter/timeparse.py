@@ -1,0 +1,119 @@
+"""Turn every timestamp convention found in Flujo DBs into real instants.
+
+Flujo mixes conventions in one file (see the project's SCHEMA notes):
+
+* ISO-8601 naive in the writer's *local* time (``workflow_state`` in 0.4.x),
+* ISO-8601 naive in UTC (``runs``/``steps`` in 0.4.x),
+* ISO-8601 with an offset (0.6.x, ``+00:00``),
+* ``YYYY-MM-DD HH:MM:SS`` from SQLite ``datetime('now')`` (UTC),
+* epoch seconds as REAL (``spans`` in 0.4.x).
+
+Every window (24 h, hours_back, days_old, stale, stuck) must compare instants, never strings, so
+all parsing funnels through :func:`parse_instant`.  Ambiguous local wall times (the repeated hour
+when DST ends) resolve to the first occurrence (``fold=0``): the error is at most the DST shift.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+# Any wall clock on Earth is within [-12 h, +14 h] of UTC; a text timestamp of instant T therefore
+# starts with a date within this margin of T's UTC date.  Used to pre-filter rows by index range.
+MAX_UTC_OFFSET = timedelta(hours=14)
+
+# Epoch values below this (2001-09-09) are not wall-clock times: 0.6.x stores time.monotonic().
+MIN_PLAUSIBLE_EPOCH = 1_000_000_000.0
+
+
+class TimestampError(ValueError):
+    """A stored value is not a timestamp in any known convention."""
+
+
+def resolve_timezone(name: str | None) -> tzinfo:
+    """The writer's time zone: an IANA name, ``UTC``, or ``None``/``""``/``local`` for this system's."""
+    if not name or name == "local":
+        local = datetime.now().astimezone().tzinfo
+        assert local is not None
+        return local
+    if name.upper() in ("UTC", "Z", "ETC/UTC"):
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)") from exc
+
+
+def parse_instant(value: object, naive_tz: tzinfo = UTC) -> datetime | None:
+    """Parse a stored timestamp into an aware UTC datetime; ``None`` for NULL or empty text.
+
+    ``naive_tz`` is the zone a naive ISO string was written in (the writer's local zone for
+    ``workflow_state``, UTC elsewhere).  Numbers and numeric text are epoch seconds.
+    Raises :class:`TimestampError` for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TimestampError(f"not a timestamp: {value!r}")
+    if isinstance(value, int | float):
+        return _from_epoch(float(value))
+    if isinstance(value, datetime):
+        return _aware(value, naive_tz)
+    if not isinstance(value, str):
+        raise TimestampError(f"not a timestamp: {value!r}")
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return _from_epoch(float(text))
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise TimestampError(f"not a timestamp: {value!r}") from exc
+    return _aware(parsed, naive_tz)
+
+
+def to_epoch(value: object, naive_tz: tzinfo = UTC) -> float | None:
+    instant = parse_instant(value, naive_tz)
+    return None if instant is None else instant.timestamp()
+
+
+def iso_utc(instant: datetime) -> str:
+    """The form our own backend writes: aware ISO-8601 in UTC (``...+00:00``)."""
+    return instant.astimezone(UTC).isoformat()
+
+
+def text_lower_bound(instant: datetime) -> str:
+    """A string ``s`` such that every text timestamp of an instant >= ``instant`` sorts >= ``s``.
+
+    Works for every text convention above, whatever the writer's zone, so that a window query can
+    use the column's index to pre-select candidates that are then compared exactly in Python.
+    """
+    return _utc_date(instant - MAX_UTC_OFFSET).isoformat()
+
+
+def text_upper_bound(instant: datetime) -> str:
+    """A string ``s`` such that every text timestamp of an instant < ``instant`` sorts < ``s``."""
+    return (_utc_date(instant + MAX_UTC_OFFSET) + timedelta(days=1)).isoformat()
+
+
+def _utc_date(instant: datetime) -> date:
+    return instant.astimezone(UTC).date()
+
+
+def _from_epoch(seconds: float) -> datetime:
+    if not math.isfinite(seconds):
+        raise TimestampError(f"not a finite epoch value: {seconds!r}")
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise TimestampError(f"epoch value out of range: {seconds!r}") from exc
+
+
+def _aware(value: datetime, naive_tz: tzinfo) -> datetime:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=naive_tz)
+    return value.astimezone(UTC)

@@ -1,0 +1,86 @@
+import sqlite3
+from pathlib import Path
+
+import pytest
+from support import FIXTURES, LEGACY, SMALL, SMALL06, make_hybrid
+
+from exporter.reader import Capability, DatabaseUnavailable, FlujoReader, Layout, Problem
+from exporter.timeparse import UTC
+
+
+def reader(path: Path) -> FlujoReader:
+    return FlujoReader(path, naive_timezone=UTC)
+
+
+@pytest.mark.parametrize(
+    ("name", "layout", "capabilities"),
+    [
+        (LEGACY, Layout.LEGACY_0432, set()),
+        (SMALL, Layout.V0435, {Capability.RUNS, Capability.STEPS, Capability.SPANS}),
+        (
+            SMALL06,
+            Layout.V06,
+            {
+                Capability.RUNS,
+                Capability.STEPS,
+                Capability.SPANS,
+                Capability.BACKGROUND_TASKS,
+                Capability.TRACES,
+                Capability.EVALUATIONS,
+                Capability.SYSTEM_STATE,
+            },
+        ),
+    ],
+)
+def test_fixture_layouts(fixture_copy, name: str, layout: Layout, capabilities: set[Capability]) -> None:
+    schema = reader(fixture_copy(name)).schema()
+    assert schema.layout is layout
+    assert schema.capabilities == capabilities
+
+
+def test_hybrid_left_by_06_on_a_0435_file(fixture_copy) -> None:
+    db = fixture_copy(SMALL)
+    make_hybrid(db)
+    schema = reader(db).schema()
+    assert schema.layout is Layout.HYBRID
+    assert Capability.BACKGROUND_TASKS in schema.capabilities
+    assert "COALESCE" in schema.run_start_expr  # old rows have start_time, new ones created_at
+
+
+def test_schema_dumps_from_real_flujo(tmp_path: Path) -> None:
+    """Every .schema dump shipped with the fixtures is classified (legacy migrated by 0.4.35 too)."""
+    expected = {
+        "v0.4.32-legacy.sql": Layout.LEGACY_0432,
+        "v0.4.32-migrated-by-v0.4.35.sql": Layout.V0435,
+        "v0.4.35.sql": Layout.V0435,
+        "v0.6.11-github-fresh.sql": Layout.V06,
+        "v0.6.11-github-upgraded-from-v0.4.35.sql": Layout.HYBRID,
+    }
+    for dump, layout in expected.items():
+        db = tmp_path / f"{dump}.db"
+        conn = sqlite3.connect(db)
+        conn.executescript(
+            (FIXTURES / "schemas" / dump).read_text().replace("CREATE TABLE sqlite_sequence(name,seq);", "")
+        )
+        conn.close()
+        assert reader(db).schema().layout is layout, dump
+
+
+def test_sqlite_file_of_another_application(tmp_path: Path) -> None:
+    db = tmp_path / "other.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.close()
+    with pytest.raises(DatabaseUnavailable) as info:
+        reader(db).schema()
+    assert info.value.problem is Problem.UNKNOWN_LAYOUT
+    assert str(db) in info.value.message and "invoices" in info.value.message
+
+
+def test_workflow_state_missing_required_columns(tmp_path: Path) -> None:
+    db = tmp_path / "odd.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE workflow_state (run_id TEXT, status TEXT)")
+    conn.close()
+    with pytest.raises(DatabaseUnavailable, match=r"lacks column.*created_at"):
+        reader(db).schema()

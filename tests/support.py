@@ -1,0 +1,88 @@
+"""Helpers shared by the tests: the real Flujo fixture DBs and the external tools."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMALL = "sample-small.db"
+SMALL06 = "sample06-small.db"
+LEGACY = "sample-v0.4.32-legacy.db"
+ALL_FIXTURES = (SMALL, SMALL06, LEGACY)
+
+
+def expected(name: str) -> dict[str, Any]:
+    with (FIXTURES / f"{name}.expected.json").open() as handle:
+        data: dict[str, Any] = json.load(handle)
+    return data
+
+
+def computed_at(name: str) -> datetime:
+    return datetime.fromisoformat(expected(name)["computed_at_utc"])
+
+
+def anchor_at(name: str) -> datetime:
+    return datetime.fromisoformat(expected(name)["anchor_utc"])
+
+
+def checksums(db: Path) -> dict[str, str]:
+    """Digest of the DB and of its -wal/-shm, for the files that exist."""
+    found = {}
+    for suffix in ("", "-wal", "-shm"):
+        candidate = Path(f"{db}{suffix}")
+        if candidate.exists():
+            found[suffix or "db"] = hashlib.sha256(candidate.read_bytes()).hexdigest()
+    return found
+
+
+def make_hybrid(db: Path) -> None:
+    """Apply what flujo 0.6.11 does to a 0.4.35 file (schemas/v0.6.11-github-upgraded-from-v0.4.35.sql)."""
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        ALTER TABLE workflow_state ADD COLUMN "metadata" TEXT;
+        ALTER TABLE workflow_state ADD COLUMN "is_background_task" INTEGER DEFAULT 0;
+        ALTER TABLE workflow_state ADD COLUMN "parent_run_id" TEXT;
+        ALTER TABLE workflow_state ADD COLUMN "task_id" TEXT;
+        ALTER TABLE workflow_state ADD COLUMN "background_error" TEXT;
+        ALTER TABLE runs ADD COLUMN "pipeline_id" TEXT NOT NULL DEFAULT 'unknown';
+        ALTER TABLE runs ADD COLUMN "created_at" TEXT NOT NULL DEFAULT '';
+        ALTER TABLE runs ADD COLUMN "updated_at" TEXT NOT NULL DEFAULT '';
+        ALTER TABLE runs ADD COLUMN "execution_time_ms" INTEGER;
+        ALTER TABLE runs ADD COLUMN "memory_usage_mb" REAL;
+        ALTER TABLE runs ADD COLUMN "total_steps" INTEGER DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN "error_message" TEXT;
+        ALTER TABLE steps ADD COLUMN raw_response TEXT;
+        CREATE TABLE system_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+        CREATE TABLE traces (run_id TEXT PRIMARY KEY, trace_data TEXT NOT NULL, created_at TEXT NOT NULL);
+        CREATE INDEX idx_workflow_state_parent_run_id ON workflow_state(parent_run_id);
+        CREATE INDEX idx_runs_created_at ON runs(created_at);
+        """
+    )
+    conn.commit()
+    conn.close()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(*names: str) -> str:
+    """Path of the first binary found; skip locally when absent, fail in CI (tools must run there)."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = f"{' or '.join(names)} not installed (run scripts/install-test-tools.sh)"
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
