@@ -86,3 +86,18 @@ def require_tool(*names: str) -> str:
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
+
+
+def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Samples of a text exposition keyed by (name, labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]

@@ -12,7 +12,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime
 
 from exporter.reader.layout import Schema
 from exporter.timeparse import TimestampError, parse_instant
@@ -26,7 +26,8 @@ class RunRow:
     run_id: str
     pipeline: str
     status: str
-    duration_s: float | None  # None while running or when a time is missing/unparseable
+    ended_at: datetime | None  # None while running or when the time is missing/unparseable
+    duration_s: float | None
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class StepRow:
     rowid: int
     step_name: str
     status: str
+    ended_at: datetime | None  # when the row was recorded, right after the step
     duration_s: float | None
 
 
@@ -70,15 +72,17 @@ def runs_by_rowid(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int
 
 
 def steps_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[StepRow]:
-    sql = (
-        f"SELECT rowid, step_name, status, {schema.step_duration_ms_expr} FROM steps"
-        " WHERE rowid > ? ORDER BY rowid LIMIT ?"
-    )
+    columns = f"rowid, step_name, status, {schema.step_time_expr}, {schema.step_duration_ms_expr}"
+    sql = f"SELECT {columns} FROM steps WHERE rowid > ? ORDER BY rowid LIMIT ?"
     return [
         StepRow(
-            r, name or "unknown", status or "unknown", None if ms is None else max(float(ms), 0.0) / 1000.0
+            r,
+            name or "unknown",
+            status or "unknown",
+            _instant(recorded),
+            None if ms is None else max(float(ms), 0.0) / 1000.0,
         )
-        for r, name, status, ms in conn.execute(sql, (rowid, limit))
+        for r, name, status, recorded, ms in conn.execute(sql, (rowid, limit))
     ]
 
 
@@ -89,21 +93,22 @@ def _run_select(schema: Schema) -> str:
 
 def _run_row(row: Iterable[object]) -> RunRow:
     rowid, run_id, pipeline, status, start_raw, end_raw = row
+    finished = status in FINISHED_RUN_STATUSES
+    start, end = _instant(start_raw), _instant(end_raw) if finished else None
+    duration = max((end - start).total_seconds(), 0.0) if start and end else None
     return RunRow(
         int(rowid),  # type: ignore[call-overload]
         str(run_id),
         str(pipeline or "unknown"),
         str(status),
-        _duration(start_raw, end_raw) if status in FINISHED_RUN_STATUSES else None,
+        end,
+        duration,
     )
 
 
-def _duration(start_raw: object, end_raw: object, naive_tz: tzinfo = UTC) -> float | None:
-    """runs/steps times are UTC (naive in 0.4.x, '+00:00' in 0.6.x)."""
+def _instant(raw: object) -> datetime | None:
+    """runs/steps times are UTC (naive in 0.4.x, '+00:00' in 0.6.x); unparseable reads as unknown."""
     try:
-        start, end = parse_instant(start_raw, naive_tz), parse_instant(end_raw, naive_tz)
+        return parse_instant(raw, UTC)
     except TimestampError:
         return None
-    if start is None or end is None:
-        return None
-    return max((end - start).total_seconds(), 0.0)

@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
-MAX_DEPTH = 200
+MAX_DEPTH = 300  # nesting levels; one Python frame each (loops, not comprehensions)
 
 _registry: dict[type, Callable[[Any], Any]] = {}
 _registry_lock = threading.Lock()
@@ -86,7 +86,10 @@ def to_jsonable(obj: Any, _depth: int = 0) -> JSONValue:
     if isinstance(obj, BaseModel):
         return to_jsonable(obj.model_dump(), _depth + 1)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name), _depth + 1) for f in dataclasses.fields(obj)}
+        fields: dict[str, JSONValue] = {}
+        for field in dataclasses.fields(obj):
+            fields[field.name] = to_jsonable(getattr(obj, field.name), _depth + 1)
+        return fields
     if isinstance(obj, datetime | date | time):
         return obj.isoformat()
     if isinstance(obj, timedelta):
@@ -96,11 +99,16 @@ def to_jsonable(obj: Any, _depth: int = 0) -> JSONValue:
     if isinstance(obj, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(obj)).decode("ascii")
     if isinstance(obj, Mapping):
-        return {_key(k): to_jsonable(v, _depth + 1) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v, _depth + 1) for v in obj]
-    if isinstance(obj, set | frozenset):
-        items = [to_jsonable(v, _depth + 1) for v in obj]
+        mapping: dict[str, JSONValue] = {}
+        for key, value in obj.items():
+            mapping[_key(key)] = to_jsonable(value, _depth + 1)
+        return mapping
+    if isinstance(obj, list | tuple | set | frozenset):
+        items: list[JSONValue] = []
+        for value in obj:
+            items.append(to_jsonable(value, _depth + 1))
+        if not isinstance(obj, set | frozenset):
+            return items
         try:
             return sorted(items)  # type: ignore[type-var]
         except TypeError:

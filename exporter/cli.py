@@ -1,0 +1,118 @@
+"""``state-exporter``: run the daemon, check a config, print one snapshot, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from exporter import __version__, logs
+from exporter.clock import ManualClock, system_clock
+from exporter.config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    handler = {"run": _run, "check-config": _check_config, "snapshot": _snapshot, "demo": _demo}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"state-exporter: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="state-exporter", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"state-exporter {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    def db_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="YAML config file (see config.example.yaml)")
+        p.add_argument("--db", type=Path, help="Flujo SQLite DB (overrides db.path)")
+        p.add_argument(
+            "--timezone", help="writer's time zone for naive timestamps (overrides db.writer_timezone)"
+        )
+
+    run = sub.add_parser("run", help="serve /metrics until stopped")
+    db_flags(run)
+    run.add_argument("--listen", help="HOST:PORT (overrides web.listen_address)")
+    check = sub.add_parser("check-config", help="validate a config file; exit 2 on error")
+    check.add_argument("file", type=Path)
+    snapshot = sub.add_parser("snapshot", help="print the metrics exposition once and exit")
+    db_flags(snapshot)
+    snapshot.add_argument("--now", help="pin the clock (ISO-8601, e.g. 2026-11-21T11:14:44+00:00)")
+    demo = sub.add_parser("demo", help="run the daemon on a demo DB kept busy by a simulated Flujo app")
+    demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="where the demo DB lives")
+    demo.add_argument("--listen", default="127.0.0.1:10078")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "db", None) is not None:
+        overrides.setdefault("db", {})["path"] = str(args.db)
+    if getattr(args, "timezone", None):
+        overrides.setdefault("db", {})["writer_timezone"] = args.timezone
+    if getattr(args, "listen", None):
+        overrides.setdefault("web", {})["listen_address"] = args.listen
+    return overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    from exporter.daemon import Daemon
+
+    overrides = _overrides(args)
+    config = load_config(args.config, env=os.environ, overrides=overrides)
+    logs.configure(config.logging.level, config.logging.format)
+    daemon = Daemon(config, config_path=args.config, overrides=overrides)
+    return asyncio.run(daemon.run())
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    load_config(args.file, env={})
+    print(f"{args.file}: ok")
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from exporter.collectors import View, build_registry
+    from exporter.daemon import make_reader
+    from exporter.refresh import Refresher
+
+    config = load_config(args.config, env=os.environ, overrides=_overrides(args))
+    logs.configure("error", config.logging.format)
+    clock = ManualClock(_parse_now(args.now)) if args.now else system_clock
+    refresher = Refresher(make_reader(config), lambda: config.metrics, clock)
+    state = refresher.refresh(force_aggregates=True)
+    registry = build_registry(View(lambda: refresher.state, lambda: config.metrics, clock))
+    sys.stdout.write(generate_latest(registry).decode())
+    if state.problem is not None:
+        print(f"state-exporter: {state.problem.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parse_now(text: str) -> datetime:
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError([f"--now: not an ISO-8601 instant: {text!r}"]) from None
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from exporter.demo import run_demo
+
+    return run_demo(args.dir, args.listen)

@@ -1,0 +1,44 @@
+"""What every collector reads: the current refresh state, the live settings and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from exporter.clock import Clock
+from exporter.config import MetricsConfig
+from exporter.refresh import ExporterState
+
+
+@dataclass(frozen=True)
+class View:
+    state: Callable[[], ExporterState]
+    settings: Callable[[], MetricsConfig]
+    clock: Clock
+
+
+class ViewCollector(Collector):
+    """Yields fresh metric families on every scrape from the snapshot; never queries the DB."""
+
+    def __init__(self, view: View) -> None:
+        self.view = view
+
+    def cached(self, text: str) -> str:
+        seconds = int(self.view.settings().refresh_interval.total_seconds())
+        return f"{text} (cached snapshot, refreshed every {seconds}s)"
+
+    def aggregated(self, text: str) -> str:
+        seconds = int(self.view.settings().aggregate_interval.total_seconds())
+        return f"{text} (whole-table aggregate, refreshed every {seconds}s)"
+
+
+def gauge_from(
+    name: str, documentation: str, labels: list[str], samples: Iterable[tuple[tuple[str, ...], float]]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for values, value in sorted(samples):
+        family.add_metric(list(values), value)
+    return family

@@ -1,0 +1,44 @@
+"""flujo's own PrometheusCollector names, for existing dashboards (metrics.flujo_compat: true).
+
+Same meaning as flujo: every workflow_state row, background tasks included (0.6.x), and
+``flujo_runs_total`` is a gauge despite its name.  Values come from our snapshot, so the 24 h
+bug of flujo does not apply (flujo exports no windowed value anyway).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.collectors.base import ViewCollector
+
+
+class FlujoCompatCollector(ViewCollector):
+    def collect(self) -> Iterator[Metric]:
+        if not self.view.settings().flujo_compat:
+            return
+        state = self.view.state()
+        fast = state.fast
+        if fast is None:
+            return
+        every = fast.workflows_by_status + (fast.background_by_status or Counter())
+        total = GaugeMetricFamily("flujo_runs_total", "Total pipeline runs")
+        total.add_metric([], sum(every.values()))
+        yield total
+        by_status = GaugeMetricFamily("flujo_runs_by_status", "Pipeline runs by status", labels=["status"])
+        for status, n in sorted(every.items()):
+            by_status.add_metric([status], n)
+        yield by_status
+        if state.aggregates is not None:
+            average = GaugeMetricFamily("flujo_avg_duration_ms", "Average pipeline duration in milliseconds")
+            average.add_metric([], state.aggregates.average_execution_time_ms)
+            yield average
+        if fast.background_by_status is not None:
+            background = GaugeMetricFamily(
+                "flujo_background_tasks_by_status", "Background tasks by status", labels=["status"]
+            )
+            for status, n in sorted(fast.background_by_status.items()):
+                background.add_metric([status], n)
+            yield background

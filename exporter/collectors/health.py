@@ -1,0 +1,78 @@
+"""The exporter's own health: build, refresh phases, snapshot age, errors."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter import __version__
+from exporter.collectors.base import ViewCollector
+from exporter.reader import Problem
+from exporter.refresh import PHASES
+
+
+class HealthCollector(ViewCollector):
+    def collect(self) -> Iterator[Metric]:
+        state = self.view.state()
+        build = GaugeMetricFamily(
+            "flujo_exporter_build_info",
+            "Exporter version and Python runtime",
+            labels=["version", "python_version"],
+        )
+        build.add_metric([__version__, platform.python_version()], 1)
+        yield build
+        success = GaugeMetricFamily(
+            "flujo_exporter_collector_success",
+            "1 when the collector's last refresh succeeded; on 0 its metrics are the last good values",
+            labels=["collector"],
+        )
+        duration = GaugeMetricFamily(
+            "flujo_exporter_collector_duration_seconds",
+            "Duration of the collector's last refresh",
+            labels=["collector"],
+        )
+        last = GaugeMetricFamily(
+            "flujo_exporter_collector_last_success_timestamp_seconds",
+            "Unix time of the collector's last successful refresh",
+            labels=["collector"],
+        )
+        for phase in PHASES:
+            health = state.phases[phase]
+            success.add_metric([phase], 1 if health.success else 0)
+            duration.add_metric([phase], health.duration_s)
+            if health.last_success is not None:
+                last.add_metric([phase], health.last_success.timestamp())
+        yield from (success, duration, last)
+        snapshot_ts = state.fast.taken_at if state.fast is not None else None
+        age = GaugeMetricFamily(
+            "flujo_exporter_snapshot_age_seconds",
+            "Seconds since the served snapshot was taken (at scrape time)",
+        )
+        taken = GaugeMetricFamily(
+            "flujo_exporter_snapshot_timestamp_seconds", "Unix time the served snapshot was taken"
+        )
+        if snapshot_ts is not None:
+            age.add_metric([], max((self.view.clock() - snapshot_ts).total_seconds(), 0.0))
+            taken.add_metric([], snapshot_ts.timestamp())
+        yield from (age, taken)
+        ready = GaugeMetricFamily(
+            "flujo_exporter_db_ready", "1 when the last refresh could read the DB and recognised its layout"
+        )
+        ready.add_metric([], 0 if state.problem is not None or state.schema is None else 1)
+        yield ready
+        errors = CounterMetricFamily(
+            "flujo_exporter_query_errors", "Failed DB reads by reason", labels=["reason"]
+        )
+        for problem in Problem:
+            errors.add_metric([problem.value], state.errors.get(problem, 0))
+        yield errors
+        bad = CounterMetricFamily(
+            "flujo_exporter_bad_values",
+            "Stored values the exporter could not interpret (logged with their run_id), by table and column",
+            labels=["table", "column"],
+        )
+        for (table, column), n in sorted(state.bad_values.items()):
+            bad.add_metric([table, column], n)
+        yield bad

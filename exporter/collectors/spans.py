@@ -1,0 +1,36 @@
+"""Stored trace spans."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.collectors.base import ViewCollector, gauge_from
+
+SPAN_STATUSES = ("running", "completed", "failed")
+
+
+class SpanCollector(ViewCollector):
+    def collect(self) -> Iterator[Metric]:
+        state = self.view.state()
+        if state.fast is None or state.fast.spans_total is None:
+            return
+        stored = GaugeMetricFamily("flujo_spans_stored", self.cached("Rows of the spans table"))
+        stored.add_metric([], state.fast.spans_total)
+        yield stored
+        aggregates = state.aggregates
+        if aggregates is None or aggregates.spans is None:
+            return
+        by_status = aggregates.spans.by_status
+        yield gauge_from(
+            "flujo_spans_by_status",
+            self.aggregated("Stored spans by status"),
+            ["status"],
+            [((s,), float(by_status.get(s, 0))) for s in set(SPAN_STATUSES) | set(by_status)],
+        )
+        unfinished = GaugeMetricFamily(
+            "flujo_spans_unfinished", self.aggregated("Stored spans without an end time")
+        )
+        unfinished.add_metric([], aggregates.spans.unfinished)
+        yield unfinished

@@ -1,0 +1,378 @@
+"""Typed configuration: YAML file, then environment overrides, then command-line flags.
+
+Every error names where the bad value came from: ``file:line: key.path: message`` for the file,
+``environment FLUJO_EXPORTER_X__Y: key.path: message`` for the environment and
+``command line: key.path: message`` for flags.  :func:`load_config` reports all errors at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+from exporter import _yamlpos
+from exporter.timeparse import resolve_timezone
+
+DEFAULT_PORT = 10078
+DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
+ENV_PREFIX = "FLUJO_EXPORTER_"
+# Variables with the prefix that are not config keys (the CLI reads them itself).
+ENV_IGNORED = frozenset({"FLUJO_EXPORTER_CONFIG"})
+
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_DURATION_HINT = "use e.g. 30s, 5m, 1h"
+
+
+class ConfigError(Exception):
+    """One or more configuration errors; ``str()`` gives one error per line."""
+
+    def __init__(self, errors: str | Iterable[str]) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(self.errors))
+
+    def __str__(self) -> str:
+        return "\n".join(self.errors)
+
+
+def parse_duration(value: object) -> timedelta:
+    """``30s``, ``5m``, ``1.5h``, ``2d``, ``500ms`` or a bare number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {str(value).lower()} ({_DURATION_HINT})")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"invalid duration {value!r} ({_DURATION_HINT})")
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative, got {value!r}")
+    if not math.isfinite(seconds) or seconds > 100 * 365 * 86400:
+        raise ValueError(f"duration too large: {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest of ``1w``, ``2d``, ``3h``, ``5m``, ``30s``, ``500ms`` that is exact."""
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds * 1000:g}ms" if 0 < seconds < 1 else f"{seconds:g}s"
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError(f"must be greater than 0, got {format_duration(value)}")
+    return value
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"must be an integer, got {_describe(value)}")
+    return value
+
+
+def _readable_file(path: Path) -> Path:
+    if path.exists() and not path.is_file():
+        raise ValueError(f"not a regular file: {path}")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
+
+
+_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+_BCRYPT_HINT = "python -c \"import bcrypt; print(bcrypt.hashpw(b'secret', bcrypt.gensalt()).decode())\""
+
+
+def _bcrypt_hash(value: str) -> str:
+    if not _BCRYPT.match(value):
+        raise ValueError(f"not a bcrypt hash (generate one with: {_BCRYPT_HINT})")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+Count = Annotated[int, BeforeValidator(_not_bool)]
+BcryptHash = Annotated[str, AfterValidator(_bcrypt_hash)]
+
+_HOSTNAME = re.compile(r"([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?)?")
+
+
+def check_listen_address(value: str) -> str:
+    """``HOST:PORT``; ``[v6addr]:PORT`` for IPv6; an empty host listens on all interfaces."""
+    bad = f"invalid listen address {value!r}"
+    hint = f"expected HOST:PORT, e.g. 0.0.0.0:{DEFAULT_PORT}, :{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}"
+    ipv6 = value.startswith("[")
+    host, sep, port = value[1:].partition("]:") if ipv6 else value.rpartition(":")
+    if not sep:
+        raise ValueError(f"{bad}: no port ({hint})")
+    try:
+        if ipv6:
+            ipaddress.IPv6Address(host)
+        elif re.fullmatch(r"[0-9.]+", host):
+            ipaddress.IPv4Address(host)
+        elif not _HOSTNAME.fullmatch(host):
+            raise ValueError(host)
+    except ValueError:
+        hint += "; IPv6 addresses go in brackets" if ":" in host else ""
+        raise ValueError(f"{bad}: invalid host {host!r} ({hint})") from None
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{bad}: invalid port {port!r} (use 1-65535)")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    path: Path | None = None  # None: must come from --db
+    writer_timezone: str = "local"  # zone of naive local timestamps written by Flujo
+    busy_timeout: Duration = timedelta(seconds=1)
+    query_timeout: PositiveDuration = timedelta(seconds=10)
+
+    @field_validator("writer_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be 'local' or an IANA time zone name such as Europe/Berlin")
+        resolve_timezone(value)
+        return value
+
+
+class TLSServerConfig(_Section):
+    """Key names of the Prometheus exporter-toolkit web configuration."""
+
+    cert_file: ReadableFile
+    key_file: ReadableFile
+    client_ca_file: ReadableFile | None = None
+    client_auth_type: Literal["NoClientCert", "RequireAndVerifyClientCert"] = "NoClientCert"
+    min_version: Literal["TLS12", "TLS13"] = "TLS12"
+
+    @field_validator("client_auth_type")
+    @classmethod
+    def _needs_ca(cls, value: str, info: ValidationInfo) -> str:
+        if value == "RequireAndVerifyClientCert" and info.data.get("client_ca_file", "") is None:
+            raise ValueError(
+                "RequireAndVerifyClientCert needs client_ca_file (the CA of client certificates)"
+            )
+        return value
+
+
+class WebConfig(_Section):
+    listen_address: str = DEFAULT_LISTEN
+    tls_server_config: TLSServerConfig | None = None
+    basic_auth_users: dict[str, BcryptHash] = Field(default_factory=dict)
+
+    @field_validator("listen_address", mode="before")
+    @classmethod
+    def _listen(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(f"invalid listen address {value}: expected HOST:PORT, e.g. ':{value}'")
+        return check_listen_address(value) if isinstance(value, str) else value
+
+
+class StuckConfig(_Section):
+    running_after: PositiveDuration = timedelta(hours=1)
+    paused_after: PositiveDuration | None = None
+    per_pipeline: dict[str, PositiveDuration] = Field(default_factory=dict)
+
+
+class MetricsConfig(_Section):
+    refresh_interval: Duration = timedelta(seconds=15)
+    aggregate_interval: Duration = Field(default=timedelta(minutes=5), validate_default=True)
+    refresh_timeout: PositiveDuration = timedelta(seconds=30)
+    max_pipelines: Count = Field(default=50, ge=1, le=1000)
+    max_steps: Count = Field(default=100, ge=1, le=1000)
+    run_duration_window: PositiveDuration = timedelta(hours=24)
+    stuck: StuckConfig = Field(default_factory=StuckConfig)
+    flujo_compat: bool = False
+
+    @field_validator("refresh_interval")
+    @classmethod
+    def _min_refresh(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError(f"must be at least 1s, got {format_duration(value)}")
+        return value
+
+    @field_validator("aggregate_interval")
+    @classmethod
+    def _aggregate(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        refresh = info.data.get("refresh_interval")
+        if refresh is not None and value < refresh:
+            raise ValueError(
+                f"must be at least metrics.refresh_interval ({format_duration(refresh)}),"
+                f" got {format_duration(value)}"
+            )
+        return value
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["plain", "json"] = "plain"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Config(_Section):
+    db: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # Sections owned by the traces and jobs features; validated by their own models.
+    traces: dict[str, Any] = Field(default_factory=dict)
+    jobs: dict[str, Any] = Field(default_factory=dict)
+
+
+def require_db_path(config: Config) -> Path:
+    if config.db.path is None:
+        raise ConfigError("db.path: required (set it in the config file, FLUJO_EXPORTER_DB__PATH or --db)")
+    return config.db.path
+
+
+# Loading ------------------------------------------------------------------------------------------------
+
+_ENV, _CLI = 1, 2  # source ranks after _yamlpos.FILE
+_Errors = list[tuple[tuple[int, int], str]]  # (sort key: source rank, line), message
+
+
+def load_config(
+    path: Path | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults < YAML file ``path`` < ``FLUJO_EXPORTER_*`` variables of ``env`` (``None``: the process
+    environment) < ``overrides`` (nested dict from flags; ``None`` leaves mean "flag not given").
+    Mappings are merged key by key.  Raises :class:`ConfigError` listing every problem found."""
+    env = os.environ if env is None else env
+    errors: _Errors = []
+    doc, fatal = _read_file(path, errors) if path is not None else (_yamlpos.YamlDocument(None), False)
+    sources = _yamlpos.Sources(path, doc)
+    for name in sorted(env):
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in ENV_IGNORED:
+            parts = name[len(ENV_PREFIX) :].split("__")
+            keys, problem = _yamlpos.resolve_keys(Config, parts, fold_case=True)
+            if problem:
+                errors.append(((_ENV, 0), f"environment {name}: {'.'.join(keys)}: {problem}"))
+            else:
+                sources.merge(keys, _env_value(env[name]), _ENV, f"environment {name}")
+    sources.merge((), overrides or {}, _CLI, "command line", skip_none=True)
+    config = None
+    if not fatal:  # an unusable file would only add misleading errors
+        try:
+            config = Config.model_validate(sources.data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc, message = _explain(error)
+                where, sort_key = sources.where(loc)
+                errors.append((sort_key, f"{where}: {'.'.join(loc)}: {message}"))
+    if errors or config is None:
+        raise ConfigError(text for _, text in sorted(errors, key=lambda item: item[0]))
+    return config
+
+
+def _read_file(path: Path, errors: _Errors) -> tuple[_yamlpos.YamlDocument, bool]:
+    """The parsed file and whether it is unusable."""
+    try:
+        doc = _yamlpos.parse(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        errors.append(((0, 0), f"{path}: cannot read: {exc.strerror or exc}"))
+        return _yamlpos.YamlDocument(None), True
+    except UnicodeDecodeError as exc:
+        errors.append(((0, 0), f"{path}: cannot read: not UTF-8 text ({exc})"))
+        return _yamlpos.YamlDocument(None), True
+    except _yamlpos.YamlSyntaxError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        errors.append(((0, exc.line or 0), f"{where}: YAML syntax error: {exc.message}"))
+        return _yamlpos.YamlDocument(None), True
+    for key, line, first in doc.duplicates:
+        message = f"duplicate key (first set on line {first})"
+        errors.append(((0, line), f"{path}:{line}: {'.'.join(key)}: {message}"))
+    if doc.data is not None and not isinstance(doc.data, dict):
+        line = doc.lines.get((), 1)
+        sections = ", ".join(Config.model_fields)
+        message = f"top level must be a mapping of sections ({sections}), got {_describe(doc.data)}"
+        errors.append(((0, line), f"{path}:{line}: {message}"))
+        return doc, True
+    return doc, False
+
+
+def _env_value(raw: str) -> Any:
+    """A YAML scalar or flow collection; text that is not valid YAML (``[::1]:80``) stays text."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return repr(value)
+    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value)
+
+
+_EXPECTED = {  # pydantic error type -> what the value must be
+    "model_type": "a mapping (a section)",
+    "dict_type": "a mapping",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "path_type": "a path (a string)",
+}
+
+
+def _explain(error: ErrorDetails) -> tuple[tuple[str, ...], str]:
+    """Dotted location and message of a pydantic error, in the vocabulary of the YAML file."""
+    loc = [str(part) for part in error["loc"]]
+    kind, got, ctx = error["type"], _describe(error["input"]), error.get("ctx") or {}
+    if (loc and loc[-1] == "[key]") or kind == "invalid_key":
+        return tuple(part for part in loc if part != "[key]"), "key must be a string (quote it)"
+    if kind == "extra_forbidden":
+        return tuple(loc), _yamlpos.resolve_keys(Config, loc)[1] or "unknown key"
+    if kind in _EXPECTED:
+        return tuple(loc), f"must be {_EXPECTED[kind]}, got {got}"
+    messages = {
+        "missing": "required",
+        "value_error": str(ctx.get("error")),
+        "literal_error": f"must be one of {ctx.get('expected')}, got {got}",
+        "greater_than_equal": f"must be at least {ctx.get('ge')}, got {got}",
+        "less_than_equal": f"must be at most {ctx.get('le')}, got {got}",
+    }
+    return tuple(loc), messages.get(kind, error["msg"])

@@ -1,0 +1,128 @@
+"""The long-running process: refresh loop, HTTP server, signals (TERM/INT stop, HUP reloads)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from exporter import __version__, logs
+from exporter.clock import Clock, system_clock
+from exporter.collectors import View, build_registry
+from exporter.config import Config, ConfigError, load_config, require_db_path
+from exporter.reader import DatabaseUnavailable, FlujoReader
+from exporter.refresh import Refresher
+from exporter.timeparse import resolve_timezone
+from exporter.web import Readiness, bound_port, build_app, start_server
+
+log = logging.getLogger(__name__)
+STOP_GRACE_S = 4.0
+
+
+def make_reader(config: Config) -> FlujoReader:
+    return FlujoReader(
+        require_db_path(config),
+        naive_timezone=resolve_timezone(config.db.writer_timezone),
+        busy_timeout=config.db.busy_timeout.total_seconds(),
+        query_timeout=config.db.query_timeout.total_seconds(),
+    )
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._overrides = dict(overrides or {})
+        self._clock = clock
+        self.refresher = Refresher(make_reader(config), lambda: self.config.metrics, clock)
+        self.registry: CollectorRegistry = build_registry(
+            View(lambda: self.refresher.state, lambda: self.config.metrics, clock)
+        )
+        self.port: int | None = None
+        self._stop = asyncio.Event()
+        self._refresh_stop = asyncio.Event()
+        self._refresh_task: asyncio.Task[None] | None = None
+
+    def readiness(self) -> Readiness:
+        try:
+            self.refresher.reader.schema()
+        except DatabaseUnavailable as exc:
+            return Readiness(False, exc.message)
+        state = self.refresher.state
+        if state.fast is None:
+            return Readiness(False, "no snapshot taken yet")
+        return Readiness(True, "ready")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        app = build_app(
+            registry=self.registry, readiness=self.readiness, web_config=self.config.web, version=__version__
+        )
+        runner = await start_server(app, self.config.web)
+        self.port = bound_port(runner)
+        log.info(
+            "state-exporter %s serving %s on %s (metrics at /metrics)",
+            __version__,
+            self.refresher.reader.path,
+            self.config.web.listen_address.rsplit(":", 1)[0] + f":{self.port}",
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self._start_refreshing()
+        try:
+            await self._stop.wait()
+            log.info("stopping")
+        finally:
+            await self._stop_refreshing()
+            await asyncio.wait_for(runner.cleanup(), STOP_GRACE_S / 2)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+        return 0
+
+    def _start_refreshing(self) -> None:
+        self._refresh_stop = asyncio.Event()
+        self._refresh_task = asyncio.create_task(self.refresher.run(self._refresh_stop))
+
+    async def _stop_refreshing(self) -> None:
+        self._refresh_stop.set()
+        task = self._refresh_task
+        if task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, STOP_GRACE_S / 2)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; a bad one is logged and the running one kept."""
+        try:
+            new = load_config(self._config_path, env=os.environ, overrides=self._overrides)
+            reader = make_reader(new) if new.db != self.config.db else None
+        except (ConfigError, ValueError) as exc:
+            log.error("config reload rejected, keeping the running config:\n%s", exc)
+            return
+        if new.web != self.config.web:
+            log.warning("web settings changed: they take effect after a restart")
+        logs.configure(new.logging.level, new.logging.format)
+        self.config = new
+        if reader is not None:
+            # A new DB or time zone invalidates every watermark: start over with a fresh refresher.
+            self._refresh_stop.set()
+            self.refresher = Refresher(reader, lambda: self.config.metrics, self._clock)
+            self._start_refreshing()
+        log.info("config reloaded from %s", self._config_path)

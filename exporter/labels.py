@@ -1,0 +1,43 @@
+"""Bounded label values: a hard cap on distinct values per label, the rest folded into ``other``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+OTHER = "other"
+
+
+class LabelCap:
+    """Stable allocation for counters: the first ``limit`` values seen keep their own label."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._kept: set[str] = set()
+
+    def label(self, value: str) -> str:
+        if value in self._kept:
+            return value
+        if len(self._kept) < self.limit:
+            self._kept.add(value)
+            return value
+        return OTHER
+
+
+def top_values(weights: Mapping[str, int], limit: int) -> set[str]:
+    """For gauges: keep the ``limit`` heaviest values (ties broken by name for stable output)."""
+    ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))
+    return {name for name, _ in ranked[:limit]}
+
+
+def fold(counts: Iterable[tuple[tuple[str, str], int]], limit: int) -> Counter[tuple[str, str]]:
+    """Fold ``(value, other_label) -> n`` so at most ``limit`` distinct first-label values remain."""
+    items = list(counts)
+    weights: Counter[str] = Counter()
+    for (value, _), n in items:
+        weights[value] += n
+    kept = top_values(weights, limit)
+    folded: Counter[tuple[str, str]] = Counter()
+    for (value, second), n in items:
+        folded[(value if value in kept else OTHER, second)] += n
+    return folded
