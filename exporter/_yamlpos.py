@@ -109,9 +109,7 @@ class Sources:
         if isinstance(doc.data, Mapping):
             self.merge((), doc.data, FILE, "")
 
-    def merge(
-        self, keys: tuple[Any, ...], value: Any, rank: int, label: str, skip_none: bool = False
-    ) -> None:
+    def merge(self, keys: tuple[Any, ...], value: Any, rank: int, label: str, skip_none: bool = False) -> None:
         """Set ``value`` at ``keys``, merging mappings key by key (``skip_none``: ``None`` sets nothing)."""
         if value is None and skip_none:
             return
@@ -143,9 +141,7 @@ class Sources:
         return (str(self.path) if self.path is not None else "configuration"), (99, 0)
 
 
-def resolve_keys(
-    root: type[BaseModel], parts: Sequence[str], *, fold_case: bool = False
-) -> tuple[Key, str | None]:
+def resolve_keys(root: type[BaseModel], parts: Sequence[str], *, fold_case: bool = False) -> tuple[Key, str | None]:
     """The keys ``parts`` name below ``root`` and, when one does not exist, why.  With ``fold_case``
     field names match case-insensitively; keys of ``dict[str, X]`` fields (pipeline or user names)
     keep their case, those of ``dict[str, Any]`` (sections validated elsewhere) are folded."""

@@ -41,9 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     def db_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="YAML config file (see config.example.yaml)")
         p.add_argument("--db", type=Path, help="Flujo SQLite DB (overrides db.path)")
-        p.add_argument(
-            "--timezone", help="writer's time zone for naive timestamps (overrides db.writer_timezone)"
-        )
+        p.add_argument("--timezone", help="writer's time zone for naive timestamps (overrides db.writer_timezone)")
 
     run = sub.add_parser("run", help="serve /metrics until stopped")
     db_flags(run)

@@ -179,9 +179,7 @@ class TLSServerConfig(_Section):
     @classmethod
     def _needs_ca(cls, value: str, info: ValidationInfo) -> str:
         if value == "RequireAndVerifyClientCert" and info.data.get("client_ca_file", "") is None:
-            raise ValueError(
-                "RequireAndVerifyClientCert needs client_ca_file (the CA of client certificates)"
-            )
+            raise ValueError("RequireAndVerifyClientCert needs client_ca_file (the CA of client certificates)")
         return value
 
 
@@ -227,8 +225,7 @@ class MetricsConfig(_Section):
         refresh = info.data.get("refresh_interval")
         if refresh is not None and value < refresh:
             raise ValueError(
-                f"must be at least metrics.refresh_interval ({format_duration(refresh)}),"
-                f" got {format_duration(value)}"
+                f"must be at least metrics.refresh_interval ({format_duration(refresh)}), got {format_duration(value)}"
             )
         return value
 
@@ -297,7 +294,9 @@ def load_config(
                 where, sort_key = sources.where(loc)
                 errors.append((sort_key, f"{where}: {'.'.join(loc)}: {message}"))
     if errors or config is None:
-        raise ConfigError(text for _, text in sorted(errors, key=lambda item: item[0]))
+        # File errors by line, then the environment's and the flags' by variable and key.
+        errors.sort(key=lambda item: (item[0], item[1] if item[0][0] != _yamlpos.FILE else ""))
+        raise ConfigError(text for _, text in errors)
     return config
 
 

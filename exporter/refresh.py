@@ -84,9 +84,7 @@ class Refresher:
         while not stop.is_set():
             settings = self._settings()
             try:
-                await asyncio.wait_for(
-                    asyncio.to_thread(self.refresh), settings.refresh_timeout.total_seconds()
-                )
+                await asyncio.wait_for(asyncio.to_thread(self.refresh), settings.refresh_timeout.total_seconds())
             except TimeoutError:
                 log.error("refresh of %s took longer than %s", self.reader.path, settings.refresh_timeout)
                 self._record_timeout()
@@ -109,9 +107,7 @@ class Refresher:
             except DatabaseUnavailable as exc:
                 problem = problem or exc
                 errors[exc.problem] += 1
-                phases[phase] = replace(
-                    phases[phase], success=False, duration_s=time.perf_counter() - started
-                )
+                phases[phase] = replace(phases[phase], success=False, duration_s=time.perf_counter() - started)
                 log.warning("%s refresh failed: %s", phase, exc.message)
                 return
             phases[phase] = PhaseHealth(True, time.perf_counter() - started, now)

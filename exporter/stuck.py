@@ -26,9 +26,7 @@ class StuckPolicy:
         return None
 
 
-def stuck_workflows(
-    active: Iterable[ActiveWorkflow], now: datetime, policy: StuckPolicy
-) -> list[ActiveWorkflow]:
+def stuck_workflows(active: Iterable[ActiveWorkflow], now: datetime, policy: StuckPolicy) -> list[ActiveWorkflow]:
     """Top-level runs past their threshold.  Rows without a parseable update time are not judged."""
     stuck = []
     for run in active:

@@ -212,9 +212,7 @@ def build_app(
             return await handler(request)
         if await auth.check(request.headers.get("Authorization")):
             return await handler(request)
-        return web.Response(
-            status=401, text="unauthorized\n", headers={"WWW-Authenticate": f'Basic realm="{REALM}"'}
-        )
+        return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
 
     async def metrics(request: web.Request) -> web.Response:
         accept, encodings = request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", "")

@@ -382,9 +382,7 @@ async def test_auth_rejects_bad_credentials(auth_base: str, session: aiohttp.Cli
         "Digest username=alice",
     ],
 )
-async def test_auth_malformed_header_is_401(
-    auth_base: str, session: aiohttp.ClientSession, header: str
-) -> None:
+async def test_auth_malformed_header_is_401(auth_base: str, session: aiohttp.ClientSession, header: str) -> None:
     assert await status(session, f"{auth_base}/metrics", headers={"Authorization": header}) == 401
 
 

@@ -27,14 +27,10 @@ class BackgroundTaskCollector(ViewCollector):
         )
         failed.add_metric([], fast.failed_24h.background)
         yield failed
-        running = [
-            a.updated_at for a in fast.active if a.is_background and a.status == "running" and a.updated_at
-        ]
+        running = [a.updated_at for a in fast.active if a.is_background and a.status == "running" and a.updated_at]
         oldest = GaugeMetricFamily(
             "flujo_background_tasks_oldest_running_update_timestamp_seconds",
-            self.cached(
-                "Last update (Unix time) of the longest-idle running background task; absent when none"
-            ),
+            self.cached("Last update (Unix time) of the longest-idle running background task; absent when none"),
         )
         if running:
             oldest.add_metric([], min(running).timestamp())

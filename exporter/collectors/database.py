@@ -16,9 +16,7 @@ class DatabaseCollector(ViewCollector):
         size = GaugeMetricFamily("flujo_db_size_bytes", self.cached("Size of the SQLite DB file"))
         size.add_metric([], state.db_bytes)
         yield size
-        wal = GaugeMetricFamily(
-            "flujo_db_wal_size_bytes", self.cached("Size of the DB's -wal file (0 when absent)")
-        )
+        wal = GaugeMetricFamily("flujo_db_wal_size_bytes", self.cached("Size of the DB's -wal file (0 when absent)"))
         wal.add_metric([], state.wal_bytes)
         yield wal
         if state.schema is None:

@@ -62,9 +62,7 @@ class HealthCollector(ViewCollector):
         )
         ready.add_metric([], 0 if state.problem is not None or state.schema is None else 1)
         yield ready
-        errors = CounterMetricFamily(
-            "flujo_exporter_query_errors", "Failed DB reads by reason", labels=["reason"]
-        )
+        errors = CounterMetricFamily("flujo_exporter_query_errors", "Failed DB reads by reason", labels=["reason"])
         for problem in Problem:
             errors.add_metric([problem.value], state.errors.get(problem, 0))
         yield errors

@@ -31,9 +31,7 @@ class RunCollector(ViewCollector):
             limit = self.view.settings().max_pipelines
             yield gauge_from(
                 "flujo_runs_by_pipeline",
-                self.aggregated(
-                    f"Rows of the runs table by pipeline and status; pipelines past {limit} are 'other'"
-                ),
+                self.aggregated(f"Rows of the runs table by pipeline and status; pipelines past {limit} are 'other'"),
                 ["pipeline", "status"],
                 [(k, float(n)) for k, n in fold(aggregates.runs_by_pipeline_status.items(), limit).items()],
             )
@@ -73,9 +71,7 @@ class RunCollector(ViewCollector):
         )
 
 
-def _histogram(
-    name: str, documentation: str, label: str, histograms: dict[str, Histogram]
-) -> HistogramMetricFamily:
+def _histogram(name: str, documentation: str, label: str, histograms: dict[str, Histogram]) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation, labels=[label])
     for value, histogram in sorted(histograms.items()):
         family.add_metric([value], histogram.buckets(), histogram.total)

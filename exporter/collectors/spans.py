@@ -29,8 +29,6 @@ class SpanCollector(ViewCollector):
             ["status"],
             [((s,), float(by_status.get(s, 0))) for s in set(SPAN_STATUSES) | set(by_status)],
         )
-        unfinished = GaugeMetricFamily(
-            "flujo_spans_unfinished", self.aggregated("Stored spans without an end time")
-        )
+        unfinished = GaugeMetricFamily("flujo_spans_unfinished", self.aggregated("Stored spans without an end time"))
         unfinished.add_metric([], aggregates.spans.unfinished)
         yield unfinished

@@ -55,14 +55,9 @@ class WorkflowCollector(ViewCollector):
             limit = self.view.settings().max_pipelines
             yield gauge_from(
                 "flujo_workflows_by_pipeline",
-                self.aggregated(
-                    f"Top-level workflows by pipeline and status; pipelines past {limit} are 'other'"
-                ),
+                self.aggregated(f"Top-level workflows by pipeline and status; pipelines past {limit} are 'other'"),
                 ["pipeline", "status"],
-                [
-                    (k, float(n))
-                    for k, n in fold(aggregates.workflows_by_pipeline_status.items(), limit).items()
-                ],
+                [(k, float(n)) for k, n in fold(aggregates.workflows_by_pipeline_status.items(), limit).items()],
             )
 
     def _active(self, active: list[ActiveWorkflow], taken_at: datetime) -> Iterator[Metric]:
@@ -106,9 +101,7 @@ class WorkflowCollector(ViewCollector):
         )
         yield gauge_from(
             "flujo_workflows_oldest_update_timestamp_seconds",
-            self.cached(
-                "Last update (Unix time) of the longest-idle running or paused workflow, by pipeline"
-            ),
+            self.cached("Last update (Unix time) of the longest-idle running or paused workflow, by pipeline"),
             ["pipeline", "status"],
             list(oldest.items()),
         )

@@ -122,9 +122,7 @@ class Simulator:
             weights[names.index("paused")] = 0
         return self.random.choices(names, weights)[0]
 
-    async def _save_state(
-        self, run_id: str, pipeline: Pipeline, status: str, index: int, **extra: Any
-    ) -> None:
+    async def _save_state(self, run_id: str, pipeline: Pipeline, status: str, index: int, **extra: Any) -> None:
         now = datetime.now(UTC)
         await self.backend.save_state(
             run_id,
@@ -153,11 +151,7 @@ class Simulator:
         if outcome == "running":
             return  # never finishes: a stale background task
         await asyncio.sleep(self.random.uniform(0.5, 3.0) / self.speed)
-        error = (
-            {"background_error": "index_docs failed: embedding service unavailable"}
-            if outcome == "failed"
-            else {}
-        )
+        error = {"background_error": "index_docs failed: embedding service unavailable"} if outcome == "failed" else {}
         await self._save_state(run_id, pipeline, outcome, 1, **meta, **error)
 
 

@@ -33,9 +33,7 @@ def open_readonly(path: Path, *, busy_timeout: float = 1.0) -> sqlite3.Connectio
     immutable = wal_mode and not Path(f"{path}-wal").exists()
     uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
     try:
-        conn = sqlite3.connect(
-            uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only = ON")
     except sqlite3.Error as exc:
         raise classify_error(exc, path) from exc
@@ -49,9 +47,7 @@ def _read_header(path: Path) -> bytes:
     except FileNotFoundError:
         raise DatabaseUnavailable(Problem.MISSING, f"{path}: database file does not exist") from None
     except IsADirectoryError:
-        raise DatabaseUnavailable(
-            Problem.UNREADABLE, f"{path}: is a directory, not a database file"
-        ) from None
+        raise DatabaseUnavailable(Problem.UNREADABLE, f"{path}: is a directory, not a database file") from None
     except PermissionError:
         raise DatabaseUnavailable(
             Problem.UNREADABLE, f"{path}: permission denied (the exporter needs read access)"

@@ -65,9 +65,7 @@ def runs_by_rowid(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int
     for start in range(0, len(rowids), 500):
         chunk = rowids[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        found.extend(
-            _run_row(row) for row in conn.execute(f"{_run_select(schema)} WHERE rowid IN ({marks})", chunk)
-        )
+        found.extend(_run_row(row) for row in conn.execute(f"{_run_select(schema)} WHERE rowid IN ({marks})", chunk))
     return found
 
 

@@ -54,10 +54,7 @@ class WindowCounts:
 def status_counts(conn: sqlite3.Connection, schema: Schema) -> tuple[Counter[str], Counter[str] | None]:
     """(top-level counts, background-task counts or None when the layout has no background tasks)."""
     every = Counter[str](
-        {
-            row[0]: row[1]
-            for row in conn.execute("SELECT status, COUNT(*) FROM workflow_state GROUP BY status")
-        }
+        {row[0]: row[1] for row in conn.execute("SELECT status, COUNT(*) FROM workflow_state GROUP BY status")}
     )
     if not schema.supports(Capability.BACKGROUND_TASKS):
         return every, None
@@ -135,16 +132,12 @@ def active_workflows(
             bad.append(BadValue("workflow_state", "updated_at", run_id, str(updated_raw)))
             updated_at = None
         result.append(
-            ActiveWorkflow(
-                run_id, _pipeline(ws_pipeline, runs_pipeline), status, updated_at, bool(is_background)
-            )
+            ActiveWorkflow(run_id, _pipeline(ws_pipeline, runs_pipeline), status, updated_at, bool(is_background))
         )
     return result
 
 
-def created_before(
-    conn: sqlite3.Connection, cutoff: datetime, naive_tz: tzinfo, bad: list[BadValue]
-) -> list[str]:
+def created_before(conn: sqlite3.Connection, cutoff: datetime, naive_tz: tzinfo, bad: list[BadValue]) -> list[str]:
     """Run ids whose ``created_at`` is before ``cutoff`` (what time-correct cleanup would delete)."""
     found = []
     for run_id, raw in conn.execute(
@@ -162,12 +155,8 @@ def created_before(
 
 def pipeline_status_counts(conn: sqlite3.Connection, schema: Schema) -> Counter[tuple[str, str]]:
     """Top-level workflows per (pipeline, status).  Scans the table: aggregate tier only."""
-    where = (
-        " WHERE COALESCE(is_background_task, 0) = 0" if schema.supports(Capability.BACKGROUND_TASKS) else ""
-    )
-    rows = conn.execute(
-        f"SELECT {schema.pipeline_column}, status, COUNT(*) FROM workflow_state{where} GROUP BY 1, 2"
-    )
+    where = " WHERE COALESCE(is_background_task, 0) = 0" if schema.supports(Capability.BACKGROUND_TASKS) else ""
+    rows = conn.execute(f"SELECT {schema.pipeline_column}, status, COUNT(*) FROM workflow_state{where} GROUP BY 1, 2")
     return Counter({(_pipeline(p, None), s): n for p, s, n in rows})
 
 

@@ -166,9 +166,7 @@ async def fetchone(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] =
     return rows[0] if rows else None
 
 
-async def execute(
-    conn: aiosqlite.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
-) -> int:
+async def execute(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
     """Run a statement; returns the changed row count."""
     cursor = await conn.execute(sql, params)
     count = cursor.rowcount
@@ -184,4 +182,4 @@ async def executemany(conn: aiosqlite.Connection, sql: str, rows: Iterable[Any])
 
 
 def row_dict(row: Row) -> dict[str, Any]:
-    return {key: row[key] for key in row.keys()}  # noqa: SIM118 - sqlite3.Row is not a Mapping
+    return dict(zip(row.keys(), row, strict=True))

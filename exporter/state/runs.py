@@ -139,9 +139,7 @@ class RunsMixin(BackendCore):
         async with self.transaction("save_run_end") as (conn, layout):
             columns = [c for c in values if layout.has("runs", c)]
             sets = ", ".join(f"{c} = ?" for c in columns)
-            await execute(
-                conn, f"UPDATE runs SET {sets} WHERE run_id = ?", [values[c] for c in columns] + [rid]
-            )
+            await execute(conn, f"UPDATE runs SET {sets} WHERE run_id = ?", [values[c] for c in columns] + [rid])
 
     async def get_run_details(self, run_id: str) -> dict[str, Any] | None:
         """``{run_id, pipeline_id, pipeline_name, pipeline_version, status, start_time, end_time,
@@ -218,9 +216,7 @@ class RunsMixin(BackendCore):
         if isinstance(step_index, bool) or not isinstance(step_index, int):
             raise TypeError(f"step_index must be an int, got {step_index!r}")
         success = step_data.get("success", True)
-        created = (
-            caller_timestamp(_first(step_data, "created_at", "start_time"), "created_at") or self.now_iso()
-        )
+        created = caller_timestamp(_first(step_data, "created_at", "start_time"), "created_at") or self.now_iso()
         duration = _first(step_data, "execution_time_ms", "duration_ms")
         cost = _first(step_data, "cost_usd", "cost")
         tokens = _first(step_data, "token_counts", "tokens")
@@ -260,9 +256,7 @@ class RunsMixin(BackendCore):
         output, error, raw_response}]`` ordered by step index."""
         rid = required_str("run_id", run_id)
         async with self.session("list_run_steps") as (conn, _):
-            rows = await fetchall(
-                conn, "SELECT * FROM steps WHERE run_id = ? ORDER BY step_index, rowid", (rid,)
-            )
+            rows = await fetchall(conn, "SELECT * FROM steps WHERE run_id = ? ORDER BY step_index, rowid", (rid,))
         return [_step_dict(r) for r in rows]
 
     # -- system state -------------------------------------------------------------------------------

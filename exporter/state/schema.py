@@ -135,12 +135,8 @@ INDEX_DDL: dict[str, str] = {
     "idx_spans_run_id": "CREATE INDEX IF NOT EXISTS idx_spans_run_id ON spans(run_id)",
     "idx_spans_parent_span": "CREATE INDEX IF NOT EXISTS idx_spans_parent_span ON spans(parent_span_id)",
     "idx_evaluations_run_id": "CREATE INDEX IF NOT EXISTS idx_evaluations_run_id ON evaluations(run_id)",
-    "idx_evaluations_created_at": (
-        "CREATE INDEX IF NOT EXISTS idx_evaluations_created_at ON evaluations(created_at)"
-    ),
-    "idx_workflow_state_status": (
-        "CREATE INDEX IF NOT EXISTS idx_workflow_state_status ON workflow_state(status)"
-    ),
+    "idx_evaluations_created_at": ("CREATE INDEX IF NOT EXISTS idx_evaluations_created_at ON evaluations(created_at)"),
+    "idx_workflow_state_status": ("CREATE INDEX IF NOT EXISTS idx_workflow_state_status ON workflow_state(status)"),
     "idx_workflow_state_pipeline_id": (
         "CREATE INDEX IF NOT EXISTS idx_workflow_state_pipeline_id ON workflow_state(pipeline_id)"
     ),
@@ -157,8 +153,7 @@ INDEX_DDL: dict[str, str] = {
     # Ours: keep the hot admin queries index-only at 1M rows.
     # Status counts split by background flag in one covering-index scan.
     "idx_fse_workflow_state_bg_status": (
-        "CREATE INDEX IF NOT EXISTS idx_fse_workflow_state_bg_status "
-        "ON workflow_state(is_background_task, status)"
+        "CREATE INDEX IF NOT EXISTS idx_fse_workflow_state_bg_status ON workflow_state(is_background_task, status)"
     ),
     # AVG(execution_time_ms) over the (few) non-NULL rows only.
     "idx_fse_workflow_state_exec_time": (
@@ -167,8 +162,7 @@ INDEX_DDL: dict[str, str] = {
     ),
     # get_failed_workflows / stale background tasks: status + updated_at window.
     "idx_fse_workflow_state_status_updated": (
-        "CREATE INDEX IF NOT EXISTS idx_fse_workflow_state_status_updated "
-        "ON workflow_state(status, updated_at)"
+        "CREATE INDEX IF NOT EXISTS idx_fse_workflow_state_status_updated ON workflow_state(status, updated_at)"
     ),
 }
 

@@ -33,9 +33,7 @@ SPAN_COLUMNS = (
     "attributes",
     "created_at",
 )
-_INSERT_SPAN = (
-    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' for _ in SPAN_COLUMNS)})"
-)
+_INSERT_SPAN = f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' for _ in SPAN_COLUMNS)})"
 _SPAN_SELECT = "SELECT span_id, parent_span_id, name, start_time, end_time, status, attributes FROM spans"
 
 
@@ -217,11 +215,7 @@ class TracesMixin(BackendCore):
         rid = required_str("run_id", run_id)
         async with self.session("get_trace") as (conn, _):
             rows = await fetchall(conn, _SPAN_SELECT + " WHERE run_id = ? ORDER BY start_time, rowid", (rid,))
-            stored = (
-                None
-                if rows
-                else await fetchone(conn, "SELECT trace_data FROM traces WHERE run_id = ?", (rid,))
-            )
+            stored = None if rows else await fetchone(conn, "SELECT trace_data FROM traces WHERE run_id = ?", (rid,))
         if rows:
             return build_tree([_span_dict(r) for r in rows], rid)
         if stored is None:
@@ -229,9 +223,7 @@ class TracesMixin(BackendCore):
         decoded = loads_or_raw(stored["trace_data"])
         return decoded if isinstance(decoded, dict) else None
 
-    async def get_spans(
-        self, run_id: str, status: str | None = None, name: str | None = None
-    ) -> list[dict[str, Any]]:
+    async def get_spans(self, run_id: str, status: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
         """Flat spans of a run ordered by start_time, optionally filtered by status and name."""
         rid = required_str("run_id", run_id)
         status = optional_str("status", status)
@@ -271,9 +263,7 @@ class TracesMixin(BackendCore):
                 f"SELECT s.name, COUNT(*), SUM(s.end_time - s.start_time) {where} GROUP BY s.name",
                 params,
             )
-            by_status_rows = await fetchall(
-                conn, f"SELECT s.status, COUNT(*) {where} GROUP BY s.status", params
-            )
+            by_status_rows = await fetchall(conn, f"SELECT s.status, COUNT(*) {where} GROUP BY s.status", params)
         by_name: dict[str, int] = {}
         durations: dict[str, dict[str, float | int]] = {}
         for name, count, total in by_name_rows:

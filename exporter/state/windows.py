@@ -47,9 +47,7 @@ def upper_text(instant: datetime | None) -> str | None:
         return TEXT_MAX
 
 
-def instant_of(
-    value: object, naive_tz: tzinfo, *, table: str, column: str, run_id: object
-) -> datetime | None:
+def instant_of(value: object, naive_tz: tzinfo, *, table: str, column: str, run_id: object) -> datetime | None:
     """Parse a stored timestamp; None (and a warning) when it is NULL/empty or not a timestamp."""
     try:
         instant = parse_instant(value, naive_tz)

@@ -95,9 +95,7 @@ STALE_TASK_ERROR = "Task timeout: process likely crashed"
 
 # The hot statistics queries (get_workflow_stats and get_workflow_stats_sync).  Each one is answered
 # from an index alone (tests check EXPLAIN QUERY PLAN): no scan of the workflow_state table.
-STATS_COUNTS_SQL = (
-    "SELECT is_background_task, status, COUNT(*) FROM workflow_state GROUP BY is_background_task, status"
-)
+STATS_COUNTS_SQL = "SELECT is_background_task, status, COUNT(*) FROM workflow_state GROUP BY is_background_task, status"
 STATS_AVG_SQL = "SELECT AVG(execution_time_ms) FROM workflow_state WHERE execution_time_ms IS NOT NULL"
 STATS_RECENT_SQL = "SELECT rowid, created_at FROM workflow_state WHERE created_at >= ?"
 STATS_RUN_ID_SQL = "SELECT run_id FROM workflow_state WHERE rowid = ?"
@@ -264,9 +262,7 @@ class WorkflowStateMixin(BackendCore):
             item["metadata"] = {}
         item["is_background_task"] = bool(item.get("is_background_task"))
         for key in ("created_at", "updated_at"):
-            instant = instant_of(
-                item.get(key), self.naive_timezone, table="workflow_state", column=key, run_id=rid
-            )
+            instant = instant_of(item.get(key), self.naive_timezone, table="workflow_state", column=key, run_id=rid)
             if instant is not None:
                 item[key] = instant
         return item
@@ -339,8 +335,7 @@ class WorkflowStateMixin(BackendCore):
                     counts, avg_row[0] if avg_row else None, recent, threshold, self.naive_timezone
                 )
                 named = [
-                    ((await fetchone(conn, STATS_RUN_ID_SQL, (rowid,)) or [rowid])[0], value)
-                    for rowid, value in bad
+                    ((await fetchone(conn, STATS_RUN_ID_SQL, (rowid,)) or [rowid])[0], value) for rowid, value in bad
                 ]
             finally:
                 await conn.rollback()
@@ -402,9 +397,7 @@ class WorkflowStateMixin(BackendCore):
         async with self.transaction("cleanup_old_workflows") as (conn, _):
             if threshold is None or bound is None:
                 return 0
-            rows = await fetchall(
-                conn, "SELECT run_id, created_at FROM workflow_state WHERE created_at < ?", (bound,)
-            )
+            rows = await fetchall(conn, "SELECT run_id, created_at FROM workflow_state WHERE created_at < ?", (bound,))
             old = _window_filter(rows, "created_at", threshold, self.naive_timezone, newer=False)
             if not old:
                 return 0

@@ -72,7 +72,7 @@ def test_small_values(fixture_copy) -> None:
     assert finished == exp["list_runs_status_counts"]["completed"] + exp["list_runs_status_counts"]["failed"]
     assert sample(s, "flujo_exporter_db_ready") == 1
     assert sample(s, "flujo_exporter_collector_success", collector="snapshot") == 1
-    for (name, _labels) in s:
+    for name, _labels in s:
         assert name.startswith("flujo_"), name
 
 

@@ -35,8 +35,10 @@ def test_finished_counters_survive_cleanup_and_count_new_finishes(fixture_copy) 
     # cleanup deletes finished runs: the counters must not go down
     conn.execute("DELETE FROM runs WHERE status = 'completed' AND start_time < '2026-11-01'")
     # a crashed-looking running run finishes, and a brand-new run starts and finishes between refreshes
-    conn.execute("UPDATE runs SET status = 'failed', end_time = '2026-11-21T11:20:00' WHERE run_id = ?",
-                 ("run_19db3ad0ddd1dfb23b982ef8daf61a26",))
+    conn.execute(
+        "UPDATE runs SET status = 'failed', end_time = '2026-11-21T11:20:00' WHERE run_id = ?",
+        ("run_19db3ad0ddd1dfb23b982ef8daf61a26",),
+    )
     conn.execute(
         "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, end_time)"
         " VALUES ('run_new', 'etl_daily', '1', 'completed', '2026-11-21T11:15:00', '2026-11-21T11:15:30')"
@@ -106,8 +108,10 @@ def test_aggregates_follow_their_own_interval(fixture_copy) -> None:
 def test_unparseable_timestamp_is_counted_not_fatal(fixture_copy) -> None:
     db = fixture_copy(SMALL)
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE workflow_state SET updated_at = 'garbage' WHERE status = 'running' AND rowid = "
-                 "(SELECT MIN(rowid) FROM workflow_state WHERE status = 'running')")
+    conn.execute(
+        "UPDATE workflow_state SET updated_at = 'garbage' WHERE status = 'running' AND rowid = "
+        "(SELECT MIN(rowid) FROM workflow_state WHERE status = 'running')"
+    )
     conn.commit()
     conn.close()
     r = refresher(db, ManualClock(computed_at(SMALL)))

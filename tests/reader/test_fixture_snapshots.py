@@ -53,9 +53,7 @@ def test_small_0435_aggregates(fixture_copy) -> None:
     assert agg.spans is not None
     assert agg.spans.total == exp["spans_total_via_get_spans"]
     assert agg.spans.unfinished == exp["spans_unfinished_end_time_null"]
-    assert agg.average_execution_time_ms == pytest.approx(
-        exp["get_workflow_stats"]["average_execution_time_ms"]
-    )
+    assert agg.average_execution_time_ms == pytest.approx(exp["get_workflow_stats"]["average_execution_time_ms"])
     by_pipeline = Counter[str]()
     for (pipeline, _status), n in agg.workflows_by_pipeline_status.items():
         by_pipeline[pipeline] += n
@@ -90,13 +88,9 @@ def test_small_06_top_level_and_background_apart(fixture_copy) -> None:
     )
     # correct_* values count every workflow_state row; we split them and they add up
     assert (
-        stats.created_24h.top_level + stats.created_24h.background
-        == exp["correct_recent_created_24h_at_compute_time"]
+        stats.created_24h.top_level + stats.created_24h.background == exp["correct_recent_created_24h_at_compute_time"]
     )
-    assert (
-        stats.failed_24h.top_level + stats.failed_24h.background
-        == exp["correct_failed_updated_24h_at_compute_time"]
-    )
+    assert stats.failed_24h.top_level + stats.failed_24h.background == exp["correct_failed_updated_24h_at_compute_time"]
     assert dict(stats.runs_by_status) == exp["runs_table_raw_status_counts"]
     assert stats.spans_total == exp["spans_total_via_get_spans"]
     anchored = read(db, anchor_at(SMALL06))
@@ -109,9 +103,7 @@ def test_small_06_top_level_and_background_apart(fixture_copy) -> None:
     stale_background = [
         a.run_id
         for a in anchored.active
-        if a.is_background
-        and a.status == "running"
-        and anchor_at(SMALL06) - a.updated_at > timedelta(hours=24)
+        if a.is_background and a.status == "running" and anchor_at(SMALL06) - a.updated_at > timedelta(hours=24)
     ]
     assert sorted(stale_background) == sorted(r["run_id"] for r in exp["stale_background_over_24h_at_anchor"])
 
@@ -121,9 +113,7 @@ def test_small_06_aggregates(fixture_copy) -> None:
     reader = FlujoReader(fixture_copy(SMALL06), naive_timezone=UTC)
     agg = reader.aggregate_stats(computed_at(SMALL06))
     assert agg.spans is not None and agg.spans.unfinished == exp["spans_open_end_time_null"]
-    assert agg.average_execution_time_ms == pytest.approx(
-        exp["get_workflow_stats"]["average_execution_time_ms"]
-    )
+    assert agg.average_execution_time_ms == pytest.approx(exp["get_workflow_stats"]["average_execution_time_ms"])
     with reader.session() as s:
         per_run = span_queries.per_run(s.conn, with_runs_table=True)
     assert per_run == exp["spans_per_run"]
@@ -157,8 +147,6 @@ def test_writer_time_zone_setting_moves_the_windows(fixture_copy) -> None:
     db = fixture_copy(SMALL)
     now = computed_at(SMALL)
     utc = FlujoReader(db, naive_timezone=UTC).fast_stats(now)[1]
-    la = FlujoReader(db, naive_timezone=resolve_timezone("America/Los_Angeles")).fast_stats(
-        now + timedelta(hours=8)
-    )[1]
+    la = FlujoReader(db, naive_timezone=resolve_timezone("America/Los_Angeles")).fast_stats(now + timedelta(hours=8))[1]
     assert la.created_24h == utc.created_24h
     assert la.failed_24h == utc.failed_24h

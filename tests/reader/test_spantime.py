@@ -17,9 +17,7 @@ def test_run_anchor_within_documented_bound(fixture_copy) -> None:
             truth = run.get("root_span_start_wall_utc_truth")
             if truth is None:
                 continue
-            created_raw = s.conn.execute(
-                "SELECT created_at FROM runs WHERE run_id = ?", (run["run_id"],)
-            ).fetchone()[0]
+            created_raw = s.conn.execute("SELECT created_at FROM runs WHERE run_id = ?", (run["run_id"],)).fetchone()[0]
             min_start, max_end, latest_created = s.conn.execute(
                 "SELECT MIN(start_time), MAX(COALESCE(end_time, start_time)), MAX(created_at)"
                 " FROM spans WHERE run_id = ?",
@@ -32,9 +30,7 @@ def test_run_anchor_within_documented_bound(fixture_copy) -> None:
                 run_created_at=parse_instant(created_raw),
                 latest_span_created_at=parse_instant(latest_created),
             )
-            assert (
-                abs(by_run.to_epoch(run["root_span_start_monotonic"]) - truth_epoch) <= by_run.error_bound_s
-            )
+            assert abs(by_run.to_epoch(run["root_span_start_monotonic"]) - truth_epoch) <= by_run.error_bound_s
             assert by_run.error_bound_s == RUN_ANCHOR_ERROR_S
             by_save = clock_for_run(
                 min_start=min_start,
@@ -42,17 +38,13 @@ def test_run_anchor_within_documented_bound(fixture_copy) -> None:
                 run_created_at=None,
                 latest_span_created_at=parse_instant(latest_created),
             )
-            assert (
-                abs(by_save.to_epoch(run["root_span_start_monotonic"]) - truth_epoch) <= SAVE_ANCHOR_ERROR_S
-            )
+            assert abs(by_save.to_epoch(run["root_span_start_monotonic"]) - truth_epoch) <= SAVE_ANCHOR_ERROR_S
             checked += 1
     assert checked == 56
 
 
 def test_epoch_values_pass_through() -> None:
-    clock = clock_for_run(
-        min_start=1795258480.81, max_end=None, run_created_at=None, latest_span_created_at=None
-    )
+    clock = clock_for_run(min_start=1795258480.81, max_end=None, run_created_at=None, latest_span_created_at=None)
     assert clock is EPOCH_CLOCK and clock.to_epoch(1795258480.81) == 1795258480.81
 
 

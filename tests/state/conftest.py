@@ -77,4 +77,3 @@ def make_state() -> Callable[..., dict[str, Any]]:
         return state
 
     return make
-

@@ -81,13 +81,10 @@ def _layout(path: Path) -> tuple[dict[str, list[str]], set[str]]:
     conn = sqlite3.connect(path)
     try:
         tables = [
-            r[0]
-            for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")
         ]
         columns = {t: [c[1] for c in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
-        indexes = {
-            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")
-        }
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL")}
         return columns, indexes
     finally:
         conn.close()
@@ -109,7 +106,7 @@ async def test_fresh_db_has_the_06_layout(backend: SQLiteBackend, db_path: Path)
     assert await backend.list_workflows() == []
     columns, indexes = _layout(db_path)
     assert columns == FRESH_06
-    assert FLUJO_06_INDEXES <= indexes
+    assert indexes >= FLUJO_06_INDEXES
     assert _pragma(db_path, "user_version") == 1
     assert _pragma(db_path, "journal_mode") == "wal"
     assert backend.layout is not None and backend.layout.kind == "fresh"
@@ -150,9 +147,7 @@ async def test_missing_parent_directory_is_created(tmp_path: Path) -> None:
         b"\x00" * 4096,
     ],
 )
-async def test_corrupt_file_raises_and_is_left_untouched(
-    tmp_path: Path, make_state: MakeState, content: bytes
-) -> None:
+async def test_corrupt_file_raises_and_is_left_untouched(tmp_path: Path, make_state: MakeState, content: bytes) -> None:
     corrupted_db_path = tmp_path / "corrupted.db"
     corrupted_db_path.write_bytes(content)
     before = _digest(corrupted_db_path)
@@ -192,7 +187,9 @@ async def test_seed_text_file_corruption_example(tmp_path: Path) -> None:
 async def test_foreign_sqlite_db_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     conn = sqlite3.connect(path)
-    conn.executescript("CREATE TABLE users (id INTEGER); CREATE TABLE orders (id INTEGER); INSERT INTO users VALUES (1);")
+    conn.executescript(
+        "CREATE TABLE users (id INTEGER); CREATE TABLE orders (id INTEGER); INSERT INTO users VALUES (1);"
+    )
     conn.close()
     before = _digest(path)
     b = SQLiteBackend(path)
@@ -228,11 +225,19 @@ async def test_seed_migration_of_old_schema(tmp_path: Path) -> None:
     async with aiosqlite.connect(old_db_path) as conn:
         await conn.execute(
             "INSERT INTO workflow_state VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ("old_run", "old_pipeline", "0.1", 1, "{}", "old_output", "completed", "2023-01-01T00:00:00", "2023-01-01T00:00:00"),
+            (
+                "old_run",
+                "old_pipeline",
+                "0.1",
+                1,
+                "{}",
+                "old_output",
+                "completed",
+                "2023-01-01T00:00:00",
+                "2023-01-01T00:00:00",
+            ),
         )
-        await conn.execute(
-            "INSERT INTO workflow_state (run_id, pipeline_id) VALUES ('null_run', NULL)"
-        )
+        await conn.execute("INSERT INTO workflow_state (run_id, pipeline_id) VALUES ('null_run', NULL)")
         await conn.commit()
 
     migrated_backend = SQLiteBackend(old_db_path, naive_timezone="UTC")
@@ -279,9 +284,7 @@ async def test_seed_migration_of_old_schema(tmp_path: Path) -> None:
     assert columns["spans"] == FRESH_06["spans"]
 
 
-async def test_migration_of_legacy_0432_fixture(
-    fixture_copy: Callable[[str], Path], make_state: MakeState
-) -> None:
+async def test_migration_of_legacy_0432_fixture(fixture_copy: Callable[[str], Path], make_state: MakeState) -> None:
     path = fixture_copy("sample-v0.4.32-legacy.db")
     conn = sqlite3.connect(path)
     before = conn.execute("SELECT * FROM workflow_state ORDER BY run_id").fetchall()
@@ -319,7 +322,9 @@ async def test_migration_of_legacy_0432_fixture(
 async def test_upgrade_of_0435_fixture(fixture_copy: Callable[[str], Path], make_state: MakeState) -> None:
     path = fixture_copy("sample-small.db")
     conn = sqlite3.connect(path)
-    counts_before = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("workflow_state", "runs", "steps", "spans")}
+    counts_before = {
+        t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("workflow_state", "runs", "steps", "spans")
+    }
     conn.close()
 
     b = SQLiteBackend(path, naive_timezone="UTC")
@@ -357,7 +362,8 @@ async def test_upgrade_of_0435_fixture(fixture_copy: Callable[[str], Path], make
             "span_id": "new-root", "name": "pipeline_root", "start_time": 100.0, "end_time": 110.0,
             "status": "completed", "attributes": {"initial_input": "x"},
             "children": [
-                {"span_id": "new-c1", "name": "extract", "start_time": 101.0, "end_time": 102.0, "status": "completed"}
+                {"span_id": "new-c1", "name": "extract", "start_time": 101.0, "end_time": 102.0,
+                 "status": "completed"}
             ],
         }  # fmt: skip
         await b.save_trace("run_new", tree)
@@ -381,7 +387,7 @@ async def test_upgrade_of_0435_fixture(fixture_copy: Callable[[str], Path], make
 
     columns, indexes = _layout(path)
     assert columns == UPGRADED_FROM_0435
-    assert FLUJO_06_INDEXES <= indexes
+    assert indexes >= FLUJO_06_INDEXES
     conn = sqlite3.connect(path)
     try:
         counts_after = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in counts_before}

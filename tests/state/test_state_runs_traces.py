@@ -32,9 +32,7 @@ def _tree(prefix: str = "s", base: float = 1_795_000_000.0) -> dict[str, Any]:
                 "end_time": base + 3,
                 "status": "completed",
                 "attributes": {"success": True},
-                "children": [
-                    {"span_id": f"{prefix}-a1", "name": "inner", "start_time": base + 1.5, "end_time": None}
-                ],
+                "children": [{"span_id": f"{prefix}-a1", "name": "inner", "start_time": base + 1.5, "end_time": None}],
             },
             {
                 "span_id": f"{prefix}-b",
@@ -50,7 +48,12 @@ def _tree(prefix: str = "s", base: float = 1_795_000_000.0) -> dict[str, Any]:
 
 async def test_run_lifecycle(backend: SQLiteBackend, make_state: MakeState) -> None:
     await backend.save_run_start(
-        {"run_id": "r1", "pipeline_name": "etl", "pipeline_version": "1.2", "created_at": datetime(2026, 1, 1, 10)}
+        {
+            "run_id": "r1",
+            "pipeline_name": "etl",
+            "pipeline_version": "1.2",
+            "created_at": datetime(2026, 1, 1, 10),
+        }
     )
     await backend.save_run_start({"run_id": "r2", "pipeline_name": "other", "created_at": datetime(2026, 1, 1, 11)})
     for i, name in enumerate(["extract", "transform"]):
@@ -79,15 +82,23 @@ async def test_run_lifecycle(backend: SQLiteBackend, make_state: MakeState) -> N
 
     runs = await backend.list_runs()
     assert [r["run_id"] for r in runs] == ["r2", "r1"]
-    assert {"run_id", "pipeline_name", "pipeline_version", "status", "start_time", "end_time", "total_cost"} <= set(
-        runs[0]
-    )
+    assert {
+        "run_id",
+        "pipeline_name",
+        "pipeline_version",
+        "status",
+        "start_time",
+        "end_time",
+        "total_cost",
+    } <= set(runs[0])
     assert [r["run_id"] for r in await backend.list_runs(status="completed")] == ["r1"]
     assert [r["run_id"] for r in await backend.list_runs(pipeline_name="other")] == ["r2"]
     assert [r["run_id"] for r in await backend.list_runs(limit=1, offset=1)] == ["r1"]
 
     steps = await backend.list_run_steps("r1")
-    assert [(s["step_name"], s["step_index"], s["output"], s["cost"], s["tokens"], s["duration_ms"]) for s in steps] == [
+    assert [
+        (s["step_name"], s["step_index"], s["output"], s["cost"], s["tokens"], s["duration_ms"]) for s in steps
+    ] == [
         ("extract", 0, {"i": 0}, 0.25, 0, 100),
         ("transform", 1, {"i": 1}, 0.25, 10, 101),
     ]
@@ -133,7 +144,16 @@ async def test_trace_round_trip_and_spans(backend: SQLiteBackend) -> None:
     assert [c["span_id"] for c in trace["children"]] == ["s-a", "s-b"]
     assert trace["children"][0]["children"][0]["span_id"] == "s-a1"
     assert trace["children"][0]["children"][0]["status"] == "running"
-    assert set(trace) == {"span_id", "parent_span_id", "name", "start_time", "end_time", "status", "attributes", "children"}
+    assert set(trace) == {
+        "span_id",
+        "parent_span_id",
+        "name",
+        "start_time",
+        "end_time",
+        "status",
+        "attributes",
+        "children",
+    }
 
     spans = await backend.get_spans("r1")
     assert [s["span_id"] for s in spans] == ["s-root", "s-a", "s-a1", "s-b"]
@@ -147,9 +167,9 @@ async def test_trace_round_trip_and_spans(backend: SQLiteBackend) -> None:
 
     # save_spans: flat list, any order (foreign keys are checked at commit)
     flat = [
-        {"span_id": "c", "parent_span_id": "p", "name": "child", "start_time": 2.0, "end_time": 3.0, "status": "completed"},
-        {"span_id": "p", "parent_span_id": None, "name": "root", "start_time": 1.0, "end_time": 4.0, "status": "completed"},
-    ]  # fmt: skip
+        {"span_id": "c", "parent_span_id": "p", "name": "child", "start_time": 2.0, "end_time": 3.0},
+        {"span_id": "p", "parent_span_id": None, "name": "root", "start_time": 1.0, "end_time": 4.0},
+    ]
     await backend.save_spans("r1", flat)
     rebuilt = await backend.get_trace("r1")
     assert rebuilt is not None and rebuilt["span_id"] == "p" and rebuilt["children"][0]["span_id"] == "c"
@@ -297,7 +317,9 @@ async def test_evaluations(db_path: Path) -> None:
         await b.shutdown()
 
 
-async def test_0_6_fixture_reads(fixture_copy: Callable[[str], Path], expected: Callable[[str], dict[str, Any]]) -> None:
+async def test_0_6_fixture_reads(
+    fixture_copy: Callable[[str], Path], expected: Callable[[str], dict[str, Any]]
+) -> None:
     exp = expected("sample06-small.db")
     b = SQLiteBackend(fixture_copy("sample06-small.db"), naive_timezone="UTC")
     try:

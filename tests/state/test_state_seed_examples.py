@@ -100,7 +100,7 @@ async def test_listing_with_filters_and_pagination(backend: SQLiteBackend, make_
         )
     all_workflows = await backend.list_workflows()
     assert [w["run_id"] for w in all_workflows] == [f"r{i}" for i in reversed(range(10))]
-    assert WORKFLOW_KEYS <= set(all_workflows[0])
+    assert set(all_workflows[0]) >= WORKFLOW_KEYS
     assert [w["run_id"] for w in await backend.list_workflows(limit=3, offset=0)] == ["r9", "r8", "r7"]
     assert {w["status"] for w in await backend.list_workflows(status="failed")} == {"failed"}
     assert len(await backend.list_workflows(status="running")) == 4
@@ -168,7 +168,8 @@ async def test_failed_workflows_window(backend: SQLiteBackend, make_state: MakeS
     for name, hours in [("f1", 0.5), ("f2", 5), ("f3", 30), ("f4", 200)]:
         at = now - timedelta(hours=hours)
         await backend.save_state(
-            name, make_state(name, status="failed", error_message=f"boom {name}", created_at=at, updated_at=at)
+            name,
+            make_state(name, status="failed", error_message=f"boom {name}", created_at=at, updated_at=at),
         )
     await backend.save_state("ok", make_state("ok", status="completed"))
     assert [w["run_id"] for w in await backend.get_failed_workflows(hours_back=1)] == ["f1"]
@@ -176,7 +177,7 @@ async def test_failed_workflows_window(backend: SQLiteBackend, make_state: MakeS
     week = await backend.get_failed_workflows(hours_back=168)
     assert [w["run_id"] for w in week] == ["f1", "f2", "f3"]
     assert week[0]["error_message"] == "boom f1"
-    assert WORKFLOW_KEYS <= set(week[0])
+    assert set(week[0]) >= WORKFLOW_KEYS
     assert len(await backend.get_failed_workflows(hours_back=1000)) == 4
 
 
@@ -234,9 +235,7 @@ async def test_large_dataset_query_time_and_pagination(backend: SQLiteBackend, m
     assert len(seen) == len(set(seen)) == num_workflows
 
 
-async def test_pagination_is_stable_with_identical_created_at(
-    backend: SQLiteBackend, make_state: MakeState
-) -> None:
+async def test_pagination_is_stable_with_identical_created_at(backend: SQLiteBackend, make_state: MakeState) -> None:
     at = datetime(2026, 5, 1, 12, 0, 0)
     await backend.save_states(make_state(f"tie_{i:04d}", created_at=at) for i in range(500))
     seen: list[str] = []

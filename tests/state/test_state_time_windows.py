@@ -47,7 +47,9 @@ async def small06(
         await b.shutdown()
 
 
-async def test_0435_recent_workflows_are_counted_by_instant(small: tuple[SQLiteBackend, dict[str, Any]]) -> None:
+async def test_0435_recent_workflows_are_counted_by_instant(
+    small: tuple[SQLiteBackend, dict[str, Any]],
+) -> None:
     b, exp = small
     stats = await b.get_workflow_stats()
     assert stats["recent_workflows_24h"] == exp["correct_recent_created_24h"] == 26
@@ -101,7 +103,8 @@ async def test_06_background_tasks(small06: tuple[SQLiteBackend, ManualClock, di
         by_status[task["status"]] = by_status.get(task["status"], 0) + 1
     assert by_status == exp["list_background_tasks"]["by_status"]
     assert set(tasks[0]) == {
-        "run_id", "status", "created_at", "updated_at", "metadata", "parent_run_id", "task_id", "background_error",
+        "run_id", "status", "created_at", "updated_at", "metadata", "parent_run_id", "task_id",
+        "background_error",
     }  # fmt: skip
     assert isinstance(tasks[0]["metadata"], dict)
     first = exp["list_background_tasks"]["tasks"][0]
@@ -116,7 +119,9 @@ async def test_06_background_tasks(small06: tuple[SQLiteBackend, ManualClock, di
     assert await b.get_failed_background_tasks(parent_run_id=one["parent_run_id"]) == [one]
 
 
-async def test_06_cleanup_stale_background_tasks(small06: tuple[SQLiteBackend, ManualClock, dict[str, Any]]) -> None:
+async def test_06_cleanup_stale_background_tasks(
+    small06: tuple[SQLiteBackend, ManualClock, dict[str, Any]],
+) -> None:
     b, clock, exp = small06
     expected_ids = exp["cleanup_stale_background_tasks_24h_on_copy"]["changed_run_ids"]
     assert await b.cleanup_stale_background_tasks(24) == len(expected_ids) == 4
@@ -125,9 +130,10 @@ async def test_06_cleanup_stale_background_tasks(small06: tuple[SQLiteBackend, M
     assert sorted(t["run_id"] for t in changed) == expected_ids
     assert {(t["status"], t["background_error"]) for t in changed} == {("failed", STALE_TASK_ERROR)}
     stats = await b.get_workflow_stats()
-    assert stats["background_status_counts"] == exp["cleanup_stale_background_tasks_24h_on_copy"][
-        "background_status_counts_after"
-    ]
+    assert (
+        stats["background_status_counts"]
+        == exp["cleanup_stale_background_tasks_24h_on_copy"]["background_status_counts_after"]
+    )
     assert await b.cleanup_stale_background_tasks(24) == 0
 
 
@@ -159,8 +165,9 @@ async def _la_db(path: Path) -> None:
     ]
     conn = sqlite3.connect(path)
     conn.executemany(
-        "INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, current_step_index, "
-        "pipeline_context, status, created_at, updated_at, is_background_task) VALUES (?, 'p', 'p', '1', 0, '{}', ?, ?, ?, ?)",
+        "INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, "
+        "current_step_index, pipeline_context, status, created_at, updated_at, is_background_task) "
+        "VALUES (?, 'p', 'p', '1', 0, '{}', ?, ?, ?, ?)",
         [(r, s, _la_naive(c), _la_naive(u), int(r.startswith("bg_"))) for r, s, c, u in rows],
     )
     conn.commit()
@@ -203,13 +210,17 @@ async def test_same_rows_read_as_utc_give_other_answers(tmp_path: Path) -> None:
 
 
 async def test_unparsable_timestamps_are_skipped_with_a_warning(
-    backend: SQLiteBackend, db_path: Path, caplog: pytest.LogCaptureFixture, make_state: Callable[..., dict[str, Any]]
+    backend: SQLiteBackend,
+    db_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    make_state: Callable[..., dict[str, Any]],
 ) -> None:
     await backend.save_state("good", make_state("good", status="failed"))
     conn = sqlite3.connect(db_path)
     conn.execute(
-        "INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, current_step_index, "
-        "status, created_at, updated_at) VALUES ('bad_ts', 'p', 'p', '1', 0, 'failed', 'yesterday-ish', 'garbage')"
+        "INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, "
+        "current_step_index, status, created_at, updated_at) "
+        "VALUES ('bad_ts', 'p', 'p', '1', 0, 'failed', 'yesterday-ish', 'garbage')"
     )
     conn.commit()
     conn.close()

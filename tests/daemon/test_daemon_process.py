@@ -1,0 +1,169 @@
+"""The daemon as a process: bad DBs, signals, reload, concurrent scrapers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from processes import http_get, running_daemon
+from support import SMALL, checksums, parse_exposition, sample
+
+from exporter.reader import Problem
+
+FAST = "metrics:\n  refresh_interval: 1s\n  aggregate_interval: 1s\n"
+
+
+def wait_for(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise TimeoutError("condition not met")
+
+
+def metrics(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    status, body = http_get(url + "/metrics")
+    assert status == 200
+    return parse_exposition(body)
+
+
+def other_application_db(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+    conn.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem", "reason"),
+    [
+        ("missing", Problem.MISSING, "does not exist"),
+        ("empty", Problem.EMPTY, "empty"),
+        ("corrupt", Problem.NOT_SQLITE, "not a SQLite database"),
+        ("other-app", Problem.UNKNOWN_LAYOUT, "not a Flujo state DB"),
+    ],
+)
+def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, reason: str) -> None:
+    db = tmp_path / "flujo_ops.db"
+    if kind == "empty":
+        db.write_bytes(b"")
+    elif kind == "corrupt":
+        db.write_bytes(b"This is not a valid SQLite database")
+    elif kind == "other-app":
+        other_application_db(db)
+    before = checksums(db) if db.exists() else {}
+    with running_daemon(tmp_path, "--db", str(db), config=FAST) as daemon:
+        status, body = http_get(daemon.url + "/readyz")
+        assert status == 503 and reason in body and str(db) in body
+        assert http_get(daemon.url + "/healthz")[0] == 200
+        s = wait_for(
+            lambda: (
+                (m := metrics(daemon.url))
+                and sample(m, "flujo_exporter_query_errors_total", reason=problem.value) >= 2
+                and m
+            )
+        )
+        assert sample(s, "flujo_exporter_db_ready") == 0
+        assert sample(s, "flujo_exporter_collector_success", collector="snapshot") == 0
+    assert (checksums(db) if db.exists() else {}) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("flujo_ops")) == (
+        [] if kind == "missing" else ["flujo_ops.db"]
+    )
+
+
+def test_db_locked_by_a_writer_then_released(fixture_copy, tmp_path: Path) -> None:
+    db = fixture_copy(SMALL)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    config = FAST + "db:\n  busy_timeout: 100ms\n"
+    with running_daemon(tmp_path, "--db", str(db), config=config) as daemon:
+        status, body = http_get(daemon.url + "/readyz")
+        assert status == 503 and "locked" in body
+        wait_for(lambda: sample(metrics(daemon.url), "flujo_exporter_query_errors_total", reason="locked") >= 1)
+        writer.execute("ROLLBACK")
+        writer.close()
+        wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
+        s = wait_for(
+            lambda: (m := metrics(daemon.url)) and ("flujo_workflows", frozenset({("status", "paused")})) in m and m
+        )
+        assert sample(s, "flujo_workflows", status="paused") == 6
+
+
+def test_db_appears_later(tmp_path: Path, fixture_copy) -> None:
+    db = tmp_path / "late.db"
+    with running_daemon(tmp_path, "--db", str(db), config=FAST) as daemon:
+        assert http_get(daemon.url + "/readyz")[0] == 503
+        fixture_copy(SMALL).rename(db)
+        wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
+
+
+def test_sigterm_stops_within_5s(fixture_copy, tmp_path: Path) -> None:
+    with running_daemon(tmp_path, "--db", str(fixture_copy(SMALL))) as daemon:
+        started = time.monotonic()
+        os.kill(daemon.pid, signal.SIGTERM)
+        daemon.proc.wait(5)
+        assert time.monotonic() - started < 5
+        assert daemon.proc.returncode == 0
+
+
+def test_sigint_stops_cleanly(fixture_copy, tmp_path: Path) -> None:
+    with running_daemon(tmp_path, "--db", str(fixture_copy(SMALL))) as daemon:
+        os.kill(daemon.pid, signal.SIGINT)
+        assert daemon.proc.wait(5) == 0
+
+
+def test_sighup_reload_good_and_bad(fixture_copy, tmp_path: Path) -> None:
+    db = fixture_copy(SMALL)
+    config = f"db:\n  path: {db}\n  writer_timezone: UTC\n" + FAST
+    with running_daemon(tmp_path, config=config) as daemon:
+        config_file = next(tmp_path.glob("daemon-*.yaml"))
+        wait_for(lambda: ("flujo_workflows", frozenset({("status", "running")})) in metrics(daemon.url))
+        assert not any(name == "flujo_runs_total" for name, _ in metrics(daemon.url))
+        config_file.write_text(config + "  flujo_compat: true\n")
+        os.kill(daemon.pid, signal.SIGHUP)
+        wait_for(lambda: any(name == "flujo_runs_total" for name, _ in metrics(daemon.url)))
+        config_file.write_text(config + "  flujo_compat: maybe\n  refresh_intervall: 1s\n")
+        os.kill(daemon.pid, signal.SIGHUP)
+        wait_for(lambda: "config reload rejected" in daemon.output())
+        assert "refresh_intervall" in daemon.output()
+        time.sleep(1.5)
+        assert any(name == "flujo_runs_total" for name, _ in metrics(daemon.url))  # old config still running
+        assert daemon.proc.poll() is None
+
+
+def test_50_concurrent_scrapers_for_10s(fixture_copy, tmp_path: Path) -> None:
+    with running_daemon(tmp_path, "--db", str(fixture_copy(SMALL)), config=FAST, wait_path="/readyz") as daemon:
+        errors: list[str] = []
+        counts = [0] * 50
+        deadline = time.monotonic() + 10
+
+        def scrape(i: int) -> None:
+            while time.monotonic() < deadline:
+                try:
+                    status, body = http_get(daemon.url + "/metrics", timeout=10)
+                    if status != 200 or "flujo_workflows{" not in body:
+                        errors.append(f"status {status}")
+                    parse_exposition(body)
+                    counts[i] += 1
+                except Exception as exc:
+                    errors.append(repr(exc))
+
+        threads = [threading.Thread(target=scrape, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert all(c > 0 for c in counts)
+        print(f"{sum(counts)} scrapes by 50 clients in 10 s, no errors")

@@ -1,0 +1,44 @@
+"""Names stay in sync: every metric the daemon emits is documented in the README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from support import ALL_FIXTURES, FIXTURES, SMALL, computed_at
+
+from exporter.clock import ManualClock
+from exporter.collectors import View, build_registry
+from exporter.config import MetricsConfig
+from exporter.reader import FlujoReader
+from exporter.refresh import Refresher
+from exporter.timeparse import UTC
+
+ROOT = Path(__file__).parent.parent
+
+
+def emitted_families() -> set[str]:
+    """Family names the collectors yield on every fixture layout, compatibility names included."""
+    settings = MetricsConfig(flujo_compat=True)
+    clock = ManualClock(computed_at(SMALL))
+    names = set()
+    for fixture in ALL_FIXTURES:
+        refresher = Refresher(FlujoReader(FIXTURES / fixture, naive_timezone=UTC), lambda: settings, clock)
+        refresher.refresh()
+        for family in build_registry(View(lambda r=refresher: r.state, lambda: settings, clock)).collect():
+            names.add(family.name + "_total" if family.type == "counter" else family.name)
+    return names
+
+
+def test_every_emitted_metric_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"`(flujo_[a-z0-9_]+)`", readme))
+    missing = sorted(emitted_families() - documented)
+    assert missing == [], f"metrics emitted but not documented in README.md: {missing}"
+    assert len(emitted_families()) > 25
+
+
+def test_readme_documents_no_phantom_metric() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table_names = set(re.findall(r"^\| `(flujo_[a-z0-9_]+)` \|", readme, re.M))
+    assert table_names - emitted_families() == set()
