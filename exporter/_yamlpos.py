@@ -20,7 +20,7 @@ from pydantic import BaseModel
 Key = tuple[str, ...]  # mapping keys and list indices, as text
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_MAX_DEPTH = 32  # aliases can make the node graph cyclic; no config key is nested this deep
+_MAX_DEPTH = 32  # no config key is nested this deep
 
 
 class YamlSyntaxError(Exception):
@@ -55,7 +55,7 @@ def parse(text: str) -> YamlDocument:
         node = loader.get_single_node()
         doc = YamlDocument(data=None)
         if node is not None:
-            _walk(node, (), doc)  # before construction, which flattens merge keys in place
+            _walk(node, (), doc, set())  # before construction, which flattens merge keys in place
             doc.data = loader.construct_document(node)
         return doc
     except yaml.MarkedYAMLError as exc:
@@ -68,32 +68,32 @@ def parse(text: str) -> YamlDocument:
         loader.dispose()
 
 
-def _walk(node: yaml.Node, path: Key, doc: YamlDocument, *, merged: bool = False) -> None:
+def _walk(node: yaml.Node, path: Key, doc: YamlDocument, seen: set[tuple[int, Key]], *, merged: bool = False) -> None:
+    """Record key lines below ``node``.  A node reached again through an alias is not walked again
+    (aliases can nest exponentially or form cycles); a merge source is walked once per mapping."""
     doc.lines.setdefault(path, node.start_mark.line + 1)
-    if len(path) > _MAX_DEPTH:
+    visit = (id(node), path if merged else ())
+    if visit in seen or len(path) > _MAX_DEPTH:
         return
+    seen.add(visit)
     if isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, str(index)), doc)
+            _walk(item, (*path, str(index)), doc, seen)
     elif isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
+        lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
                 sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 for source in sources:
-                    _walk(source, path, doc, merged=True)
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                continue
-            name, line = str(key_node.value), key_node.start_mark.line + 1
-            duplicate = ((*path, name), line, seen.get(name, 0))
-            if name in seen and not merged and duplicate not in doc.duplicates:
-                doc.duplicates.append(duplicate)
-            seen[name] = line
-            if merged and (*path, name) in doc.lines:
-                continue  # a key written in the merging mapping wins over a merged one
-            doc.lines[(*path, name)] = line
-            _walk(value_node, (*path, name), doc, merged=merged)
+                    _walk(source, path, doc, seen, merged=True)
+            elif isinstance(key_node, yaml.ScalarNode):
+                name, line = str(key_node.value), key_node.start_mark.line + 1
+                if name in lines and not merged:
+                    doc.duplicates.append(((*path, name), line, lines[name]))
+                lines[name] = line
+                if not merged or (*path, name) not in doc.lines:  # keys written next to <<: win
+                    doc.lines[(*path, name)] = line
+                    _walk(value_node, (*path, name), doc, seen)
 
 
 FILE = 0  # source rank of the config file; higher ranks override lower ones
@@ -150,7 +150,7 @@ def resolve_keys(root: type[BaseModel], parts: Sequence[str], *, fold_case: bool
     for part in parts:
         name = part.lower() if fold_case else part
         model = _submodel(current)
-        if not part:
+        if not part and fold_case:
             return (*keys, part), "empty key name (separate nested keys with exactly two underscores)"
         if model is not None:
             if name not in model.model_fields:

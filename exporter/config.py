@@ -35,8 +35,6 @@ from exporter.timeparse import resolve_timezone
 DEFAULT_PORT = 10078
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 ENV_PREFIX = "FLUJO_EXPORTER_"
-# Variables with the prefix that are not config keys (the CLI reads them itself).
-ENV_IGNORED = frozenset({"FLUJO_EXPORTER_CONFIG"})
 
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -58,14 +56,12 @@ def parse_duration(value: object) -> timedelta:
     """``30s``, ``5m``, ``1.5h``, ``2d``, ``500ms`` or a bare number of seconds."""
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {str(value).lower()} ({_DURATION_HINT})")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError(f"invalid duration {value!r} ({_DURATION_HINT})")
+        raise ValueError(f"invalid duration {_describe(value)} ({_DURATION_HINT})")
     if seconds < 0:
         raise ValueError(f"duration must not be negative, got {value!r}")
     if not math.isfinite(seconds) or seconds > 100 * 365 * 86400:
@@ -276,7 +272,7 @@ def load_config(
     doc, fatal = _read_file(path, errors) if path is not None else (_yamlpos.YamlDocument(None), False)
     sources = _yamlpos.Sources(path, doc)
     for name in sorted(env):
-        if name.upper().startswith(ENV_PREFIX) and name.upper() not in ENV_IGNORED:
+        if name.upper().startswith(ENV_PREFIX):
             parts = name[len(ENV_PREFIX) :].split("__")
             keys, problem = _yamlpos.resolve_keys(Config, parts, fold_case=True)
             if problem:
@@ -335,6 +331,7 @@ def _env_value(raw: str) -> Any:
 
 
 def _describe(value: object) -> str:
+    """A value as written in YAML; containers by kind only (aliases can make them huge)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -398,6 +398,15 @@ def test_line_numbers_follow_anchors_and_merge_keys(workdir: Path) -> None:
     ]
 
 
+def test_alias_bombs_and_cycles_stay_cheap(workdir: Path) -> None:
+    levels = ["traces:", "  l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    text = "\n".join([*levels, "metrics:", "  refresh_interval: &loop [*loop]", ""])
+    assert errors_of(text) == [
+        "config.yaml:13: metrics.refresh_interval: invalid duration a list (use e.g. 30s, 5m, 1h)"
+    ]
+
+
 # --- files -----------------------------------------------------------------------------------------------
 
 
@@ -489,7 +498,7 @@ def test_env_overrides_nested_keys_case_insensitively() -> None:
             "FLUJO_EXPORTER_logging__Level": "debug",
             "flujo_exporter_metrics__stuck__running_after": "2h",
             "PATH": "/usr/bin",
-            "FLUJO_EXPORTER_CONFIG": "/etc/state-exporter.yaml",  # read by the CLI, not a key
+            "FLUJO_EXPORTERS": "not ours",
         },
     )
     assert config.db.path == Path("/data/flujo_ops.db")
