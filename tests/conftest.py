@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,3 +18,12 @@ def fixture_copy(tmp_path: Path) -> Callable[[str], Path]:
         return target
 
     return copy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fixtures_stay_pristine() -> Iterator[None]:
+    """The real Flujo fixtures are only ever copied: nothing may open them in a way that leaves files."""
+    before = {p.name for p in FIXTURES.iterdir()}
+    yield
+    leftovers = sorted({p.name for p in FIXTURES.iterdir()} - before)
+    assert leftovers == [], f"a test opened a fixture in place and left {leftovers} in {FIXTURES}"

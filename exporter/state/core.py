@@ -96,12 +96,16 @@ class BackendCore:
     async def _open(self) -> tuple[aiosqlite.Connection, Layout]:
         layout = await asyncio.to_thread(self.ensure_layout_sync)
         if self._conn is None:
+            pending = aiosqlite.connect(str(self.db_path), timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+            # aiosqlite's worker thread is non-daemon: a program that forgets shutdown() would hang at
+            # exit.  Committed transactions are durable whatever happens to the thread (WAL).
+            worker = getattr(pending, "_thread", None)
+            if isinstance(worker, threading.Thread) and not worker.is_alive():
+                worker.daemon = True
             try:
-                conn = await aiosqlite.connect(
-                    str(self.db_path), timeout=self.busy_timeout_ms / 1000, isolation_level=None
-                )
+                conn = await pending
             except sqlite3.Error as exc:
-                raise self.error("open", exc) from exc
+                raise self._error("open", exc) from exc
             try:
                 conn.row_factory = sqlite3.Row
                 await conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
@@ -113,7 +117,7 @@ class BackendCore:
             self._conn = conn
         return self._conn, layout
 
-    def error(self, operation: str, exc: BaseException) -> StateBackendError:
+    def _error(self, operation: str, exc: BaseException) -> StateBackendError:
         return StateBackendError(f"{operation} failed on {self.db_path}: {exc}", path=self.db_path)
 
     @contextlib.asynccontextmanager
@@ -126,7 +130,7 @@ class BackendCore:
                     await conn.rollback()
                 yield conn, layout
             except sqlite3.Error as exc:
-                raise self.error(operation, exc) from exc
+                raise self._error(operation, exc) from exc
 
     @contextlib.asynccontextmanager
     async def transaction(self, operation: str) -> AsyncIterator[tuple[aiosqlite.Connection, Layout]]:

@@ -106,9 +106,9 @@ RECENT_WINDOW = timedelta(hours=24)
 
 def state_params(run_id: object, state: object, now_iso: str) -> dict[str, Any]:
     """Named parameters of :data:`_UPSERT_STATE` for one state dict."""
-    rid = required_str("run_id", run_id)
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    rid = required_str("run_id", run_id)
     meta_raw = state.get("metadata")
     meta: Mapping[str, Any] = meta_raw if isinstance(meta_raw, Mapping) else {}
 
@@ -237,7 +237,10 @@ class WorkflowStateMixin(BackendCore):
     async def save_states(self, states: Iterable[Mapping[str, Any]]) -> int:
         """Upsert many states (each with its ``run_id``) in one transaction; returns how many."""
         now_iso = self.now_iso()
-        params = [state_params(state.get("run_id"), state, now_iso) for state in states]
+        params = [
+            state_params(state.get("run_id") if isinstance(state, Mapping) else None, state, now_iso)
+            for state in states
+        ]
         if not params:
             return 0
         async with self.transaction("save_states") as (conn, _):
@@ -356,7 +359,7 @@ class WorkflowStateMixin(BackendCore):
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
         except sqlite3.Error as exc:
-            raise self.error("get_workflow_stats_sync", exc) from exc
+            raise self._error("get_workflow_stats_sync", exc) from exc
         try:
             conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
             conn.execute("BEGIN")
@@ -369,7 +372,7 @@ class WorkflowStateMixin(BackendCore):
                 found = conn.execute(STATS_RUN_ID_SQL, (rowid,)).fetchone()
                 named.append((found[0] if found else rowid, value))
         except sqlite3.Error as exc:
-            raise self.error("get_workflow_stats_sync", exc) from exc
+            raise self._error("get_workflow_stats_sync", exc) from exc
         finally:
             conn.close()
         _warn_unparsable("created_at", named)

@@ -475,3 +475,25 @@ async def test_two_processes_write_concurrently(db_path: Path, make_state: MakeS
         assert len(await parent.list_workflows()) == 200
     finally:
         await parent.shutdown()
+
+
+def test_forgotten_shutdown_does_not_hang_interpreter_exit(db_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from exporter.state import SQLiteBackend
+
+        backend = SQLiteBackend({str(db_path)!r})
+
+        async def main():
+            await backend.save_state("r", {{"pipeline_id": "p", "status": "completed"}})
+
+        asyncio.run(main())
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("SELECT run_id FROM workflow_state").fetchall() == [("r",)]
+    finally:
+        conn.close()
