@@ -1,0 +1,45 @@
+"""Export of the spans stored in a Flujo DB over OTLP: the daemon's tailer and ``replay`` (backfill).
+
+Each run becomes one trace; every stored span one OTLP span (kind INTERNAL) under one shared resource
+(``service.name`` from ``traces.service_name``, default ``flujo``) and the instrumentation scope
+``flujo-state-exporter`` with the exporter's version.
+
+Identity (:mod:`exporter.traces.ids`): ``trace_id = sha256("flujo-trace:" + run_id)[:16]``,
+``span_id = sha256("flujo-span:" + run_id + NUL + stored span_id)[:8]``, the parent likewise from the
+stored ``parent_span_id``: a re-send carries identical ids.
+
+Time: 0.4.x epoch span times are exported as stored (float seconds -> integer nanoseconds; the float
+itself carries about 0.2 µs of precision at today's epochs).  0.6.x stores ``time.monotonic()``: each run
+is anchored by :func:`exporter.reader.spantime.clock_for_run` to ``runs.created_at`` (error bound
+1 ms, the delay between the run row and the root span start) or, without a run row, to the latest
+``spans.created_at`` (bound 1 s).  The root span says which (``flujo.exporter.clock``,
+``flujo.exporter.clock_error_bound_s``).  A span without an end time is exported once its run has
+finished, ending at the run's end (or, when that is unknown or the run was abandoned, at its last
+child's end, else at its own start), flagged ``flujo.exporter.end_time_inferred = true`` with
+``flujo.exporter.end_time_source``.
+
+Content: the span name; status (completed -> OK, failed/error -> ERROR with the failure feedback as
+description, anything else UNSET; the stored value in ``flujo.span.status``); stored attributes
+flattened (:mod:`exporter.traces.attributes`) within the configured limits; ``flujo.run_id``,
+``flujo.pipeline.name``, ``flujo.pipeline.version`` and ``flujo.run.status`` on root spans.
+
+See :mod:`exporter.traces.tailer` for the delivery guarantees and :mod:`exporter.traces.metrics` for
+the metrics.  ``python -m exporter.traces replay|tail --help`` runs either without the daemon.
+"""
+
+from exporter.traces.config import TracesConfig, apply_otel_env, default_state_file, resolve_endpoint
+from exporter.traces.metrics import TraceCollector, TraceStats
+from exporter.traces.replay import ReplayResult, replay
+from exporter.traces.tailer import SpanTailer
+
+__all__ = [
+    "ReplayResult",
+    "SpanTailer",
+    "TraceCollector",
+    "TraceStats",
+    "TracesConfig",
+    "apply_otel_env",
+    "default_state_file",
+    "replay",
+    "resolve_endpoint",
+]

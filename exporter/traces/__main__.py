@@ -1,0 +1,190 @@
+"""``python -m exporter.traces replay|tail``: the span export without the daemon.
+
+    python -m exporter.traces replay --db flujo_ops.db --state traces-state.sqlite \\
+        --endpoint http://localhost:4317 [--since 2026-11-01 | --since 7d] [--until ...] [--run-id ID ...]
+    python -m exporter.traces tail --db flujo_ops.db --state traces-state.sqlite --endpoint ...
+
+Settings come from ``--config`` (its ``traces:`` section), then the flags, then ``OTEL_*`` variables
+for whatever neither set.  Exit status: 0 done, 1 interrupted or failed, 2 bad arguments/config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from exporter.clock import system_clock
+from exporter.config import ConfigError, load_config, parse_duration
+from exporter.reader import DatabaseUnavailable, FlujoReader
+from exporter.timeparse import resolve_timezone
+from exporter.traces.config import TracesConfig, apply_otel_env, parse_key_values
+from exporter.traces.replay import replay
+from exporter.traces.tailer import SpanTailer
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("exporter.traces")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m exporter.traces", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", type=Path, required=True, help="the Flujo SQLite DB (opened read-only)")
+        p.add_argument("--state", type=Path, required=True, help="the exporter's state file (created if missing)")
+        p.add_argument("--config", type=Path, help="YAML config; its traces: section is used")
+        p.add_argument("--endpoint", help="collector endpoint (traces.endpoint)")
+        p.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="traces.protocol")
+        p.add_argument("--insecure", action="store_true", default=None, help="gRPC without TLS (traces.tls.insecure)")
+        p.add_argument("--header", action="append", default=[], metavar="K=V", help="request header (repeatable)")
+        p.add_argument("--compression", choices=("none", "gzip"))
+        p.add_argument("--timeout", help="per request, e.g. 10s")
+        p.add_argument("--batch-size", type=int, help="spans per request (traces.batch_size)")
+        p.add_argument("--service-name", help="resource service.name (traces.service_name)")
+        p.add_argument("--timezone", default=None, help="zone of naive workflow_state times (default: local)")
+        p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+    rep = sub.add_parser("replay", help="backfill stored spans (resumable)")
+    common(rep)
+    rep.add_argument("--since", help="runs started at or after: ISO-8601 instant or a duration ago (7d)")
+    rep.add_argument("--until", help="runs started before: ISO-8601 instant or a duration ago")
+    rep.add_argument("--run-id", action="append", default=[], help="only this run (repeatable)")
+    rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rep.add_argument("--restart", action="store_true", help="start a finished or interrupted replay over")
+
+    tail = sub.add_parser("tail", help="follow the DB and export runs as they finish (like the daemon)")
+    common(tail)
+    tail.add_argument("--poll-interval", help="traces.poll_interval, e.g. 1s")
+    tail.add_argument("--grace-period", help="traces.grace_period")
+    tail.add_argument("--settle-period", help="traces.settle_period")
+    tail.add_argument("--start-at", choices=("beginning", "end"))
+    tail.add_argument("--once", action="store_true", help="one cycle, then exit")
+    return parser
+
+
+def parse_when(text: str | None, now: datetime) -> datetime | None:
+    """An ISO-8601 instant (naive = UTC) or a duration before ``now`` (``7d``, ``12h``)."""
+    if text is None:
+        return None
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO-8601 time nor a duration such as 7d") from None
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+
+
+def build_config(args: argparse.Namespace) -> TracesConfig:
+    data: dict[str, Any] = dict(load_config(args.config).traces) if args.config else {}
+    overrides: dict[str, Any] = {
+        "endpoint": args.endpoint,
+        "protocol": args.protocol,
+        "compression": args.compression,
+        "timeout": args.timeout,
+        "batch_size": args.batch_size,
+        "service_name": args.service_name,
+    }
+    if getattr(args, "command", None) == "tail":
+        overrides.update(
+            poll_interval=args.poll_interval,
+            grace_period=args.grace_period,
+            settle_period=args.settle_period,
+            start_at=args.start_at,
+        )
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if args.insecure:
+        data["tls"] = {**data.get("tls", {}), "insecure": True}
+    if args.header:
+        data["headers"] = {**data.get("headers", {}), **parse_key_values(",".join(args.header), "--header")}
+    data.setdefault("enabled", True)
+    return apply_otel_env(TracesConfig.model_validate(data))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = build_config(args)
+        reader = FlujoReader(args.db, naive_timezone=resolve_timezone(args.timezone))
+        now = system_clock()
+        since = parse_when(getattr(args, "since", None), now)
+        until = parse_when(getattr(args, "until", None), now)
+    except (ConfigError, ValidationError, ValueError) as exc:
+        print(f"exporter.traces: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "replay":
+            return _replay(args, config, reader, since, until)
+        return _tail(args, config, reader)
+    except DatabaseUnavailable as exc:
+        print(f"exporter.traces: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _replay(
+    args: argparse.Namespace,
+    config: TracesConfig,
+    reader: FlujoReader,
+    since: datetime | None,
+    until: datetime | None,
+) -> int:
+    halt = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: halt.set())
+    result = replay(
+        config,
+        reader,
+        args.state,
+        since,
+        until,
+        args.run_id or None,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        halt=halt,
+        restart=args.restart,
+    )
+    state = "complete" if result.complete else "interrupted (run it again to resume)"
+    print(
+        f"replay {result.key}: {state}; {result.spans_exported} spans exported in {result.seconds:.1f}s"
+        f" ({result.spans_exported / result.seconds if result.seconds else 0:.0f}/s),"
+        f" {result.spans_dead_lettered} dead-lettered, {result.spans_rejected} rejected,"
+        f" {result.total_exported} in total{'' if result.supported else '; DB layout has no spans'}",
+        flush=True,
+    )
+    return EXIT_OK if result.complete else EXIT_FAILED
+
+
+def _tail(args: argparse.Namespace, config: TracesConfig, reader: FlujoReader) -> int:
+    tailer = SpanTailer(config, reader, args.state)
+    if args.once:
+        try:
+            report = tailer.run_once()
+        finally:
+            tailer.close()
+        print(f"tail: {report}", flush=True)
+        return EXIT_OK if not report.interrupted else EXIT_FAILED
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await tailer.run(stop)
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""Reading runs and their spans from the Flujo DB (0.4.35, 0.6.x and the hybrid layout).
+
+Runs are discovered by ``runs.rowid``: flujo UPDATEs a run row in place at its end, so its rowid is
+stable, while every span save deletes and re-inserts all the run's span rows (new rowids, 0.6's
+integer ``id`` too).  Spans are therefore identified by their stored ``span_id`` text, never by rowid.
+
+A run is *finished* when its ``workflow_state`` row says completed/failed/cancelled, or, without such
+a row, when ``runs.status`` does.  ``paused`` (HITL) and ``running`` are in progress even where the
+runs table already says ``completed`` (0.4.35 writes that for a paused run).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from exporter.reader.layout import Capability, Schema
+from exporter.reader.spantime import EPOCH_CLOCK, SpanClock, clock_for_run, is_monotonic
+from exporter.timeparse import TimestampError, parse_instant, to_epoch
+
+FINISHED = frozenset(("completed", "failed", "cancelled"))
+IN_CLAUSE_LIMIT = 500  # bound parameters per IN (...) (SQLite's default limit is 32766 in 3.32+)
+
+# (run_id, span_id, parent_span_id, name, start_time, end_time, status, attributes)
+SpanRow = tuple[str, str, str | None, object, object, object, object, object]
+_SPAN_COLUMNS = "run_id, span_id, parent_span_id, name, start_time, end_time, status, attributes"
+
+
+def lenient_text(raw: bytes) -> str:
+    """Text factory: a row with invalid UTF-8 must not make the whole query fail."""
+    return raw.decode("utf-8", "replace")
+
+
+def supported(schema: Schema) -> bool:
+    return schema.supports(Capability.RUNS) and schema.supports(Capability.SPANS) and schema.has("runs", "status")
+
+
+_UNSET: Any = object()
+
+
+class RunInfo:
+    """One run as read from the DB.  Times are parsed on first use (most runs never need them)."""
+
+    __slots__ = (
+        "_end",
+        "_end_raw",
+        "_naive_tz",
+        "_signature",
+        "_start",
+        "_start_raw",
+        "_ws_updated",
+        "anchor",
+        "clock",
+        "finished",
+        "pipeline_name",
+        "pipeline_version",
+        "rowid",
+        "run_id",
+        "span_count",
+        "status",
+    )
+
+    def __init__(
+        self,
+        *,
+        rowid: int,
+        run_id: str,
+        pipeline_name: str,
+        pipeline_version: str,
+        status: str,
+        span_count: int,
+        clock: SpanClock,
+        start_raw: object = None,
+        end_raw: object = None,
+        ws_updated: object = None,
+        naive_tz: tzinfo = UTC,
+        signature: tuple[object, ...] = (),
+    ) -> None:
+        self.rowid = rowid
+        self.run_id = run_id
+        self.pipeline_name = pipeline_name
+        self.pipeline_version = pipeline_version
+        self.status = status  # workflow_state's when present (it knows paused/cancelled), else runs'
+        self.finished = status in FINISHED
+        self.span_count = span_count
+        self.clock = clock
+        self._start_raw = start_raw
+        self._end_raw = end_raw
+        self._ws_updated = ws_updated
+        self._naive_tz = naive_tz
+        self._signature = signature
+        self._start: float | None = _UNSET
+        self._end: float | None = _UNSET
+        self.anchor: object = None  # runs.created_at / start_time as stored (for clock_from_rows)
+
+    @property
+    def start(self) -> float | None:
+        """Epoch seconds of the run's start, None when unknown."""
+        if self._start is _UNSET:
+            self._start = _epoch(self._start_raw, UTC)
+        return self._start
+
+    @property
+    def end(self) -> float | None:
+        """Epoch seconds of the run's end (finished runs only), None when unknown."""
+        if self._end is _UNSET:
+            end = None
+            if self.finished:
+                end = _epoch(self._end_raw, UTC)
+                if end is None:
+                    end = _epoch(self._ws_updated, self._naive_tz)
+            self._end = end
+        return self._end
+
+    @property
+    def signature(self) -> str:
+        """Changes whenever flujo re-saves the run's spans (count, open count, latest save, latest end)."""
+        return "|".join(str(part) for part in self._signature)
+
+    def __repr__(self) -> str:
+        return f"RunInfo({self.run_id!r}, rowid={self.rowid}, status={self.status!r}, spans={self.span_count})"
+
+
+def _qualified_exprs(schema: Schema) -> tuple[str, str, str]:
+    """SQL for (run start, run end, last update) on ``runs r``, per layout."""
+    if schema.has("runs", "start_time") and schema.has("runs", "created_at"):
+        start = "COALESCE(NULLIF(r.start_time, ''), NULLIF(r.created_at, ''))"
+    elif schema.has("runs", "start_time"):
+        start = "r.start_time"
+    else:
+        start = "r.created_at"
+    end = "r.end_time" if schema.has("runs", "end_time") else "NULL"
+    if schema.has("runs", "updated_at"):
+        end = f"COALESCE(NULLIF({end}, ''), NULLIF(r.updated_at, ''))"
+    ws_updated = "ws.updated_at" if schema.has("workflow_state", "updated_at") else "NULL"
+    return start, end, ws_updated
+
+
+def run_start_sql(schema: Schema) -> str:
+    """SQL for a run's start time on ``runs r``."""
+    return _qualified_exprs(schema)[0]
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), IN_CLAUSE_LIMIT):
+        yield items[start : start + IN_CLAUSE_LIMIT]
+
+
+def max_run_rowid(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM runs").fetchone()[0])
+
+
+def runs_after(conn: sqlite3.Connection, rowid: int, limit: int) -> list[tuple[int, str]]:
+    return [
+        (int(r), str(i))
+        for r, i in conn.execute(
+            "SELECT rowid, run_id FROM runs WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit)
+        )
+    ]
+
+
+def span_counts(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for chunk in _chunks(run_ids):
+        marks = ",".join("?" * len(chunk))
+        for run_id, count in conn.execute(
+            f"SELECT run_id, COUNT(*) FROM spans WHERE run_id IN ({marks}) GROUP BY run_id", tuple(chunk)
+        ):
+            counts[run_id] = int(count)
+    return counts
+
+
+def count_spans_after(conn: sqlite3.Connection, rowid: int) -> tuple[int, int]:
+    """(runs, spans) with a runs rowid above ``rowid`` (the part of the DB not yet discovered)."""
+    runs = int(conn.execute("SELECT COUNT(*) FROM runs WHERE rowid > ?", (rowid,)).fetchone()[0])
+    if not runs:
+        return 0, 0
+    spans = conn.execute(
+        "SELECT COUNT(*) FROM spans WHERE run_id IN (SELECT run_id FROM runs WHERE rowid > ?)", (rowid,)
+    ).fetchone()[0]
+    return runs, int(spans)
+
+
+def run_infos(conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, run_ids: Sequence[str]) -> dict[str, RunInfo]:
+    """Everything needed to decide on and convert each run; runs without a ``runs`` row are absent."""
+    start_expr, end_expr, ws_updated = _qualified_exprs(schema)
+    run_created = "NULLIF(r.created_at, '')" if schema.has("runs", "created_at") else "NULL"
+    span_created = "MAX(s.created_at)" if schema.has("spans", "created_at") else "NULL"
+    found: dict[str, RunInfo] = {}
+    for chunk in _chunks(run_ids):
+        marks = ",".join("?" * len(chunk))
+        aggregates = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                f"SELECT s.run_id, COUNT(*), MIN(s.start_time), MAX(s.end_time), {span_created},"
+                f" SUM(s.end_time IS NULL) FROM spans s WHERE s.run_id IN ({marks}) GROUP BY s.run_id",
+                tuple(chunk),
+            )
+        }
+        sql = (
+            f"SELECT r.rowid, r.run_id, r.pipeline_name, r.pipeline_version, r.status, {start_expr}, {end_expr},"
+            f" {run_created}, ws.status, {ws_updated}"
+            f" FROM runs r LEFT JOIN workflow_state ws ON ws.run_id = r.run_id WHERE r.run_id IN ({marks})"
+        )
+        for row in conn.execute(sql, tuple(chunk)):
+            info = _run_info(row, aggregates.get(row[1]), naive_tz)
+            found[info.run_id] = info
+    return found
+
+
+def runs_with_counts(
+    conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, where: str, args: Sequence[object], limit: int
+) -> list[RunInfo]:
+    """Runs of ``runs r`` matching ``where`` in rowid order with their span counts, in one query.
+
+    The clock is left unset (``None``): set it with :func:`clock_from_rows` once the spans are read,
+    or read the run again with :func:`run_infos` (what the replay does for runs read page by page).
+    """
+    start_expr, end_expr, ws_updated = _qualified_exprs(schema)
+    run_created = "NULLIF(r.created_at, '')" if schema.has("runs", "created_at") else "NULL"
+    sql = (
+        f"SELECT r.rowid, r.run_id, r.pipeline_name, r.pipeline_version, r.status, {start_expr}, {end_expr},"
+        f" {run_created}, ws.status, {ws_updated}, (SELECT COUNT(*) FROM spans s WHERE s.run_id = r.run_id)"
+        f" FROM runs r LEFT JOIN workflow_state ws ON ws.run_id = r.run_id WHERE {where} ORDER BY r.rowid LIMIT ?"
+    )
+    found = []
+    for row in conn.execute(sql, (*args, limit)):
+        info = _run_info(row[:10], (row[10], None, None, None, None), naive_tz, clock=None)
+        info.anchor = row[7] if row[7] is not None else row[5]
+        found.append(info)
+    return found
+
+
+def clock_from_rows(conn: sqlite3.Connection, info: RunInfo, rows: Sequence[SpanRow]) -> SpanClock:
+    """The run's clock from all its span rows (as :func:`run_infos` computes it from aggregates)."""
+    starts = [value for value in (_float(row[4]) for row in rows) if value is not None]
+    first_start = min(starts) if starts else None
+    if first_start is None or not is_monotonic(first_start):
+        return EPOCH_CLOCK
+    anchor = _instant(info.anchor, UTC)
+    latest_created = None
+    if anchor is None:
+        row = conn.execute("SELECT MAX(created_at) FROM spans WHERE run_id = ?", (info.run_id,)).fetchone()
+        latest_created = _instant(row[0], UTC)
+    ends = [value for value in (_float(row[5]) for row in rows) if value is not None]
+    return clock_for_run(
+        min_start=first_start,
+        max_end=max(ends) if ends else None,
+        run_created_at=anchor,
+        latest_span_created_at=latest_created,
+    )
+
+
+def _run_info(
+    row: Sequence[object], agg: Sequence[object] | None, naive_tz: tzinfo, *, clock: SpanClock | None = EPOCH_CLOCK
+) -> RunInfo:
+    rowid, run_id, pipeline, version, run_status, start_raw, end_raw, created_raw, ws_status, ws_updated = row
+    status = str(ws_status) if ws_status is not None else str(run_status or "unknown")
+    count, min_start, max_end, latest_created, open_count = agg if agg is not None else (0, None, None, None, 0)
+    first_start = _float(min_start)
+    if clock is None:
+        pass  # set later from the rows
+    elif first_start is not None and not is_monotonic(first_start):
+        clock = EPOCH_CLOCK  # 0.4.x: epoch values, no anchor needed
+    else:
+        clock = clock_for_run(
+            min_start=first_start if first_start is not None else 0.0,
+            max_end=_float(max_end),
+            run_created_at=_instant(created_raw, UTC) or _instant(start_raw, UTC),
+            latest_span_created_at=_instant(latest_created, UTC),
+        )
+    return RunInfo(
+        rowid=int(rowid),  # type: ignore[call-overload]
+        run_id=str(run_id),
+        pipeline_name=str(pipeline or "unknown"),
+        pipeline_version=str(version or ""),
+        status=status,
+        span_count=int(count or 0),  # type: ignore[call-overload]
+        clock=clock,  # type: ignore[arg-type]
+        start_raw=start_raw,
+        end_raw=end_raw,
+        ws_updated=ws_updated,
+        naive_tz=naive_tz,
+        signature=(count, open_count, latest_created, max_end),
+    )
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[SpanRow]:
+    """Rows of ``sql``; text that is not valid UTF-8 is decoded with replacement characters instead of
+    failing the whole query (the fast default decoder is tried first)."""
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc).lower():
+            raise
+    factory = conn.text_factory
+    conn.text_factory = lenient_text
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.text_factory = factory
+
+
+def spans_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[SpanRow]:
+    """All span rows of these runs, by run then span id (stable across flujo's rewrites)."""
+    rows: list[SpanRow] = []
+    for chunk in _chunks(run_ids):
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id IN ({marks}) ORDER BY run_id, span_id"
+        rows.extend(_fetch(conn, sql, tuple(chunk)))
+    return rows
+
+
+def span_page(conn: sqlite3.Connection, run_id: str, after_span_id: str | None, limit: int) -> list[SpanRow]:
+    """One page of a large run's spans in span id order (keyset pagination)."""
+    if after_span_id is None:
+        sql = f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id = ? ORDER BY span_id LIMIT ?"
+        return _fetch(conn, sql, (run_id, limit))
+    sql = f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id = ? AND span_id > ? ORDER BY span_id LIMIT ?"
+    return _fetch(conn, sql, (run_id, after_span_id, limit))
+
+
+def last_child_ends(conn: sqlite3.Connection, run_id: str) -> dict[str, object]:
+    """Latest end (or start when open) of each span's direct children, for a run read page by page."""
+    return {
+        str(parent): end
+        for parent, end in conn.execute(
+            "SELECT parent_span_id, MAX(COALESCE(end_time, start_time)) FROM spans"
+            " WHERE run_id = ? AND parent_span_id IS NOT NULL GROUP BY parent_span_id",
+            (run_id,),
+        )
+    }
+
+
+def rowids_of(conn: sqlite3.Connection, run_ids: Iterable[str]) -> dict[str, int]:
+    ids = list(run_ids)
+    found: dict[str, int] = {}
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for run_id, rowid in conn.execute(f"SELECT run_id, rowid FROM runs WHERE run_id IN ({marks})", tuple(chunk)):
+            found[str(run_id)] = int(rowid)
+    return found
+
+
+def unfinished_runs_upto(conn: sqlite3.Connection, rowid: int) -> list[tuple[int, str]]:
+    """Runs at or below ``rowid`` still in progress (for ``start_at: end``)."""
+    rows = conn.execute(
+        "SELECT r.rowid, r.run_id, r.status, ws.status FROM runs r LEFT JOIN workflow_state ws"
+        " ON ws.run_id = r.run_id WHERE r.rowid <= ?"
+        " AND (r.status NOT IN ('completed', 'failed', 'cancelled') OR ws.status IN ('running', 'paused'))",
+        (rowid,),
+    )
+    result = []
+    for r, run_id, run_status, ws_status in rows:
+        status = ws_status if ws_status is not None else run_status
+        if status not in FINISHED:
+            result.append((int(r), str(run_id)))
+    return result
+
+
+def epoch_of(value: object, naive_tz: tzinfo = UTC) -> float | None:
+    """SQL function helper: a stored timestamp as epoch seconds, None when missing or unparseable."""
+    return _epoch(value, naive_tz)
+
+
+def _epoch(value: object, naive_tz: tzinfo) -> float | None:
+    if type(value) is str and len(value) >= 19 and value[10] in "T ":
+        try:  # the common ISO-8601 forms, without the general parser's detours
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return (instant if instant.tzinfo is not None else instant.replace(tzinfo=naive_tz)).timestamp()
+    try:
+        return to_epoch(value, naive_tz)
+    except TimestampError:
+        return None
+
+
+def _instant(value: object, naive_tz: tzinfo) -> datetime | None:
+    try:
+        return parse_instant(value, naive_tz)
+    except TimestampError:
+        return None
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

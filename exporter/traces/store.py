@@ -1,0 +1,365 @@
+"""The exporter's own state file (SQLite, never the user's Flujo DB).
+
+Tables::
+
+    meta(key, value)                      runs_hwm: highest runs.rowid discovered; source: the Flujo DB
+                                          path; watermark: see TraceStats; schema version
+    pending(run_id, runs_rowid, ...)      runs discovered but not completely exported (in progress ones
+                                          included), with the span count last seen
+    exported_spans(run_id, span_id)       stored span ids already exported (or dead-lettered) of pending
+                                          runs only: a resumed run's later spans go out, earlier ones not
+    dead_letters(...)                     spans given up on, newest ``max_dead_letters`` kept
+    replays(key, ...)                     progress of each `replay` (keyset cursor: runs rowid + span id)
+
+Everything that follows an export is written in one transaction *after* the collector accepted the
+batch, so a crash at any point re-sends at most the batch in flight and never skips one.  WAL with
+``synchronous=NORMAL``: a power cut may lose the last commits, which again only means re-sending.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.traces.delivery import DeadLetter
+
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (
+    run_id TEXT PRIMARY KEY,
+    runs_rowid INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    finished_seen REAL,
+    finished_signature TEXT,
+    spans INTEGER NOT NULL DEFAULT 0,
+    exported INTEGER NOT NULL DEFAULT 0,
+    signature TEXT
+);
+CREATE INDEX IF NOT EXISTS pending_by_rowid ON pending (runs_rowid);
+CREATE TABLE IF NOT EXISTS exported_spans (
+    run_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    PRIMARY KEY (run_id, span_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    source TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS replays (
+    key TEXT PRIMARY KEY,
+    params TEXT NOT NULL,
+    cursor_rowid INTEGER NOT NULL DEFAULT 0,
+    cursor_span TEXT,
+    exported INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRun:
+    run_id: str
+    rowid: int
+    first_seen: float
+    finished_seen: float | None  # when this exporter first saw the run finished with finished_signature
+    finished_signature: str | None
+    spans: int
+    exported: int
+    signature: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayProgress:
+    key: str
+    cursor_rowid: int
+    cursor_span: str | None
+    exported: int
+    dead: int
+    done: bool
+
+
+@dataclass
+class Commit:
+    """Everything one successful export changes, written in a single transaction."""
+
+    exported_keys: list[tuple[str, str]]  # (run_id, span_id) of runs that stay pending
+    completed_runs: list[str]  # runs now completely exported: forget them
+    partial_runs: list[tuple[str, str, int]]  # (run_id, signature, spans exported in this commit)
+    dead: list[DeadLetter]
+    watermark: float | None = None
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        uri = f"file:{path}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def check_separate(state_path: Path, db_path: Path) -> None:
+    """The state must not live in the Flujo DB: the reader may open that file ``immutable`` (no writer
+    expected) and never writes to it."""
+    if state_path.resolve() == Path(db_path).resolve():
+        raise ValueError(f"traces state file {state_path} is the Flujo DB itself: use a file of its own")
+
+
+class StateStore:
+    """Used by one export thread at a time (a lock guards the connection); readers open their own."""
+
+    def __init__(self, path: Path, *, max_dead_letters: int = 10_000) -> None:
+        self.path = path
+        self.max_dead_letters = max_dead_letters
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists()
+        self._conn = connect(path)
+        if fresh:
+            os.chmod(path, 0o600)
+        self._lock = threading.RLock()
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.executescript(_SCHEMA)
+        if self.meta("schema_version") is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # --- meta -------------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def runs_hwm(self) -> int | None:
+        value = self.meta("runs_hwm")
+        return None if value is None else int(value)
+
+    def watermark(self) -> float | None:
+        value = self.meta("watermark")
+        return None if value is None else float(value)
+
+    def bind_source(self, source: str) -> bool:
+        """Remember which Flujo DB the tail state belongs to; a different one resets it (True)."""
+        known = self.meta("source")
+        if known == source:
+            return False
+        with self.transaction() as conn:
+            if known is not None:
+                conn.execute("DELETE FROM pending")
+                conn.execute("DELETE FROM exported_spans")
+                conn.execute("DELETE FROM meta WHERE key IN ('runs_hwm', 'hwm_run_id', 'watermark')")
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('source', ?)", (source,))
+        return known is not None
+
+    # --- discovery --------------------------------------------------------------------------------
+    def add_pending(self, runs: Sequence[tuple[int, str, int]], hwm: int, hwm_run_id: str, now: float) -> None:
+        """Record discovered runs (rowid, run_id, span count) and move the discovery high-water mark
+        (``hwm_run_id``: the run at that rowid, to notice rowid reuse later)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO pending (run_id, runs_rowid, first_seen, spans) VALUES (?, ?, ?, ?)",
+                [(run_id, rowid, now, spans) for rowid, run_id, spans in runs],
+            )
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('runs_hwm', ?)", (str(hwm),))
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hwm_run_id', ?)", (hwm_run_id,))
+
+    def pending_page(self, after_rowid: int, limit: int) -> list[PendingRun]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT run_id, runs_rowid, first_seen, finished_seen, finished_signature, spans, exported, signature"
+                " FROM pending"
+                " WHERE runs_rowid > ? ORDER BY runs_rowid LIMIT ?",
+                (after_rowid, limit),
+            ).fetchall()
+        return [PendingRun(*row) for row in rows]
+
+    def update_pending(
+        self,
+        *,
+        vanished: Iterable[str] = (),
+        finished_seen: Iterable[tuple[str, float, str]] = (),
+        counts: Iterable[tuple[str, int]] = (),
+    ) -> None:
+        with self.transaction() as conn:
+            for run_id in vanished:
+                conn.execute("DELETE FROM pending WHERE run_id = ?", (run_id,))
+                conn.execute("DELETE FROM exported_spans WHERE run_id = ?", (run_id,))
+            conn.executemany(
+                "UPDATE pending SET finished_seen = ?, finished_signature = ? WHERE run_id = ?",
+                [(t, sig, r) for r, t, sig in finished_seen],
+            )
+            conn.executemany("UPDATE pending SET spans = ? WHERE run_id = ?", [(n, r) for r, n in counts])
+
+    def exported_keys(self, run_id: str) -> set[str]:
+        with self._lock:
+            return {
+                row[0] for row in self._conn.execute("SELECT span_id FROM exported_spans WHERE run_id = ?", (run_id,))
+            }
+
+    def commit(self, change: Commit, source: str = "tail") -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO exported_spans (run_id, span_id) VALUES (?, ?)", change.exported_keys
+            )
+            for run_id, signature, added in change.partial_runs:
+                conn.execute(
+                    "UPDATE pending SET signature = COALESCE(NULLIF(?, ''), signature), exported = exported + ?"
+                    " WHERE run_id = ?",
+                    (signature, added, run_id),
+                )
+            for run_id in change.completed_runs:
+                conn.execute("DELETE FROM pending WHERE run_id = ?", (run_id,))
+                conn.execute("DELETE FROM exported_spans WHERE run_id = ?", (run_id,))
+            self._dead_letters(conn, change.dead, source, now)
+            if change.watermark is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?)", (repr(change.watermark),)
+                )
+
+    def set_watermark(self, epoch: float) -> None:
+        self.set_meta("watermark", repr(epoch))
+
+    def _dead_letters(self, conn: sqlite3.Connection, dead: Sequence[DeadLetter], source: str, now: float) -> None:
+        if not dead:
+            return
+        conn.executemany(
+            "INSERT INTO dead_letters (at, source, run_id, span_id, reason, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            [(now, source, d.run_id, d.span_key, d.reason, d.detail) for d in dead],
+        )
+        conn.execute(
+            "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?", (self.max_dead_letters,)
+        )
+
+    def dead_letters(self) -> list[tuple[str, str, str, str, str]]:
+        """(source, run_id, span_id, reason, detail), oldest first."""
+        with self._lock:
+            return [
+                (str(a), str(b), str(c), str(d), str(e or ""))
+                for a, b, c, d, e in self._conn.execute(
+                    "SELECT source, run_id, span_id, reason, detail FROM dead_letters ORDER BY id"
+                )
+            ]
+
+    # --- replay -----------------------------------------------------------------------------------
+    def replay_progress(self, key: str, params: str) -> tuple[ReplayProgress, bool]:
+        """The stored progress of replay ``key`` (created when new) and whether it is a resume."""
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT cursor_rowid, cursor_span, exported, dead, done FROM replays WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO replays (key, params, started_at, updated_at) VALUES (?, ?, ?, ?)",
+                    (key, params, now, now),
+                )
+                return ReplayProgress(key, 0, None, 0, 0, False), False
+        return ReplayProgress(key, int(row[0]), row[1], int(row[2]), int(row[3]), bool(row[4])), True
+
+    def replay_commit(
+        self, key: str, cursor_rowid: int, cursor_span: str | None, exported: int, dead: Sequence[DeadLetter]
+    ) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE replays SET cursor_rowid = ?, cursor_span = ?, exported = exported + ?, dead = dead + ?,"
+                " updated_at = ? WHERE key = ?",
+                (cursor_rowid, cursor_span, exported, len(dead), now, key),
+            )
+            self._dead_letters(conn, dead, "replay", now)
+
+    def replay_done(self, key: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE replays SET done = 1, updated_at = ? WHERE key = ?", (time.time(), key))
+
+    def replay_reset(self, key: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM replays WHERE key = ?", (key,))
+
+
+def read_exported_state(path: Path) -> tuple[int | None, str | None]:
+    """(runs_hwm, source) from a state file, opened read-only by the caller's thread."""
+    if not path.exists():
+        return None, None
+    conn = connect(path, readonly=True)
+    try:
+        rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('runs_hwm', 'source')").fetchall())
+    except sqlite3.Error:
+        return None, None
+    finally:
+        conn.close()
+    hwm = rows.get("runs_hwm")
+    return (None if hwm is None else int(hwm)), rows.get("source")
+
+
+def pending_among(path: Path, run_ids: Sequence[str]) -> set[str]:
+    """Which of ``run_ids`` the state file still lists as pending (read-only, any thread)."""
+    if not path.exists() or not run_ids:
+        return set()
+    conn = connect(path, readonly=True)
+    try:
+        found: set[str] = set()
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0] for row in conn.execute(f"SELECT run_id FROM pending WHERE run_id IN ({marks})", tuple(chunk))
+            )
+        return found
+    finally:
+        conn.close()
+
+
+def pending_pages(path: Path, page: int = 500) -> Iterator[list[tuple[str, int]]]:
+    """(run_id, spans exported so far) of every pending run, page by page, read-only (any thread)."""
+    if not path.exists():
+        return
+    conn = connect(path, readonly=True)
+    try:
+        after = -1
+        while True:
+            rows = conn.execute(
+                "SELECT runs_rowid, run_id, exported FROM pending WHERE runs_rowid > ? ORDER BY runs_rowid LIMIT ?",
+                (after, page),
+            ).fetchall()
+            if not rows:
+                return
+            after = int(rows[-1][0])
+            yield [(str(run_id), int(exported)) for _, run_id, exported in rows]
+    finally:
+        conn.close()

@@ -1,0 +1,544 @@
+"""The daemon component that follows a Flujo DB and exports each run's spans once it is ready.
+
+One cycle (every ``poll_interval``):
+
+1. *Discover*: runs with a ``runs.rowid`` above the high-water mark are added to ``pending`` (state
+   file) with the mark, in one transaction.  If the row at the mark is no longer the run recorded there
+   (the newest runs were deleted and rowids reused, or the DB was VACUUMed), the mark is moved back:
+   at worst runs are exported twice, never skipped.
+2. *Decide*, per pending run, from one read of the runs/workflow_state rows and the span aggregates:
+   finished, and seen so (by this exporter's clock) with an unchanged span signature for
+   ``settle_period`` -> FINAL (every span; open spans closed at the run's end, flagged); in progress
+   for more than ``abandon_after`` -> ABANDON (the same, open spans closed at their last child's end;
+   then the run is no longer followed); in progress for more than ``grace_period`` -> PARTIAL (spans
+   with an end time only; the run stays pending); else wait.  The span signature is (count, open
+   count, latest save, latest end); a PARTIAL run is re-read only when it changed.
+3. *Export* in batches of at most ``batch_size`` spans / ``max_batch_bytes``; the spans of a pending
+   run already exported (``exported_spans``) are skipped, so flujo's delete-and-reinsert of all the
+   run's spans on every save neither loses nor repeats a span.  After the collector accepted a batch,
+   one transaction records it: exported span ids of runs still pending, completed runs removed,
+   dead letters, and (at the end of the cycle) the watermark.
+
+Reads use short read transactions; at most one group of runs (about ``batch_size`` spans) and one
+batch are in memory, whatever the backlog: during a collector outage the cycle blocks in the retry
+loop with that one batch, and the runs behind it wait in the DB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.clock import Clock, system_clock
+from exporter.reader import DatabaseUnavailable, FlujoReader, ReadSession
+from exporter.traces import source, store, wire
+from exporter.traces.attributes import Limits
+from exporter.traces.batching import Batch, groups_by_size
+from exporter.traces.config import TracesConfig, resolve_endpoint
+from exporter.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
+from exporter.traces.delivery import DeadLetter, Deliverer
+from exporter.traces.metrics import TraceCollector, TraceStats
+from exporter.traces.source import RunInfo
+from exporter.traces.transport import Stopped, Transport, make_transport
+
+log = logging.getLogger("exporter.traces")
+
+SCOPE_NAME = "flujo-state-exporter"
+DISCOVERY_PAGE = 1000
+PENDING_PAGE = 256
+BACKLOG_INTERVAL_S = 15.0
+
+
+def build_envelope(config: TracesConfig) -> wire.Envelope:
+    """One shared resource (service.name + configured attributes) and our instrumentation scope."""
+    resource_attrs: dict[str, wire.AttrValue] = {"service.name": config.service_name}
+    for key, value in config.resource_attributes.items():
+        if key != "service.name":
+            resource_attrs[key] = value
+    return wire.Envelope(wire.resource(resource_attrs), wire.scope(SCOPE_NAME, __version__))
+
+
+def limits_of(config: TracesConfig) -> Limits:
+    return Limits(config.limits.attribute_count, config.limits.attribute_value_length)
+
+
+@dataclass
+class _Track:
+    """A run whose spans are being added to batches."""
+
+    mode: Mode
+    signature: str
+    closed: bool = False  # every span of the run has been handed to the batch
+    unsent_keys: list[str] = field(default_factory=list)  # keys in the current batch or rejected locally
+
+
+@dataclass
+class CycleReport:
+    discovered: int = 0
+    exported: int = 0
+    dead_lettered: int = 0
+    runs_completed: int = 0
+    interrupted: bool = False
+    supported: bool = True
+
+
+class SpanTailer:
+    """Follows the DB and exports spans; ``run()`` for the daemon, ``run_once()`` for tests and tools."""
+
+    def __init__(
+        self,
+        config: TracesConfig,
+        reader: FlujoReader,
+        state_path: Path,
+        *,
+        clock: Clock = system_clock,
+        transport: Transport | None = None,
+    ) -> None:
+        store.check_separate(state_path, reader.path)
+        self.config = config
+        self.reader = reader
+        self.state_path = state_path
+        self.clock = clock
+        self.stats = TraceStats()
+        self._transport = transport
+        self._store: store.StateStore | None = None
+        self._deliverer: Deliverer | None = None
+        self._encoder = SpanEncoder(limits_of(config))
+        self._envelope = build_envelope(config)
+        self._lock = threading.Lock()  # one cycle at a time
+        self._layout_reported: str | None = None
+        self._problem_reported: str | None = None
+        self._halt = threading.Event()
+
+    # --- public API ---------------------------------------------------------------------------
+    def collector(self) -> Collector:
+        return TraceCollector(self.stats)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Export until ``stop`` is set; the blocking work runs in worker threads."""
+        self._halt = threading.Event()
+        loop_stop = asyncio.create_task(stop.wait())
+        backlog_task = asyncio.create_task(self._backlog_loop(stop))
+        log.info(
+            "traces: exporting spans of %s to %s (state file %s)", self.reader.path, self._describe(), self.state_path
+        )
+        try:
+            while not stop.is_set():
+                cycle = asyncio.create_task(asyncio.to_thread(self._cycle_logged))
+                done, _ = await asyncio.wait({cycle, loop_stop}, return_when=asyncio.FIRST_COMPLETED)
+                if cycle not in done:
+                    self._halt.set()
+                    self._abort()
+                    with contextlib.suppress(Exception):
+                        await cycle
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.config.poll_interval.total_seconds())
+        finally:
+            self._halt.set()
+            loop_stop.cancel()
+            backlog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await backlog_task
+            await asyncio.to_thread(self.close)
+
+    def run_once(self, halt: threading.Event | None = None) -> CycleReport:
+        """One complete cycle (blocking): discover, decide, export, commit."""
+        with self._lock:
+            return self._cycle(halt or threading.Event())
+
+    def exported_run_ids(self, run_ids: Iterable[str]) -> set[str]:
+        """Which of ``run_ids`` have nothing left to export (safe from any thread).
+
+        True for a run whose spans were all exported (or dead-lettered), and for a run id with no
+        ``runs`` row (it has no spans to export).  False for runs still pending or not discovered yet.
+        Reads the state file and the Flujo DB with their own connections.
+        """
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return set()
+        hwm, bound = store.read_exported_state(self.state_path)
+        if bound is not None and bound != self._source_id():
+            hwm = None
+        with self.reader.session() as s:
+            if not source.supported(s.schema):
+                return set(ids)
+            rowids = source.rowids_of(s.conn, ids)
+        pending = store.pending_among(self.state_path, [i for i in ids if i in rowids])
+        done = {i for i in ids if i not in rowids}
+        if hwm is not None:
+            done.update(i for i, r in rowids.items() if r <= hwm and i not in pending)
+        return done
+
+    def backlog(self) -> tuple[int, int]:
+        """(spans, runs) not exported yet, counted now from the state file and the DB (any thread)."""
+        hwm, _ = store.read_exported_state(self.state_path)
+        spans = runs = 0
+        for page in store.pending_pages(self.state_path):
+            with self.reader.session() as s:
+                counts = source.span_counts(s.conn, [run_id for run_id, _ in page])
+            runs += len(page)
+            spans += sum(max(counts.get(run_id, 0) - exported, 0) for run_id, exported in page)
+        with self.reader.session() as s:
+            if not source.supported(s.schema):
+                return 0, 0
+            new_runs, new_spans = source.count_spans_after(s.conn, hwm or 0)
+        return spans + new_spans, runs + new_runs
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+            self._deliverer = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # --- internals ----------------------------------------------------------------------------
+    def _describe(self) -> str:
+        try:
+            endpoint = resolve_endpoint(self.config)
+        except ValueError as exc:
+            return f"an invalid endpoint ({exc})"
+        return f"{endpoint.protocol} {endpoint.target}"
+
+    def _get_transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = make_transport(self.config)
+        return self._transport
+
+    def _get_store(self) -> store.StateStore:
+        if self._store is None:
+            self._store = store.StateStore(self.state_path, max_dead_letters=self.config.max_dead_letters)
+            if self._store.bind_source(self._source_id()):
+                log.warning(
+                    "traces: state file %s belonged to another DB; starting over for %s",
+                    self.state_path,
+                    self.reader.path,
+                )
+            self.stats.set_watermark(self._store.watermark())
+        return self._store
+
+    def _get_deliverer(self) -> Deliverer:
+        if self._deliverer is None:
+            self._deliverer = Deliverer(self._get_transport(), self._envelope, self.config.retry, self.stats)
+        return self._deliverer
+
+    def _source_id(self) -> str:
+        return str(Path(self.reader.path).resolve())
+
+    def _abort(self) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
+
+    def _cycle_logged(self) -> None:
+        try:
+            with self._lock:
+                self._cycle(self._halt)
+        except Exception:
+            log.exception("traces: export cycle failed; retrying in %s", self.config.poll_interval)
+
+    async def _backlog_loop(self, stop: asyncio.Event) -> None:
+        interval = max(BACKLOG_INTERVAL_S, self.config.poll_interval.total_seconds())
+        while not stop.is_set():
+            try:
+                spans, runs = await asyncio.to_thread(self.backlog)
+                self.stats.set_backlog(spans, runs)
+            except DatabaseUnavailable:
+                pass
+            except Exception:
+                log.exception("traces: counting the backlog failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    def _cycle(self, halt: threading.Event) -> CycleReport:
+        report = CycleReport()
+        now = self.clock().timestamp()
+        try:
+            with self.reader.session() as s:
+                schema = s.schema
+            if not source.supported(schema):
+                report.supported = False
+                self.stats.set_supported(False)
+                if self._layout_reported != schema.layout:
+                    self._layout_reported = schema.layout
+                    log.warning(
+                        "traces: span export not supported by this DB layout (%s: no runs/spans tables);"
+                        " nothing to export",
+                        schema.layout,
+                    )
+                return report
+            self.stats.set_supported(True)
+            self._layout_reported = None
+            report.discovered = self._discover(now)
+            self._process(now, halt, report)
+            self._problem_reported = None
+        except DatabaseUnavailable as exc:
+            if self._problem_reported != exc.message:
+                self._problem_reported = exc.message
+                log.warning("traces: cannot read the DB, will retry: %s", exc.message)
+            report.interrupted = True
+        except Stopped:
+            report.interrupted = True
+        return report
+
+    # --- discovery ----------------------------------------------------------------------------
+    def _discover(self, now: float) -> int:
+        st = self._get_store()
+        hwm = st.runs_hwm()
+        found = 0
+        if hwm is None:
+            if self.config.start_at == "end":
+                with self.reader.session() as s:
+                    top = source.max_run_rowid(s.conn)
+                    unfinished = source.unfinished_runs_upto(s.conn, top)
+                    counts = source.span_counts(s.conn, [run_id for _, run_id in unfinished])
+                    top_id = self._run_id_at(s, top)
+                st.add_pending([(r, i, counts.get(i, 0)) for r, i in unfinished], top, top_id or "", now)
+                log.info("traces: starting at the end of the DB (runs rowid %d, %d in progress)", top, len(unfinished))
+                return len(unfinished)
+            hwm = 0
+        else:
+            hwm = self._check_hwm(st, hwm)
+        while True:
+            with self.reader.session() as s:
+                rows = source.runs_after(s.conn, hwm, DISCOVERY_PAGE)
+                counts = source.span_counts(s.conn, [run_id for _, run_id in rows])
+            if not rows:
+                return found
+            hwm = rows[-1][0]
+            st.add_pending([(r, i, counts.get(i, 0)) for r, i in rows], hwm, rows[-1][1], now)
+            found += len(rows)
+            if len(rows) < DISCOVERY_PAGE:
+                return found
+
+    @staticmethod
+    def _run_id_at(s: ReadSession, rowid: int) -> str | None:
+        row = s.conn.execute("SELECT run_id FROM runs WHERE rowid = ?", (rowid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _check_hwm(self, st: store.StateStore, hwm: int) -> int:
+        """Move the mark back when the run recorded at it moved or vanished (rowid reuse, VACUUM)."""
+        expected = st.meta("hwm_run_id")
+        if hwm == 0 or not expected:
+            return hwm
+        with self.reader.session() as s:
+            if self._run_id_at(s, hwm) == expected:
+                return hwm
+            row = s.conn.execute("SELECT rowid FROM runs WHERE run_id = ?", (expected,)).fetchone()
+            if row is not None:
+                moved = int(row[0])
+            else:
+                moved = int(
+                    s.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM runs WHERE rowid < ?", (hwm,)).fetchone()[0]
+                )
+            moved_id = self._run_id_at(s, moved)
+        log.warning(
+            "traces: runs rowids changed under the discovery mark (%d -> %d); re-scanning from there", hwm, moved
+        )
+        with st.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('runs_hwm', ?)", (str(moved),))
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hwm_run_id', ?)", (moved_id or "",))
+        return moved
+
+    # --- decide & export ----------------------------------------------------------------------
+    def _decide(self, p: store.PendingRun, info: RunInfo, now: float) -> tuple[Mode | None, float | None, bool]:
+        """(mode, or None to wait; when the run finished, for finished runs; whether to record that the
+        run is seen finished with its current span signature now).
+
+        A finished run is exported once this exporter has seen it finished, with the same stored spans,
+        for ``settle_period`` (by its own clock: flujo saves the spans after the final status, and a
+        writer's clock may be off).  0 exports it at first sight.
+        """
+        if info.finished:
+            settle = self.config.settle_period.total_seconds()
+            fresh = p.finished_seen is None or p.finished_signature != info.signature
+            seen = now if fresh else p.finished_seen
+            finished_at = info.end if info.end is not None else seen
+            if now - seen >= settle:  # type: ignore[operator]
+                return Mode.FINAL, finished_at, fresh
+            return None, finished_at, fresh
+        age = now - (info.start if info.start is not None else p.first_seen)
+        if age >= self.config.abandon_after.total_seconds():
+            return Mode.ABANDON, None, False
+        if age >= self.config.grace_period.total_seconds():
+            return Mode.PARTIAL, None, False
+        return None, None, False
+
+    def _process(self, now: float, halt: threading.Event, report: CycleReport) -> None:
+        st = self._get_store()
+        run = _Exporter(self, st, halt, report)
+        oldest_waiting: float | None = None
+        after = -1
+        while True:
+            if halt.is_set():
+                raise Stopped()
+            page = st.pending_page(after, PENDING_PAGE)
+            if not page:
+                break
+            after = page[-1].rowid
+            work: list[tuple[store.PendingRun, RunInfo, Mode]] = []
+            vanished: list[str] = []
+            finished_seen: list[tuple[str, float, str]] = []
+            counts: list[tuple[str, int]] = []
+            with self.reader.session() as s:
+                infos = source.run_infos(s.conn, s.schema, s.naive_tz, [p.run_id for p in page])
+            for p in page:
+                info = infos.get(p.run_id)
+                if info is None:
+                    vanished.append(p.run_id)
+                    if p.spans > p.exported:
+                        self.stats.run_vanished()
+                        log.warning(
+                            "traces: run %s was deleted from the DB before %d of its spans were exported",
+                            p.run_id,
+                            p.spans - p.exported,
+                        )
+                    continue
+                if info.span_count != p.spans:
+                    counts.append((p.run_id, info.span_count))
+                mode, finished_at, fresh = self._decide(p, info, now)
+                if fresh:
+                    finished_seen.append((p.run_id, now, info.signature))
+                if mode is None:
+                    if finished_at is not None:
+                        oldest_waiting = finished_at if oldest_waiting is None else min(oldest_waiting, finished_at)
+                    continue
+                if mode is Mode.PARTIAL and p.signature == info.signature:
+                    continue
+                work.append((p, info, mode))
+            if vanished or finished_seen or counts:
+                st.update_pending(vanished=vanished, finished_seen=finished_seen, counts=counts)
+            run.export(work)
+        watermark = now if oldest_waiting is None else min(now, oldest_waiting)
+        run.finish(watermark)
+        self.stats.set_watermark(st.watermark())
+        with contextlib.suppress(DatabaseUnavailable):
+            spans, runs = self.backlog()
+            self.stats.set_backlog(spans, runs)
+
+
+class _Exporter:
+    """Batches the spans of the runs decided in one cycle and commits after each accepted batch."""
+
+    def __init__(self, tailer: SpanTailer, st: store.StateStore, halt: threading.Event, report: CycleReport) -> None:
+        self.tailer = tailer
+        self.store = st
+        self.halt = halt
+        self.report = report
+        config = tailer.config
+        self.chunk = max(config.batch_size, 256)
+        self.batch = Batch(config.batch_size, config.max_batch_bytes, tailer._envelope.overhead())
+        self.tracks: dict[str, _Track] = {}
+        self.local_dead: list[DeadLetter] = []
+
+    def export(self, work: list[tuple[store.PendingRun, RunInfo, Mode]]) -> None:
+        small = [w for w in work if w[1].span_count <= self.chunk]
+        large = [w for w in work if w[1].span_count > self.chunk]
+        for group in groups_by_size(small, [max(w[1].span_count, 1) for w in small], self.chunk):
+            with self.tailer.reader.session() as s:
+                rows = source.spans_of(s.conn, [w[1].run_id for w in group])
+            by_run: dict[str, list[source.SpanRow]] = defaultdict(list)
+            for row in rows:
+                by_run[row[0]].append(row)
+            for p, info, mode in group:
+                self._run(p, info, mode, by_run.get(info.run_id, []))
+        for p, info, mode in large:
+            self._large_run(p, info, mode)
+
+    def _large_run(self, p: store.PendingRun, info: RunInfo, mode: Mode) -> None:
+        skip = self.store.exported_keys(info.run_id) if p.exported else set()
+        track = self._track(info, mode)
+        child_ends = None
+        after: str | None = None
+        while True:
+            with self.tailer.reader.session() as s:
+                if child_ends is None and mode is not Mode.PARTIAL:
+                    child_ends = source.last_child_ends(s.conn, info.run_id)
+                rows = source.span_page(s.conn, info.run_id, after, self.chunk)
+            if not rows:
+                break
+            after = str(rows[-1][1])
+            encoded, rejected = self.tailer._encoder.encode_run(
+                info, rows, mode, skip=skip, child_ends=child_ends or {}
+            )
+            self._add(track, encoded, rejected)
+        self._close(info.run_id, track)
+
+    def _run(self, p: store.PendingRun, info: RunInfo, mode: Mode, rows: list[source.SpanRow]) -> None:
+        skip = self.store.exported_keys(info.run_id) if p.exported else set()
+        track = self._track(info, mode)
+        encoded, rejected = self.tailer._encoder.encode_run(info, rows, mode, skip=skip)
+        self._add(track, encoded, rejected)
+        self._close(info.run_id, track)
+
+    def _track(self, info: RunInfo, mode: Mode) -> _Track:
+        track = _Track(mode, info.signature)
+        self.tracks[info.run_id] = track
+        return track
+
+    def _add(self, track: _Track, encoded: list[Encoded], rejected: list[LocalReject]) -> None:
+        for reject in rejected:
+            log.error(
+                "traces: span %s of run %s dead-lettered, unusable row (%s): %s",
+                reject.span_key,
+                reject.run_id,
+                reject.reason,
+                reject.detail,
+            )
+            self.tailer.stats.dead_lettered(reject.reason, 1)
+            self.local_dead.append(DeadLetter(reject.run_id, reject.span_key, reject.reason, reject.detail))
+            track.unsent_keys.append(reject.span_key)
+        for span in encoded:
+            if not self.batch.fits(span):
+                self._flush()
+            self.batch.add(span)
+            track.unsent_keys.append(span.span_key)
+            if self.batch.full:
+                self._flush()
+
+    @staticmethod
+    def _close(run_id: str, track: _Track) -> None:
+        track.closed = True  # committed with the next accepted batch (or at the end of the cycle)
+
+    def _flush(self) -> None:
+        spans = self.batch.take()
+        dead: list[DeadLetter] = []
+        if spans:
+            delivered = self.tailer._get_deliverer().deliver(spans, self.halt)
+            dead = delivered.dead
+            self.report.exported += delivered.accepted
+        dead = self.local_dead + dead
+        self.local_dead = []
+        change = store.Commit(exported_keys=[], completed_runs=[], partial_runs=[], dead=dead)
+        for run_id, track in list(self.tracks.items()):
+            handled = len(track.unsent_keys)
+            if track.closed and track.mode is not Mode.PARTIAL:
+                change.completed_runs.append(run_id)
+                del self.tracks[run_id]
+                continue
+            change.exported_keys.extend((run_id, key) for key in track.unsent_keys)
+            if track.closed:
+                change.partial_runs.append((run_id, track.signature, handled))
+                del self.tracks[run_id]
+            elif handled:
+                change.partial_runs.append((run_id, "", handled))
+            track.unsent_keys = []
+        self.report.dead_lettered += len(dead)
+        self.report.runs_completed += len(change.completed_runs)
+        if change.exported_keys or change.completed_runs or change.partial_runs or change.dead:
+            self.store.commit(change)
+
+    def finish(self, watermark: float) -> None:
+        self._flush()
+        self.store.set_watermark(watermark)
