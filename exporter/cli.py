@@ -20,12 +20,23 @@ EXIT_CONFIG = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["replay"]:
+        # replay has its own flags (transport, filters): its parser takes the whole command line.
+        from exporter.traces.__main__ import main as traces_main
+
+        return traces_main(argv)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
-    handler = {"run": _run, "check-config": _check_config, "snapshot": _snapshot, "demo": _demo}[args.command]
+    handler = {
+        "run": _run,
+        "check-config": _check_config,
+        "snapshot": _snapshot,
+        "demo": _demo,
+    }[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
@@ -51,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     snapshot = sub.add_parser("snapshot", help="print the metrics exposition once and exit")
     db_flags(snapshot)
     snapshot.add_argument("--now", help="pin the clock (ISO-8601, e.g. 2026-11-21T11:14:44+00:00)")
+    sub.add_parser("replay", help="backfill stored spans over OTLP, resumable (see: state-exporter replay --help)")
     demo = sub.add_parser("demo", help="run the daemon on a demo DB kept busy by a simulated Flujo app")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="where the demo DB lives")
     demo.add_argument("--listen", default="127.0.0.1:10078")

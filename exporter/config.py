@@ -8,19 +8,16 @@ Every error names where the bad value came from: ``file:line: key.path: message`
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -30,15 +27,21 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from exporter import _yamlpos
+from exporter.config_types import (  # re-exported: part of this module's API
+    BcryptHash as BcryptHash,
+    Count as Count,
+    Duration as Duration,
+    PositiveDuration as PositiveDuration,
+    ReadableFile as ReadableFile,
+    describe_value as describe_value,
+    format_duration as format_duration,
+    parse_duration as parse_duration,
+)
 from exporter.timeparse import resolve_timezone
 
 DEFAULT_PORT = 10078
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 ENV_PREFIX = "FLUJO_EXPORTER_"
-
-_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-_DURATION_HINT = "use e.g. 30s, 5m, 1h"
 
 
 class ConfigError(Exception):
@@ -51,71 +54,6 @@ class ConfigError(Exception):
     def __str__(self) -> str:
         return "\n".join(self.errors)
 
-
-def parse_duration(value: object) -> timedelta:
-    """``30s``, ``5m``, ``1.5h``, ``2d``, ``500ms`` or a bare number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError(f"invalid duration {_describe(value)} ({_DURATION_HINT})")
-    if seconds < 0:
-        raise ValueError(f"duration must not be negative, got {value!r}")
-    if not math.isfinite(seconds) or seconds > 100 * 365 * 86400:
-        raise ValueError(f"duration too large: {value!r}")
-    return timedelta(seconds=seconds)
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest of ``1w``, ``2d``, ``3h``, ``5m``, ``30s``, ``500ms`` that is exact."""
-    seconds = value.total_seconds()
-    for unit in ("w", "d", "h", "m", "s"):
-        size = _UNIT_SECONDS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds * 1000:g}ms" if 0 < seconds < 1 else f"{seconds:g}s"
-
-
-def _positive(value: timedelta) -> timedelta:
-    if value <= timedelta(0):
-        raise ValueError(f"must be greater than 0, got {format_duration(value)}")
-    return value
-
-
-def _not_bool(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError(f"must be an integer, got {_describe(value)}")
-    return value
-
-
-def _readable_file(path: Path) -> Path:
-    if path.exists() and not path.is_file():
-        raise ValueError(f"not a regular file: {path}")
-    try:
-        path.open("rb").close()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return path
-
-
-_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
-_BCRYPT_HINT = "python -c \"import bcrypt; print(bcrypt.hashpw(b'secret', bcrypt.gensalt()).decode())\""
-
-
-def _bcrypt_hash(value: str) -> str:
-    if not _BCRYPT.match(value):
-        raise ValueError(f"not a bcrypt hash (generate one with: {_BCRYPT_HINT})")
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
-ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
-Count = Annotated[int, BeforeValidator(_not_bool)]
-BcryptHash = Annotated[str, AfterValidator(_bcrypt_hash)]
 
 _HOSTNAME = re.compile(r"([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?)?")
 
@@ -241,8 +179,8 @@ class Config(_Section):
     web: WebConfig = Field(default_factory=WebConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    # Sections owned by the traces and jobs features; validated by their own models.
-    traces: dict[str, Any] = Field(default_factory=dict)
+    traces: TracesConfig = Field(default_factory=lambda: TracesConfig())
+    # Owned by the jobs feature; validated by its own model.
     jobs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -316,7 +254,7 @@ def _read_file(path: Path, errors: _Errors) -> tuple[_yamlpos.YamlDocument, bool
     if doc.data is not None and not isinstance(doc.data, dict):
         line = doc.lines.get((), 1)
         sections = ", ".join(Config.model_fields)
-        message = f"top level must be a mapping of sections ({sections}), got {_describe(doc.data)}"
+        message = f"top level must be a mapping of sections ({sections}), got {describe_value(doc.data)}"
         errors.append(((0, line), f"{path}:{line}: {message}"))
         return doc, True
     return doc, False
@@ -328,17 +266,6 @@ def _env_value(raw: str) -> Any:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
-
-
-def _describe(value: object) -> str:
-    """A value as written in YAML; containers by kind only (aliases can make them huge)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return repr(value)
-    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value)
 
 
 _EXPECTED = {  # pydantic error type -> what the value must be
@@ -357,7 +284,7 @@ _EXPECTED = {  # pydantic error type -> what the value must be
 def _explain(error: ErrorDetails) -> tuple[tuple[str, ...], str]:
     """Dotted location and message of a pydantic error, in the vocabulary of the YAML file."""
     loc = [str(part) for part in error["loc"]]
-    kind, got, ctx = error["type"], _describe(error["input"]), error.get("ctx") or {}
+    kind, got, ctx = error["type"], describe_value(error["input"]), error.get("ctx") or {}
     if (loc and loc[-1] == "[key]") or kind == "invalid_key":
         return tuple(part for part in loc if part != "[key]"), "key must be a string (quote it)"
     if kind == "extra_forbidden":
@@ -372,3 +299,9 @@ def _explain(error: ErrorDetails) -> tuple[tuple[str, ...], str]:
         "less_than_equal": f"must be at most {ctx.get('le')}, got {got}",
     }
     return tuple(loc), messages.get(kind, error["msg"])
+
+
+# The feature sections use the field types defined above, so they are imported last.
+from exporter.traces.config import TracesConfig  # noqa: E402
+
+Config.model_rebuild()

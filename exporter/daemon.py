@@ -16,14 +16,27 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__, logs
 from exporter.clock import Clock, system_clock
 from exporter.collectors import View, build_registry
+from exporter.components import Component, state_directory
 from exporter.config import Config, ConfigError, load_config, require_db_path
 from exporter.reader import DatabaseUnavailable, FlujoReader
 from exporter.refresh import Refresher
 from exporter.timeparse import resolve_timezone
+from exporter.traces import SpanTailer, apply_otel_env, default_state_file
 from exporter.web import Readiness, bound_port, build_app, start_server
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 4.0
+
+
+def traces_state_file(config: Config) -> Path:
+    return config.traces.state_file or default_state_file(state_directory())
+
+
+def make_tailer(config: Config, clock: Clock) -> SpanTailer:
+    traces = apply_otel_env(config.traces)
+    state = traces_state_file(config)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    return SpanTailer(traces, make_reader(config), state, clock=clock)
 
 
 def make_reader(config: Config) -> FlujoReader:
@@ -56,6 +69,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._refresh_stop = asyncio.Event()
         self._refresh_task: asyncio.Task[None] | None = None
+        self.components: dict[str, Component] = {}
+        self._pending_restart: asyncio.Task[None] | None = None
 
     def readiness(self) -> Readiness:
         try:
@@ -87,15 +102,34 @@ class Daemon:
             loop.add_signal_handler(signum, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self._start_refreshing()
+        self._start_components()
         try:
             await self._stop.wait()
             log.info("stopping")
         finally:
+            for component in list(self.components.values()):
+                await component.stop(STOP_GRACE_S / 2)
             await self._stop_refreshing()
             await asyncio.wait_for(runner.cleanup(), STOP_GRACE_S / 2)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         return 0
+
+    def _start_components(self, only: set[str] | None = None) -> None:
+        wanted: dict[str, bool] = {"traces": self.config.traces.enabled}
+        for name, enabled in wanted.items():
+            if not enabled or (only is not None and name not in only):
+                continue
+            component = Component(name, make_tailer(self.config, self._clock), self.registry)
+            component.start()
+            self.components[name] = component
+
+    async def _restart_components(self, names: set[str]) -> None:
+        for name in names:
+            component = self.components.pop(name, None)
+            if component is not None:
+                await component.stop(STOP_GRACE_S / 2)
+        self._start_components(names)
 
     def _start_refreshing(self) -> None:
         self._refresh_stop = asyncio.Event()
@@ -119,7 +153,10 @@ class Daemon:
         if new.web != self.config.web:
             log.warning("web settings changed: they take effect after a restart")
         logs.configure(new.logging.level, new.logging.format)
+        changed = {"traces"} if (new.traces != self.config.traces or reader is not None) else set()
         self.config = new
+        if changed:
+            self._pending_restart = asyncio.create_task(self._restart_components(changed))
         if reader is not None:
             # A new DB or time zone invalidates every watermark: start over with a fresh refresher.
             self._refresh_stop.set()

@@ -247,7 +247,7 @@ BROKEN = [
     ),
     pytest.param(
         "traces: [otlp]\n",
-        ["config.yaml:1: traces: must be a mapping, got a list"],
+        ["config.yaml:1: traces: must be a mapping (a section), got a list"],
         id="list-instead-of-placeholder-section",
     ),
     pytest.param(
@@ -399,11 +399,12 @@ def test_line_numbers_follow_anchors_and_merge_keys(workdir: Path) -> None:
 
 
 def test_alias_bombs_and_cycles_stay_cheap(workdir: Path) -> None:
-    levels = ["traces:", "  l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels = ["anchors:", "  l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
     levels += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
     text = "\n".join([*levels, "metrics:", "  refresh_interval: &loop [*loop]", ""])
     assert errors_of(text) == [
-        "config.yaml:13: metrics.refresh_interval: invalid duration a list (use e.g. 30s, 5m, 1h)"
+        "config.yaml:1: anchors: unknown key (valid: db, jobs, logging, metrics, traces, web)",
+        "config.yaml:13: metrics.refresh_interval: invalid duration a list (use e.g. 30s, 5m, 1h)",
     ]
 
 
@@ -524,7 +525,7 @@ def test_env_values_are_yaml() -> None:
     assert config.metrics.stuck.per_pipeline == {"nightly": timedelta(hours=6), "ingest": timedelta(minutes=15)}
     assert config.metrics.stuck.paused_after == timedelta(seconds=90)
     assert config.web.listen_address == "[::1]:10078"
-    assert config.traces == {"endpoint": "http://collector:4318"}
+    assert config.traces.endpoint == "http://collector:4318"
 
 
 def test_env_keeps_the_case_of_pipeline_and_user_names() -> None:
@@ -731,7 +732,13 @@ def test_example_documents_every_key() -> None:
 def test_example_has_no_unknown_keys() -> None:
     """Commented-out keys are spelled right too (keys below name mappings are names)."""
     keys = set(model_keys(Config))
-    names = ("web.basic_auth_users.", "metrics.stuck.per_pipeline.", "traces.", "jobs.")
+    names = (
+        "web.basic_auth_users.",
+        "metrics.stuck.per_pipeline.",
+        "traces.headers.",
+        "traces.resource_attributes.",
+        "jobs.",
+    )
     written = {key for key in example_keys(EXAMPLE.read_text()) if not key.startswith(names)}
     assert written <= keys, sorted(written - keys)
 
@@ -740,4 +747,3 @@ def test_example_mentions_the_default_port() -> None:
     text = EXAMPLE.read_text()
     assert "10078" in text
     assert "9100-9999" in text
-    assert "documented when the traces/jobs features land" in text.lower()

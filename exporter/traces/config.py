@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from exporter.config import Count, Duration, PositiveDuration
+from exporter.config_types import Count, Duration, PositiveDuration
 
 DEFAULT_SERVICE_NAME = "flujo"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"

@@ -1,0 +1,271 @@
+"""Stuck-run alerts: one alert per stuck run, to metrics, Alertmanager's v2 API and a JSON webhook.
+
+Every run reads a short read-only snapshot of the active runs (:func:`active_workflows`), judges them
+with the same :func:`stuck_workflows` as the ``flujo_workflows_stuck`` metric, and keeps the firing
+alerts in memory.
+
+* Alertmanager: new alerts are posted at once, firing ones re-posted every ``resend_interval`` with
+  ``endsAt = now + 4 x max(resend_interval, interval)`` (Alertmanager resolves them itself if the
+  exporter goes away), and a resolved one (the run finished, was updated or disappeared) is posted
+  once with ``endsAt = now``.
+* Webhook: one payload ``{status: firing, alerts: [...]}`` when alerts start and one
+  ``{status: resolved, ...}`` when they end (the shape of Alertmanager's webhook payload).
+
+Alertmanager identifies an alert by its label set, so ``run_id`` is an alert *label* (besides an
+annotation): without it all stuck runs of a pipeline would merge into one alert, and one run
+finishing would resolve the others.  Alerts are short-lived objects there, not time series; route
+them with ``group_by: [alertname, pipeline]`` for one notification per pipeline.  The run id never
+becomes a Prometheus metric label: the metric counts alerts per pipeline.
+
+``startsAt`` is when the run became stuck (last update + threshold), so a restarted exporter sends
+the same alert again rather than a new one.  Alerts that resolved while the exporter was down are
+not sent as resolved; Alertmanager ends them at their last ``endsAt``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from exporter.clock import Clock
+from exporter.config import format_duration
+from exporter.jobs.config import StuckAlertsConfig
+from exporter.jobs.delivery import ALERTMANAGER, Receiver, deliver
+from exporter.jobs.metrics import JobMetrics
+from exporter.jobs.scheduler import JobError, Sleep
+from exporter.reader import DatabaseUnavailable, FlujoReader
+from exporter.reader.workflows import ActiveWorkflow, active_workflows
+from exporter.stuck import StuckPolicy, stuck_workflows
+
+log = logging.getLogger(__name__)
+
+JOB = "stuck_alerts"
+ALERT_NAME = "FlujoRunStuck"
+WEBHOOK_RECEIVER = "flujo-state-exporter"
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+Key = tuple[str, str]  # (run_id, status)
+
+
+def rfc3339(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Alert:
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: datetime
+    pipeline: str
+    ends_at: datetime | None = None  # set once resolved
+    sent: dict[str, datetime] = field(default_factory=dict)  # receiver -> last delivered while firing
+    resolved_sent: set[str] = field(default_factory=set)
+
+    @property
+    def fingerprint(self) -> str:
+        text = "\xff".join(f"{k}\xfe{v}" for k, v in sorted(self.labels.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class StuckAlertsJob:
+    def __init__(
+        self,
+        config: StuckAlertsConfig,
+        reader: FlujoReader,
+        clock: Clock,
+        metrics: JobMetrics,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
+    ) -> None:
+        self.config = config
+        self.reader = reader
+        self.clock = clock
+        self.metrics = metrics
+        self.sleep = sleep
+        self.session_factory = session_factory
+        self.policy = StuckPolicy(config.running_after, dict(config.per_pipeline), config.paused_after)
+        self.receivers: list[Receiver] = []
+        if config.alertmanager is not None:
+            self.receivers.append(Receiver.alertmanager(config.alertmanager))
+        if config.webhook is not None:
+            self.receivers.append(Receiver.webhook(config.webhook))
+        self.firing: dict[Key, Alert] = {}
+        self.resolved: dict[Key, Alert] = {}
+        hold = max(config.resend_interval, config.interval)
+        self._hold = 4 * hold  # endsAt of a firing alert, and how long an undelivered resolution is retried
+
+    async def __call__(self) -> None:
+        now = self.clock()
+        try:
+            active = await asyncio.to_thread(self._read)
+        except DatabaseUnavailable as exc:
+            raise JobError(exc.message) from exc
+        self.update(stuck_workflows(active, now, self.policy), now)
+        self.metrics.alerts_firing(Counter(alert.pipeline for alert in self.firing.values()))
+        errors = await self.send(now)
+        if errors:
+            raise JobError("alert delivery failed: " + "; ".join(errors))
+
+    def _read(self) -> list[ActiveWorkflow]:
+        with self.reader.session() as s:
+            return active_workflows(s.conn, s.schema, s.naive_tz, [])
+
+    # -- the alert book ---------------------------------------------------------------------------
+
+    def update(self, stuck: list[ActiveWorkflow], now: datetime) -> None:
+        current: dict[Key, ActiveWorkflow] = {(run.run_id, run.status): run for run in stuck}
+        for key, run in current.items():
+            alert = self.firing.get(key)
+            threshold = self.policy.threshold(run)
+            assert threshold is not None and run.updated_at is not None  # stuck_workflows guarantees both
+            if alert is None:
+                self.resolved.pop(key, None)  # stuck again after resolving: a new alert
+                self.firing[key] = self._new_alert(run, threshold)
+                log.info("stuck_alerts: run %s of pipeline %s is stuck (%s)", run.run_id, run.pipeline, run.status)
+            else:
+                alert.annotations.update(self._annotations(run, threshold))
+        for key in [k for k in self.firing if k not in current]:
+            alert = self.firing.pop(key)
+            alert.ends_at = now
+            self.resolved[key] = alert
+            log.info("stuck_alerts: run %s is no longer stuck (finished, updated or deleted)", key[0])
+        for key, alert in list(self.resolved.items()):
+            assert alert.ends_at is not None
+            pending = [r.name for r in self.receivers if r.name in alert.sent and r.name not in alert.resolved_sent]
+            if not pending:
+                del self.resolved[key]
+            elif now - alert.ends_at > self._hold:
+                log.warning("stuck_alerts: giving up sending the resolution of run %s to %s", key[0], pending)
+                del self.resolved[key]
+
+    def _new_alert(self, run: ActiveWorkflow, threshold: timedelta) -> Alert:
+        assert run.updated_at is not None
+        labels = {
+            **self.config.labels,
+            "alertname": ALERT_NAME,
+            "pipeline": run.pipeline,
+            "severity": self.config.severity,
+            "status": run.status,
+            "run_id": run.run_id,
+        }
+        return Alert(labels, self._annotations(run, threshold), run.updated_at + threshold, run.pipeline)
+
+    @staticmethod
+    def _annotations(run: ActiveWorkflow, threshold: timedelta) -> dict[str, str]:
+        assert run.updated_at is not None
+        since = rfc3339(run.updated_at)
+        limit = format_duration(threshold)
+        return {
+            "run_id": run.run_id,
+            "since": since,
+            "threshold": limit,
+            "summary": f"Flujo run {run.run_id} of pipeline {run.pipeline} is {run.status} without an update "
+            f"since {since} (threshold {limit})",
+        }
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    def _due(self, receiver: str, now: datetime) -> tuple[list[Alert], list[Alert]]:
+        """(firing alerts to send, resolved alerts to send) for one receiver."""
+        firing = []
+        for alert in self.firing.values():
+            last = alert.sent.get(receiver)
+            if last is None or (receiver == ALERTMANAGER and now - last >= self.config.resend_interval):
+                firing.append(alert)
+        resolved = [a for a in self.resolved.values() if receiver in a.sent and receiver not in a.resolved_sent]
+        return firing, resolved
+
+    async def send(self, now: datetime) -> list[str]:
+        """Deliver what is due to every receiver; returns the errors (empty when all went through)."""
+        due = {r.name: self._due(r.name, now) for r in self.receivers}
+        if not any(f or r for f, r in due.values()):
+            return []
+        errors = []
+        async with self.session_factory() as session:
+            for receiver in self.receivers:
+                firing, resolved = due[receiver.name]
+                bodies: list[tuple[list[Alert], Any]] = []
+                if receiver.name == ALERTMANAGER:
+                    if firing or resolved:
+                        bodies.append((firing + resolved, self._alertmanager_body(firing, resolved, now)))
+                else:
+                    if firing:
+                        bodies.append((firing, self._webhook_body("firing", firing)))
+                    if resolved:
+                        bodies.append((resolved, self._webhook_body("resolved", resolved)))
+                for alerts, body in bodies:
+                    error = await deliver(
+                        session,
+                        receiver,
+                        body,
+                        attempts=self.config.attempts,
+                        backoff=self.config.retry_backoff.total_seconds(),
+                        sleep=self.sleep,
+                        record=self.metrics.delivery,
+                    )
+                    if error is not None:
+                        errors.append(f"{receiver.name}: {error}")
+                        continue
+                    for alert in alerts:
+                        if alert.ends_at is None:
+                            alert.sent[receiver.name] = now
+                        else:
+                            alert.resolved_sent.add(receiver.name)
+        for key in [k for k, a in self.resolved.items() if not self._pending(a)]:
+            del self.resolved[key]
+        return errors
+
+    def _pending(self, alert: Alert) -> bool:
+        return any(r.name in alert.sent and r.name not in alert.resolved_sent for r in self.receivers)
+
+    def _alertmanager_body(self, firing: list[Alert], resolved: list[Alert], now: datetime) -> list[dict[str, Any]]:
+        body = []
+        for alert in firing + resolved:
+            ends = alert.ends_at if alert.ends_at is not None else now + self._hold
+            item: dict[str, Any] = {
+                "labels": alert.labels,
+                "annotations": alert.annotations,
+                "startsAt": rfc3339(alert.starts_at),
+                "endsAt": rfc3339(ends),
+            }
+            if self.config.generator_url:
+                item["generatorURL"] = self.config.generator_url
+            body.append(item)
+        return body
+
+    def _webhook_body(self, status: str, alerts: list[Alert]) -> dict[str, Any]:
+        items = [
+            {
+                "status": status,
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "startsAt": rfc3339(a.starts_at),
+                "endsAt": ZERO_TIME if a.ends_at is None else rfc3339(a.ends_at),
+                "generatorURL": self.config.generator_url or "",
+                "fingerprint": a.fingerprint,
+            }
+            for a in alerts
+        ]
+        common_labels = dict(set.intersection(*(set(a.labels.items()) for a in alerts)))
+        common_annotations = dict(set.intersection(*(set(a.annotations.items()) for a in alerts)))
+        return {
+            "version": "4",
+            "groupKey": f'{{}}:{{alertname="{ALERT_NAME}"}}',
+            "truncatedAlerts": 0,
+            "status": status,
+            "receiver": WEBHOOK_RECEIVER,
+            "groupLabels": {"alertname": ALERT_NAME},
+            "commonLabels": common_labels,
+            "commonAnnotations": common_annotations,
+            "externalURL": self.config.generator_url or "",
+            "alerts": items,
+        }

@@ -1,0 +1,93 @@
+"""What the daemon builds: the enabled jobs on one scheduler, and the collector of their metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import tzinfo
+from pathlib import Path
+
+from prometheus_client.registry import Collector
+
+from exporter.clock import Clock, system_clock
+from exporter.jobs.alerts import StuckAlertsJob
+from exporter.jobs.cleanup import CleanupJob, ExportedFn
+from exporter.jobs.config import JOB_NAMES, JobsConfig, JobSettings
+from exporter.jobs.db import Target
+from exporter.jobs.delivery import ALERTMANAGER, WEBHOOK
+from exporter.jobs.metrics import JobMetrics, JobsCollector
+from exporter.jobs.scheduler import JobStats, Schedule, Scheduler, Sleep
+from exporter.jobs.stale import StaleTasksJob
+from exporter.reader import FlujoReader
+
+
+class JobRunner:
+    """Runs the enabled jobs until stopped.
+
+    ``writer_tz`` is the zone of naive ``workflow_state`` times (``db.writer_timezone``).  ``exported``
+    comes from the span exporter (e.g. ``Tailer.exported_run_ids``): given run ids, it returns those
+    whose spans are all exported; the cleanup never deletes the others.  It is only asked about runs
+    that have span rows, from a worker thread (it must be thread-safe; it may do blocking I/O).
+    ``sleep`` and ``rng`` are for tests (the clock alone drives the schedule).
+    """
+
+    def __init__(
+        self,
+        config: JobsConfig,
+        db_path: Path,
+        writer_tz: tzinfo,
+        reader: FlujoReader,
+        clock: Clock = system_clock,
+        exported: ExportedFn | None = None,
+        *,
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        sleep = sleep or asyncio.sleep
+        enabled: dict[str, bool] = {name: bool(getattr(config, name).enabled) for name in JOB_NAMES}
+        alerts = config.stuck_alerts
+        receivers = tuple(
+            name
+            for name, present in ((ALERTMANAGER, alerts.alertmanager), (WEBHOOK, alerts.webhook))
+            if present is not None and alerts.enabled
+        )
+        self.metrics = JobMetrics(enabled, receivers)
+        self.scheduler = Scheduler(clock, sleep=sleep, rng=rng)
+        target = Target(db_path, config.write_busy_timeout.total_seconds())
+        self.cleanup: CleanupJob | None = None
+        self.stale: StaleTasksJob | None = None
+        self.alerts: StuckAlertsJob | None = None
+        if config.cleanup.enabled:
+            self.cleanup = CleanupJob(
+                config.cleanup, target, writer_tz, clock, self.metrics, sleep=sleep, exported=exported
+            )
+            self.scheduler.add("cleanup", self.cleanup, _schedule(config.cleanup))
+        if config.stale_background_tasks.enabled:
+            self.stale = StaleTasksJob(config.stale_background_tasks, target, writer_tz, clock, self.metrics)
+            self.scheduler.add("stale_background_tasks", self.stale, _schedule(config.stale_background_tasks))
+        if alerts.enabled:
+            self.alerts = StuckAlertsJob(alerts, reader, clock, self.metrics, sleep=sleep)
+            self.scheduler.add("stuck_alerts", self.alerts, _schedule(alerts))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the enabled jobs on their schedules until ``stop`` is set (returns at once if none is)."""
+        if not self.scheduler.names:
+            return
+        await self.scheduler.run(stop)
+
+    async def run_job(self, name: str) -> JobStats:
+        """Run one enabled job now and wait for it (tests, one-shot use)."""
+        if name not in self.scheduler.names:
+            raise KeyError(f"job {name!r} is not enabled (enabled: {', '.join(self.scheduler.names) or 'none'})")
+        return await self.scheduler.run_now(name)
+
+    def stats(self, name: str) -> JobStats | None:
+        return self.scheduler.stats(name) if name in self.scheduler.names else None
+
+    def collector(self) -> Collector:
+        return JobsCollector(self.metrics, self.stats)
+
+
+def _schedule(job: JobSettings) -> Schedule:
+    return Schedule(job.interval, job.jitter, job.timeout)

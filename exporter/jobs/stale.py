@@ -1,0 +1,110 @@
+"""Time out background tasks that stopped updating: flujo 0.6.11's ``cleanup_stale_background_tasks``.
+
+A background task (``is_background_task`` set) with status ``running`` whose ``updated_at`` instant is
+more than ``stale_hours`` before now becomes ``failed`` with ``background_error`` set to flujo's text
+and ``updated_at`` = now (aware UTC ISO, what 0.6 writes).  flujo compares the stored text with a local
+naive string; here instants are compared.  Candidates come through the status index (running rows
+are few).  On layouts without background tasks the job reports "not supported by this DB layout"
+once (metric ``flujo_exporter_job_supported{job="stale_background_tasks"} 0`` and one log line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta, tzinfo
+
+from exporter.clock import Clock
+from exporter.jobs.config import StaleTasksConfig
+from exporter.jobs.db import Target, schema_of, write_transaction
+from exporter.jobs.metrics import JobMetrics
+from exporter.reader.layout import Capability, Layout, Schema
+from exporter.timeparse import TimestampError, iso_utc, parse_instant
+
+log = logging.getLogger(__name__)
+
+JOB = "stale_background_tasks"
+BATCH = 500
+_CANDIDATES_SQL = (
+    "SELECT rowid, run_id, updated_at FROM workflow_state"
+    " WHERE status = 'running' AND COALESCE(is_background_task, 0) != 0"
+)
+_FAIL_SQL = (
+    "UPDATE workflow_state SET status = 'failed', background_error = ?, updated_at = ?"
+    " WHERE rowid = ? AND run_id = ? AND status = 'running' AND updated_at IS ?"
+)
+
+
+class StaleTasksJob:
+    def __init__(
+        self, config: StaleTasksConfig, target: Target, writer_tz: tzinfo, clock: Clock, metrics: JobMetrics
+    ) -> None:
+        self.config = config
+        self.target = target
+        self.writer_tz = writer_tz
+        self.clock = clock
+        self.metrics = metrics
+        self.last_changed: list[str] = []
+        self._unsupported_logged: Layout | None = None
+
+    async def __call__(self) -> None:
+        now = self.clock()
+        cutoff = now - timedelta(hours=self.config.stale_hours)
+        schema, stale = await asyncio.to_thread(self._find, cutoff)
+        if not schema.supports(Capability.BACKGROUND_TASKS):
+            self._unsupported(schema)
+            return
+        self._unsupported_logged = None
+        self.metrics.set_supported(JOB, True)
+        changed: list[str] = []
+        try:
+            for start in range(0, len(stale), BATCH):
+                done = await asyncio.to_thread(self._fail, stale[start : start + BATCH], now)
+                changed += done
+                self.metrics.stale_failed(len(done))
+        finally:
+            self.last_changed = changed
+        for run_id in changed:
+            log.info(
+                "stale_background_tasks: background task %s timed out (no update for %gh), set to failed",
+                run_id,
+                self.config.stale_hours,
+            )
+
+    def _unsupported(self, schema: Schema) -> None:
+        self.metrics.set_supported(JOB, False)
+        if self._unsupported_logged != schema.layout:
+            self._unsupported_logged = schema.layout
+            log.info(
+                "stale_background_tasks: not supported by this DB layout (%s has no background tasks); "
+                "the job does nothing until the DB is upgraded",
+                schema.layout.value,
+            )
+
+    def _find(self, cutoff: datetime) -> tuple[Schema, list[tuple[int, str, object]]]:
+        with self.target.connect(JOB, write=False) as conn:
+            schema = schema_of(conn, self.target)
+            if not schema.supports(Capability.BACKGROUND_TASKS):
+                return schema, []
+            stale = []
+            for rowid, run_id, raw in conn.execute(_CANDIDATES_SQL):
+                try:
+                    instant = parse_instant(raw, self.writer_tz)
+                except TimestampError:
+                    instant = None
+                if instant is None:
+                    log.warning(
+                        "stale_background_tasks: skipping run_id=%r: updated_at %r is not a timestamp", run_id, raw
+                    )
+                elif instant < cutoff:
+                    stale.append((int(rowid), str(run_id), raw))
+        return schema, stale
+
+    def _fail(self, rows: list[tuple[int, str, object]], now: datetime) -> list[str]:
+        now_iso = iso_utc(now)
+        changed = []
+        with self.target.connect(JOB, write=True) as conn, write_transaction(conn):
+            for rowid, run_id, raw in rows:
+                if conn.execute(_FAIL_SQL, (self.config.error_message, now_iso, rowid, run_id, raw)).rowcount:
+                    changed.append(run_id)
+        return changed

@@ -1,0 +1,84 @@
+"""The daemon with `traces.enabled`: a real OTLP receiver gets every finished run's spans; replay CLI."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from processes import daemon_env, http_get, running_daemon
+from support import SMALL, parse_exposition, sample
+from traces.receiver import Receiver
+
+
+def finished_run_spans(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(
+            conn.execute(
+                "SELECT COUNT(*) FROM spans s JOIN workflow_state w ON w.run_id = s.run_id"
+                " WHERE w.status IN ('completed', 'failed', 'cancelled')"
+            ).fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def test_daemon_exports_spans_over_grpc(fixture_copy, tmp_path: Path) -> None:
+    db = fixture_copy(SMALL)
+    expected_at_least = finished_run_spans(db)
+    with Receiver() as receiver:
+        config = f"""
+db:
+  path: {db}
+  writer_timezone: UTC
+traces:
+  enabled: true
+  endpoint: {receiver.grpc_endpoint}
+  tls:
+    insecure: true
+  poll_interval: 200ms
+  settle_period: 0s
+  state_file: {tmp_path / "traces-state.sqlite"}
+"""
+        with running_daemon(tmp_path, config=config) as daemon:
+            receiver.wait_for(expected_at_least, timeout=30)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                s = parse_exposition(http_get(daemon.url + "/metrics")[1])
+                if sample(s, "flujo_exporter_spans_exported_total") >= expected_at_least:
+                    break
+                time.sleep(0.2)
+            assert sample(s, "flujo_exporter_spans_exported_total") >= expected_at_least
+    assert (tmp_path / "traces-state.sqlite").exists()
+
+
+def test_replay_subcommand(fixture_copy, tmp_path: Path) -> None:
+    db = fixture_copy(SMALL)
+    with Receiver() as receiver:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "replay",
+                "--db",
+                str(db),
+                "--state",
+                str(tmp_path / "s.sqlite"),
+                "--endpoint",
+                receiver.grpc_endpoint,
+                "--insecure",
+                "--no-progress",
+                "--timezone",
+                "UTC",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=daemon_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        assert receiver.received() == 199  # every stored span of the fixture, finished or not

@@ -1,0 +1,323 @@
+"""Stuck-run alerts against a REAL Alertmanager (Debian's prometheus-alertmanager) and a webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from processes import Process, free_port, http_get, start, wait_until_up
+from prometheus_client import CollectorRegistry, generate_latest
+from support import ALL_FIXTURES, SMALL, parse_exposition, require_tool, sample
+
+from exporter.clock import ManualClock
+from exporter.jobs import JobRunner, JobsConfig
+from exporter.jobs.alerts import rfc3339
+from exporter.reader import FlujoReader
+
+AM_CONFIG = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"
+
+
+async def no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+@contextlib.contextmanager
+def alertmanager(tmp: Path, port: int | None = None) -> Iterator[Process]:
+    binary = require_tool("prometheus-alertmanager", "alertmanager")
+    port = port or free_port()
+    workdir = tmp / f"alertmanager-{port}"
+    workdir.mkdir()
+    (workdir / "alertmanager.yml").write_text(AM_CONFIG)
+    argv = [
+        binary,
+        f"--config.file={workdir / 'alertmanager.yml'}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # no HA gossip port
+    ]
+    process = start(argv, workdir / "alertmanager.log", f"http://127.0.0.1:{port}")
+    try:
+        wait_until_up(process, "/-/ready")
+        yield process
+    finally:
+        process.stop()
+
+
+def am_alerts(am: Process, test: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"active": "true", "filter": f'test="{test}"'})
+    status, body = http_get(f"{am.url}/api/v2/alerts?{query}")
+    assert status == 200, body
+    alerts: list[dict[str, Any]] = json.loads(body)
+    return sorted(alerts, key=lambda a: a["labels"]["run_id"])
+
+
+def wait_for(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def webhook(statuses: list[int] | None = None) -> AsyncIterator[tuple[str, list[tuple[Any, dict[str, str]]]]]:
+    received: list[tuple[Any, dict[str, str]]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append((await request.json(), dict(request.headers)))
+        return web.Response(status=statuses.pop(0) if statuses else 200)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/hook", received
+    finally:
+        await runner.cleanup()
+
+
+def naive_utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+def prepare(db: Path, now: datetime) -> dict[str, str]:
+    """Only four active runs, with update times relative to ``now``; returns role -> run_id."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE workflow_state SET status = 'completed' WHERE status IN ('running', 'paused')")
+        run_ids = [r[0] for r in conn.execute("SELECT run_id FROM workflow_state ORDER BY run_id LIMIT 4")]
+        roles = dict(zip(("stuck", "slow_ok", "paused_stuck", "fresh"), run_ids, strict=True))
+        setup = {
+            "stuck": ("running", "etl", now - timedelta(hours=3)),
+            "slow_ok": ("running", "slow", now - timedelta(hours=3)),  # per-pipeline threshold 4h
+            "paused_stuck": ("paused", "etl", now - timedelta(hours=3)),  # paused_after 2h
+            "fresh": ("running", "etl", now - timedelta(minutes=10)),
+        }
+        for role, (status, pipeline, updated) in setup.items():
+            conn.execute(
+                "UPDATE workflow_state SET status = ?, pipeline_name = ?, updated_at = ? WHERE run_id = ?",
+                (status, pipeline, naive_utc(updated), roles[role]),
+            )
+        conn.commit()
+    return roles
+
+
+def make_runner(db: Path, clock: ManualClock, test: str, **alerts: Any) -> JobRunner:
+    settings = {
+        "enabled": True,
+        "jitter": 0,
+        "interval": "30s",
+        "running_after": "1h",
+        "per_pipeline": {"slow": "4h"},
+        "paused_after": "2h",
+        "severity": "critical",
+        "labels": {"test": test},
+        "resend_interval": "1m",
+        "attempts": 2,
+        "retry_backoff": 0,
+        **alerts,
+    }
+    config = JobsConfig.model_validate({"stuck_alerts": settings})
+    return JobRunner(config, db, UTC, FlujoReader(db, naive_timezone=UTC), clock, sleep=no_sleep)
+
+
+def exposition(runner: JobRunner) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(runner.collector())
+    return generate_latest(registry).decode()
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_firing_resent_and_resolved_in_real_alertmanager(fixture_copy, tmp_path: Path) -> None:
+    db = fixture_copy(SMALL)
+    now = datetime.now(UTC)
+    roles = prepare(db, now)
+    clock = ManualClock(now)
+    with alertmanager(tmp_path) as am:
+        async with webhook() as (hook_url, received):
+            runner = make_runner(
+                db,
+                clock,
+                "firing",
+                alertmanager={"url": am.url},
+                webhook={"url": hook_url, "headers": {"X-Token": "t0ken"}},
+            )
+            stats = await runner.run_job("stuck_alerts")
+            assert stats.success, stats.last_error
+
+            firing = wait_for(lambda: am_alerts(am, "firing"))
+            expected_ids = sorted([roles["stuck"], roles["paused_stuck"]])
+            assert [a["labels"]["run_id"] for a in firing] == expected_ids
+            for alert in firing:
+                run_id = alert["labels"]["run_id"]
+                status = "running" if run_id == roles["stuck"] else "paused"
+                threshold = timedelta(hours=1 if status == "running" else 2)
+                assert alert["labels"] == {
+                    "alertname": "FlujoRunStuck",
+                    "pipeline": "etl",
+                    "severity": "critical",
+                    "status": status,
+                    "run_id": run_id,
+                    "test": "firing",
+                }
+                updated = now - timedelta(hours=3)
+                assert alert["annotations"]["run_id"] == run_id
+                assert alert["annotations"]["since"] == rfc3339(updated)
+                assert run_id in alert["annotations"]["summary"] and "etl" in alert["annotations"]["summary"]
+                assert abs(parse_time(alert["startsAt"]) - (updated + threshold)) < timedelta(milliseconds=2)
+                assert parse_time(alert["endsAt"]) > now + timedelta(minutes=3)
+                assert alert["status"]["state"] == "active"
+            first_ends = parse_time(firing[0]["endsAt"])
+
+            assert len(received) == 1
+            payload, headers = received[0]
+            assert headers["X-Token"] == "t0ken"
+            assert payload["status"] == "firing" and payload["version"] == "4"
+            assert sorted(a["labels"]["run_id"] for a in payload["alerts"]) == expected_ids
+            assert payload["commonLabels"]["alertname"] == "FlujoRunStuck"
+
+            text = exposition(runner)
+            assert "run_id" not in text  # never a metric label
+            m = parse_exposition(text)
+            assert sample(m, "flujo_exporter_stuck_alerts_firing", pipeline="etl") == 2
+            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
+            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 1
+
+            # 30 s later nothing is due; after the resend interval Alertmanager gets them again.
+            clock.advance(30)
+            assert (await runner.run_job("stuck_alerts")).success
+            m = parse_exposition(exposition(runner))
+            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
+            clock.advance(31)
+            assert (await runner.run_job("stuck_alerts")).success
+            m = parse_exposition(exposition(runner))
+            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 2
+            resent = wait_for(lambda: [a for a in am_alerts(am, "firing") if parse_time(a["endsAt"]) > first_ends])
+            assert len(resent) == 2
+            assert len(received) == 1  # the webhook hears of a start once
+
+            # The running one finishes, the paused one disappears: both resolve.
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                conn.execute("UPDATE workflow_state SET status = 'completed' WHERE run_id = ?", (roles["stuck"],))
+                conn.execute("DELETE FROM workflow_state WHERE run_id = ?", (roles["paused_stuck"],))
+                conn.commit()
+            clock.set(datetime.now(UTC))
+            assert (await runner.run_job("stuck_alerts")).success
+            assert wait_for(lambda: not am_alerts(am, "firing"))
+            assert len(received) == 2
+            resolved, _ = received[1]
+            assert resolved["status"] == "resolved"
+            assert sorted(a["labels"]["run_id"] for a in resolved["alerts"]) == expected_ids
+            assert all(a["status"] == "resolved" and parse_time(a["endsAt"]) == clock() for a in resolved["alerts"])
+            m = parse_exposition(exposition(runner))
+            assert sample(m, "flujo_exporter_stuck_alerts_firing", pipeline="etl") == 0
+            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
+            assert runner.alerts is not None and not runner.alerts.firing and not runner.alerts.resolved
+
+            # Nothing more to send.
+            assert (await runner.run_job("stuck_alerts")).success
+            m = parse_exposition(exposition(runner))
+            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
+            assert sample(m, "flujo_exporter_job_errors_total", job="stuck_alerts") == 0
+
+
+async def test_alertmanager_down_is_counted_and_retried(fixture_copy, tmp_path: Path) -> None:
+    db = fixture_copy(SMALL)
+    now = datetime.now(UTC)
+    roles = prepare(db, now)
+    port = free_port()
+    clock = ManualClock(now)
+    runner = make_runner(db, clock, "down", alertmanager={"url": f"http://127.0.0.1:{port}", "timeout": "2s"})
+    stats = await runner.run_job("stuck_alerts")
+    assert not stats.success
+    assert stats.last_error is not None and f"127.0.0.1:{port}" in stats.last_error
+    assert "alertmanager" in stats.last_error
+    m = parse_exposition(exposition(runner))
+    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="retry") == 1
+    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="failure") == 1
+    assert sample(m, "flujo_exporter_job_errors_total", job="stuck_alerts") == 1
+    assert sample(m, "flujo_exporter_stuck_alerts_firing", pipeline="etl") == 2  # metrics still say so
+
+    with alertmanager(tmp_path, port) as am:
+        clock.advance(5)  # well within the resend interval: still due, it was never delivered
+        stats = await runner.run_job("stuck_alerts")
+        assert stats.success, stats.last_error
+        got = wait_for(lambda: am_alerts(am, "down"))
+        assert sorted(a["labels"]["run_id"] for a in got) == sorted([roles["stuck"], roles["paused_stuck"]])
+    m = parse_exposition(exposition(runner))
+    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
+    assert sample(m, "flujo_exporter_job_errors_total", job="stuck_alerts") == 1
+
+
+async def test_webhook_retries_within_a_run(fixture_copy) -> None:
+    db = fixture_copy(SMALL)
+    now = datetime.now(UTC)
+    prepare(db, now)
+    async with webhook(statuses=[503]) as (hook_url, received):
+        runner = make_runner(db, ManualClock(now), "hook", webhook={"url": hook_url})
+        stats = await runner.run_job("stuck_alerts")
+        assert stats.success, stats.last_error
+        assert len(received) == 2 and received[0][0] == received[1][0]
+    m = parse_exposition(exposition(runner))
+    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="webhook", outcome="retry") == 1
+    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 1
+
+
+async def test_metrics_only_and_unreadable_db(fixture_copy, tmp_path: Path) -> None:
+    db = fixture_copy(SMALL)
+    now = datetime.now(UTC)
+    prepare(db, now)
+    runner = make_runner(db, ManualClock(now), "metrics")
+    assert (await runner.run_job("stuck_alerts")).success
+    m = parse_exposition(exposition(runner))
+    assert sample(m, "flujo_exporter_stuck_alerts_firing", pipeline="etl") == 2
+    assert not [k for k in m if k[0] == "flujo_exporter_alert_deliveries_total"]
+    missing = tmp_path / "gone.db"
+    gone = make_runner(missing, ManualClock(now), "metrics")
+    stats = await gone.run_job("stuck_alerts")
+    assert not stats.success and stats.last_error is not None and str(missing) in stats.last_error
+
+
+@pytest.mark.parametrize("bad", [{"labels": {"run_id": "x"}}, {"labels": {"bad-name": "x"}}])
+def test_reserved_or_invalid_alert_labels_rejected(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        JobsConfig.model_validate({"stuck_alerts": bad})
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+async def test_every_layout_alerts_on_its_running_runs(fixture_copy, name: str) -> None:
+    """Far in the future every running top-level run is stuck; paused ones only with paused_after."""
+    db = fixture_copy(name)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        cols = {row[1] for row in conn.execute("PRAGMA table_info(workflow_state)")}
+        top = "COALESCE(is_background_task, 0) = 0" if "is_background_task" in cols else "1"
+        running, paused = (
+            conn.execute(f"SELECT COUNT(*) FROM workflow_state WHERE status = ? AND {top}", (s,)).fetchone()[0]
+            for s in ("running", "paused")
+        )
+    clock = ManualClock(datetime(2027, 6, 1, tzinfo=UTC))
+    runner = make_runner(db, clock, name, per_pipeline={}, paused_after=None)
+    assert (await runner.run_job("stuck_alerts")).success
+    assert runner.alerts is not None and len(runner.alerts.firing) == running
+    with_paused = make_runner(db, clock, name, per_pipeline={})
+    assert (await with_paused.run_job("stuck_alerts")).success
+    assert with_paused.alerts is not None and len(with_paused.alerts.firing) == running + paused
+    m = parse_exposition(exposition(with_paused))
+    firing = sum(v for (metric, _), v in m.items() if metric == "flujo_exporter_stuck_alerts_firing")
+    assert firing == running + paused
