@@ -29,12 +29,26 @@ from pydantic_core import ErrorDetails
 from exporter import _yamlpos
 from exporter.config_types import (  # re-exported: part of this module's API
     BcryptHash as BcryptHash,
+)
+from exporter.config_types import (
     Count as Count,
+)
+from exporter.config_types import (
     Duration as Duration,
+)
+from exporter.config_types import (
     PositiveDuration as PositiveDuration,
+)
+from exporter.config_types import (
     ReadableFile as ReadableFile,
+)
+from exporter.config_types import (
     describe_value as describe_value,
+)
+from exporter.config_types import (
     format_duration as format_duration,
+)
+from exporter.config_types import (
     parse_duration as parse_duration,
 )
 from exporter.timeparse import resolve_timezone
