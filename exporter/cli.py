@@ -105,7 +105,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     logs.configure("error", config.logging.format)
     clock = ManualClock(_parse_now(args.now)) if args.now else system_clock
     refresher = Refresher(make_reader(config), lambda: config.metrics, clock)
-    state = refresher.refresh(force_aggregates=True)
+    state = refresher.refresh(force_all=True)
     registry = build_registry(View(lambda: refresher.state, lambda: config.metrics, clock))
     sys.stdout.write(generate_latest(registry).decode())
     if state.problem is not None:

@@ -152,6 +152,7 @@ class StuckConfig(_Section):
 
 class MetricsConfig(_Section):
     refresh_interval: Duration = timedelta(seconds=15)
+    counts_interval: Duration = Field(default=timedelta(minutes=1), validate_default=True)
     aggregate_interval: Duration = Field(default=timedelta(minutes=5), validate_default=True)
     refresh_timeout: PositiveDuration = timedelta(seconds=30)
     max_pipelines: Count = Field(default=50, ge=1, le=1000)
@@ -167,9 +168,9 @@ class MetricsConfig(_Section):
             raise ValueError(f"must be at least 1s, got {format_duration(value)}")
         return value
 
-    @field_validator("aggregate_interval")
+    @field_validator("counts_interval", "aggregate_interval")
     @classmethod
-    def _aggregate(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+    def _slower_than_refresh(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         refresh = info.data.get("refresh_interval")
         if refresh is not None and value < refresh:
             raise ValueError(
@@ -194,8 +195,7 @@ class Config(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     traces: TracesConfig = Field(default_factory=lambda: TracesConfig())
-    # Owned by the jobs feature; validated by its own model.
-    jobs: dict[str, Any] = Field(default_factory=dict)
+    jobs: JobsConfig = Field(default_factory=lambda: JobsConfig())
 
 
 def require_db_path(config: Config) -> Path:
@@ -316,6 +316,7 @@ def _explain(error: ErrorDetails) -> tuple[tuple[str, ...], str]:
 
 
 # The feature sections use the field types defined above, so they are imported last.
+from exporter.jobs.config import JobsConfig  # noqa: E402
 from exporter.traces.config import TracesConfig  # noqa: E402
 
 Config.model_rebuild()

@@ -9,20 +9,25 @@ import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__, logs
 from exporter.clock import Clock, system_clock
 from exporter.collectors import View, build_registry
-from exporter.components import Component, state_directory
+from exporter.components import Component, Service, state_directory
 from exporter.config import Config, ConfigError, load_config, require_db_path
+from exporter.exposition import CachedExposition
 from exporter.reader import DatabaseUnavailable, FlujoReader
 from exporter.refresh import Refresher
 from exporter.timeparse import resolve_timezone
-from exporter.traces import SpanTailer, apply_otel_env, default_state_file
+from exporter.traces.config import apply_otel_env, default_state_file
 from exporter.web import Readiness, bound_port, build_app, start_server
+
+if TYPE_CHECKING:
+    from exporter.jobs.cleanup import ExportedFn
+    from exporter.traces.tailer import SpanTailer
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 4.0
@@ -33,10 +38,30 @@ def traces_state_file(config: Config) -> Path:
 
 
 def make_tailer(config: Config, clock: Clock) -> SpanTailer:
+    from exporter.traces.tailer import SpanTailer
+
     traces = apply_otel_env(config.traces)
     state = traces_state_file(config)
     state.parent.mkdir(parents=True, exist_ok=True)
     return SpanTailer(traces, make_reader(config), state, clock=clock)
+
+
+def any_job_enabled(config: Config) -> bool:
+    jobs = config.jobs
+    return jobs.cleanup.enabled or jobs.stale_background_tasks.enabled or jobs.stuck_alerts.enabled
+
+
+def make_job_runner(config: Config, clock: Clock, exported: ExportedFn | None) -> Service:
+    from exporter.jobs.runner import JobRunner
+
+    return JobRunner(
+        config.jobs,
+        require_db_path(config),
+        resolve_timezone(config.db.writer_timezone),
+        make_reader(config),
+        clock,
+        exported,
+    )
 
 
 def make_reader(config: Config) -> FlujoReader:
@@ -62,8 +87,13 @@ class Daemon:
         self._overrides = dict(overrides or {})
         self._clock = clock
         self.refresher = Refresher(make_reader(config), lambda: self.config.metrics, clock)
+        # Snapshot metrics are rendered once per refresh; scrape-time and component metrics are live.
+        self.live_registry = CollectorRegistry(auto_describe=False)
         self.registry: CollectorRegistry = build_registry(
-            View(lambda: self.refresher.state, lambda: self.config.metrics, clock)
+            View(lambda: self.refresher.state, lambda: self.config.metrics, clock), live=self.live_registry
+        )
+        self.exposition = CachedExposition(
+            self.registry, self.live_registry, lambda: (self.refresher.state, self.config)
         )
         self.port: int | None = None
         self._stop = asyncio.Event()
@@ -71,6 +101,7 @@ class Daemon:
         self._refresh_task: asyncio.Task[None] | None = None
         self.components: dict[str, Component] = {}
         self._pending_restart: asyncio.Task[None] | None = None
+        self._tailer: SpanTailer | None = None
 
     def readiness(self) -> Readiness:
         try:
@@ -87,7 +118,11 @@ class Daemon:
 
     async def run(self) -> int:
         app = build_app(
-            registry=self.registry, readiness=self.readiness, web_config=self.config.web, version=__version__
+            registry=self.registry,
+            readiness=self.readiness,
+            web_config=self.config.web,
+            version=__version__,
+            render=self.exposition.render,
         )
         runner = await start_server(app, self.config.web)
         self.port = bound_port(runner)
@@ -120,7 +155,7 @@ class Daemon:
         for name, enabled in wanted.items():
             if not enabled or (only is not None and name not in only):
                 continue
-            component = Component(name, make_tailer(self.config, self._clock), self.registry)
+            component = Component(name, make_tailer(self.config, self._clock), self.live_registry)
             component.start()
             self.components[name] = component
 
@@ -153,7 +188,11 @@ class Daemon:
         if new.web != self.config.web:
             log.warning("web settings changed: they take effect after a restart")
         logs.configure(new.logging.level, new.logging.format)
-        changed = {"traces"} if (new.traces != self.config.traces or reader is not None) else set()
+        changed = set()
+        if new.traces != self.config.traces or reader is not None:
+            changed |= {"traces", "jobs"}  # jobs hold the tailer's exported_run_ids
+        if new.jobs != self.config.jobs or new.db != self.config.db:
+            changed.add("jobs")
         self.config = new
         if changed:
             self._pending_restart = asyncio.create_task(self._restart_components(changed))

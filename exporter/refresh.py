@@ -15,17 +15,27 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from exporter.clock import Clock
 from exporter.config import MetricsConfig
-from exporter.reader import AggregateStats, DatabaseUnavailable, FastStats, FlujoReader, Problem, Schema
+from exporter.reader import (
+    AggregateStats,
+    CountStats,
+    DatabaseUnavailable,
+    FastStats,
+    FlujoReader,
+    Problem,
+    Schema,
+)
+from exporter.reader.workflows import BadValue
+from exporter.stuck import StuckPolicy
 from exporter.tracking import EMPTY_TOTALS, FinishedTotals, FinishTracker
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT, WATERMARKS, AGGREGATES = "snapshot", "watermarks", "aggregates"
-PHASES = (SNAPSHOT, WATERMARKS, AGGREGATES)
+SNAPSHOT, COUNTS, WATERMARKS, AGGREGATES = "snapshot", "counts", "watermarks", "aggregates"
+PHASES = (SNAPSHOT, COUNTS, WATERMARKS, AGGREGATES)
 _BAD_VALUES_LOGGED = 5
 
 
@@ -40,6 +50,7 @@ class PhaseHealth:
 class ExporterState:
     schema: Schema | None = None
     fast: FastStats | None = None
+    counts: CountStats | None = None
     aggregates: AggregateStats | None = None
     finished: FinishedTotals = EMPTY_TOTALS
     db_bytes: int = 0
@@ -48,6 +59,11 @@ class ExporterState:
     phases: dict[str, PhaseHealth] = field(default_factory=lambda: {p: PhaseHealth() for p in PHASES})
     errors: Counter[str] = field(default_factory=Counter)  # by Problem
     bad_values: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (table, column)
+
+
+def stuck_policy(settings: MetricsConfig) -> StuckPolicy:
+    stuck = settings.stuck
+    return StuckPolicy(stuck.running_after, stuck.per_pipeline, stuck.paused_after)
 
 
 class Refresher:
@@ -68,13 +84,13 @@ class Refresher:
     def state(self) -> ExporterState:
         return self._state
 
-    def refresh(self, *, force_aggregates: bool = False) -> ExporterState:
+    def refresh(self, *, force_all: bool = False) -> ExporterState:
         """Run every due phase once; returns the new state (or the current one if already busy)."""
         if not self._busy.acquire(blocking=False):
             log.warning("refresh still running, skipping this one")
             return self._state
         try:
-            self._state = self._refresh(force_aggregates)
+            self._state = self._refresh(force_all)
             return self._state
         finally:
             self._busy.release()
@@ -91,13 +107,15 @@ class Refresher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.refresh_interval.total_seconds())
 
-    def _refresh(self, force_aggregates: bool) -> ExporterState:
+    def _refresh(self, force_all: bool) -> ExporterState:
         state = self._state
         now = self._clock()
+        settings = self._settings()
         phases = dict(state.phases)
         errors = Counter(state.errors)
         problem: DatabaseUnavailable | None = None
-        schema, fast, aggregates, finished = state.schema, state.fast, state.aggregates, state.finished
+        schema, fast, counts = state.schema, state.fast, state.counts
+        aggregates, finished = state.aggregates, state.finished
 
         def attempt(phase: str, work: Callable[[], None]) -> None:
             nonlocal problem
@@ -114,7 +132,11 @@ class Refresher:
 
         def snapshot() -> None:
             nonlocal schema, fast
-            schema, fast = self.reader.fast_stats(now)
+            schema, fast = self.reader.fast_stats(now, stuck_policy(settings))
+
+        def count() -> None:
+            nonlocal counts
+            counts = self.reader.count_stats(now)
 
         def watermarks() -> None:
             nonlocal finished
@@ -128,24 +150,31 @@ class Refresher:
             nonlocal aggregates
             aggregates = self.reader.aggregate_stats(now)
 
+        def due(phase: str, every: timedelta) -> bool:
+            last = phases[phase].last_success
+            return force_all or last is None or now - last >= every
+
         attempt(SNAPSHOT, snapshot)
         if problem is None:
             attempt(WATERMARKS, watermarks)
-            last = phases[AGGREGATES].last_success
-            if force_aggregates or last is None or now - last >= self._settings().aggregate_interval:
-                attempt(AGGREGATES, aggregate)
+        if problem is None and due(COUNTS, settings.counts_interval):
+            attempt(COUNTS, count)
+        if problem is None and due(AGGREGATES, settings.aggregate_interval):
+            attempt(AGGREGATES, aggregate)
         db_bytes, wal_bytes = self.reader.file_sizes()
         bad_values = Counter(state.bad_values)
         if fast is not None and fast is not state.fast:
-            self._report_bad_values(fast, bad_values)
+            self._report_bad_values(fast.bad_values, bad_values)
+        if counts is not None and counts is not state.counts:
+            self._report_bad_values(counts.bad_values, bad_values)
         return ExporterState(
-            schema, fast, aggregates, finished, db_bytes, wal_bytes, problem, phases, errors, bad_values
+            schema, fast, counts, aggregates, finished, db_bytes, wal_bytes, problem, phases, errors, bad_values
         )
 
-    def _report_bad_values(self, fast: FastStats, bad_values: Counter[tuple[str, str]]) -> None:
-        for bad in fast.bad_values:
+    def _report_bad_values(self, found: tuple[BadValue, ...], bad_values: Counter[tuple[str, str]]) -> None:
+        for bad in found:
             bad_values[(bad.table, bad.column)] += 1
-        for bad in fast.bad_values[:_BAD_VALUES_LOGGED]:
+        for bad in found[:_BAD_VALUES_LOGGED]:
             log.warning("%s: %s", self.reader.path, bad.describe())
 
     def _record_timeout(self) -> None:

@@ -1,10 +1,10 @@
 """Counters and histograms of finished runs and steps, fed by a rowid watermark.
 
-Whole-table counts go down when cleanup deletes rows; these never do.  Each refresh reads only
-rows after the last rowid seen plus the few rows that were still running, so the cost follows
-the write rate, not the DB size.  The first pass after start walks the existing rows in batches
-(each its own short read transaction) to seed the counters; durations are observed only for rows
-that finished within ``duration_window`` of the start, so histograms describe recent behaviour.
+Whole-table counts go down when cleanup deletes rows; these never do.  At start the counters are
+seeded with one GROUP BY per table and the histograms with the rows inside ``duration_window``;
+afterwards each refresh reads only the rows after the last rowid seen, plus the runs that left the
+"running" state (found through the status index alone), so the cost follows the write rate, not
+the DB size.
 
 Limits (documented in the README): a run counts once, at its first finish (flujo rewrites a
 resumed run's status in place); SQLite may reuse the highest rowid after that row is deleted, in
@@ -22,7 +22,7 @@ from exporter.labels import LabelCap
 from exporter.reader import Capability, Schema
 from exporter.reader import runs as run_queries
 
-BATCH = 20_000
+BATCH = 5_000
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 STEP_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
@@ -91,14 +91,38 @@ class FinishTracker:
         """Consume one batch of new rows; True when caught up.  Call inside one read transaction."""
         if self._started is None:
             self._started = now
+        if not self._seeded:
+            self._seed(conn, schema)
+            self._seeded = True
+            return True
         caught_up = True
         if schema.supports(Capability.RUNS):
             caught_up &= self._update_runs(conn, schema)
         if schema.supports(Capability.STEPS):
             caught_up &= self._update_steps(conn, schema)
-        if caught_up:
-            self._seeded = True
         return caught_up
+
+    def _seed(self, conn: sqlite3.Connection, schema: Schema) -> None:
+        """Counters from one GROUP BY per table; histograms from the rows inside the window only."""
+        if schema.supports(Capability.RUNS):
+            self._run_rowid = run_queries.max_rowid(conn, "runs")
+            for pipeline, status, n in run_queries.finished_counts(conn, self._run_rowid):
+                self._runs[(self._pipelines.label(pipeline), status)] += n
+            self._running = dict(run_queries.running_rowids(conn))
+            for row in run_queries.runs_started_since(conn, schema, self._window_start(), self._run_rowid):
+                if row.status != "running" and row.duration_s is not None and self._within_window(row.ended_at):
+                    self._observe_run(self._pipelines.label(row.pipeline), row.duration_s)
+        if schema.supports(Capability.STEPS):
+            self._step_rowid = run_queries.max_rowid(conn, "steps")
+            for name, status, n in run_queries.step_counts(conn, self._step_rowid):
+                self._steps_count[(self._steps.label(name), status)] += n
+            for step in run_queries.recent_steps(conn, schema, self._step_rowid, self._window_start()):
+                if step.duration_s is not None:
+                    self._observe_step(self._steps.label(step.step_name), step.duration_s)
+
+    def _window_start(self) -> datetime:
+        assert self._started is not None
+        return self._started - self._window
 
     def totals(self) -> FinishedTotals:
         return FinishedTotals(
@@ -111,29 +135,35 @@ class FinishTracker:
 
     def _update_runs(self, conn: sqlite3.Connection, schema: Schema) -> bool:
         if self._running:
-            rowids = list(self._running)
-            current = {row.rowid: row for row in run_queries.runs_by_rowid(conn, schema, rowids)}
-            for rowid in rowids:
+            still = {rowid for rowid, _ in run_queries.running_rowids(conn)}
+            left = [rowid for rowid in self._running if rowid not in still]
+            current = {row.rowid: row for row in run_queries.runs_by_rowid(conn, schema, left)}
+            for rowid in left:
                 row = current.get(rowid)
-                if row is None or row.run_id != self._running[rowid]:
-                    del self._running[rowid]  # deleted (or its rowid was reused: picked up as new)
-                elif row.status != "running":
-                    del self._running[rowid]
-                    self._count_run(row, recent=True)
+                run_id = self._running.pop(rowid)
+                if row is not None and row.run_id == run_id:
+                    self._count_run(row)
+                # else deleted, or its rowid was reused (the new row is read as new below)
         batch = run_queries.runs_after(conn, schema, self._run_rowid, BATCH)
         for row in batch:
             self._run_rowid = row.rowid
             if row.status == "running":
                 self._running[row.rowid] = row.run_id
             else:
-                self._count_run(row, recent=self._seeded)
+                self._count_run(row)
         return len(batch) < BATCH
 
-    def _count_run(self, row: run_queries.RunRow, *, recent: bool) -> None:
+    def _count_run(self, row: run_queries.RunRow) -> None:
         pipeline = self._pipelines.label(row.pipeline)
         self._runs[(pipeline, row.status)] += 1
-        if row.duration_s is not None and (recent or self._within_window(row.ended_at)):
-            self._run_hist.setdefault(pipeline, Histogram(DURATION_BUCKETS)).observe(row.duration_s)
+        if row.duration_s is not None:
+            self._observe_run(pipeline, row.duration_s)
+
+    def _observe_run(self, pipeline: str, seconds: float) -> None:
+        self._run_hist.setdefault(pipeline, Histogram(DURATION_BUCKETS)).observe(seconds)
+
+    def _observe_step(self, step: str, seconds: float) -> None:
+        self._step_hist.setdefault(step, Histogram(STEP_DURATION_BUCKETS)).observe(seconds)
 
     def _within_window(self, ended_at: datetime | None) -> bool:
         return ended_at is not None and self._started is not None and self._started - ended_at <= self._window
@@ -144,6 +174,6 @@ class FinishTracker:
             self._step_rowid = step.rowid
             name = self._steps.label(step.step_name)
             self._steps_count[(name, step.status)] += 1
-            if step.duration_s is not None and (self._seeded or self._within_window(step.ended_at)):
-                self._step_hist.setdefault(name, Histogram(STEP_DURATION_BUCKETS)).observe(step.duration_s)
+            if step.duration_s is not None:
+                self._observe_step(name, step.duration_s)
         return len(batch) < BATCH

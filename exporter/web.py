@@ -163,9 +163,19 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
         return False
 
 
-def _render_metrics(registry: CollectorRegistry, accept: str, encodings: str) -> tuple[bytes, dict[str, str]]:
-    encoder, content_type = choose_encoder(accept)
-    output = encoder(registry)
+Renderer = Callable[[str], tuple[bytes, str]]  # Accept header -> (body, content type)
+
+
+def render_registry(registry: CollectorRegistry) -> Renderer:
+    def render(accept: str) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept)
+        return encoder(registry), content_type
+
+    return render
+
+
+def _render_metrics(render: Renderer, accept: str, encodings: str) -> tuple[bytes, dict[str, str]]:
+    output, content_type = render(accept)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if gzip_accepted(encodings):
         headers["Content-Encoding"] = "gzip"
@@ -190,8 +200,11 @@ def build_app(
     readiness: Callable[[], Readiness],
     web_config: WebConfig,
     version: str,
+    render: Renderer | None = None,
 ) -> web.Application:
-    """The application; raises ValueError for a bad ``basic_auth_users`` entry."""
+    """The application; raises ValueError for a bad ``basic_auth_users`` entry.  ``render`` replaces
+    rendering ``registry`` on every scrape (the daemon caches the snapshot's exposition)."""
+    render = render or render_registry(registry)
     auth = _BasicAuth(web_config.basic_auth_users) if web_config.basic_auth_users else None
     executor = ThreadPoolExecutor(max_workers=_METRICS_THREADS, thread_name_prefix="metrics")
     landing = _LANDING.format(version=html.escape(version))
@@ -217,7 +230,7 @@ def build_app(
     async def metrics(request: web.Request) -> web.Response:
         accept, encodings = request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", "")
         body, headers = await asyncio.get_running_loop().run_in_executor(
-            executor, _render_metrics, registry, accept, encodings
+            executor, _render_metrics, render, accept, encodings
         )
         return web.Response(body=body, headers=headers)
 

@@ -294,7 +294,10 @@ BROKEN = [
     ),
     pytest.param(
         "metrics:\n  refresh_interval: 10m\n",
-        ["config.yaml:1: metrics.aggregate_interval: must be at least metrics.refresh_interval (10m), got 5m"],
+        [
+            "config.yaml:1: metrics.counts_interval: must be at least metrics.refresh_interval (10m), got 1m",
+            "config.yaml:1: metrics.aggregate_interval: must be at least metrics.refresh_interval (10m), got 5m",
+        ],
         id="default-aggregate-below-refresh",
     ),
     pytest.param(
@@ -649,7 +652,9 @@ def test_cross_check_blames_the_source_that_set_the_section() -> None:
         load_config(None, env={"FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL": "10m"})
     assert caught.value.errors == [
         "environment FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL: metrics.aggregate_interval: "
-        "must be at least metrics.refresh_interval (10m), got 5m"
+        "must be at least metrics.refresh_interval (10m), got 5m",
+        "environment FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL: metrics.counts_interval: "
+        "must be at least metrics.refresh_interval (10m), got 1m",
     ]
 
 
@@ -737,7 +742,9 @@ def test_example_has_no_unknown_keys() -> None:
         "metrics.stuck.per_pipeline.",
         "traces.headers.",
         "traces.resource_attributes.",
-        "jobs.",
+        "jobs.stuck_alerts.per_pipeline.",
+        "jobs.stuck_alerts.labels.",
+        "jobs.stuck_alerts.webhook.headers.",
     )
     written = {key for key in example_keys(EXAMPLE.read_text()) if not key.startswith(names)}
     assert written <= keys, sorted(written - keys)

@@ -12,26 +12,32 @@ from exporter.collectors.workflows import status_samples
 
 class BackgroundTaskCollector(ViewCollector):
     def collect(self) -> Iterator[Metric]:
-        fast = self.view.state().fast
-        if fast is None or fast.background_by_status is None:
+        state = self.view.state()
+        counts = state.counts
+        if counts is None or counts.background_by_status is None:
             return
         yield gauge_from(
             "flujo_background_tasks",
-            self.cached("Background tasks by status"),
+            self.counted("Background tasks by status"),
             ["status"],
-            status_samples(fast.background_by_status),
+            status_samples(counts.background_by_status),
         )
         failed = GaugeMetricFamily(
             "flujo_background_tasks_failed_last_24h",
-            self.cached("Background tasks with status failed updated within the last 24 h"),
+            self.counted("Background tasks with status failed updated within the last 24 h"),
         )
-        failed.add_metric([], fast.failed_24h.background)
+        failed.add_metric([], counts.failed_24h.background)
         yield failed
-        running = [a.updated_at for a in fast.active if a.is_background and a.status == "running" and a.updated_at]
         oldest = GaugeMetricFamily(
             "flujo_background_tasks_oldest_running_update_timestamp_seconds",
             self.cached("Last update (Unix time) of the longest-idle running background task; absent when none"),
         )
-        if running:
-            oldest.add_metric([], min(running).timestamp())
+        if state.fast is not None:
+            updates = [
+                g.oldest_update
+                for (_, status, background), g in state.fast.active.items()
+                if background and status == "running" and g.oldest_update is not None
+            ]
+            if updates:
+                oldest.add_metric([], min(updates))
         yield oldest

@@ -30,6 +30,10 @@ class ViewCollector(Collector):
         seconds = int(self.view.settings().refresh_interval.total_seconds())
         return f"{text} (cached snapshot, refreshed every {seconds}s)"
 
+    def counted(self, text: str) -> str:
+        seconds = int(self.view.settings().counts_interval.total_seconds())
+        return f"{text} (index count, refreshed every {seconds}s)"
+
     def aggregated(self, text: str) -> str:
         seconds = int(self.view.settings().aggregate_interval.total_seconds())
         return f"{text} (whole-table aggregate, refreshed every {seconds}s)"

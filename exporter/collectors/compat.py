@@ -20,10 +20,10 @@ class FlujoCompatCollector(ViewCollector):
         if not self.view.settings().flujo_compat:
             return
         state = self.view.state()
-        fast = state.fast
-        if fast is None:
+        counts = state.counts
+        if counts is None:
             return
-        every = fast.workflows_by_status + (fast.background_by_status or Counter())
+        every = counts.workflows_by_status + (counts.background_by_status or Counter())
         total = GaugeMetricFamily("flujo_runs_total", "Total pipeline runs")
         total.add_metric([], sum(every.values()))
         yield total
@@ -35,10 +35,10 @@ class FlujoCompatCollector(ViewCollector):
             average = GaugeMetricFamily("flujo_avg_duration_ms", "Average pipeline duration in milliseconds")
             average.add_metric([], state.aggregates.average_execution_time_ms)
             yield average
-        if fast.background_by_status is not None:
+        if counts.background_by_status is not None:
             background = GaugeMetricFamily(
                 "flujo_background_tasks_by_status", "Background tasks by status", labels=["status"]
             )
-            for status, n in sorted(fast.background_by_status.items()):
+            for status, n in sorted(counts.background_by_status.items()):
                 background.add_metric([status], n)
             yield background

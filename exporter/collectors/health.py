@@ -45,18 +45,12 @@ class HealthCollector(ViewCollector):
             if health.last_success is not None:
                 last.add_metric([phase], health.last_success.timestamp())
         yield from (success, duration, last)
-        snapshot_ts = state.fast.taken_at if state.fast is not None else None
-        age = GaugeMetricFamily(
-            "flujo_exporter_snapshot_age_seconds",
-            "Seconds since the served snapshot was taken (at scrape time)",
-        )
         taken = GaugeMetricFamily(
             "flujo_exporter_snapshot_timestamp_seconds", "Unix time the served snapshot was taken"
         )
-        if snapshot_ts is not None:
-            age.add_metric([], max((self.view.clock() - snapshot_ts).total_seconds(), 0.0))
-            taken.add_metric([], snapshot_ts.timestamp())
-        yield from (age, taken)
+        if state.fast is not None:
+            taken.add_metric([], state.fast.taken_at.timestamp())
+        yield taken
         ready = GaugeMetricFamily(
             "flujo_exporter_db_ready", "1 when the last refresh could read the DB and recognised its layout"
         )
@@ -74,3 +68,16 @@ class HealthCollector(ViewCollector):
         for (table, column), n in sorted(state.bad_values.items()):
             bad.add_metric([table, column], n)
         yield bad
+
+
+class SnapshotAgeCollector(ViewCollector):
+    """Computed at scrape time, so it lives outside the cached snapshot exposition."""
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.view.state()
+        age = GaugeMetricFamily(
+            "flujo_exporter_snapshot_age_seconds", "Seconds since the served snapshot was taken (at scrape time)"
+        )
+        if state.fast is not None:
+            age.add_metric([], max((self.view.clock() - state.fast.taken_at).total_seconds(), 0.0))
+        yield age

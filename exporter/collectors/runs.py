@@ -16,15 +16,15 @@ RUN_STATUSES = ("running", "completed", "failed")
 class RunCollector(ViewCollector):
     def collect(self) -> Iterator[Metric]:
         state = self.view.state()
-        fast = state.fast
-        if fast is None or fast.runs_by_status is None:
+        counts = state.counts
+        if counts is None or counts.runs_by_status is None:
             return
-        statuses = set(RUN_STATUSES) | set(fast.runs_by_status)
+        statuses = set(RUN_STATUSES) | set(counts.runs_by_status)
         yield gauge_from(
             "flujo_runs",
-            self.cached("Rows of the runs table by status"),
+            self.counted("Rows of the runs table by status"),
             ["status"],
-            [((s,), float(fast.runs_by_status.get(s, 0))) for s in statuses],
+            [((s,), float(counts.runs_by_status.get(s, 0))) for s in statuses],
         )
         aggregates = state.aggregates
         if aggregates is not None and aggregates.runs_by_pipeline_status is not None:

@@ -14,10 +14,10 @@ SPAN_STATUSES = ("running", "completed", "failed")
 class SpanCollector(ViewCollector):
     def collect(self) -> Iterator[Metric]:
         state = self.view.state()
-        if state.fast is None or state.fast.spans_total is None:
+        if state.counts is None or state.counts.spans_total is None:
             return
-        stored = GaugeMetricFamily("flujo_spans_stored", self.cached("Rows of the spans table"))
-        stored.add_metric([], state.fast.spans_total)
+        stored = GaugeMetricFamily("flujo_spans_stored", self.counted("Rows of the spans table"))
+        stored.add_metric([], state.counts.spans_total)
         yield stored
         aggregates = state.aggregates
         if aggregates is None or aggregates.spans is None:

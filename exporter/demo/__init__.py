@@ -22,6 +22,7 @@ def demo_config_overrides(db: Path, listen: str) -> dict[str, object]:
         "web": {"listen_address": listen},
         "metrics": {
             "refresh_interval": "2s",
+            "counts_interval": "2s",
             "aggregate_interval": "10s",
             "stuck": {"running_after": "20s", "paused_after": "1m"},
         },

@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from exporter.clock import Clock
-from exporter.config import format_duration
+from exporter.config_types import format_duration
 from exporter.jobs.config import StuckAlertsConfig
 from exporter.jobs.delivery import ALERTMANAGER, Receiver, deliver
 from exporter.jobs.metrics import JobMetrics

@@ -9,8 +9,8 @@ steps, spans, trace and evaluations once it has no ``workflow_state`` row left a
 Both phases walk an index in pages (keyset on ``(column, rowid)``), compare parsed instants in
 Python, and delete one page per ``BEGIN IMMEDIATE`` transaction (a few set-based statements, no
 per-row round trips while the lock is held), then checkpoint passively and pause.  The delete
-re-checks the row (same rowid, run_id and created_at text; for runs: still no workflow_state row),
-so a row the application re-saved in between is kept.  A run whose spans the span exporter has not exported yet
+re-checks the row (same rowid and created_at; for runs: still no workflow_state row), so a row the
+application re-saved in between is kept.  A run whose spans the span exporter has not exported yet
 (``exported`` callable) is not touched at all, neither its workflow_state row nor its run rows.
 """
 
@@ -191,11 +191,12 @@ class CleanupJob:
     def _delete_workflows(
         db: JobConnection, rows: Sequence[tuple[int, str, object]], conn: sqlite3.Connection
     ) -> tuple[list[str], float]:
-        """Delete the rows still as read (same rowid, run_id and created_at text) in one statement:
-        no Python round trip per row while the write lock is held."""
+        """Delete the rows still as read, set-based: a few statements (and GIL hand-offs) while the
+        write lock is held, not one per row.  A row the application re-saved since has a new rowid
+        (INSERT OR REPLACE) or a new created_at (now, never one of the old values read): it stays."""
         marks = placeholders(len(rows))
-        where = f"rowid IN ({marks}) AND (run_id || char(31) || created_at) IN ({marks})"
-        params = [rowid for rowid, _, _ in rows] + [f"{run_id}\x1f{raw}" for _, run_id, raw in rows]
+        where = f"rowid IN ({marks}) AND created_at IN ({marks})"
+        params = [rowid for rowid, _, _ in rows] + [raw for _, _, raw in rows]
         with write_transaction(conn) as held:
             deleted = [row[0] for row in conn.execute(f"SELECT run_id FROM workflow_state WHERE {where}", params)]
             if deleted:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from exporter.config import Duration, PositiveDuration
+from exporter.config_types import Duration, PositiveDuration
 
 STALE_TASK_ERROR = "Task timeout: process likely crashed"  # flujo 0.6.11's text
 

@@ -12,11 +12,20 @@ from pathlib import Path
 from exporter.reader.connection import file_sizes, open_readonly, read_transaction
 from exporter.reader.errors import DatabaseUnavailable, Problem
 from exporter.reader.layout import Capability, Layout, Schema, detect_schema
-from exporter.reader.snapshot import AggregateStats, FastStats, aggregate_stats, fast_stats
+from exporter.reader.snapshot import (
+    AggregateStats,
+    CountStats,
+    FastStats,
+    aggregate_stats,
+    count_stats,
+    fast_stats,
+)
+from exporter.stuck import StuckPolicy
 
 __all__ = [
     "AggregateStats",
     "Capability",
+    "CountStats",
     "DatabaseUnavailable",
     "FastStats",
     "FlujoReader",
@@ -58,9 +67,13 @@ class FlujoReader:
         with self.session() as s:
             return s.schema
 
-    def fast_stats(self, now: datetime) -> tuple[Schema, FastStats]:
+    def fast_stats(self, now: datetime, policy: StuckPolicy) -> tuple[Schema, FastStats]:
         with self.session() as s:
-            return s.schema, fast_stats(s.conn, s.schema, now, s.naive_tz)
+            return s.schema, fast_stats(s.conn, s.schema, now, s.naive_tz, policy)
+
+    def count_stats(self, now: datetime) -> CountStats:
+        with self.session() as s:
+            return count_stats(s.conn, s.schema, now, s.naive_tz)
 
     def aggregate_stats(self, now: datetime) -> AggregateStats:
         with self.session() as s:

@@ -12,10 +12,10 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from exporter.reader.layout import Schema
-from exporter.timeparse import TimestampError, parse_instant
+from exporter.timeparse import TimestampError, parse_instant, text_lower_bound
 
 FINISHED_RUN_STATUSES = ("completed", "failed", "cancelled")
 
@@ -69,9 +69,70 @@ def runs_by_rowid(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int
     return found
 
 
+def finished_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[tuple[str, str, int]]:
+    """Finished runs per (pipeline, status), biggest first (so label caps keep the busiest)."""
+    marks = ", ".join("?" * len(FINISHED_RUN_STATUSES))
+    sql = (
+        "SELECT COALESCE(pipeline_name, 'unknown'), status, COUNT(*) FROM runs NOT INDEXED"
+        f" WHERE rowid <= ? AND status IN ({marks}) GROUP BY 1, 2 ORDER BY 3 DESC"
+    )
+    return [(p, s, int(n)) for p, s, n in conn.execute(sql, (up_to_rowid, *FINISHED_RUN_STATUSES))]
+
+
+def running_rowids(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(rowid, run_id) of running rows: rowids come from the status index alone."""
+    return [(int(r), str(i)) for r, i in conn.execute("SELECT rowid, run_id FROM runs WHERE status = 'running'")]
+
+
+def runs_started_since(conn: sqlite3.Connection, schema: Schema, since: datetime, up_to_rowid: int) -> list[RunRow]:
+    """Runs started within a day before ``since`` or later (bounded by the start-time index)."""
+    bound = text_lower_bound(since - timedelta(days=1))
+    sql = f"{_run_select(schema)} WHERE {schema.run_start_expr} >= ? AND rowid <= ?"
+    return [_run_row(row) for row in conn.execute(sql, (bound, up_to_rowid))]
+
+
+def step_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[tuple[str, str, int]]:
+    sql = (
+        "SELECT COALESCE(step_name, 'unknown'), COALESCE(status, 'unknown'), COUNT(*) FROM steps"
+        " WHERE rowid <= ? GROUP BY 1, 2 ORDER BY 3 DESC"
+    )
+    return [(n, s, int(c)) for n, s, c in conn.execute(sql, (up_to_rowid,))]
+
+
+def recent_steps(conn: sqlite3.Connection, schema: Schema, up_to_rowid: int, since: datetime) -> list[StepRow]:
+    """Steps recorded since ``since``, walking back from the newest rowid (rowids follow insert time;
+    the walk stops after a run of older rows, so a few out-of-order rows do not end it early)."""
+    found: list[StepRow] = []
+    older_in_a_row = 0
+    cursor = up_to_rowid + 1
+    while older_in_a_row < _OLDER_ROWS_TO_STOP:
+        batch = _steps_before(conn, schema, cursor, 2_000)
+        if not batch:
+            break
+        for step in batch:
+            cursor = step.rowid
+            if step.ended_at is not None and step.ended_at < since:
+                older_in_a_row += 1
+                continue
+            older_in_a_row = 0
+            found.append(step)
+    return found
+
+
+_OLDER_ROWS_TO_STOP = 500
+
+
+def _steps_before(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[StepRow]:
+    return _step_rows(conn, schema, "WHERE rowid < ? ORDER BY rowid DESC LIMIT ?", (rowid, limit))
+
+
 def steps_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[StepRow]:
+    return _step_rows(conn, schema, "WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit))
+
+
+def _step_rows(conn: sqlite3.Connection, schema: Schema, where: str, params: tuple[int, int]) -> list[StepRow]:
     columns = f"rowid, step_name, status, {schema.step_time_expr}, {schema.step_duration_ms_expr}"
-    sql = f"SELECT {columns} FROM steps WHERE rowid > ? ORDER BY rowid LIMIT ?"
+    sql = f"SELECT {columns} FROM steps {where}"
     return [
         StepRow(
             r,
@@ -80,7 +141,7 @@ def steps_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int
             _instant(recorded),
             None if ms is None else max(float(ms), 0.0) / 1000.0,
         )
-        for r, name, status, recorded, ms in conn.execute(sql, (rowid, limit))
+        for r, name, status, recorded, ms in conn.execute(sql, params)
     ]
 
 

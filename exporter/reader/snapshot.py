@@ -1,10 +1,13 @@
-"""A point-in-time picture of a Flujo DB, computed in one short read transaction.
+"""A point-in-time picture of a Flujo DB, each tier computed in one short read transaction.
 
-Two tiers, so that a scrape stays cheap at any DB size:
+Three tiers, so that a refresh costs little at any DB size:
 
-* the *fast* tier runs every refresh and only uses index-bound queries;
-* the *aggregate* tier (per-pipeline breakdowns, span totals by status, flujo's AVG) scans whole
-  tables; the daemon refreshes it on its own, slower schedule and says so in the metric HELP.
+* *fast* (every refresh): the active (running/paused) rows behind stuck-run detection and the
+  created-in-24h window — both bounded by an index to the rows that matter;
+* *counts* (every ``metrics.counts_interval``): status counts and windows that walk a whole index
+  (the status index of a 1M-row table is ~40 ms to count);
+* *aggregate* (every ``metrics.aggregate_interval``): per-pipeline breakdowns, span totals by
+  status and flujo's AVG, which scan whole tables.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from datetime import datetime, timedelta, tzinfo
 
 from exporter.reader import runs, spans, workflows
 from exporter.reader.layout import Capability, Schema
-from exporter.reader.workflows import ActiveWorkflow, BadValue, WindowCounts
+from exporter.reader.workflows import BadValue, WindowCounts
+from exporter.stuck import ActiveSummary, StuckPolicy, summarize_active
 
 DAY = timedelta(hours=24)
 
@@ -24,11 +28,17 @@ DAY = timedelta(hours=24)
 @dataclass(frozen=True)
 class FastStats:
     taken_at: datetime
+    created_24h: WindowCounts
+    active: ActiveSummary
+    bad_values: tuple[BadValue, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class CountStats:
+    taken_at: datetime
     workflows_by_status: Counter[str]  # top-level only
     background_by_status: Counter[str] | None  # None: the layout has no background tasks
-    created_24h: WindowCounts
     failed_24h: WindowCounts
-    active: tuple[ActiveWorkflow, ...]
     runs_by_status: Counter[str] | None  # None: no runs table
     spans_total: int | None  # None: no spans table
     bad_values: tuple[BadValue, ...] = field(default=())
@@ -43,17 +53,26 @@ class AggregateStats:
     average_execution_time_ms: float
 
 
-def fast_stats(conn: sqlite3.Connection, schema: Schema, now: datetime, naive_tz: tzinfo) -> FastStats:
+def fast_stats(
+    conn: sqlite3.Connection, schema: Schema, now: datetime, naive_tz: tzinfo, policy: StuckPolicy
+) -> FastStats:
+    bad: list[BadValue] = []
+    return FastStats(
+        taken_at=now,
+        created_24h=workflows.created_since(conn, schema, now - DAY, naive_tz, bad),
+        active=summarize_active(workflows.active_rows(conn, schema), now, naive_tz, policy, bad),
+        bad_values=tuple(bad),
+    )
+
+
+def count_stats(conn: sqlite3.Connection, schema: Schema, now: datetime, naive_tz: tzinfo) -> CountStats:
     bad: list[BadValue] = []
     top, background = workflows.status_counts(conn, schema)
-    since = now - DAY
-    return FastStats(
+    return CountStats(
         taken_at=now,
         workflows_by_status=top,
         background_by_status=background,
-        created_24h=workflows.created_since(conn, schema, since, naive_tz, bad),
-        failed_24h=workflows.failed_since(conn, schema, since, naive_tz, bad),
-        active=tuple(workflows.active_workflows(conn, schema, naive_tz, bad)),
+        failed_24h=workflows.failed_since(conn, schema, now - DAY, naive_tz, bad),
         runs_by_status=runs.status_counts(conn) if schema.supports(Capability.RUNS) else None,
         spans_total=spans.total(conn) if schema.supports(Capability.SPANS) else None,
         bad_values=tuple(bad),

@@ -112,28 +112,44 @@ def _count_since(
     return WindowCounts(top, background)
 
 
+ActiveRow = tuple[str, str, str, object, int]  # run_id, pipeline, status, raw updated_at, is_background
+
+
+def active_rows(conn: sqlite3.Connection, schema: Schema) -> list[ActiveRow]:
+    """Running and paused rows, as compact tuples (there can be tens of thousands of crashed runs).
+
+    The pipeline comes from ``runs`` only where workflow_state says 'unknown' (flujo's default
+    context has no pipeline name), so the common case costs no extra lookup.
+    """
+    pipeline = f"ws.{schema.pipeline_column}"
+    if schema.has("runs", "pipeline_name"):
+        pipeline = (
+            f"CASE WHEN COALESCE({pipeline}, '') IN ('', '{UNKNOWN_PIPELINE}') THEN COALESCE("
+            f"(SELECT r.pipeline_name FROM runs r WHERE r.run_id = ws.run_id), '{UNKNOWN_PIPELINE}')"
+            f" ELSE {pipeline} END"
+        )
+    sql = (
+        f"SELECT ws.run_id, {pipeline}, ws.status, ws.updated_at, {_background_expr(schema, 'ws.')}"
+        " FROM workflow_state ws WHERE ws.status IN ('running', 'paused')"
+    )
+    return [
+        (run_id, _pipeline(name, None), status, updated, int(bg))
+        for run_id, name, status, updated, bg in conn.execute(sql)
+    ]
+
+
 def active_workflows(
     conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, bad: list[BadValue]
 ) -> list[ActiveWorkflow]:
-    """Running and paused rows; the pipeline comes from ``runs`` when workflow_state says 'unknown'."""
-    has_runs = schema.has("runs", "pipeline_name")
-    run_pipeline = "r.pipeline_name" if has_runs else "NULL"
-    join = "LEFT JOIN runs r ON r.run_id = ws.run_id" if has_runs else ""
-    sql = (
-        f"SELECT ws.run_id, ws.{schema.pipeline_column}, {run_pipeline}, ws.status, ws.updated_at,"
-        f" {_background_expr(schema, 'ws.')} FROM workflow_state ws {join}"
-        " WHERE ws.status IN ('running', 'paused')"
-    )
+    """Running and paused rows with parsed times (for alerts and tests; metrics use a summary)."""
     result: list[ActiveWorkflow] = []
-    for run_id, ws_pipeline, runs_pipeline, status, updated_raw, is_background in conn.execute(sql):
+    for run_id, pipeline, status, updated_raw, is_background in active_rows(conn, schema):
         try:
             updated_at = parse_instant(updated_raw, naive_tz)
         except TimestampError:
             bad.append(BadValue("workflow_state", "updated_at", run_id, str(updated_raw)))
             updated_at = None
-        result.append(
-            ActiveWorkflow(run_id, _pipeline(ws_pipeline, runs_pipeline), status, updated_at, bool(is_background))
-        )
+        result.append(ActiveWorkflow(run_id, pipeline, status, updated_at, bool(is_background)))
     return result
 
 

@@ -27,10 +27,34 @@ See :mod:`exporter.traces.tailer` for the delivery guarantees and :mod:`exporter
 the metrics.  ``python -m exporter.traces replay|tail --help`` runs either without the daemon.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from exporter.traces.config import TracesConfig, apply_otel_env, default_state_file, resolve_endpoint
-from exporter.traces.metrics import TraceCollector, TraceStats
-from exporter.traces.replay import ReplayResult, replay
-from exporter.traces.tailer import SpanTailer
+
+if TYPE_CHECKING:
+    from exporter.traces.backfill import ReplayResult, replay
+    from exporter.traces.metrics import TraceCollector, TraceStats
+    from exporter.traces.tailer import SpanTailer
+
+# grpc and protobuf cost ~12 MB and ~85 ms to import: loaded only when span export is used.
+_LAZY = {
+    "TraceCollector": "exporter.traces.metrics",
+    "TraceStats": "exporter.traces.metrics",
+    "ReplayResult": "exporter.traces.backfill",
+    "replay": "exporter.traces.backfill",
+    "SpanTailer": "exporter.traces.tailer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "ReplayResult",

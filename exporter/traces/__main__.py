@@ -26,8 +26,8 @@ from exporter.clock import system_clock
 from exporter.config import ConfigError, load_config, parse_duration
 from exporter.reader import DatabaseUnavailable, FlujoReader
 from exporter.timeparse import resolve_timezone
+from exporter.traces.backfill import replay
 from exporter.traces.config import TracesConfig, apply_otel_env, parse_key_values
-from exporter.traces.replay import replay
 from exporter.traces.tailer import SpanTailer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -15,7 +15,7 @@ from support import SMALL, checksums, parse_exposition, sample
 
 from exporter.reader import Problem
 
-FAST = "metrics:\n  refresh_interval: 1s\n  aggregate_interval: 1s\n"
+FAST = "metrics:\n  refresh_interval: 1s\n  counts_interval: 1s\n  aggregate_interval: 1s\n"
 
 
 def wait_for(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]

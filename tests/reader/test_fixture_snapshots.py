@@ -12,13 +12,33 @@ from support import LEGACY, SMALL, SMALL06, anchor_at, computed_at, expected, ma
 
 from exporter.reader import FlujoReader
 from exporter.reader import spans as span_queries
-from exporter.reader.workflows import WORKFLOW_STATUSES, created_before
+from exporter.reader.workflows import WORKFLOW_STATUSES, active_workflows, created_before
 from exporter.stuck import StuckPolicy, stuck_workflows
 from exporter.timeparse import UTC
 
+POLICY = StuckPolicy(running_after=timedelta(hours=1))
 
-def read(path, now):
-    return FlujoReader(path, naive_timezone=UTC).fast_stats(now)[1]
+
+class Stats:
+    """Both index-bound tiers of a snapshot, and the active rows themselves."""
+
+    def __init__(self, path, now) -> None:  # type: ignore[no-untyped-def]
+        reader = FlujoReader(path, naive_timezone=UTC)
+        fast, counts = reader.fast_stats(now, POLICY)[1], reader.count_stats(now)
+        with reader.session() as s:
+            self.active = active_workflows(s.conn, s.schema, UTC, [])
+        self.summary = fast.active
+        self.created_24h = fast.created_24h
+        self.bad_values = fast.bad_values + counts.bad_values
+        self.workflows_by_status = counts.workflows_by_status
+        self.background_by_status = counts.background_by_status
+        self.failed_24h = counts.failed_24h
+        self.runs_by_status = counts.runs_by_status
+        self.spans_total = counts.spans_total
+
+
+def read(path, now):  # type: ignore[no-untyped-def]
+    return Stats(path, now)
 
 
 def test_small_0435(fixture_copy) -> None:
@@ -41,6 +61,9 @@ def test_small_0435(fixture_copy) -> None:
         (r["run_id"], r["pipeline_name"]) for r in exp["stuck_running_over_1h_at_compute_time"]
     )
     assert len(stuck) == exp["stuck_running_over_1h_at_compute_time_count"]
+    summary = stats.summary[("long_job", "running", False)]
+    assert summary.stuck == len(stuck)
+    assert sum(g.count for (_, status, _), g in stats.summary.items() if status == "running") == len(running)
     paused = [a for a in stats.active if a.status == "paused"]
     assert len(paused) == exp["get_workflow_stats"]["status_counts"]["paused"]
     assert stats.bad_values == ()
@@ -146,7 +169,8 @@ def test_writer_time_zone_setting_moves_the_windows(fixture_copy) -> None:
 
     db = fixture_copy(SMALL)
     now = computed_at(SMALL)
-    utc = FlujoReader(db, naive_timezone=UTC).fast_stats(now)[1]
-    la = FlujoReader(db, naive_timezone=resolve_timezone("America/Los_Angeles")).fast_stats(now + timedelta(hours=8))[1]
-    assert la.created_24h == utc.created_24h
-    assert la.failed_24h == utc.failed_24h
+    utc = read(db, now)
+    la_reader = FlujoReader(db, naive_timezone=resolve_timezone("America/Los_Angeles"))
+    later = now + timedelta(hours=8)
+    assert la_reader.fast_stats(later, POLICY)[1].created_24h == utc.created_24h
+    assert la_reader.count_stats(later).failed_24h == utc.failed_24h

@@ -2,6 +2,7 @@
 
 import sqlite3
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -9,13 +10,15 @@ from support import ALL_FIXTURES, SMALL, checksums, computed_at
 
 from exporter.reader import DatabaseUnavailable, FlujoReader, Problem
 from exporter.reader import spans as span_queries
+from exporter.stuck import StuckPolicy
 from exporter.timeparse import UTC
 
 
 def read_everything(db: Path) -> None:
     reader = FlujoReader(db, naive_timezone=UTC)
     now = computed_at(SMALL)
-    reader.fast_stats(now)
+    reader.fast_stats(now, StuckPolicy(timedelta(hours=1)))
+    reader.count_stats(now)
     reader.aggregate_stats(now)
     with reader.session() as s:
         if s.schema.has("spans"):
@@ -45,7 +48,7 @@ def test_live_writer_db_wal_and_shm_unchanged(fixture_copy) -> None:
     for _ in range(3):
         read_everything(db)
     assert checksums(db) == before
-    stats = FlujoReader(db, naive_timezone=UTC).fast_stats(computed_at(SMALL))[1]
+    stats = FlujoReader(db, naive_timezone=UTC).count_stats(computed_at(SMALL))
     assert stats.runs_by_status is not None and stats.runs_by_status["running"] == 6  # sees the WAL
     writer.close()
 
@@ -91,7 +94,7 @@ def test_locked_by_a_writer(fixture_copy) -> None:
     writer.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(DatabaseUnavailable) as info:
-            FlujoReader(db, naive_timezone=UTC, busy_timeout=0.1).fast_stats(computed_at(SMALL))
+            FlujoReader(db, naive_timezone=UTC, busy_timeout=0.1).count_stats(computed_at(SMALL))
         assert info.value.problem is Problem.LOCKED and str(db) in info.value.message
     finally:
         writer.execute("ROLLBACK")
@@ -121,7 +124,7 @@ def test_sessions_from_threads(fixture_copy) -> None:
     def work() -> None:
         try:
             for _ in range(20):
-                reader.fast_stats(computed_at(SMALL))
+                reader.count_stats(computed_at(SMALL))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
