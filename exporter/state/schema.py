@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,7 +365,7 @@ def initialize(path: Path, *, busy_timeout_ms: int = 5000) -> Layout:
         before = {name for name, kind in objects.items() if kind == "table"}
         mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         if mode != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn, busy_timeout_ms / 1000)
         stmts = _plan(conn)
         if stmts:
             conn.execute("BEGIN IMMEDIATE")
@@ -384,3 +385,17 @@ def initialize(path: Path, *, busy_timeout_ms: int = 5000) -> Layout:
         raise StateBackendError(f"cannot prepare SQLite database {path}: {exc}", path=path) from exc
     finally:
         conn.close()
+
+
+def _switch_to_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """``PRAGMA journal_mode = WAL`` answers "database is locked" at once, without SQLite's busy
+    handler, while another connection initialises the same new file: retry until the busy timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
