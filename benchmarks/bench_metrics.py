@@ -17,7 +17,7 @@ For each size N it uses a Flujo-0.4.35-layout DB of N runs with flujo's own inde
 2. OUR Refresher in this process, interleaved round by round with flujo's ``collect()`` (so that
    noise hits both sides alike): the first refresh (watermark seed + aggregates), steady-state
    ``refresh()`` (snapshot + watermarks phases; aggregates not due) and aggregate passes
-   (``refresh(force_aggregates=True)``; the daemon runs one every ``metrics.aggregate_interval``,
+   (``refresh(force_all=True)``; the daemon runs one every ``metrics.aggregate_interval``,
    default 5 min).
 3. flujo: ``flujo_probe.py`` in ``benchmarks/.venv-flujo`` (created here when missing:
    ``python3 -m venv`` + ``pip install "flujo[sql,prometheus]==0.4.35"``; the ``[sql]`` extra is needed
@@ -393,6 +393,7 @@ class SideBySide:
     snapshot_s: list[float] = field(default_factory=list)
     watermarks_s: list[float] = field(default_factory=list)
     aggregates_s: list[float] = field(default_factory=list)
+    counts_s: list[float] = field(default_factory=list)
     flujo_first_collect_s: float = math.nan
     flujo_collect_s: list[float] = field(default_factory=list)
     flujo_samples: dict[str, float] = field(default_factory=dict)
@@ -404,7 +405,7 @@ def side_by_side(db: Path, probe: Probe, args: argparse.Namespace) -> tuple[Side
     from exporter.clock import ManualClock
     from exporter.config import load_config
     from exporter.daemon import make_reader
-    from exporter.refresh import AGGREGATES, SNAPSHOT, WATERMARKS, Refresher
+    from exporter.refresh import AGGREGATES, COUNTS, SNAPSHOT, WATERMARKS, Refresher
 
     config = load_config(None, env={}, overrides={"db": {"path": str(db), "writer_timezone": "UTC"}})
     clock = ManualClock(datetime.now(UTC))
@@ -427,12 +428,12 @@ def side_by_side(db: Path, probe: Probe, args: argparse.Namespace) -> tuple[Side
     interval = config.metrics.refresh_interval.total_seconds()
     for _ in range(args.repeats):
         clock.advance(interval)
-        last_aggregate = refresher.state.phases[AGGREGATES].last_success
+        slow_before = [refresher.state.phases[p].last_success for p in (COUNTS, AGGREGATES)]
         started = time.perf_counter()
         state = refresher.refresh()
         elapsed = time.perf_counter() - started
-        if state.phases[AGGREGATES].last_success != last_aggregate:
-            continue  # an aggregate pass became due: not a steady-state sample
+        if [state.phases[p].last_success for p in (COUNTS, AGGREGATES)] != slow_before:
+            continue  # a counts or aggregate pass became due: not a steady-state sample
         out.refresh_s.append(elapsed)
         out.snapshot_s.append(state.phases[SNAPSHOT].duration_s)
         out.watermarks_s.append(state.phases[WATERMARKS].duration_s)
@@ -442,17 +443,18 @@ def side_by_side(db: Path, probe: Probe, args: argparse.Namespace) -> tuple[Side
     log(f"steady-state refresh: ours {ms(median(out.refresh_s))}; flujo collect {ms(median(out.flujo_collect_s))}")
     for _ in range(args.aggregate_repeats):
         clock.advance(interval)
-        state = refresher.refresh(force_aggregates=True)
+        state = refresher.refresh(force_all=True)
         out.aggregates_s.append(state.phases[AGGREGATES].duration_s)
+        out.counts_s.append(state.phases[COUNTS].duration_s)
         out.flujo_collect_s.extend(probe.ask("collect 1")["collect_s"])
     log(f"aggregates pass: ours {ms(median(out.aggregates_s))}")
-    fast = state.fast
-    if fast is not None:
+    fast, counts = state.fast, state.counts
+    if fast is not None and counts is not None:
         out.ours_values = {
-            "workflows_total": float(sum(fast.workflows_by_status.values())),
+            "workflows_total": float(sum(counts.workflows_by_status.values())),
             "created_24h": float(fast.created_24h.top_level),
-            "failed_24h": float(fast.failed_24h.top_level),
-            "active": float(len(fast.active)),
+            "failed_24h": float(counts.failed_24h.top_level),
+            "active": float(sum(g.count for g in fast.active.values())),
         }
     if state.aggregates is not None:
         out.ours_values["average_execution_time_ms"] = state.aggregates.average_execution_time_ms
@@ -671,6 +673,20 @@ def build_rows(
         Row("  of which snapshot phase", median(sbs.snapshot_s), flujo_collect, "s", "info"),
         Row("  of which watermarks phase", median(sbs.watermarks_s), flujo_collect, "s", "info"),
         Row("  same, reported by the daemon (collector_duration)", daemon_fast, flujo_collect, "s", "info"),
+        Row(
+            "counts pass (every counts_interval, default 1 min)",
+            median(sbs.counts_s),
+            flujo_collect,
+            "s",
+            "info",
+        ),
+        Row(
+            "amortized per 15 s refresh (fast + counts/4 + aggregates/20)",
+            fast + median(sbs.counts_s) / 4 + median(sbs.aggregates_s) / 20,
+            flujo_collect,
+            "s",
+            "info",
+        ),
         Row(
             "aggregates pass (every aggregate_interval, default 5 min)",
             median(sbs.aggregates_s),

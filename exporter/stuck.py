@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from exporter.reader.workflows import ActiveRow, ActiveWorkflow, BadValue
-from exporter.timeparse import TimestampError, parse_instant
+from exporter.reader.workflows import ActiveWorkflow
+
+if TYPE_CHECKING:
+    from exporter.reader.active_cache import ParsedRow
 
 
 @dataclass(frozen=True)
@@ -53,26 +56,28 @@ class ActiveGroup:
 ActiveSummary = dict[tuple[str, str, bool], ActiveGroup]
 
 
-def summarize_active(
-    rows: Iterable[ActiveRow], now: datetime, naive_tz: tzinfo, policy: StuckPolicy, bad: list[BadValue]
-) -> ActiveSummary:
+def summarize_active(rows: Iterable[ParsedRow], now: datetime, policy: StuckPolicy) -> ActiveSummary:
     """Counts, stuck counts and oldest update per group, computed once per refresh so that a scrape
     costs O(pipelines) however many crashed runs the DB holds."""
     summary: ActiveSummary = {}
-    for run_id, pipeline, status, updated_raw, is_background in rows:
-        group = summary.setdefault((pipeline, status, bool(is_background)), ActiveGroup())
+    now_ts = now.timestamp()
+    limits: dict[tuple[str, str], float | None] = {}
+    for pipeline, status, updated, is_background in rows:
+        group = summary.get((pipeline, status, is_background))
+        if group is None:
+            group = summary[(pipeline, status, is_background)] = ActiveGroup()
         group.count += 1
-        try:
-            updated = parse_instant(updated_raw, naive_tz)
-        except TimestampError:
-            bad.append(BadValue("workflow_state", "updated_at", run_id, str(updated_raw)))
-            continue
         if updated is None:
             continue
-        ts = updated.timestamp()
-        if group.oldest_update is None or ts < group.oldest_update:
-            group.oldest_update = ts
-        threshold = policy.threshold_for(pipeline, status)
-        if not is_background and threshold is not None and now - updated > threshold:
+        if group.oldest_update is None or updated < group.oldest_update:
+            group.oldest_update = updated
+        if is_background:
+            continue
+        key = (pipeline, status)
+        if key not in limits:
+            threshold = policy.threshold_for(pipeline, status)
+            limits[key] = None if threshold is None else now_ts - threshold.total_seconds()
+        limit = limits[key]
+        if limit is not None and updated < limit:
             group.stuck += 1
     return summary

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 
+from exporter.reader.active_cache import ActiveRowCache
 from exporter.reader.connection import file_sizes, open_readonly, read_transaction
 from exporter.reader.errors import DatabaseUnavailable, Problem
 from exporter.reader.layout import Capability, Layout, Schema, detect_schema
@@ -53,6 +54,7 @@ class FlujoReader:
         self.naive_timezone = naive_timezone
         self.busy_timeout = busy_timeout
         self.query_timeout = query_timeout
+        self._active = ActiveRowCache()  # used by the single refresh thread only
 
     @contextmanager
     def session(self) -> Iterator[ReadSession]:
@@ -69,7 +71,7 @@ class FlujoReader:
 
     def fast_stats(self, now: datetime, policy: StuckPolicy) -> tuple[Schema, FastStats]:
         with self.session() as s:
-            return s.schema, fast_stats(s.conn, s.schema, now, s.naive_tz, policy)
+            return s.schema, fast_stats(s.conn, s.schema, now, s.naive_tz, policy, self._active)
 
     def count_stats(self, now: datetime) -> CountStats:
         with self.session() as s:

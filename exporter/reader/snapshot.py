@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from exporter.reader import runs, spans, workflows
+from exporter.reader.active_cache import ActiveRowCache
 from exporter.reader.layout import Capability, Schema
 from exporter.reader.workflows import BadValue, WindowCounts
 from exporter.stuck import ActiveSummary, StuckPolicy, summarize_active
@@ -54,13 +55,19 @@ class AggregateStats:
 
 
 def fast_stats(
-    conn: sqlite3.Connection, schema: Schema, now: datetime, naive_tz: tzinfo, policy: StuckPolicy
+    conn: sqlite3.Connection,
+    schema: Schema,
+    now: datetime,
+    naive_tz: tzinfo,
+    policy: StuckPolicy,
+    cache: ActiveRowCache | None = None,
 ) -> FastStats:
     bad: list[BadValue] = []
+    rows = (cache or ActiveRowCache()).rows(conn, schema, naive_tz, bad)
     return FastStats(
         taken_at=now,
         created_24h=workflows.created_since(conn, schema, now - DAY, naive_tz, bad),
-        active=summarize_active(workflows.active_rows(conn, schema), now, naive_tz, policy, bad),
+        active=summarize_active(rows, now, policy),
         bad_values=tuple(bad),
     )
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from typing import Any
 
 from exporter.reader.layout import Capability, Schema
 from exporter.timeparse import TimestampError, parse_instant, text_lower_bound, text_upper_bound
@@ -72,11 +73,17 @@ _BACKGROUND_STATUS_SQL = (
 def created_since(
     conn: sqlite3.Connection, schema: Schema, since: datetime, naive_tz: tzinfo, bad: list[BadValue]
 ) -> WindowCounts:
+    # rowid, not run_id: on layouts without background tasks the created_at index alone answers.
     rows = conn.execute(
-        f"SELECT run_id, created_at, {_background_expr(schema)} FROM workflow_state WHERE created_at >= ?",
+        f"SELECT rowid, created_at, {_background_expr(schema)} FROM workflow_state WHERE created_at >= ?",
         (text_lower_bound(since),),
     )
-    return _count_since(rows, since, naive_tz, "created_at", bad)
+    found: list[BadValue] = []
+    counts = _count_since(rows, since, naive_tz, "created_at", found)
+    for value in found:
+        row = conn.execute("SELECT run_id FROM workflow_state WHERE rowid = ?", (value.run_id,)).fetchone()
+        bad.append(BadValue(value.table, value.column, str(row[0]) if row else f"rowid {value.run_id}", value.value))
+    return counts
 
 
 def failed_since(
@@ -102,7 +109,7 @@ def _count_since(
         try:
             instant = parse_instant(raw, naive_tz)
         except TimestampError:
-            bad.append(BadValue("workflow_state", column, run_id, str(raw)))
+            bad.append(BadValue("workflow_state", column, str(run_id), str(raw)))
             continue
         if instant is not None and instant >= since:
             if is_background:
@@ -115,12 +122,25 @@ def _count_since(
 ActiveRow = tuple[str, str, str, object, int]  # run_id, pipeline, status, raw updated_at, is_background
 
 
-def active_rows(conn: sqlite3.Connection, schema: Schema) -> list[ActiveRow]:
-    """Running and paused rows, as compact tuples (there can be tens of thousands of crashed runs).
+def active_rows(conn: sqlite3.Connection, schema: Schema) -> Iterator[ActiveRow]:
+    """Running and paused rows, streamed (there can be tens of thousands of crashed runs)."""
+    for _rowid, *row in conn.execute(_active_sql(schema, "ws.status IN ('running', 'paused')")):
+        yield _active_row(row)
 
-    The pipeline comes from ``runs`` only where workflow_state says 'unknown' (flujo's default
-    context has no pipeline name), so the common case costs no extra lookup.
-    """
+
+def active_rows_by_rowid(
+    conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int]
+) -> Iterator[tuple[int, ActiveRow]]:
+    for start in range(0, len(rowids), 500):
+        chunk = rowids[start : start + 500]
+        where = f"ws.rowid IN ({','.join('?' * len(chunk))}) AND ws.status IN ('running', 'paused')"
+        for rowid, *row in conn.execute(_active_sql(schema, where), chunk):
+            yield int(rowid), _active_row(row)
+
+
+def _active_sql(schema: Schema, where: str) -> str:
+    """The pipeline comes from ``runs`` only where workflow_state says 'unknown' (flujo's default
+    context has no pipeline name), so the common case costs no extra lookup."""
     pipeline = f"ws.{schema.pipeline_column}"
     if schema.has("runs", "pipeline_name"):
         pipeline = (
@@ -128,14 +148,15 @@ def active_rows(conn: sqlite3.Connection, schema: Schema) -> list[ActiveRow]:
             f"(SELECT r.pipeline_name FROM runs r WHERE r.run_id = ws.run_id), '{UNKNOWN_PIPELINE}')"
             f" ELSE {pipeline} END"
         )
-    sql = (
-        f"SELECT ws.run_id, {pipeline}, ws.status, ws.updated_at, {_background_expr(schema, 'ws.')}"
-        " FROM workflow_state ws WHERE ws.status IN ('running', 'paused')"
+    return (
+        f"SELECT ws.rowid, ws.run_id, {pipeline}, ws.status, ws.updated_at, {_background_expr(schema, 'ws.')}"
+        f" FROM workflow_state ws WHERE {where}"
     )
-    return [
-        (run_id, _pipeline(name, None), status, updated, int(bg))
-        for run_id, name, status, updated, bg in conn.execute(sql)
-    ]
+
+
+def _active_row(row: list[Any]) -> ActiveRow:
+    run_id, name, status, updated, background = row
+    return str(run_id), _pipeline(name, None), str(status), updated, int(background)
 
 
 def active_workflows(

@@ -1,0 +1,274 @@
+"""The ops stack of tests/ops: real daemons over copies of real Flujo fixtures, a real Prometheus evaluating
+prometheus/flujo.rules.yml, a real Alertmanager and a real OTLP receiver.
+
+Two daemons are scraped by one Prometheus job, like two Flujo apps:
+
+* ``06``: sample06-small.db (Flujo 0.6.x: background tasks), span export to a real OTLP receiver that fails the
+  first requests (so the failure metrics have data too), and every job enabled: cleanup as a dry run, the stale
+  background-task timeout with a threshold no task reaches (it writes nothing), stuck-run alerts to a real
+  Alertmanager;
+* ``0435``: sample-small.db (Flujo 0.4.35: step durations).
+
+A writer then finishes runs in both DBs the way Flujo records them (0.6.x ``runs`` rows; 0.4.35 ``runs`` and
+``steps`` rows with durations), so that rates, ratios and quantiles have finite values, not only zeros and NaN.
+Every process is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ContextManager
+
+import pytest
+from processes import Process, free_port, promql, running_daemon, running_prometheus, start, wait_until_up
+from support import FIXTURES, SMALL, SMALL06, require_tool
+from traces.receiver import Receiver
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "prometheus" / "flujo.rules.yml"
+RULES_TEST = REPO / "prometheus" / "flujo.rules.test.yml"
+DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
+PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
+# The job name the "exporter down" alerts match (documented at the top of the rules file).
+JOB = "flujo-state-exporter"
+AM_CONFIG = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"
+
+
+@contextlib.contextmanager
+def running_alertmanager(tmp: Path, config: str = AM_CONFIG) -> Iterator[Process]:
+    """A real Alertmanager on a free port, without HA gossip, its storage in ``tmp`` (as in tests/jobs)."""
+    binary = require_tool("prometheus-alertmanager", "alertmanager")
+    port = free_port()
+    workdir = tmp / f"alertmanager-{port}"
+    workdir.mkdir()
+    (workdir / "alertmanager.yml").write_text(config)
+    argv = [
+        binary,
+        f"--config.file={workdir / 'alertmanager.yml'}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # no HA gossip port
+    ]
+    process = start(argv, workdir / "alertmanager.log", f"http://127.0.0.1:{port}")
+    try:
+        wait_until_up(process, "/-/ready")
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def alertmanager_factory() -> Callable[..., ContextManager[Process]]:
+    """``running_alertmanager(tmp, config=...)``: for the tests that start their own."""
+    return running_alertmanager
+
+
+@pytest.fixture(scope="session")
+def prometheus_config_factory() -> Callable[..., str]:
+    """``prometheus_config(targets, rule_files, alertmanager=None)``: scrape and evaluate every second."""
+    return prometheus_config
+
+
+def prometheus_config(targets: list[str], rule_files: list[Path], alertmanager: str | None = None) -> str:
+    text = f"""
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files: [{", ".join(f'"{p}"' for p in rule_files)}]
+scrape_configs:
+  - job_name: {JOB}
+    static_configs:
+      - targets: [{", ".join(f'"{t}"' for t in targets)}]
+"""
+    if alertmanager:
+        text += f"""
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["{alertmanager}"]
+"""
+    return text
+
+
+def daemon_config(db: Path, tmp: Path, *, traces: str = "", jobs: str = "") -> str:
+    return f"""
+db:
+  path: {db}
+  writer_timezone: UTC
+metrics:
+  refresh_interval: 1s
+  counts_interval: 1s
+  aggregate_interval: 1s
+  # Seed the duration histograms with every finished run of the fixture, whatever today's date.
+  run_duration_window: 36500d
+{traces}
+{jobs}
+"""
+
+
+def traces_config(receiver: Receiver, tmp: Path) -> str:
+    return f"""
+traces:
+  enabled: true
+  protocol: grpc
+  endpoint: {receiver.grpc_endpoint}
+  tls:
+    insecure: true
+  poll_interval: 200ms
+  settle_period: 0s
+  state_file: {tmp / "traces-state.sqlite"}
+  retry:
+    initial_backoff: 100ms
+    max_backoff: 300ms
+"""
+
+
+def jobs_config(alertmanager_url: str) -> str:
+    return f"""
+jobs:
+  cleanup:
+    enabled: true
+    dry_run: true
+    interval: 1s
+    jitter: 0s
+  stale_background_tasks:
+    enabled: true
+    interval: 1s
+    jitter: 0s
+    stale_hours: 876000   # 100 years: no task of the fixture is failed, the DB is not written
+  stuck_alerts:
+    enabled: true
+    interval: 1s
+    jitter: 0s
+    attempts: 1
+    alertmanager:
+      url: {alertmanager_url}
+"""
+
+
+def iso_naive(instant: datetime) -> str:
+    return instant.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+def finish_runs_06(db: Path, pipeline: str, statuses: list[str]) -> None:
+    """What Flujo 0.6.x leaves for finished runs: workflow_state, runs (aware UTC ISO times, no step durations)
+    and spans (``time.monotonic()`` times, a root span and a step span)."""
+    now = datetime.now(UTC)
+    clock = time.monotonic()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        for i, status in enumerate(statuses):
+            run_id = f"run_{uuid.uuid4().hex}"
+            seconds = 20 + 7 * i
+            start = now - timedelta(seconds=seconds)
+            conn.execute(
+                "INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, current_step_index,"
+                " pipeline_context, status, created_at, updated_at, total_steps, is_background_task)"
+                " VALUES (?, ?, ?, '1.0.0', 1, '{}', ?, ?, ?, 1, 0)",
+                (run_id, f"{pipeline}@1.0.0", pipeline, status, start.isoformat(), now.isoformat()),
+            )
+            conn.execute(
+                "INSERT INTO runs (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at,"
+                " updated_at, execution_time_ms, total_steps) VALUES (?, ?, ?, '1.0.0', ?, ?, ?, ?, 1)",
+                (run_id, f"{pipeline}@1.0.0", pipeline, status, start.isoformat(), now.isoformat(), seconds * 1000),
+            )
+            root = str(uuid.uuid4())
+            saved = now.strftime("%Y-%m-%d %H:%M:%S")
+            for span_id, parent, name in ((root, None, "pipeline_run"), (str(uuid.uuid4()), root, "fetch")):
+                conn.execute(
+                    "INSERT INTO spans (run_id, span_id, parent_span_id, name, start_time, end_time, status,"
+                    " attributes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?)",
+                    (run_id, span_id, parent, name, clock - seconds, clock, status, saved),
+                )
+        conn.commit()
+
+
+def finish_runs_0435(db: Path, pipeline: str, statuses: list[str]) -> None:
+    """What Flujo 0.4.35 leaves in ``runs`` and ``steps`` (naive UTC times, step durations in ms)."""
+    now = datetime.now(UTC)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        for i, status in enumerate(statuses):
+            run_id = f"run_{uuid.uuid4().hex}"
+            start = now - timedelta(seconds=30 + 11 * i)
+            conn.execute(
+                "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time, end_time)"
+                " VALUES (?, ?, '1.0.0', ?, ?, ?)",
+                (run_id, pipeline, status, iso_naive(start), iso_naive(now)),
+            )
+            for index, (step, step_status) in enumerate((("fetch", "completed"), ("load", status))):
+                step_start = start + timedelta(seconds=10 * index)
+                step_end = step_start + timedelta(seconds=9)
+                conn.execute(
+                    "INSERT INTO steps (step_run_id, run_id, step_name, step_index, status, start_time, end_time,"
+                    " duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 9000)",
+                    (f"{run_id}:{index}", run_id, step, index, step_status, iso_naive(step_start),
+                     iso_naive(step_end)),
+                )
+        conn.commit()
+
+
+def wait_for_value(prometheus: Process, query: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Wait until ``query`` returns a series (use a comparison in the query to wait for a value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = promql(prometheus, query)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no result for {query!r} after {timeout}s:\n{prometheus.output()[-3000:]}")
+        time.sleep(0.3)
+
+
+@dataclass
+class OpsStack:
+    prometheus: Process
+    daemons: dict[str, Process]
+    alertmanager: Process
+    receiver: Receiver
+
+
+@pytest.fixture(scope="session")
+def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
+    binary = require_tool("prometheus")
+    tmp = tmp_path_factory.mktemp("ops-stack")
+    db06, db0435 = tmp / SMALL06, tmp / SMALL
+    shutil.copyfile(FIXTURES / SMALL06, db06)
+    shutil.copyfile(FIXTURES / SMALL, db0435)
+    (tmp / "06").mkdir()
+    receiver = Receiver()
+    receiver.failures_to_inject = 3  # the first export requests fail: failure metrics get data too
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(receiver)
+        am = stack.enter_context(running_alertmanager(tmp))
+        config06 = daemon_config(db06, tmp, traces=traces_config(receiver, tmp / "06"), jobs=jobs_config(am.url))
+        daemon06 = stack.enter_context(running_daemon(tmp / "06", config=config06, wait_path="/readyz"))
+        daemon0435 = stack.enter_context(running_daemon(tmp, config=daemon_config(db0435, tmp), wait_path="/readyz"))
+        targets = [d.url.removeprefix("http://") for d in (daemon06, daemon0435)]
+        prometheus = stack.enter_context(running_prometheus(binary, tmp, prometheus_config(targets, [RULES])))
+        # Both targets scraped, the export recovered from the injected failures, the jobs ran.
+        wait_for_value(prometheus, f'count(up{{job="{JOB}"}} == 1) == 2')
+        wait_for_value(prometheus, "flujo_exporter_span_export_success == 1")
+        wait_for_value(prometheus, "flujo_exporter_job_runs_total > 0")
+        # Live activity on top of the fixtures' history: finished runs in both DBs, after Prometheus has seen
+        # the counters, so that their rates and the duration quantiles are finite.
+        wait_for_value(prometheus, "flujo:runs_finished:rate5m")
+        finish_runs_06(db06, "doc_ingest", ["completed", "completed", "completed", "failed"])
+        finish_runs_0435(db0435, "etl_daily", ["completed", "failed", "completed"])
+        wait_for_value(prometheus, "count(flujo:runs_finished:rate5m > 0) >= 4")
+        wait_for_value(prometheus, "count(flujo:run_duration_seconds:p95_rate1h >= 0) >= 2")
+        wait_for_value(prometheus, "flujo:step_duration_seconds:p95_rate1h >= 0")
+        wait_for_value(prometheus, "flujo:pipeline_failure_ratio:rate30m >= 0")
+        # The new 0.6 runs' spans were exported by requests Prometheus saw happen.
+        wait_for_value(
+            prometheus,
+            "histogram_quantile(0.95, sum by (le) (rate(flujo_exporter_span_export_duration_seconds_bucket[1m]))) >= 0",
+        )
+        yield OpsStack(prometheus, {"06": daemon06, "0435": daemon0435}, am, receiver)

@@ -1,0 +1,183 @@
+"""End to end: a writer leaves a run stuck in a copy of a real Flujo fixture; the daemon serves it and sends its
+own stuck-run alert to a real Alertmanager; a real Prometheus scrapes the daemon, evaluates
+prometheus/flujo.rules.yml and sends its alerts to the same Alertmanager; both stuck-run alerts fire there.
+
+Prometheus evaluates a copy of the real rules file in which every ``for:`` is rewritten to ``0s`` (the real
+FlujoRunsStuck waits 15 minutes); nothing else is changed.  The stuck thresholds are 4 s for the writer's pipeline
+and ten years for every other one, so the fixture's own long-stuck runs stay out of the picture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from processes import Process, http_get, promql, running_daemon, running_prometheus
+from support import SMALL, require_tool
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "prometheus" / "flujo.rules.yml"
+PIPELINE = "e2e_stuck"
+THRESHOLD = "4s"
+
+
+def rules_without_for(tmp: Path) -> Path:
+    text, count = re.subn(r"^(\s+for:\s*)\S+$", r"\g<1>0s", RULES.read_text(), flags=re.M)
+    assert count >= 10, "every alert of the real file has a for:"
+    path = tmp / "flujo.rules.for-0s.yml"
+    path.write_text(text)
+    return path
+
+
+def daemon_config(db: Path, alertmanager: str) -> str:
+    return f"""
+db:
+  path: {db}
+  writer_timezone: UTC
+metrics:
+  refresh_interval: 1s
+  counts_interval: 1s
+  aggregate_interval: 1s
+  stuck:
+    running_after: 3650d
+    per_pipeline: {{{PIPELINE}: {THRESHOLD}}}
+jobs:
+  stuck_alerts:
+    enabled: true
+    interval: 1s
+    jitter: 0s
+    running_after: 3650d
+    per_pipeline: {{{PIPELINE}: {THRESHOLD}}}
+    labels: {{source: daemon}}
+    alertmanager:
+      url: {alertmanager}
+"""
+
+
+class Writer:
+    """A Flujo 0.4.35 app (naive UTC times, as db.writer_timezone says) with one run in progress."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.run_id = f"run_{uuid.uuid4().hex}"
+
+    def _now(self) -> str:
+        return datetime.now(UTC).replace(tzinfo=None).isoformat()
+
+    def start_run(self) -> None:
+        now = self._now()
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            conn.execute(
+                "INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, current_step_index,"
+                " pipeline_context, status, created_at, updated_at, total_steps)"
+                " VALUES (?, ?, ?, '1.0.0', 0, '{}', 'running', ?, ?, 3)",
+                (self.run_id, PIPELINE, PIPELINE, now, now),
+            )
+            conn.execute(
+                "INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, start_time)"
+                " VALUES (?, ?, '1.0.0', 'running', ?)",
+                (self.run_id, PIPELINE, now),
+            )
+            conn.commit()
+
+    def heartbeat(self) -> None:
+        """The step loop saving the state after a step, as Flujo does."""
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            conn.execute(
+                "UPDATE workflow_state SET updated_at = ?, current_step_index = current_step_index + 1"
+                " WHERE run_id = ?",
+                (self._now(), self.run_id),
+            )
+            conn.commit()
+
+
+def am_alerts(am: Process) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"active": "true", "silenced": "false", "inhibited": "false"})
+    status, body = http_get(f"{am.url}/api/v2/alerts?{query}")
+    assert status == 200, body
+    alerts: list[dict[str, Any]] = json.loads(body)
+    return [a for a in alerts if a["labels"]["alertname"] in ("FlujoRunStuck", "FlujoRunsStuck")]
+
+
+def value(prometheus: Process, query: str) -> float | None:
+    result = promql(prometheus, query)
+    return float(result[0]["value"][1]) if result else None
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, log: Callable[[], str]) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} after {timeout}s:\n{log()}")
+        time.sleep(0.25)
+
+
+def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanager(
+    fixture_copy, tmp_path: Path, alertmanager_factory, prometheus_config_factory
+) -> None:
+    binary = require_tool("prometheus")
+    db = fixture_copy(SMALL)
+    writer = Writer(db)
+    with alertmanager_factory(tmp_path) as am:
+        with running_daemon(tmp_path, config=daemon_config(db, am.url), wait_path="/readyz") as daemon:
+            config = prometheus_config_factory(
+                [daemon.url.removeprefix("http://")], [rules_without_for(tmp_path)], am.url.removeprefix("http://")
+            )
+            with running_prometheus(binary, tmp_path, config) as prometheus:
+
+                def logs() -> str:
+                    return "\n".join(p.output()[-3000:] for p in (daemon, prometheus, am))
+
+                wait_for(lambda: value(prometheus, 'up{job="flujo-state-exporter"}') == 1, 30, "no scrape", logs)
+
+                # The writer runs the pipeline, saving its state well within the threshold: active, not stuck,
+                # no alert anywhere.
+                writer.start_run()
+                active = f'flujo_workflows_active{{pipeline="{PIPELINE}",status="running"}}'
+                stuck = f'flujo_workflows_stuck{{pipeline="{PIPELINE}",status="running"}}'
+
+                def seen_active_not_stuck() -> bool:
+                    writer.heartbeat()
+                    return value(prometheus, active) == 1 and value(prometheus, stuck) == 0
+
+                wait_for(seen_active_not_stuck, 20, "the writer's run never showed up as active", logs)
+                assert am_alerts(am) == []
+                assert promql(prometheus, 'ALERTS{alertname="FlujoRunsStuck"}') == []
+
+                # The writer dies: the run stays 'running' and is never updated again.
+                died = time.monotonic()
+                alerts = wait_for(
+                    lambda: (lambda found: found if len(found) == 2 else None)(am_alerts(am)),
+                    30,
+                    "the stuck-run alerts did not both reach Alertmanager",
+                    logs,
+                )
+                assert time.monotonic() - died >= 3.0, "alerted before the 4 s threshold could have passed"
+
+    by_name = {a["labels"]["alertname"]: a for a in alerts}
+    daemon_alert, prometheus_alert = by_name["FlujoRunStuck"], by_name["FlujoRunsStuck"]
+    # The daemon's own alert: one per run, with its run id.
+    assert daemon_alert["labels"]["pipeline"] == PIPELINE
+    assert daemon_alert["labels"]["run_id"] == writer.run_id
+    assert daemon_alert["labels"]["source"] == "daemon"
+    assert daemon_alert["status"]["state"] == "active"
+    # Prometheus' alert from prometheus/flujo.rules.yml: per pipeline, never a run id.
+    assert prometheus_alert["labels"]["pipeline"] == PIPELINE
+    assert prometheus_alert["labels"]["status"] == "running"
+    assert prometheus_alert["labels"]["severity"] == "warning"
+    assert prometheus_alert["labels"]["job"] == "flujo-state-exporter"
+    assert "run_id" not in prometheus_alert["labels"]
+    assert prometheus_alert["annotations"]["summary"] == f"Flujo pipeline {PIPELINE} has 1 stuck running run(s)"
+    assert prometheus_alert["status"]["state"] == "active"

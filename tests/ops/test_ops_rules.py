@@ -1,0 +1,302 @@
+"""prometheus/flujo.rules.yml: promtool checks it and runs its unit tests (firing and not-firing cases for every
+alert); every metric name the rules and the Grafana dashboard use is emitted by the real daemon; the Kubernetes
+PrometheusRule carries exactly the same groups.
+
+Regenerate deploy/kubernetes/prometheusrule.yaml after editing the rules with
+``UPDATE_PROMETHEUSRULE=1 .venv/bin/pytest tests/ops/test_ops_rules.py -k prometheusrule``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from processes import http_get, promql
+from support import parse_exposition, require_tool
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "prometheus" / "flujo.rules.yml"
+RULES_TEST = REPO / "prometheus" / "flujo.rules.test.yml"
+DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
+PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
+JOB = "flujo-state-exporter"  # the scrape job the "exporter down" alerts match
+
+# Metrics that Prometheus itself produces for every target.
+PROMETHEUS_SERIES = {"up"}
+# PromQL words that look like metric names: binary operators, grouping modifiers, literals.
+KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
+KEYWORDS |= {"inf", "nan", "atan2"}
+SEVERITIES = {"critical", "warning", "info"}
+
+
+@cache
+def rules() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(RULES.read_text())
+    return data
+
+
+def all_rules() -> list[dict[str, Any]]:
+    return [rule for group in rules()["groups"] for rule in group["rules"]]
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for rule in all_rules() if "alert" in rule]
+
+
+def recorded_names() -> set[str]:
+    return {rule["record"] for rule in all_rules() if "record" in rule}
+
+
+@cache
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    found = []
+    for panel in dashboard()["panels"]:
+        found.append(panel)
+        found.extend(panel.get("panels", []))  # collapsed rows nest their panels
+    return found
+
+
+def dashboard_expressions() -> list[str]:
+    exprs = [t["expr"] for p in dashboard_panels() for t in p.get("targets", []) if t.get("expr")]
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            exprs.append(query["query"] if isinstance(query, dict) else query)
+    return exprs
+
+
+# ---- metric names in PromQL ----
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names an expression (or a Grafana label_values() query) selects.
+
+    Strings, label matchers, ranges, grouping label lists, Grafana variables, function calls and keywords are
+    removed; what is left of the identifiers are metric (or recording rule) names.  ``{__name__=~"a|b"}``
+    selectors contribute their alternatives.
+    """
+    variable_query = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", expr, re.S)
+    if variable_query:
+        expr = variable_query.group(1)
+    names = set()
+    for match in re.finditer(r'__name__\s*=~?\s*"([^"]*)"', expr):
+        names.update(match.group(1).split("|"))
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\$\{?\w+\}?", " ", text)
+    for match in re.finditer(r"(?<![\w:.$])([A-Za-z_:][\w:]*)(\s*\()?", text):
+        token, call = match.group(1), match.group(2)
+        if call or token in KEYWORDS:
+            continue
+        names.add(token)
+    return names
+
+
+def test_metric_name_extraction() -> None:
+    """Control for the extractor: functions, matchers, grouping, variables, durations and keywords are not names."""
+    expr = (
+        'sum by (pipeline, le) (rate(flujo_run_duration_seconds_bucket{pipeline=~"$pipeline",x="a b"}[5m]))'
+        ' / on (job) group_left (status) flujo:ratio:rate5m > bool 1e3 and absent(up{job="x"}) offset 5m'
+        ' unless time() - max without (instance) (foo_timestamp_seconds) < inf'
+    )
+    assert metric_names(expr) == {"flujo_run_duration_seconds_bucket", "flujo:ratio:rate5m", "up", "foo_timestamp_seconds"}
+    assert metric_names('label_values({__name__=~"a_total|b",job=~"$job"}, pipeline)') == {"a_total", "b"}
+    assert metric_names("label_values(flujo_x{job=~\"$job\"}, instance)") == {"flujo_x"}
+    assert metric_names("histogram_quantile(0.95, sum by (le) (rate(h_bucket[$__rate_interval])))") == {"h_bucket"}
+
+
+def used_names() -> dict[str, set[str]]:
+    """Where each name is used: 'rules' and/or 'dashboard'."""
+    used: dict[str, set[str]] = {}
+    for rule in all_rules():
+        for name in metric_names(str(rule["expr"])):
+            used.setdefault(name, set()).add("rules")
+    for expr in dashboard_expressions():
+        for name in metric_names(expr):
+            used.setdefault(name, set()).add("dashboard")
+    return used
+
+
+def test_dashboard_and_rules_use_only_defined_recording_rules() -> None:
+    recording = {name for name in used_names() if ":" in name}
+    assert recording, "the dashboard uses the recording rules"
+    assert recording <= recorded_names(), sorted(recording - recorded_names())
+    unused = recorded_names() - recording
+    assert unused == set(), f"recording rules nothing uses: {sorted(unused)}"
+
+
+def daemon_sample_names(stack: Any) -> set[str]:
+    names = set()
+    for daemon in stack.daemons.values():
+        status, body = http_get(daemon.url + "/metrics")
+        assert status == 200, body
+        names |= {name for name, _ in parse_exposition(body)}
+    return names
+
+
+def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(ops_stack: Any) -> None:
+    """Against the /metrics of the real daemons: span export (to a receiver that failed, then accepted) and every
+    job enabled, so the conditional families are there too."""
+    emitted = daemon_sample_names(ops_stack)
+    used = {name: where for name, where in used_names().items() if name not in recorded_names()}
+    assert len(used) > 40
+    missing = {name: sorted(where) for name, where in used.items() if name not in emitted | PROMETHEUS_SERIES}
+    assert missing == {}, f"names not emitted by the daemon: {missing}"
+    # And the other way round, as a reminder: families nothing shows.
+    flujo = {name for name in emitted if name.startswith("flujo_")}
+    assert {"flujo_workflows_stuck", "flujo_exporter_job_success", "flujo_exporter_span_backlog_spans"} <= flujo
+
+
+def test_job_metrics_label_is_renamed_exported_job_by_prometheus(ops_stack: Any) -> None:
+    """The rules and the dashboard use exported_job: the daemon's `job` label collides with the target's."""
+    result = promql(ops_stack.prometheus, "flujo_exporter_job_success")
+    assert result, "no job metrics scraped"
+    for series in result:
+        assert series["metric"]["job"] == JOB
+        assert series["metric"]["exported_job"] in {"cleanup", "stale_background_tasks", "stuck_alerts"}
+
+
+# ---- promtool ----
+
+
+def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    promtool = require_tool("promtool")
+    return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
+
+
+def test_promtool_check_rules() -> None:
+    result = run_promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
+
+
+def test_promtool_test_rules() -> None:
+    result = run_promtool("test", "rules", RULES_TEST.name, cwd=RULES_TEST.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_test_rules_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
+    """Control: the unit tests do check something (a firing case expected not to fire fails)."""
+    (tmp_path / RULES.name).write_text(RULES.read_text())
+    text = RULES_TEST.read_text()
+    broken = re.sub(r"(eval_time: 20m\n\s+exp_alerts:)\n(?:\s+- exp_labels:(?:\n\s{10,}.*)+)", r"\1 []", text, count=1)
+    assert broken != text
+    (tmp_path / RULES_TEST.name).write_text(broken)
+    result = run_promtool("test", "rules", RULES_TEST.name, cwd=tmp_path)
+    assert result.returncode != 0
+
+
+def unit_tests() -> list[dict[str, Any]]:
+    tests: list[dict[str, Any]] = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    return tests
+
+
+@pytest.mark.parametrize("alert", [rule["alert"] for rule in alerts()])
+def test_every_alert_has_firing_and_not_firing_unit_tests(alert: str) -> None:
+    cases = [case for test in unit_tests() for case in test.get("alert_rule_test", []) if case["alertname"] == alert]
+    firing = [case for case in cases if case.get("exp_alerts")]
+    assert firing, f"{alert}: no firing case"
+    assert [case for case in cases if not case.get("exp_alerts")], f"{alert}: no not-firing case"
+    for case in firing:
+        for expected in case["exp_alerts"]:
+            assert expected.get("exp_annotations"), f"{alert}: the firing case checks the rendered annotations"
+
+
+def test_recording_rules_are_unit_tested() -> None:
+    tested = {name for test in unit_tests() for case in test.get("promql_expr_test", []) for name in
+              metric_names(case["expr"])}
+    assert tested & recorded_names(), "no recording rule is checked by promql_expr_test"
+    assert "flujo:pipeline_failure_ratio:rate30m" in tested
+
+
+# ---- conventions of the rules ----
+
+
+@pytest.mark.parametrize("rule", alerts(), ids=lambda rule: rule["alert"])
+def test_alert_conventions(rule: dict[str, Any]) -> None:
+    assert re.fullmatch(r"Flujo[A-Z][A-Za-z]+", rule["alert"])
+    assert rule["labels"]["severity"] in SEVERITIES
+    assert {"summary", "description"} <= set(rule["annotations"])
+    assert len(rule["annotations"]["description"]) > 100, "runbook-style description"
+    text = json.dumps(rule)
+    assert "run_id" not in text, "run ids never become labels or annotation templates here"
+    templated = set(re.findall(r"\$labels\.(\w+)", text))
+    assert templated <= {"instance", "pipeline", "status", "collector", "exported_job"}
+
+
+def test_rule_groups_and_names_are_unique() -> None:
+    names = [rule.get("alert") or rule.get("record") for rule in all_rules()]
+    assert len(names) == len(set(names))
+    assert len({group["name"] for group in rules()["groups"]}) == len(rules()["groups"])
+
+
+def test_issue_alerts_are_all_there() -> None:
+    expected = {
+        "FlujoRunsStuck",  # stuck runs
+        "FlujoPipelineFailureRatioHigh",  # a high failure ratio per pipeline
+        "FlujoBackgroundTasksStale",  # stale background tasks
+        "FlujoSpanExportBacklog",  # span export backlog
+        "FlujoSpanExportFailing",  # span export failures
+        "FlujoExporterRefreshFailing",  # snapshot refresh failing
+        "FlujoExporterDown",  # exporter down
+        "FlujoExporterTargetMissing",
+        "FlujoExporterDBNotReady",
+        "FlujoExporterJobFailing",  # a job failing
+    }
+    assert expected <= {rule["alert"] for rule in alerts()}
+
+
+def test_exporter_down_alerts_match_the_documented_job() -> None:
+    exprs = {rule["alert"]: str(rule["expr"]) for rule in alerts()}
+    assert exprs["FlujoExporterDown"] == f'up{{job="{JOB}"}} == 0'
+    assert exprs["FlujoExporterTargetMissing"] == f'absent(up{{job="{JOB}"}})'
+    assert f"job_name` `{JOB}`" not in RULES.read_text()  # documented in plain words at the top instead
+    assert f"`{JOB}`" in RULES.read_text().split("groups:")[0]
+
+
+# ---- the Kubernetes PrometheusRule ----
+
+
+def prometheusrule_text() -> str:
+    """The PrometheusRule: its header and metadata as they are, spec.groups = the rules file's groups (verbatim,
+    comments included)."""
+    current = PROMETHEUS_RULE.read_text()
+    head = current.split("\nspec:\n", 1)[0]
+    body = RULES.read_text().split("\ngroups:\n", 1)[1]
+    indented = "\n".join(("  " + line) if line.strip() else "" for line in body.splitlines())
+    return f"{head}\nspec:\n  groups:\n{indented}\n"
+
+
+def test_prometheusrule_groups_are_the_rules_file_groups() -> None:
+    if os.environ.get("UPDATE_PROMETHEUSRULE") == "1":
+        PROMETHEUS_RULE.write_text(prometheusrule_text())
+    manifest = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    assert manifest["spec"]["groups"] == rules()["groups"], (
+        "deploy/kubernetes/prometheusrule.yaml drifted from prometheus/flujo.rules.yml; regenerate it with "
+        "UPDATE_PROMETHEUSRULE=1 .venv/bin/pytest tests/ops/test_ops_rules.py -k prometheusrule"
+    )
+    assert PROMETHEUS_RULE.read_text() == prometheusrule_text()
+
+
+def test_prometheusrule_keeps_its_metadata() -> None:
+    manifest = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
+    assert manifest["kind"] == "PrometheusRule"
+    assert manifest["metadata"]["name"] == "flujo-state-exporter"
+    assert manifest["metadata"]["labels"]["app.kubernetes.io/name"] == "flujo-state-exporter"
+    assert set(manifest) == {"apiVersion", "kind", "metadata", "spec"}
