@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import threading
 import time
@@ -59,6 +62,26 @@ class ExporterState:
     phases: dict[str, PhaseHealth] = field(default_factory=lambda: {p: PhaseHealth() for p in PHASES})
     errors: Counter[str] = field(default_factory=Counter)  # by Problem
     bad_values: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (table, column)
+
+
+def release_free_memory() -> None:
+    """Whole-index passes allocate and free megabytes; glibc keeps freed pages unless asked.
+    Without this the daemon's RSS settles at its highest point instead of what it holds."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only (musl has none)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
 
 
 def stuck_policy(settings: MetricsConfig) -> StuckPolicy:
@@ -154,13 +177,18 @@ class Refresher:
             last = phases[phase].last_success
             return force_all or last is None or now - last >= every
 
+        heavy = not self._tracker.seeded  # the first pass seeds the watermark counters
         attempt(SNAPSHOT, snapshot)
         if problem is None:
             attempt(WATERMARKS, watermarks)
         if problem is None and due(COUNTS, settings.counts_interval):
+            heavy = True
             attempt(COUNTS, count)
         if problem is None and due(AGGREGATES, settings.aggregate_interval):
+            heavy = True
             attempt(AGGREGATES, aggregate)
+        if problem is None and heavy:
+            release_free_memory()
         db_bytes, wal_bytes = self.reader.file_sizes()
         bad_values = Counter(state.bad_values)
         if fast is not None and fast is not state.fast:

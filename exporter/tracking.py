@@ -124,6 +124,10 @@ class FinishTracker:
         assert self._started is not None
         return self._started - self._window
 
+    @property
+    def seeded(self) -> bool:
+        return self._seeded
+
     def totals(self) -> FinishedTotals:
         return FinishedTotals(
             Counter(self._runs),
