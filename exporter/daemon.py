@@ -151,13 +151,19 @@ class Daemon:
         return 0
 
     def _start_components(self, only: set[str] | None = None) -> None:
-        wanted: dict[str, bool] = {"traces": self.config.traces.enabled}
-        for name, enabled in wanted.items():
-            if not enabled or (only is not None and name not in only):
-                continue
-            component = Component(name, make_tailer(self.config, self._clock), self.live_registry)
-            component.start()
-            self.components[name] = component
+        """Span export first: the cleanup job asks it which runs were exported."""
+        if only is None or "traces" in only:
+            self._tailer = make_tailer(self.config, self._clock) if self.config.traces.enabled else None
+            if self._tailer is not None:
+                self._start("traces", self._tailer)
+        if any_job_enabled(self.config) and (only is None or "jobs" in only):
+            exported = self._tailer.exported_run_ids if self._tailer is not None else None
+            self._start("jobs", make_job_runner(self.config, self._clock, exported))
+
+    def _start(self, name: str, service: Service) -> None:
+        component = Component(name, service, self.live_registry)
+        component.start()
+        self.components[name] = component
 
     async def _restart_components(self, names: set[str]) -> None:
         for name in names:

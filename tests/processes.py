@@ -139,3 +139,30 @@ def wait_for_series(prometheus: Process, query: str, timeout: float = 30.0) -> l
             return result
         time.sleep(0.5)
     raise TimeoutError(f"no data for {query!r} after {timeout}s:\n{prometheus.output()[-2000:]}")
+
+
+ALERTMANAGER_CONFIG = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"
+
+
+@contextlib.contextmanager
+def running_alertmanager(
+    binary: str, tmp: Path, config: str = ALERTMANAGER_CONFIG, port: int | None = None
+) -> Iterator[Process]:
+    """A real Alertmanager on 127.0.0.1, without HA gossip, its storage in ``tmp``."""
+    port = port or free_port()
+    workdir = tmp / f"alertmanager-{port}"
+    workdir.mkdir()
+    (workdir / "alertmanager.yml").write_text(config)
+    argv = [
+        binary,
+        f"--config.file={workdir / 'alertmanager.yml'}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # no HA gossip port
+    ]
+    process = start(argv, workdir / "alertmanager.log", f"http://127.0.0.1:{port}")
+    try:
+        wait_until_up(process, "/-/ready")
+        yield process
+    finally:
+        process.stop()

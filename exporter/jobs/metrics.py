@@ -152,7 +152,7 @@ class JobsCollector(Collector):
         supported = GaugeMetricFamily(
             "flujo_exporter_job_supported",
             "0 when the DB layout cannot support the job (it then does nothing), else 1",
-            labels=["job"],
+            labels=["job_name"],
         )
         for job in JOB_NAMES:
             supported.add_metric([job], 1 if v.supported.get(job, True) else 0)
@@ -160,27 +160,29 @@ class JobsCollector(Collector):
 
     def _job_families(self) -> Iterator[Metric]:
         enabled = GaugeMetricFamily(
-            "flujo_exporter_job_enabled", "1 when the job is enabled in the config", labels=["job"]
+            "flujo_exporter_job_enabled", "1 when the job is enabled in the config", labels=["job_name"]
         )
         success = GaugeMetricFamily(
-            "flujo_exporter_job_success", "1 when the job's last run succeeded (0 before the first run)", labels=["job"]
+            "flujo_exporter_job_success",
+            "1 when the job's last run succeeded (0 before the first run)",
+            labels=["job_name"],
         )
         duration = GaugeMetricFamily(
-            "flujo_exporter_job_duration_seconds", "Duration of the job's last run", labels=["job"]
+            "flujo_exporter_job_duration_seconds", "Duration of the job's last run", labels=["job_name"]
         )
         last = GaugeMetricFamily(
             "flujo_exporter_job_last_success_timestamp_seconds",
             "Unix time the job's last successful run ended",
-            labels=["job"],
+            labels=["job_name"],
         )
-        runs = CounterMetricFamily("flujo_exporter_job_runs", "Finished runs of the job", labels=["job"])
+        runs = CounterMetricFamily("flujo_exporter_job_runs", "Finished runs of the job", labels=["job_name"])
         errors = CounterMetricFamily(
-            "flujo_exporter_job_errors", "Failed runs of the job (timeouts included)", labels=["job"]
+            "flujo_exporter_job_errors", "Failed runs of the job (timeouts included)", labels=["job_name"]
         )
         skipped = CounterMetricFamily(
             "flujo_exporter_job_skipped",
             "Runs not started because the previous run of the job was still going",
-            labels=["job"],
+            labels=["job_name"],
         )
         for job in JOB_NAMES:
             enabled.add_metric([job], 1 if self._metrics.enabled.get(job) else 0)

@@ -576,8 +576,15 @@ def test_rules_job_label_is_the_one_the_service_monitor_produces() -> None:
 
 
 def test_rules_use_metrics_the_exporter_emits() -> None:
+    """Snapshot metrics from the golden expositions; span-export and job metrics from their collectors
+    (tests/ops checks every name against a live daemon with both enabled)."""
     golden = "\n".join(p.read_text() for p in (REPO / "tests" / "golden").glob("*.prom"))
     emitted = set(re.findall(r"^([a-z_][a-z0-9_]*)", golden, re.MULTILINE))
+    for module in ("traces", "jobs"):
+        for name in re.findall(
+            r'"(flujo_exporter_[a-z0-9_]+)"', (REPO / "exporter" / module / "metrics.py").read_text()
+        ):
+            emitted |= {name, f"{name}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     used = {name for e in rule_expressions() for name in re.findall(r"\b(flujo_[a-z0-9_]+)", e)}
     assert used and used <= emitted, sorted(used - emitted)
 

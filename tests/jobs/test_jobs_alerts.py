@@ -8,14 +8,14 @@ import json
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from processes import Process, free_port, http_get, start, wait_until_up
+from processes import Process, free_port, http_get, running_alertmanager
 from prometheus_client import CollectorRegistry, generate_latest
 from support import ALL_FIXTURES, SMALL, parse_exposition, require_tool, sample
 
@@ -24,33 +24,13 @@ from exporter.jobs import JobRunner, JobsConfig
 from exporter.jobs.alerts import rfc3339
 from exporter.reader import FlujoReader
 
-AM_CONFIG = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"
-
 
 async def no_sleep(_: float) -> None:
     await asyncio.sleep(0)
 
 
-@contextlib.contextmanager
-def alertmanager(tmp: Path, port: int | None = None) -> Iterator[Process]:
-    binary = require_tool("prometheus-alertmanager", "alertmanager")
-    port = port or free_port()
-    workdir = tmp / f"alertmanager-{port}"
-    workdir.mkdir()
-    (workdir / "alertmanager.yml").write_text(AM_CONFIG)
-    argv = [
-        binary,
-        f"--config.file={workdir / 'alertmanager.yml'}",
-        f"--storage.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",  # no HA gossip port
-    ]
-    process = start(argv, workdir / "alertmanager.log", f"http://127.0.0.1:{port}")
-    try:
-        wait_until_up(process, "/-/ready")
-        yield process
-    finally:
-        process.stop()
+def alertmanager(tmp: Path, port: int | None = None) -> contextlib.AbstractContextManager[Process]:
+    return running_alertmanager(require_tool("prometheus-alertmanager", "alertmanager"), tmp, port=port)
 
 
 def am_alerts(am: Process, test: str) -> list[dict[str, Any]]:
@@ -234,7 +214,7 @@ async def test_firing_resent_and_resolved_in_real_alertmanager(fixture_copy, tmp
             assert (await runner.run_job("stuck_alerts")).success
             m = parse_exposition(exposition(runner))
             assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
-            assert sample(m, "flujo_exporter_job_errors_total", job="stuck_alerts") == 0
+            assert sample(m, "flujo_exporter_job_errors_total", job_name="stuck_alerts") == 0
 
 
 async def test_alertmanager_down_is_counted_and_retried(fixture_copy, tmp_path: Path) -> None:
@@ -251,7 +231,7 @@ async def test_alertmanager_down_is_counted_and_retried(fixture_copy, tmp_path: 
     m = parse_exposition(exposition(runner))
     assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="retry") == 1
     assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="failure") == 1
-    assert sample(m, "flujo_exporter_job_errors_total", job="stuck_alerts") == 1
+    assert sample(m, "flujo_exporter_job_errors_total", job_name="stuck_alerts") == 1
     assert sample(m, "flujo_exporter_stuck_alerts_firing", pipeline="etl") == 2  # metrics still say so
 
     with alertmanager(tmp_path, port) as am:
@@ -262,7 +242,7 @@ async def test_alertmanager_down_is_counted_and_retried(fixture_copy, tmp_path: 
         assert sorted(a["labels"]["run_id"] for a in got) == sorted([roles["stuck"], roles["paused_stuck"]])
     m = parse_exposition(exposition(runner))
     assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
-    assert sample(m, "flujo_exporter_job_errors_total", job="stuck_alerts") == 1
+    assert sample(m, "flujo_exporter_job_errors_total", job_name="stuck_alerts") == 1
 
 
 async def test_webhook_retries_within_a_run(fixture_copy) -> None:

@@ -100,8 +100,8 @@ async def test_sample_small_30_days_deletes_exactly_the_expected_runs(fixture_co
     m = metrics(runner)
     assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="workflow_state") == 12
     assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="runs") == 0
-    assert sample(m, "flujo_exporter_job_success", job="cleanup") == 1
-    assert sample(m, "flujo_exporter_job_errors_total", job="cleanup") == 0
+    assert sample(m, "flujo_exporter_job_success", job_name="cleanup") == 1
+    assert sample(m, "flujo_exporter_job_errors_total", job_name="cleanup") == 0
     # A second run finds nothing more.
     assert (await runner.run_job("cleanup")).success
     assert sample(metrics(runner), "flujo_exporter_cleanup_deleted_rows_total", table="workflow_state") == 12
@@ -331,8 +331,8 @@ async def test_read_only_db_fails_clearly_and_is_retried_next_interval(fixture_c
         assert stats is not None and not stats.success and stats.errors == 1
         assert stats.last_error is not None and str(db) in stats.last_error and "read-only" in stats.last_error
         m = metrics(runner)  # metrics are still served
-        assert sample(m, "flujo_exporter_job_errors_total", job="cleanup") == 1
-        assert sample(m, "flujo_exporter_job_success", job="cleanup") == 0
+        assert sample(m, "flujo_exporter_job_errors_total", job_name="cleanup") == 1
+        assert sample(m, "flujo_exporter_job_success", job_name="cleanup") == 0
     assert count(db, "workflow_state") == 57
     clock.advance(1800)
     await scheduler.tick()  # not due yet

@@ -113,14 +113,14 @@ def value(prometheus: Process, query: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, log: Callable[[], str]) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float, what: str | Callable[[], str], log: Callable[[], str]) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} after {timeout}s:\n{log()}")
+            raise TimeoutError(f"{what() if callable(what) else what} after {timeout}s:\n{log()}")
         time.sleep(0.25)
 
 
@@ -130,41 +130,48 @@ def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanag
     binary = require_tool("prometheus")
     db = fixture_copy(SMALL)
     writer = Writer(db)
-    with alertmanager_factory(tmp_path) as am:
-        with running_daemon(tmp_path, config=daemon_config(db, am.url), wait_path="/readyz") as daemon:
-            config = prometheus_config_factory(
-                [daemon.url.removeprefix("http://")], [rules_without_for(tmp_path)], am.url.removeprefix("http://")
-            )
-            with running_prometheus(binary, tmp_path, config) as prometheus:
+    with (
+        alertmanager_factory(tmp_path) as am,
+        running_daemon(tmp_path, config=daemon_config(db, am.url), wait_path="/readyz") as daemon,
+    ):
+        config = prometheus_config_factory(
+            [daemon.url.removeprefix("http://")], [rules_without_for(tmp_path)], am.url.removeprefix("http://")
+        )
+        with running_prometheus(binary, tmp_path, config) as prometheus:
 
-                def logs() -> str:
-                    return "\n".join(p.output()[-3000:] for p in (daemon, prometheus, am))
+            def logs() -> str:
+                return "\n".join(p.output()[-3000:] for p in (daemon, prometheus, am))
 
-                wait_for(lambda: value(prometheus, 'up{job="flujo-state-exporter"}') == 1, 30, "no scrape", logs)
+            wait_for(lambda: value(prometheus, 'up{job="flujo-state-exporter"}') == 1, 30, "no scrape", logs)
 
-                # The writer runs the pipeline, saving its state well within the threshold: active, not stuck,
-                # no alert anywhere.
-                writer.start_run()
-                active = f'flujo_workflows_active{{pipeline="{PIPELINE}",status="running"}}'
-                stuck = f'flujo_workflows_stuck{{pipeline="{PIPELINE}",status="running"}}'
+            # The writer runs the pipeline, saving its state well within the threshold: active, not stuck,
+            # no alert anywhere.
+            writer.start_run()
+            active = f'flujo_workflows_active{{pipeline="{PIPELINE}",status="running"}}'
+            stuck = f'flujo_workflows_stuck{{pipeline="{PIPELINE}",status="running"}}'
 
-                def seen_active_not_stuck() -> bool:
-                    writer.heartbeat()
-                    return value(prometheus, active) == 1 and value(prometheus, stuck) == 0
+            def seen_active_not_stuck() -> bool:
+                writer.heartbeat()
+                return value(prometheus, active) == 1 and value(prometheus, stuck) == 0
 
-                wait_for(seen_active_not_stuck, 20, "the writer's run never showed up as active", logs)
-                assert am_alerts(am) == []
-                assert promql(prometheus, 'ALERTS{alertname="FlujoRunsStuck"}') == []
+            wait_for(seen_active_not_stuck, 20, "the writer's run never showed up as active", logs)
+            assert am_alerts(am) == []
+            assert promql(prometheus, 'ALERTS{alertname="FlujoRunsStuck"}') == []
 
-                # The writer dies: the run stays 'running' and is never updated again.
-                died = time.monotonic()
-                alerts = wait_for(
-                    lambda: (lambda found: found if len(found) == 2 else None)(am_alerts(am)),
-                    30,
-                    "the stuck-run alerts did not both reach Alertmanager",
-                    logs,
-                )
-                assert time.monotonic() - died >= 3.0, "alerted before the 4 s threshold could have passed"
+            # The writer dies: the run stays 'running' and is never updated again.
+            died = time.monotonic()
+
+            def both() -> list[dict[str, Any]] | None:
+                found = am_alerts(am)
+                names = sorted(a["labels"]["alertname"] for a in found)
+                return found if names == ["FlujoRunStuck", "FlujoRunsStuck"] else None
+
+            def arrived() -> str:
+                names = sorted(a["labels"]["alertname"] for a in am_alerts(am))
+                return f"only {names} of ['FlujoRunStuck', 'FlujoRunsStuck'] reached Alertmanager"
+
+            alerts = wait_for(both, 30, arrived, logs)
+            assert time.monotonic() - died >= 3.0, "alerted before the 4 s threshold could have passed"
 
     by_name = {a["labels"]["alertname"]: a for a in alerts}
     daemon_alert, prometheus_alert = by_name["FlujoRunStuck"], by_name["FlujoRunsStuck"]

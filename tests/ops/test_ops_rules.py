@@ -111,11 +111,16 @@ def test_metric_name_extraction() -> None:
     expr = (
         'sum by (pipeline, le) (rate(flujo_run_duration_seconds_bucket{pipeline=~"$pipeline",x="a b"}[5m]))'
         ' / on (job) group_left (status) flujo:ratio:rate5m > bool 1e3 and absent(up{job="x"}) offset 5m'
-        ' unless time() - max without (instance) (foo_timestamp_seconds) < inf'
+        " unless time() - max without (instance) (foo_timestamp_seconds) < inf"
     )
-    assert metric_names(expr) == {"flujo_run_duration_seconds_bucket", "flujo:ratio:rate5m", "up", "foo_timestamp_seconds"}
+    assert metric_names(expr) == {
+        "flujo_run_duration_seconds_bucket",
+        "flujo:ratio:rate5m",
+        "up",
+        "foo_timestamp_seconds",
+    }
     assert metric_names('label_values({__name__=~"a_total|b",job=~"$job"}, pipeline)') == {"a_total", "b"}
-    assert metric_names("label_values(flujo_x{job=~\"$job\"}, instance)") == {"flujo_x"}
+    assert metric_names('label_values(flujo_x{job=~"$job"}, instance)') == {"flujo_x"}
     assert metric_names("histogram_quantile(0.95, sum by (le) (rate(h_bucket[$__rate_interval])))") == {"h_bucket"}
 
 
@@ -161,13 +166,14 @@ def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(ops_stack: 
     assert {"flujo_workflows_stuck", "flujo_exporter_job_success", "flujo_exporter_span_backlog_spans"} <= flujo
 
 
-def test_job_metrics_label_is_renamed_exported_job_by_prometheus(ops_stack: Any) -> None:
-    """The rules and the dashboard use exported_job: the daemon's `job` label collides with the target's."""
+def test_job_metrics_name_the_job_in_job_name(ops_stack: Any) -> None:
+    """`job` stays the target's label (no exported_job renaming): the maintenance job is in job_name."""
     result = promql(ops_stack.prometheus, "flujo_exporter_job_success")
     assert result, "no job metrics scraped"
     for series in result:
         assert series["metric"]["job"] == JOB
-        assert series["metric"]["exported_job"] in {"cleanup", "stale_background_tasks", "stuck_alerts"}
+        assert series["metric"]["job_name"] in {"cleanup", "stale_background_tasks", "stuck_alerts"}
+        assert "exported_job" not in series["metric"]
 
 
 # ---- promtool ----
@@ -218,8 +224,12 @@ def test_every_alert_has_firing_and_not_firing_unit_tests(alert: str) -> None:
 
 
 def test_recording_rules_are_unit_tested() -> None:
-    tested = {name for test in unit_tests() for case in test.get("promql_expr_test", []) for name in
-              metric_names(case["expr"])}
+    tested = {
+        name
+        for test in unit_tests()
+        for case in test.get("promql_expr_test", [])
+        for name in metric_names(case["expr"])
+    }
     assert tested & recorded_names(), "no recording rule is checked by promql_expr_test"
     assert "flujo:pipeline_failure_ratio:rate30m" in tested
 
@@ -236,7 +246,7 @@ def test_alert_conventions(rule: dict[str, Any]) -> None:
     text = json.dumps(rule)
     assert "run_id" not in text, "run ids never become labels or annotation templates here"
     templated = set(re.findall(r"\$labels\.(\w+)", text))
-    assert templated <= {"instance", "pipeline", "status", "collector", "exported_job"}
+    assert templated <= {"instance", "pipeline", "status", "collector", "job_name"}
 
 
 def test_rule_groups_and_names_are_unique() -> None:

@@ -59,9 +59,7 @@ def test_reused_top_rowid_is_reread(fixture_copy) -> None:
     conn.commit()
     before = stuck(reader, now)
     # the top row is deleted and SQLite hands its rowid to the next insert: a different, fresh row
-    run_id, pipeline = conn.execute(
-        "SELECT run_id, pipeline_name FROM workflow_state WHERE rowid = ?", (top,)
-    ).fetchone()
+    (pipeline,) = conn.execute("SELECT pipeline_name FROM workflow_state WHERE rowid = ?", (top,)).fetchone()
     conn.execute("DELETE FROM workflow_state WHERE rowid = ?", (top,))
     conn.execute(
         "INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, pipeline_context, status,"
