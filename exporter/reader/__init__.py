@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,15 +56,29 @@ class FlujoReader:
         self.busy_timeout = busy_timeout
         self.query_timeout = query_timeout
         self._active = ActiveRowCache()  # used by the single refresh thread only
+        # (file identity, PRAGMA schema_version) -> Schema: the catalogue is read again only after a change.
+        self._schema: tuple[tuple[int, int, int], Schema] | None = None
 
     @contextmanager
     def session(self) -> Iterator[ReadSession]:
         conn = open_readonly(self.path, busy_timeout=self.busy_timeout)
         try:
             with read_transaction(conn, self.path, timeout=self.query_timeout):
-                yield ReadSession(conn, detect_schema(conn, self.path), self.naive_timezone)
+                yield ReadSession(conn, self._current_schema(conn), self.naive_timezone)
         finally:
             conn.close()
+
+    def _current_schema(self, conn: sqlite3.Connection) -> Schema:
+        stat = os.stat(self.path)
+        key = (stat.st_dev, stat.st_ino, int(conn.execute("PRAGMA schema_version").fetchone()[0]))
+        cached = self._schema
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if cached is not None and cached[0][:2] != key[:2]:
+            self._active = ActiveRowCache()  # another file now: its rowids mean nothing to the cache
+        schema = detect_schema(conn, self.path)
+        self._schema = (key, schema)
+        return schema
 
     def schema(self) -> Schema:
         with self.session() as s:
