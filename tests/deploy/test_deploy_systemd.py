@@ -404,6 +404,32 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def open_traversal(binary: Path) -> dict[Path, int]:
+    """A clean clone may sit below a 0700 directory (mktemp -d): let other users traverse (x only, no read)
+    the directories above the checkout while the test runs, as a real install under /usr/local would allow."""
+    if runs_as_nobody(binary):
+        return {}
+    changed: dict[Path, int] = {}
+    for parent in binary.parents:
+        mode = os.stat(parent).st_mode & 0o7777
+        if not mode & 0o001:
+            changed[parent] = mode
+            parent.chmod(mode | 0o001)
+    return changed
+
+
+def restore_modes(changed: dict[Path, int]) -> None:
+    for path, mode in changed.items():
+        path.chmod(mode)
+
+
+def runs_as_nobody(binary: Path) -> bool:
+    """Whether another user can run this checkout's daemon at all (not below a 0700 mktemp -d)."""
+    probe = [require_tool("setpriv"), "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"]
+    result = subprocess.run([*probe, str(binary), "--version"], capture_output=True, timeout=60)
+    return result.returncode == 0
+
+
 def wait_for(check, timeout: float, what: str, proc: subprocess.Popen[bytes]):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -417,7 +443,7 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen[bytes]):  
     raise TimeoutError(what)
 
 
-def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path) -> None:
+def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.FixtureRequest) -> None:
     strace = require_tool("strace")
     require_mdwe()
     settings = service(UNIT.read_text())
@@ -457,6 +483,9 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path) -> None:
 
     identity = [require_tool("setpriv"), "--no-new-privs"]
     if os.geteuid() == 0:  # the unit's DynamicUser=, without capabilities (CapabilityBoundingSet=)
+        opened = open_traversal(binary)
+        request.addfinalizer(lambda: restore_modes(opened))
+        assert runs_as_nobody(binary), "the daemon cannot be started as another user"
         identity += ["--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"]
         identity += ["--inh-caps=-all", "--bounding-set=-all"]
         os.chown(state, NOBODY, NOBODY)
