@@ -101,3 +101,27 @@ def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], 
 
 def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
+
+
+class ExclusiveWriter:
+    """A writer holding an EXCLUSIVE lock on ``db`` (switched to a rollback journal, where that blocks
+    readers too): every reader gets "database is locked" until :meth:`release`."""
+
+    def __init__(self, db: Path) -> None:
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.close()
+        self._conn: sqlite3.Connection | None = sqlite3.connect(db, isolation_level=None)
+        self._conn.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.execute("ROLLBACK")
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> ExclusiveWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -22,6 +22,7 @@ from exporter.state.validation import (
     optional_limit,
     optional_str,
     required_str,
+    where_clause,
 )
 from exporter.state.windows import caller_timestamp
 
@@ -46,6 +47,14 @@ def _insert_sql(table: str, columns: list[str], *, conflict: str = "") -> str:
     cols = ", ".join(columns)
     marks = ", ".join("?" for _ in columns)
     return f"INSERT INTO {table} ({cols}) VALUES ({marks}){conflict}"
+
+
+def _run_extras(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional columns a run's start or end may set: the final context and the _RUN_UPDATABLE ones."""
+    extras = {key: data[key] for key in _RUN_UPDATABLE if data.get(key) is not None}
+    if "final_context" in data:
+        extras["final_context_blob"] = dumps_or_none(data["final_context"])
+    return extras
 
 
 def _run_dict(row: Row) -> dict[str, Any]:
@@ -108,11 +117,7 @@ class RunsMixin(BackendCore):
         }
         if run_data.get("end_time") is not None:
             values["end_time"] = caller_timestamp(run_data["end_time"], "end_time")
-        if "final_context" in run_data:
-            values["final_context_blob"] = dumps_or_none(run_data["final_context"])
-        for key in _RUN_UPDATABLE:
-            if run_data.get(key) is not None:
-                values[key] = run_data[key]
+        values.update(_run_extras(run_data))
         async with self.transaction("save_run_start") as (conn, layout):
             columns = [c for c in values if layout.has("runs", c)]
             updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "run_id")
@@ -131,11 +136,7 @@ class RunsMixin(BackendCore):
             "end_time": end,
             "updated_at": caller_timestamp(end_data.get("updated_at"), "updated_at") or end,
         }
-        if "final_context" in end_data:
-            values["final_context_blob"] = dumps_or_none(end_data["final_context"])
-        for key in _RUN_UPDATABLE:
-            if end_data.get(key) is not None:
-                values[key] = end_data[key]
+        values.update(_run_extras(end_data))
         async with self.transaction("save_run_end") as (conn, layout):
             columns = [c for c in values if layout.has("runs", c)]
             sets = ", ".join(f"{c} = ?" for c in columns)
@@ -168,22 +169,15 @@ class RunsMixin(BackendCore):
         pipeline_name = optional_str("pipeline_name", pipeline_name)
         lim = optional_limit(limit)
         off = non_negative_int("offset", offset)
-        conds, params = metadata_conditions("ws.metadata", metadata_filter)
-        if status is not None:
-            conds.append("r.status = ?")
-            params.append(status)
-        if pipeline_name is not None:
-            conds.append("r.pipeline_name = ?")
-            params.append(pipeline_name)
+        conds, values = metadata_conditions("ws.metadata", metadata_filter)
+        where, params = where_clause({"r.status": status, "r.pipeline_name": pipeline_name}, fixed=conds, params=values)
         clause, extra = limit_clause(lim, off)
         async with self.session("list_runs") as (conn, layout):
             start = layout.runs_start_expr
             sql = (
                 f"SELECT r.*, {start} AS start_key, ws.status AS workflow_status "
-                "FROM runs r LEFT JOIN workflow_state ws ON ws.run_id = r.run_id"
+                f"FROM runs r LEFT JOIN workflow_state ws ON ws.run_id = r.run_id{where}"
             )
-            if conds:
-                sql += " WHERE " + " AND ".join(conds)
             sql += " ORDER BY start_key DESC, r.run_id DESC" + clause
             rows = await fetchall(conn, sql, params + extra)
         result = []
@@ -312,11 +306,8 @@ class RunsMixin(BackendCore):
         """Newest evaluations first: ``{run_id, step_name, score, feedback, metadata, created_at}``."""
         lim = non_negative_int("limit", limit)
         rid = optional_str("run_id", run_id)
-        sql = "SELECT run_id, step_name, score, feedback, metadata, created_at FROM evaluations"
-        params: list[Any] = []
-        if rid is not None:
-            sql += " WHERE run_id = ?"
-            params.append(rid)
+        where, params = where_clause({"run_id": rid})
+        sql = f"SELECT run_id, step_name, score, feedback, metadata, created_at FROM evaluations{where}"
         # replace(): flujo writes 'YYYY-MM-DD HH:MM:SS', we write ISO 'T'; both UTC.
         sql += " ORDER BY replace(created_at, ' ', 'T') DESC, id DESC LIMIT ?"
         params.append(lim)

@@ -17,7 +17,7 @@ from typing import Any
 
 from exporter.state.core import BackendCore, Row, execute, executemany, fetchall, fetchone, log, row_dict
 from exporter.state.serialization import dumps, loads_or_raw
-from exporter.state.validation import optional_str, required_str
+from exporter.state.validation import optional_str, required_str, where_clause
 from exporter.state.windows import aware_utc
 
 MAX_TREE_DEPTH = 100  # flujo's limit when normalizing a trace tree
@@ -228,16 +228,9 @@ class TracesMixin(BackendCore):
         rid = required_str("run_id", run_id)
         status = optional_str("status", status)
         name = optional_str("name", name)
-        sql = _SPAN_SELECT + " WHERE run_id = ?"
-        params: list[Any] = [rid]
-        if status is not None:
-            sql += " AND status = ?"
-            params.append(status)
-        if name is not None:
-            sql += " AND name = ?"
-            params.append(name)
+        where, params = where_clause({"run_id": rid, "status": status, "name": name})
         async with self.session("get_spans") as (conn, _):
-            rows = await fetchall(conn, sql + " ORDER BY start_time, rowid", params)
+            rows = await fetchall(conn, f"{_SPAN_SELECT}{where} ORDER BY start_time, rowid", params)
         return [_span_dict(r) for r in rows]
 
     async def get_span_statistics(
@@ -249,14 +242,9 @@ class TracesMixin(BackendCore):
         durations in seconds."""
         pipeline_name = optional_str("pipeline_name", pipeline_name)
         window = _time_range(time_range)
-        where = "FROM spans s JOIN runs r ON r.run_id = s.run_id WHERE s.end_time IS NOT NULL"
-        params: list[Any] = []
-        if pipeline_name is not None:
-            where += " AND r.pipeline_name = ?"
-            params.append(pipeline_name)
-        if window is not None:
-            where += " AND s.start_time >= ? AND s.start_time <= ?"
-            params += list(window)
+        fixed = ["s.end_time IS NOT NULL"] + (["s.start_time >= ?", "s.start_time <= ?"] if window else [])
+        condition, params = where_clause({"r.pipeline_name": pipeline_name}, fixed=fixed, params=window or ())
+        where = f"FROM spans s JOIN runs r ON r.run_id = s.run_id{condition}"
         async with self.session("get_span_statistics") as (conn, _):
             by_name_rows = await fetchall(
                 conn,

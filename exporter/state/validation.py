@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -92,3 +92,17 @@ def metadata_conditions(column: str, metadata_filter: object) -> tuple[list[str]
                 f"got {type(value).__name__}"
             )
     return conds, params
+
+
+def where_clause(
+    filters: Mapping[str, object], *, fixed: Sequence[str] = (), params: Sequence[Any] = ()
+) -> tuple[str, list[Any]]:
+    """`` WHERE ...`` AND-ing the ``fixed`` conditions (whose ``params`` come first) with ``column = ?``
+    for every filter whose value is not None; ``""`` when there is nothing to filter.  Column names
+    come from the callers' code, never from input; values are always bound."""
+    conds, values = list(fixed), list(params)
+    for column, value in filters.items():
+        if value is not None:
+            conds.append(f"{column} = ?")
+            values.append(value)
+    return (" WHERE " + " AND ".join(conds) if conds else ""), values

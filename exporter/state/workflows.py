@@ -18,6 +18,7 @@ from exporter.state.validation import (
     optional_limit,
     optional_str,
     required_str,
+    where_clause,
 )
 from exporter.state.windows import (
     caller_timestamp,
@@ -280,11 +281,8 @@ class WorkflowStateMixin(BackendCore):
     async def list_states(self, status: str | None = None) -> list[dict[str, Any]]:
         """``[{run_id, status, created_at, updated_at}]`` (raw stored timestamps), newest first."""
         status = optional_str("status", status)
-        sql = "SELECT run_id, status, created_at, updated_at FROM workflow_state"
-        params: list[Any] = []
-        if status is not None:
-            sql += " WHERE status = ?"
-            params.append(status)
+        where, params = where_clause({"status": status})
+        sql = f"SELECT run_id, status, created_at, updated_at FROM workflow_state{where}"
         sql += " ORDER BY created_at DESC, run_id DESC"
         async with self.session("list_states") as (conn, _):
             return [row_dict(r) for r in await fetchall(conn, sql, params)]
@@ -304,18 +302,8 @@ class WorkflowStateMixin(BackendCore):
         pipeline_id = optional_str("pipeline_id", pipeline_id)
         lim = optional_limit(limit)
         off = non_negative_int("offset", offset)
-        conds: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            conds.append("status = ?")
-            params.append(status)
-        if pipeline_id:
-            conds.append("pipeline_id = ?")
-            params.append(pipeline_id)
-        sql = f"SELECT {_WORKFLOW_COLS} FROM workflow_state"
-        if conds:
-            sql += " WHERE " + " AND ".join(conds)
-        sql += " ORDER BY created_at DESC, run_id DESC"
+        where, params = where_clause({"status": status, "pipeline_id": pipeline_id or None})
+        sql = f"SELECT {_WORKFLOW_COLS} FROM workflow_state{where} ORDER BY created_at DESC, run_id DESC"
         clause, extra = limit_clause(lim, off)
         async with self.session("list_workflows") as (conn, _):
             rows = await fetchall(conn, sql + clause, params + extra)
@@ -423,15 +411,8 @@ class WorkflowStateMixin(BackendCore):
         status = optional_str("status", status)
         lim = optional_limit(limit)
         off = non_negative_int("offset", offset)
-        sql = f"SELECT {_BACKGROUND_COLS} FROM workflow_state WHERE is_background_task = 1"
-        params: list[Any] = []
-        if parent is not None:
-            sql += " AND parent_run_id = ?"
-            params.append(parent)
-        if status is not None:
-            sql += " AND status = ?"
-            params.append(status)
-        sql += " ORDER BY created_at DESC, run_id DESC"
+        where, params = where_clause({"parent_run_id": parent, "status": status}, fixed=["is_background_task = 1"])
+        sql = f"SELECT {_BACKGROUND_COLS} FROM workflow_state{where} ORDER BY created_at DESC, run_id DESC"
         clause, extra = limit_clause(lim, off)
         async with self.session("list_background_tasks") as (conn, _):
             rows = await fetchall(conn, sql + clause, params + extra)
@@ -444,14 +425,12 @@ class WorkflowStateMixin(BackendCore):
         parent = optional_str("parent_run_id", parent_run_id)
         hours = non_negative_number("hours_back", hours_back)
         threshold = instant_before(self.now(), hours * 3600)
-        sql = (
-            f"SELECT {_BACKGROUND_COLS} FROM workflow_state "
-            "WHERE is_background_task = 1 AND status = 'failed' AND updated_at >= ?"
+        where, params = where_clause(
+            {"parent_run_id": parent},
+            fixed=["is_background_task = 1", "status = 'failed'", "updated_at >= ?"],
+            params=[lower_text(threshold)],
         )
-        params: list[Any] = [lower_text(threshold)]
-        if parent is not None:
-            sql += " AND parent_run_id = ?"
-            params.append(parent)
+        sql = f"SELECT {_BACKGROUND_COLS} FROM workflow_state{where}"
         async with self.session("get_failed_background_tasks") as (conn, _):
             rows = await fetchall(conn, sql, params)
         kept = _window_filter(rows, "updated_at", threshold, self.naive_timezone, newer=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from processes import http_get, running_daemon
-from support import SMALL, checksums, parse_exposition, sample
+from support import SMALL, ExclusiveWriter, checksums, parse_exposition, sample
 
 from exporter.reader import Problem
 
@@ -81,18 +81,12 @@ def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, rea
 
 def test_db_locked_by_a_writer_then_released(fixture_copy, tmp_path: Path) -> None:
     db = fixture_copy(SMALL)
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.close()
-    writer = sqlite3.connect(db, isolation_level=None)
-    writer.execute("BEGIN EXCLUSIVE")
     config = FAST + "db:\n  busy_timeout: 100ms\n"
-    with running_daemon(tmp_path, "--db", str(db), config=config) as daemon:
+    with ExclusiveWriter(db) as writer, running_daemon(tmp_path, "--db", str(db), config=config) as daemon:
         status, body = http_get(daemon.url + "/readyz")
         assert status == 503 and "locked" in body
         wait_for(lambda: sample(metrics(daemon.url), "flujo_exporter_query_errors_total", reason="locked") >= 1)
-        writer.execute("ROLLBACK")
-        writer.close()
+        writer.release()
         wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
         s = wait_for(
             lambda: (m := metrics(daemon.url)) and ("flujo_workflows", frozenset({("status", "paused")})) in m and m

@@ -83,7 +83,8 @@ alerting:
     return text
 
 
-def daemon_config(db: Path, *, traces: str = "", jobs: str = "") -> str:
+def daemon_config(db: Path, *, metrics: str = "", traces: str = "", jobs: str = "") -> str:
+    """Refresh every second; ``metrics`` adds keys (indented by two) under ``metrics:``."""
     return f"""
 db:
   path: {db}
@@ -94,6 +95,7 @@ metrics:
   aggregate_interval: 1s
   # Seed the duration histograms with every finished run of the fixture, whatever today's date.
   run_duration_window: 36500d
+{metrics}
 {traces}
 {jobs}
 """

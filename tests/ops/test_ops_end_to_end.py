@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ops.conftest import daemon_config
 from processes import Process, http_get, promql, running_daemon, running_prometheus
 from support import SMALL, require_tool
 
@@ -38,19 +39,11 @@ def rules_without_for(tmp: Path) -> Path:
     return path
 
 
-def daemon_config(db: Path, alertmanager: str) -> str:
-    return f"""
-db:
-  path: {db}
-  writer_timezone: UTC
-metrics:
-  refresh_interval: 1s
-  counts_interval: 1s
-  aggregate_interval: 1s
-  stuck:
+def e2e_config(db: Path, alertmanager: str) -> str:
+    metrics = f"""  stuck:
     running_after: 3650d
-    per_pipeline: {{{PIPELINE}: {THRESHOLD}}}
-jobs:
+    per_pipeline: {{{PIPELINE}: {THRESHOLD}}}"""
+    jobs = f"""jobs:
   stuck_alerts:
     enabled: true
     interval: 1s
@@ -61,6 +54,7 @@ jobs:
     alertmanager:
       url: {alertmanager}
 """
+    return daemon_config(db, metrics=metrics, jobs=jobs)
 
 
 class Writer:
@@ -132,7 +126,7 @@ def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanag
     writer = Writer(db)
     with (
         alertmanager_factory(tmp_path) as am,
-        running_daemon(tmp_path, config=daemon_config(db, am.url), wait_path="/readyz") as daemon,
+        running_daemon(tmp_path, config=e2e_config(db, am.url), wait_path="/readyz") as daemon,
     ):
         config = prometheus_config_factory(
             [daemon.url.removeprefix("http://")], [rules_without_for(tmp_path)], am.url.removeprefix("http://")

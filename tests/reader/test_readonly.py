@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from support import ALL_FIXTURES, SMALL, checksums, computed_at
+from support import ALL_FIXTURES, SMALL, ExclusiveWriter, checksums, computed_at
 
 from exporter.reader import DatabaseUnavailable, FlujoReader, Problem
 from exporter.reader import spans as span_queries
@@ -87,18 +87,9 @@ def test_bad_files_name_the_file_and_stay_unchanged(tmp_path: Path, content, pro
 
 def test_locked_by_a_writer(fixture_copy) -> None:
     db = fixture_copy(SMALL)
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.close()
-    writer = sqlite3.connect(db, isolation_level=None)
-    writer.execute("BEGIN EXCLUSIVE")
-    try:
-        with pytest.raises(DatabaseUnavailable) as info:
-            FlujoReader(db, naive_timezone=UTC, busy_timeout=0.1).count_stats(computed_at(SMALL))
-        assert info.value.problem is Problem.LOCKED and str(db) in info.value.message
-    finally:
-        writer.execute("ROLLBACK")
-        writer.close()
+    with ExclusiveWriter(db), pytest.raises(DatabaseUnavailable) as info:
+        FlujoReader(db, naive_timezone=UTC, busy_timeout=0.1).count_stats(computed_at(SMALL))
+    assert info.value.problem is Problem.LOCKED and str(db) in info.value.message
 
 
 def test_query_timeout_interrupts(fixture_copy) -> None:

@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 
 from exporter.state import SQLiteBackend
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-
-
-@pytest.fixture
-def fixture_copy(tmp_path: Path) -> Callable[[str], Path]:
-    """Copy a fixture DB (only the .db file, read-only access to the original) into tmp_path."""
-
-    def copy(name: str) -> Path:
-        target = tmp_path / name
-        shutil.copyfile(FIXTURES / name, target)
-        return target
-
-    return copy
 
 
 @pytest.fixture
 def expected() -> Callable[[str], dict[str, Any]]:
-    def load(name: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((FIXTURES / f"{name}.expected.json").read_text())
-        return data
-
-    return load
+    return support.expected
 
 
 @pytest.fixture
