@@ -6,6 +6,27 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 OTHER = "other"
+MAX_LABEL_CHARS = 200
+
+
+def label_text(raw: object) -> str | None:
+    """``raw`` as a label value, or ``None`` when it cannot be one and the row must be skipped
+    (and counted as a bad value): NULL, a BLOB, a number where text belongs, text that is not valid
+    UTF-8 (the reader decodes it with ``surrogateescape``, see :func:`decode_text`), or text longer
+    than :data:`MAX_LABEL_CHARS`.  The empty string is a valid (if unhelpful) value."""
+    if not isinstance(raw, str) or len(raw) > MAX_LABEL_CHARS:
+        return None
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return raw
+
+
+def decode_text(raw: bytes) -> str:
+    """SQLite text factory: invalid UTF-8 survives as lone surrogates instead of failing the whole
+    query; :func:`label_text` and the timestamp parser then reject just that value."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 class LabelCap:

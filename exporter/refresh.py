@@ -31,7 +31,7 @@ from exporter.reader import (
     Problem,
     Schema,
 )
-from exporter.reader.workflows import BadValue
+from exporter.reader.badvalues import BadValue
 from exporter.stuck import StuckPolicy
 from exporter.tracking import EMPTY_TOTALS, FinishedTotals, FinishTracker
 

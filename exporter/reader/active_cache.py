@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from datetime import tzinfo
 
 from exporter.reader import workflows
+from exporter.reader.badvalues import BadValue
 from exporter.reader.layout import Layout, Schema
-from exporter.reader.workflows import BadValue
 from exporter.timeparse import TimestampError, parse_instant
 
 REREAD_TOP = 10_000

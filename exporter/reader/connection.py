@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+from exporter.labels import decode_text
 from exporter.reader.errors import DatabaseUnavailable, Problem
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -35,6 +36,7 @@ def open_readonly(path: Path, *, busy_timeout: float = 1.0) -> sqlite3.Connectio
     uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        conn.text_factory = decode_text
         conn.execute("PRAGMA query_only = ON")
         # One pass per session over a file that may be gigabytes: a big page cache buys nothing.
         conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")

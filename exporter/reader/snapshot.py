@@ -19,8 +19,9 @@ from datetime import datetime, timedelta, tzinfo
 
 from exporter.reader import runs, spans, workflows
 from exporter.reader.active_cache import ActiveRowCache
+from exporter.reader.badvalues import BadValue
 from exporter.reader.layout import Capability, Schema
-from exporter.reader.workflows import BadValue, WindowCounts
+from exporter.reader.workflows import WindowCounts
 from exporter.stuck import ActiveSummary, StuckPolicy, summarize_active
 
 DAY = timedelta(hours=24)

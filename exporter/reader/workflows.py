@@ -14,25 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
+from exporter.reader.badvalues import BadValue
 from exporter.reader.layout import Capability, Schema
 from exporter.timeparse import TimestampError, parse_instant, text_lower_bound, text_upper_bound
 
 WORKFLOW_STATUSES = ("running", "paused", "completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("running", "paused")
 UNKNOWN_PIPELINE = "unknown"
-
-
-@dataclass(frozen=True)
-class BadValue:
-    """A stored value the reader could not interpret (reported, never fatal)."""
-
-    table: str
-    column: str
-    run_id: str
-    value: str
-
-    def describe(self) -> str:
-        return f"{self.table}.{self.column} of run_id {self.run_id!r}: cannot parse {self.value!r}"
 
 
 @dataclass(frozen=True)
