@@ -50,6 +50,7 @@ class Component:
     service: Service
     registry: CollectorRegistry
     restarts: int = 0
+    backoff: tuple[float, ...] = RESTART_BACKOFF_S
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _collector: Collector | None = None
@@ -94,7 +95,7 @@ class Component:
                 log.error(
                     "%s stopped unexpectedly: %s; restarting", self.name, self._crash, exc_info=exc if first else None
                 )
-            delay = RESTART_BACKOFF_S[min(self.restarts - 1, len(RESTART_BACKOFF_S) - 1)]
+            delay = self.backoff[min(self.restarts - 1, len(self.backoff) - 1)]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
             self._crash = None  # restarted: healthy again unless it fails again

@@ -151,7 +151,10 @@ def read_transaction(conn: sqlite3.Connection, path: Path, *, timeout: float) ->
         try:
             yield conn
         finally:
-            conn.execute("ROLLBACK")
+            # SQLite ends the transaction itself on some errors (a short read of a truncated -wal):
+            # a ROLLBACK then would fail and hide the real error.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
         raise classify_error(exc, path) from exc
     finally:
