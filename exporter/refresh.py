@@ -195,13 +195,15 @@ class Refresher:
             self._report_bad_values(fast.bad_values, bad_values)
         if counts is not None and counts is not state.counts:
             self._report_bad_values(counts.bad_values, bad_values)
+        if aggregates is not None and aggregates is not state.aggregates:
+            self._report_bad_values(aggregates.bad_values, bad_values)
         return ExporterState(
             schema, fast, counts, aggregates, finished, db_bytes, wal_bytes, problem, phases, errors, bad_values
         )
 
     def _report_bad_values(self, found: tuple[BadValue, ...], bad_values: Counter[tuple[str, str]]) -> None:
         for bad in found:
-            bad_values[(bad.table, bad.column)] += 1
+            bad_values[(bad.table, bad.column)] += bad.count
         for bad in found[:_BAD_VALUES_LOGGED]:
             log.warning("%s: %s", self.reader.path, bad.describe())
 
