@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -126,10 +127,10 @@ def _allow_null(conn: sqlite3.Connection, table: str, column: str) -> None:
     conn.execute("PRAGMA writable_schema = OFF")
 
 
-def one(db: Path, sql: str) -> tuple[object, ...]:
+def one(db: Path, sql: str) -> tuple[Any, ...]:
     conn = sqlite3.connect(db)
     try:
-        row: tuple[object, ...] | None = conn.execute(sql).fetchone()
+        row: tuple[Any, ...] | None = conn.execute(sql).fetchone()
     finally:
         conn.close()
     assert row is not None, sql
@@ -166,7 +167,7 @@ def ws_completed(db: Path) -> tuple[int, str]:
     rowid, pipeline = one(
         db, f"SELECT rowid, pipeline_name FROM workflow_state WHERE status = 'completed'{top_level(db)} LIMIT 1"
     )
-    return int(rowid), str(pipeline)  # type: ignore[call-overload]
+    return int(rowid), str(pipeline)
 
 
 def ws_status(db: Path) -> tuple[int, dict[tuple[str, frozenset[tuple[str, str]]], float]]:
@@ -189,7 +190,7 @@ def runs_completed(db: Path) -> tuple[int, str]:
         "SELECT r.rowid, r.pipeline_name FROM runs r LEFT JOIN workflow_state ws ON ws.run_id = r.run_id"
         " WHERE r.status = 'completed' AND COALESCE(ws.status, '') NOT IN ('running', 'paused') LIMIT 1",
     )
-    return int(rowid), str(pipeline)  # type: ignore[call-overload]
+    return int(rowid), str(pipeline)
 
 
 def runs_status(db: Path) -> tuple[int, dict[tuple[str, frozenset[tuple[str, str]]], float]]:
@@ -208,7 +209,7 @@ def runs_pipeline(db: Path) -> tuple[int, dict[tuple[str, frozenset[tuple[str, s
 def span_status(db: Path) -> tuple[int, dict[tuple[str, frozenset[tuple[str, str]]], float]]:
     (rowid,) = one(db, "SELECT rowid FROM spans WHERE status = 'completed' AND end_time IS NOT NULL LIMIT 1")
     # Still stored, still finished: only its status series loses it.
-    return int(rowid), {key("flujo_spans_by_status", status="completed"): -1}  # type: ignore[call-overload]
+    return int(rowid), {key("flujo_spans_by_status", status="completed"): -1}
 
 
 CASES = [
@@ -256,7 +257,7 @@ def test_bad_pipeline_of_an_active_run_skips_the_row(fixture_copy, name: str, ki
         "SELECT rowid FROM workflow_state WHERE pipeline_name = 'long_job' AND status = 'running'"
         f" AND updated_at < '{stuck_before}'{top_level(db)} ORDER BY updated_at DESC LIMIT 1",
     )
-    write(db, "workflow_state", "pipeline_name", int(rowid), BAD[kind])  # type: ignore[call-overload]
+    write(db, "workflow_state", "pipeline_name", int(rowid), BAD[kind])
     dirty = expose(db, now, refreshes=2)
     diff = changes(clean.samples, dirty.samples)
     assert diff.pop(key("flujo_workflows_active", pipeline="long_job", status="running")) == -1
@@ -333,7 +334,7 @@ def test_future_created_at_is_not_created_in_the_last_24h(fixture_copy, name: st
     clean = expose(db, now)
     rowid, created = one(db, f"SELECT rowid, created_at FROM workflow_state WHERE 1{top_level(db)} LIMIT 1")
     value = naive(now + timedelta(seconds=1)) if future == "+1s" else future
-    write(db, "workflow_state", "created_at", int(rowid), f"'{value}'")  # type: ignore[call-overload]
+    write(db, "workflow_state", "created_at", int(rowid), f"'{value}'")
     dirty = expose(db, now)
     lost = -1 if in_window(created, now) else 0
     assert changes(clean.samples, dirty.samples) == ({key("flujo_workflows_created_last_24h"): lost} if lost else {})
@@ -361,7 +362,7 @@ def test_unreadable_timestamp_is_skipped_and_counted(
     clean = expose(db, now)
     order = "DESC" if family != "flujo_workflows_stuck" else "ASC"
     (rowid,) = one(db, f"SELECT rowid FROM workflow_state WHERE {where}{top_level(db)} ORDER BY {column} {order}")
-    write(db, "workflow_state", column, int(rowid), BAD[kind])  # type: ignore[call-overload]
+    write(db, "workflow_state", column, int(rowid), BAD[kind])
     dirty = expose(db, now)
     diff = changes(clean.samples, dirty.samples)
     labels = {"pipeline": "long_job", "status": "running"} if family == "flujo_workflows_stuck" else {}
@@ -397,7 +398,7 @@ def test_future_updated_at_of_a_failed_run_is_not_failed_in_the_last_24h(fixture
     rowid, updated = one(
         db, f"SELECT rowid, updated_at FROM workflow_state WHERE status = 'failed'{top_level(db)} ORDER BY updated_at"
     )
-    write(db, "workflow_state", "updated_at", int(rowid), "'9999-12-31T23:59:59'")  # type: ignore[call-overload]
+    write(db, "workflow_state", "updated_at", int(rowid), "'9999-12-31T23:59:59'")
     dirty = expose(db, now)
     lost = -1 if in_window(updated, now) else 0
     assert changes(clean.samples, dirty.samples) == ({key("flujo_workflows_failed_last_24h"): lost} if lost else {})
@@ -416,7 +417,7 @@ def test_future_updated_at_of_an_active_run_is_never_stuck_nor_oldest(fixture_co
         f"{top_level(db)} ORDER BY updated_at LIMIT 1",
     )
     soon = naive(now + timedelta(seconds=30))
-    write(db, "workflow_state", "updated_at", int(rowid), f"'{soon}'")  # type: ignore[call-overload]
+    write(db, "workflow_state", "updated_at", int(rowid), f"'{soon}'")
     dirty = expose(db, now)
     diff = changes(clean.samples, dirty.samples)
     assert diff.pop(key("flujo_workflows_stuck", pipeline="long_job", status="running")) == -1
@@ -450,7 +451,7 @@ def test_a_future_update_is_judged_once_the_clock_passes_it(fixture_copy, name: 
     conn.commit()
     conn.close()
     (rowid,) = one(db, f"SELECT rowid FROM workflow_state WHERE status = 'running'{top_level(db)} LIMIT 1")
-    write(db, "workflow_state", "updated_at", int(rowid), f"'{naive(now + timedelta(seconds=30))}'")  # type: ignore[call-overload]
+    write(db, "workflow_state", "updated_at", int(rowid), f"'{naive(now + timedelta(seconds=30))}'")
     later = expose(db, now, refreshes=2, step=7200)
     fresh = expose(db, now + timedelta(hours=2))
     assert later.read_bad == fresh.read_bad == {}
