@@ -479,6 +479,8 @@ def diagnose(db: Path, repeats: int) -> list[QueryTiming]:
     from exporter.reader import runs as run_queries
     from exporter.reader import spans as span_queries
     from exporter.reader import workflows as wf
+    from exporter.reader.groups import value_counts
+    from exporter.reader.snapshot import runs_pipeline_status_counts
     from exporter.tracking import FinishTracker
 
     reader = FlujoReader(db, naive_timezone=UTC, query_timeout=600)
@@ -505,16 +507,16 @@ def diagnose(db: Path, repeats: int) -> list[QueryTiming]:
         return len(running_rowids)
 
     cases: list[tuple[str, str, Callable[[Any], object]]] = [
-        ("workflows.status_counts", "fast", lambda c: wf.status_counts(c, schema)[0]),
-        ("workflows.created_since(24h)", "fast", lambda c: wf.created_since(c, schema, since, UTC, [])),
-        ("workflows.failed_since(24h)", "fast", lambda c: wf.failed_since(c, schema, since, UTC, [])),
+        ("workflows.status_counts", "fast", lambda c: wf.status_counts(c, schema, [])[0]),
+        ("workflows.created_since(24h)", "fast", lambda c: wf.created_since(c, schema, since, now, UTC, [])),
+        ("workflows.failed_since(24h)", "fast", lambda c: wf.failed_since(c, schema, since, now, UTC, [])),
         ("workflows.active_workflows", "fast", lambda c: wf.active_workflows(c, schema, UTC, [])),
-        ("runs.status_counts", "fast", lambda c: run_queries.status_counts(c)),
+        ("runs.status_counts", "fast", lambda c: value_counts(c, "runs", "status", [])),
         ("spans.total", "fast", lambda c: span_queries.total(c)),
         ("watermarks steady state (running rows + after marks)", "fast", lambda c: steady_tracker(c, schema)),
-        ("workflows.pipeline_status_counts", "aggregate", lambda c: wf.pipeline_status_counts(c, schema)),
-        ("runs.pipeline_status_counts", "aggregate", lambda c: run_queries.pipeline_status_counts(c)),
-        ("spans.totals", "aggregate", lambda c: span_queries.totals(c)),
+        ("workflows.pipeline_status_counts", "aggregate", lambda c: wf.pipeline_status_counts(c, schema, [])),
+        ("runs.pipeline_status_counts", "aggregate", lambda c: runs_pipeline_status_counts(c, [])),
+        ("spans.totals", "aggregate", lambda c: span_queries.totals(c, [])),
         ("workflows.average_execution_time_ms", "aggregate", lambda c: wf.average_execution_time_ms(c, schema)),
     ]
     found: list[QueryTiming] = []

@@ -157,6 +157,7 @@ class MetricsConfig(_Section):
     refresh_timeout: PositiveDuration = timedelta(seconds=30)
     max_pipelines: Count = Field(default=50, ge=1, le=1000)
     max_steps: Count = Field(default=100, ge=1, le=1000)
+    max_statuses: Count = Field(default=20, ge=1, le=1000)
     run_duration_window: PositiveDuration = timedelta(hours=24)
     stuck: StuckConfig = Field(default_factory=StuckConfig)
     flujo_compat: bool = False

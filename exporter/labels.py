@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 OTHER = "other"
 MAX_LABEL_CHARS = 200
@@ -30,10 +30,13 @@ def decode_text(raw: bytes) -> str:
 
 
 class LabelCap:
-    """Stable allocation for counters: the first ``limit`` values seen keep their own label."""
+    """Stable allocation for counters: the first ``limit`` values seen keep their own label (a
+    value folded into ``other`` stays there, so every series only ever grows).  ``known`` values
+    always keep theirs and do not count against the limit."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, known: Iterable[str] = ()) -> None:
         self.limit = limit
+        self._known = frozenset(known)
         self._kept: set[str] = set()
 
     def copy(self) -> LabelCap:
@@ -42,7 +45,7 @@ class LabelCap:
         return twin
 
     def label(self, value: str) -> str:
-        if value in self._kept:
+        if value in self._kept or value in self._known:
             return value
         if len(self._kept) < self.limit:
             self._kept.add(value)
@@ -66,4 +69,32 @@ def fold(counts: Iterable[tuple[tuple[str, str], int]], limit: int) -> Counter[t
     folded: Counter[tuple[str, str]] = Counter()
     for (value, second), n in items:
         folded[(value if value in kept else OTHER, second)] += n
+    return folded
+
+
+def cap_statuses(counts: Mapping[str, int], known: Collection[str], limit: int) -> dict[str, int]:
+    """A status label: every ``known`` status always present (0 when none), the ``limit`` most
+    frequent unknown ones keep their own label and the rest are summed under ``other``."""
+    kept = top_values({s: n for s, n in counts.items() if s not in known}, limit)
+    capped = dict.fromkeys(known, 0)
+    for status, n in counts.items():
+        key = status if status in known or status in kept else OTHER
+        capped[key] = capped.get(key, 0) + n
+    return capped
+
+
+def fold_statuses(
+    counts: Iterable[tuple[tuple[str, str], int]], known: Collection[str], limit: int
+) -> Counter[tuple[str, str]]:
+    """Fold ``(other_label, status) -> n`` so that besides the ``known`` statuses at most ``limit``
+    distinct statuses remain (the heaviest overall); no zero series are added."""
+    items = list(counts)
+    weights: Counter[str] = Counter()
+    for (_, status), n in items:
+        if status not in known:
+            weights[status] += n
+    kept = top_values(weights, limit)
+    folded: Counter[tuple[str, str]] = Counter()
+    for (first, status), n in items:
+        folded[(first, status if status in known or status in kept else OTHER)] += n
     return folded

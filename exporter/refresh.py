@@ -153,7 +153,7 @@ class Refresher:
         self._tracker = self._new_tracker()
         self._generation = reader.generation
         self._logged_failures: set[tuple[str, str]] = set()
-        self._logged_bad: set[BadValue] = set()
+        self._logged_bad: set[tuple[str, str, str, str]] = set()
 
     def _new_tracker(self) -> FinishTracker:
         metrics = self._settings()
@@ -327,9 +327,10 @@ class Refresher:
 
     def _report_bad_values(self, found: Iterable[BadValue], bad_values: Counter[tuple[str, str]]) -> None:
         for bad in found:
-            bad_values[(bad.table, bad.column)] += 1
-            if bad not in self._logged_bad and len(self._logged_bad) < _BAD_VALUES_LOGGED:
-                self._logged_bad.add(bad)
+            bad_values[(bad.table, bad.column)] += bad.count
+            key = (bad.table, bad.column, bad.run_id, bad.value)
+            if key not in self._logged_bad and len(self._logged_bad) < _BAD_VALUES_LOGGED:
+                self._logged_bad.add(key)
                 log.warning("%s: %s (row skipped)", self.reader.path, bad.describe())
 
     def _record_timeout(self) -> None:

@@ -34,11 +34,12 @@ class StuckPolicy:
 
 
 def stuck_workflows(active: Iterable[ActiveWorkflow], now: datetime, policy: StuckPolicy) -> list[ActiveWorkflow]:
-    """Top-level runs past their threshold.  Rows without a parseable update time are not judged."""
+    """Top-level runs past their threshold.  Rows without a parseable update time, or with one in the
+    future (it cannot be real, and would give a negative age), are not judged."""
     stuck = []
     for run in active:
         threshold = policy.threshold(run)
-        if run.is_background or threshold is None or run.updated_at is None:
+        if run.is_background or threshold is None or run.updated_at is None or run.updated_at > now:
             continue
         if now - run.updated_at > threshold:
             stuck.append(run)
@@ -58,7 +59,8 @@ ActiveSummary = dict[tuple[str, str, bool], ActiveGroup]
 
 def summarize_active(rows: Iterable[ParsedRow], now: datetime, policy: StuckPolicy) -> ActiveSummary:
     """Counts, stuck counts and oldest update per group, computed once per refresh so that a scrape
-    costs O(pipelines) however many crashed runs the DB holds."""
+    costs O(pipelines) however many crashed runs the DB holds.  An update time in the future (the
+    reader reports those as bad values) is neither judged nor the oldest."""
     summary: ActiveSummary = {}
     now_ts = now.timestamp()
     limits: dict[tuple[str, str], float | None] = {}
@@ -67,7 +69,7 @@ def summarize_active(rows: Iterable[ParsedRow], now: datetime, policy: StuckPoli
         if group is None:
             group = summary[(pipeline, status, is_background)] = ActiveGroup()
         group.count += 1
-        if updated is None:
+        if updated is None or updated > now_ts:
             continue
         if group.oldest_update is None or updated < group.oldest_update:
             group.oldest_update = updated

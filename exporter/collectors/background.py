@@ -20,7 +20,7 @@ class BackgroundTaskCollector(ViewCollector):
             "flujo_background_tasks",
             self.counted("Background tasks by status"),
             ["status"],
-            status_samples(counts.background_by_status),
+            status_samples(counts.background_by_status, self.view.settings().max_statuses),
         )
         failed = GaugeMetricFamily(
             "flujo_background_tasks_failed_last_24h",

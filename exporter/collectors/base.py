@@ -42,7 +42,16 @@ class ViewCollector(Collector):
 def gauge_from(
     name: str, documentation: str, labels: list[str], samples: Iterable[tuple[tuple[str, ...], float]]
 ) -> GaugeMetricFamily:
+    """A gauge family in a stable order.  The reader hands nothing but valid ``str`` labels; should
+    anything else slip through, neither a mixed-type sort nor an unencodable value may turn every
+    scrape into an HTTP 500."""
     family = GaugeMetricFamily(name, documentation, labels=labels)
-    for values, value in sorted(samples):
-        family.add_metric(list(values), value)
+    texts = [([printable(v) for v in values], value) for values, value in samples]
+    for values, value in sorted(texts, key=lambda sample: sample[0]):
+        family.add_metric(values, value)
     return family
+
+
+def printable(value: object) -> str:
+    """``value`` as label text that always encodes (lone surrogates become backslash escapes)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")

@@ -13,11 +13,14 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import ViewCollector
+from exporter.labels import cap_statuses
+from exporter.reader.workflows import WORKFLOW_STATUSES
 
 
 class FlujoCompatCollector(ViewCollector):
     def collect(self) -> Iterator[Metric]:
-        if not self.view.settings().flujo_compat:
+        settings = self.view.settings()
+        if not settings.flujo_compat:
             return
         state = self.view.state()
         counts = state.counts
@@ -28,7 +31,7 @@ class FlujoCompatCollector(ViewCollector):
         total.add_metric([], sum(every.values()))
         yield total
         by_status = GaugeMetricFamily("flujo_runs_by_status", "Pipeline runs by status", labels=["status"])
-        for status, n in sorted(every.items()):
+        for status, n in sorted(_present(every, settings.max_statuses).items()):
             by_status.add_metric([status], n)
         yield by_status
         if state.aggregates is not None:
@@ -39,6 +42,11 @@ class FlujoCompatCollector(ViewCollector):
             background = GaugeMetricFamily(
                 "flujo_background_tasks_by_status", "Background tasks by status", labels=["status"]
             )
-            for status, n in sorted(counts.background_by_status.items()):
+            for status, n in sorted(_present(counts.background_by_status, settings.max_statuses).items()):
                 background.add_metric([status], n)
             yield background
+
+
+def _present(counts: Counter[str], limit: int) -> dict[str, int]:
+    """Capped like our own families, but like flujo only the statuses present (no zero series)."""
+    return {s: n for s, n in cap_statuses(counts, WORKFLOW_STATUSES, limit).items() if n or s in counts}

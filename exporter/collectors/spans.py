@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import ViewCollector, gauge_from
+from exporter.labels import cap_statuses
 
-SPAN_STATUSES = ("running", "completed", "failed")
+# flujo's span statuses ("error" and "unknown" come from its fallback paths).
+SPAN_STATUSES = ("running", "completed", "failed", "error", "unknown")
 
 
 class SpanCollector(ViewCollector):
@@ -22,12 +24,12 @@ class SpanCollector(ViewCollector):
         aggregates = state.aggregates
         if aggregates is None or aggregates.spans is None:
             return
-        by_status = aggregates.spans.by_status
+        by_status = cap_statuses(aggregates.spans.by_status, SPAN_STATUSES, self.view.settings().max_statuses)
         yield gauge_from(
             "flujo_spans_by_status",
             self.aggregated("Stored spans by status"),
             ["status"],
-            [((s,), float(by_status.get(s, 0))) for s in set(SPAN_STATUSES) | set(by_status)],
+            [((s,), float(n)) for s, n in by_status.items()],
         )
         unfinished = GaugeMetricFamily("flujo_spans_unfinished", self.aggregated("Stored spans without an end time"))
         unfinished.add_metric([], aggregates.spans.unfinished)

@@ -8,27 +8,27 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import ViewCollector, gauge_from
-from exporter.labels import OTHER, fold, top_values
+from exporter.labels import OTHER, cap_statuses, fold, fold_statuses, top_values
 from exporter.reader.workflows import ACTIVE_STATUSES, WORKFLOW_STATUSES
 from exporter.stuck import ActiveSummary
 
 
-def status_samples(counts: Counter[str]) -> list[tuple[tuple[str], float]]:
-    """Every known status always present; an unknown status keeps its own series."""
-    statuses = set(WORKFLOW_STATUSES) | set(counts)
-    return [((s,), float(counts.get(s, 0))) for s in statuses]
+def status_samples(counts: Counter[str], limit: int) -> list[tuple[tuple[str], float]]:
+    """Every known status always present; at most ``limit`` unknown ones, the rest under 'other'."""
+    return [((s,), float(n)) for s, n in cap_statuses(counts, WORKFLOW_STATUSES, limit).items()]
 
 
 class WorkflowCollector(ViewCollector):
     def collect(self) -> Iterator[Metric]:
         state = self.view.state()
+        settings = self.view.settings()
         counts = state.counts
         if counts is not None:
             yield gauge_from(
                 "flujo_workflows",
                 self.counted("Top-level workflows by status (workflow_state rows that are not background tasks)"),
                 ["status"],
-                status_samples(counts.workflows_by_status),
+                status_samples(counts.workflows_by_status, settings.max_statuses),
             )
             failed = GaugeMetricFamily(
                 "flujo_workflows_failed_last_24h",
@@ -47,12 +47,15 @@ class WorkflowCollector(ViewCollector):
             yield from self._active(fast.active)
         aggregates = state.aggregates
         if aggregates is not None:
-            limit = self.view.settings().max_pipelines
+            limit = settings.max_pipelines
+            statuses = fold_statuses(
+                aggregates.workflows_by_pipeline_status.items(), WORKFLOW_STATUSES, settings.max_statuses
+            )
             yield gauge_from(
                 "flujo_workflows_by_pipeline",
                 self.aggregated(f"Top-level workflows by pipeline and status; pipelines past {limit} are 'other'"),
                 ["pipeline", "status"],
-                [(k, float(n)) for k, n in fold(aggregates.workflows_by_pipeline_status.items(), limit).items()],
+                [(k, float(n)) for k, n in fold(statuses.items(), limit).items()],
             )
 
     def _active(self, summary: ActiveSummary) -> Iterator[Metric]:

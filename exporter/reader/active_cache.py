@@ -14,16 +14,16 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections.abc import Iterator
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 
 from exporter.reader import workflows
-from exporter.reader.badvalues import BadValue
+from exporter.reader.badvalues import BadValue, shown
 from exporter.reader.layout import Layout, Schema
 from exporter.timeparse import TimestampError, parse_instant
 
 REREAD_TOP = 10_000
 
-# pipeline, status, last update (Unix time, None when unparseable), is_background
+# pipeline, status, last update (Unix time, None when unparseable or in the future), is_background
 ParsedRow = tuple[str, str, float | None, bool]
 
 
@@ -32,35 +32,50 @@ class ActiveRowCache:
         self._rows: dict[int, ParsedRow] = {}
 
     def rows(
-        self, conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, bad: list[BadValue]
+        self, conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, now: datetime, bad: list[BadValue]
     ) -> Iterator[ParsedRow]:
+        """The active rows as of ``now`` (streamed: ``bad`` is complete once they are consumed).  Rows
+        holding a bad value are never cached: they are read, and reported, again on every refresh,
+        like on the layouts read in full."""
         if schema.layout is not Layout.V0435:
             self._rows = {}
-            for row in workflows.active_rows(conn, schema):
-                yield _parse(row, naive_tz, bad)
+            for row in workflows.active_rows(conn, schema, bad):
+                yield _parse(row, naive_tz, now, bad)[0]
             return
         top = int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM workflow_state").fetchone()[0]) - REREAD_TOP
         current = conn.execute("SELECT rowid, status FROM workflow_state WHERE status IN ('running', 'paused')")
         kept: dict[int, ParsedRow] = {}
+        served: list[ParsedRow] = []
         missing: list[int] = []
         for rowid, status in current:
             cached = self._rows.get(rowid)
             if cached is not None and cached[1] == status and rowid <= top:
                 kept[rowid] = cached
+                served.append(cached)
             else:
                 missing.append(rowid)
-        for rowid, row in workflows.active_rows_by_rowid(conn, schema, missing):
-            kept[rowid] = _parse(row, naive_tz, bad)
+        for rowid, row in workflows.active_rows_by_rowid(conn, schema, missing, bad):
+            parsed, sound = _parse(row, naive_tz, now, bad)
+            served.append(parsed)
+            if sound:
+                kept[rowid] = parsed
         self._rows = kept
-        yield from kept.values()
+        yield from served
 
 
-def _parse(row: workflows.ActiveRow, naive_tz: tzinfo, bad: list[BadValue]) -> ParsedRow:
+def _parse(row: workflows.ActiveRow, naive_tz: tzinfo, now: datetime, bad: list[BadValue]) -> tuple[ParsedRow, bool]:
+    """The parsed row and whether it is sound.  An unparseable or future ``updated_at`` is reported
+    and read as unknown: the row still counts as active but is never judged stuck or oldest."""
     run_id, pipeline, status, updated_raw, background = row
+    sound = True
     try:
         updated = parse_instant(updated_raw, naive_tz)
     except TimestampError:
-        bad.append(BadValue("workflow_state", "updated_at", run_id, str(updated_raw)))
-        updated = None
+        bad.append(BadValue("workflow_state", "updated_at", run_id, shown(updated_raw)))
+        updated, sound = None, False
+    if updated is not None and updated > now:
+        bad.append(BadValue("workflow_state", "updated_at", run_id, f"{shown(updated_raw)} (in the future)"))
+        updated, sound = None, False
     # Interned: thousands of rows share a handful of pipeline and status names.
-    return sys.intern(pipeline), sys.intern(status), None if updated is None else updated.timestamp(), bool(background)
+    stamp = None if updated is None else updated.timestamp()
+    return (sys.intern(pipeline), sys.intern(status), stamp, bool(background)), sound

@@ -17,9 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
-from exporter.reader import runs, spans, workflows
+from exporter.reader import spans, workflows
 from exporter.reader.active_cache import ActiveRowCache
 from exporter.reader.badvalues import BadValue
+from exporter.reader.groups import grouped_counts, value_counts
 from exporter.reader.layout import Capability, Schema
 from exporter.reader.workflows import WindowCounts
 from exporter.stuck import ActiveSummary, StuckPolicy, summarize_active
@@ -65,35 +66,46 @@ def fast_stats(
     cache: ActiveRowCache | None = None,
 ) -> FastStats:
     bad: list[BadValue] = []
-    rows = (cache or ActiveRowCache()).rows(conn, schema, naive_tz, bad)
-    return FastStats(
-        taken_at=now,
-        created_24h=workflows.created_since(conn, schema, now - DAY, naive_tz, bad),
-        active=summarize_active(rows, now, policy),
-        bad_values=tuple(bad),
-    )
+    active = summarize_active((cache or ActiveRowCache()).rows(conn, schema, naive_tz, now, bad), now, policy)
+    created = workflows.created_since(conn, schema, now - DAY, now, naive_tz, bad)
+    return FastStats(taken_at=now, created_24h=created, active=active, bad_values=tuple(bad))
 
 
 def count_stats(conn: sqlite3.Connection, schema: Schema, now: datetime, naive_tz: tzinfo) -> CountStats:
     bad: list[BadValue] = []
-    top, background = workflows.status_counts(conn, schema)
+    top, background = workflows.status_counts(conn, schema, bad)
+    failed = workflows.failed_since(conn, schema, now - DAY, now, naive_tz, bad)
+    runs_by_status = None
+    if schema.supports(Capability.RUNS):
+        runs_by_status = value_counts(conn, "runs", "status", bad)
     return CountStats(
         taken_at=now,
         workflows_by_status=top,
         background_by_status=background,
-        failed_24h=workflows.failed_since(conn, schema, now - DAY, naive_tz, bad),
-        runs_by_status=runs.status_counts(conn) if schema.supports(Capability.RUNS) else None,
+        failed_24h=failed,
+        runs_by_status=runs_by_status,
         spans_total=spans.total(conn) if schema.supports(Capability.SPANS) else None,
         bad_values=tuple(bad),
     )
 
 
 def aggregate_stats(conn: sqlite3.Connection, schema: Schema, now: datetime) -> AggregateStats:
-    has_runs = schema.supports(Capability.RUNS)
+    bad: list[BadValue] = []
+    by_pipeline = workflows.pipeline_status_counts(conn, schema, bad)
+    runs_by_pipeline = runs_pipeline_status_counts(conn, bad) if schema.supports(Capability.RUNS) else None
     return AggregateStats(
         taken_at=now,
-        workflows_by_pipeline_status=workflows.pipeline_status_counts(conn, schema),
-        runs_by_pipeline_status=runs.pipeline_status_counts(conn) if has_runs else None,
-        spans=spans.totals(conn) if schema.supports(Capability.SPANS) else None,
+        workflows_by_pipeline_status=by_pipeline,
+        runs_by_pipeline_status=runs_by_pipeline,
+        spans=spans.totals(conn, bad) if schema.supports(Capability.SPANS) else None,
         average_execution_time_ms=workflows.average_execution_time_ms(conn, schema),
+        bad_values=tuple(bad),
     )
+
+
+def runs_pipeline_status_counts(conn: sqlite3.Connection, bad: list[BadValue]) -> Counter[tuple[str, str]]:
+    """Runs per (pipeline_name, status), an empty name read as 'unknown'.  Scans the table."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for (pipeline, status), n in grouped_counts(conn, "runs", ("pipeline_name", "status"), bad).items():
+        counts[(pipeline or workflows.UNKNOWN_PIPELINE, status)] += n
+    return counts

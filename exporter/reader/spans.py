@@ -6,12 +6,15 @@ import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 
+from exporter.reader.badvalues import BadValue
+from exporter.reader.groups import group_labels
+
 
 @dataclass(frozen=True)
 class SpanTotals:
-    total: int
-    unfinished: int
-    by_status: Counter[str]
+    total: int  # every row, a bad status included
+    unfinished: int  # every row without an end time, a bad status included
+    by_status: Counter[str]  # rows whose status is text
 
 
 def total(conn: sqlite3.Connection) -> int:
@@ -19,16 +22,21 @@ def total(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0])
 
 
-def totals(conn: sqlite3.Connection) -> SpanTotals:
-    """Spans by status and unfinished (no end time).  Scans the table: aggregate tier only."""
+def totals(conn: sqlite3.Connection, bad: list[BadValue]) -> SpanTotals:
+    """Spans by status and unfinished (no end time).  Scans the table: aggregate tier only.  A status
+    that is not text (NULL included: flujo always writes one) is counted as a bad value; the row
+    still counts as stored and, without an end time, as unfinished."""
     by_status: Counter[str] = Counter()
-    unfinished = 0
+    every = unfinished = 0
     for status, count, open_count in conn.execute(
-        "SELECT COALESCE(status, 'unknown'), COUNT(*), SUM(end_time IS NULL) FROM spans GROUP BY 1"
+        "SELECT status, COUNT(*), SUM(end_time IS NULL) FROM spans GROUP BY 1"
     ):
-        by_status[status] = count
+        every += int(count)
         unfinished += int(open_count or 0)
-    return SpanTotals(sum(by_status.values()), unfinished, by_status)
+        labels = group_labels((status,), "spans", ("status",), int(count), bad)
+        if labels is not None:
+            by_status[labels[0]] += int(count)
+    return SpanTotals(every, unfinished, by_status)
 
 
 def per_run(conn: sqlite3.Connection, with_runs_table: bool) -> dict[str, int]:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from exporter.reader.badvalues import BadValue
+from exporter.labels import label_text
+from exporter.reader.badvalues import BadValue, shown
+from exporter.reader.groups import grouped_counts, value_counts
 from exporter.reader.layout import Capability, Schema
 from exporter.timeparse import TimestampError, parse_instant, text_lower_bound, text_upper_bound
 
@@ -40,34 +42,35 @@ class WindowCounts:
     background: int
 
 
-def status_counts(conn: sqlite3.Connection, schema: Schema) -> tuple[Counter[str], Counter[str] | None]:
-    """(top-level counts, background-task counts or None when the layout has no background tasks)."""
-    every = Counter[str](
-        {row[0]: row[1] for row in conn.execute("SELECT status, COUNT(*) FROM workflow_state GROUP BY status")}
-    )
+def status_counts(
+    conn: sqlite3.Connection, schema: Schema, bad: list[BadValue]
+) -> tuple[Counter[str], Counter[str] | None]:
+    """(top-level counts, background-task counts or None when the layout has no background tasks).
+    Rows whose status is not text are left out and counted as bad values."""
+    every = value_counts(conn, "workflow_state", "status", bad)
     if not schema.supports(Capability.BACKGROUND_TASKS):
         return every, None
-    background = Counter[str]({row[0]: row[1] for row in conn.execute(_BACKGROUND_STATUS_SQL)})
+    # Its bad rows are among those just counted: reported once, not twice.
+    background = value_counts(conn, "workflow_state", "status", [], where=_BACKGROUND_WHERE)
     return every - background, background
 
 
 # Background rows always carry their parent's run id, so the parent_run_id index bounds this.
-_BACKGROUND_STATUS_SQL = (
-    "SELECT status, COUNT(*) FROM workflow_state"
-    " WHERE parent_run_id IS NOT NULL AND COALESCE(is_background_task, 0) != 0 GROUP BY status"
-)
+_BACKGROUND_WHERE = " WHERE parent_run_id IS NOT NULL AND COALESCE(is_background_task, 0) != 0"
 
 
 def created_since(
-    conn: sqlite3.Connection, schema: Schema, since: datetime, naive_tz: tzinfo, bad: list[BadValue]
+    conn: sqlite3.Connection, schema: Schema, since: datetime, now: datetime, naive_tz: tzinfo, bad: list[BadValue]
 ) -> WindowCounts:
+    """Rows whose ``created_at`` is in [since, now]; a later one cannot be a real creation time and
+    is counted as a bad value."""
     # rowid, not run_id: on layouts without background tasks the created_at index alone answers.
     rows = conn.execute(
         f"SELECT rowid, created_at, {_background_expr(schema)} FROM workflow_state WHERE created_at >= ?",
         (text_lower_bound(since),),
     )
     found: list[BadValue] = []
-    counts = _count_since(rows, since, naive_tz, "created_at", found)
+    counts = _count_since(rows, since, now, naive_tz, "created_at", found)
     for value in found:
         row = conn.execute("SELECT run_id FROM workflow_state WHERE rowid = ?", (value.run_id,)).fetchone()
         bad.append(BadValue(value.table, value.column, str(row[0]) if row else f"rowid {value.run_id}", value.value))
@@ -75,19 +78,21 @@ def created_since(
 
 
 def failed_since(
-    conn: sqlite3.Connection, schema: Schema, since: datetime, naive_tz: tzinfo, bad: list[BadValue]
+    conn: sqlite3.Connection, schema: Schema, since: datetime, now: datetime, naive_tz: tzinfo, bad: list[BadValue]
 ) -> WindowCounts:
+    """Failed rows whose ``updated_at`` is in [since, now] (a later one is a bad value)."""
     rows = conn.execute(
         f"SELECT run_id, updated_at, {_background_expr(schema)} FROM workflow_state"
         " WHERE status = 'failed' AND updated_at >= ?",
         (text_lower_bound(since),),
     )
-    return _count_since(rows, since, naive_tz, "updated_at", bad)
+    return _count_since(rows, since, now, naive_tz, "updated_at", bad)
 
 
 def _count_since(
-    rows: Iterable[tuple[str, object, int]],
+    rows: Iterable[tuple[object, object, int]],
     since: datetime,
+    now: datetime,
     naive_tz: tzinfo,
     column: str,
     bad: list[BadValue],
@@ -97,54 +102,75 @@ def _count_since(
         try:
             instant = parse_instant(raw, naive_tz)
         except TimestampError:
-            bad.append(BadValue("workflow_state", column, str(run_id), str(raw)))
+            bad.append(BadValue("workflow_state", column, str(run_id), shown(raw)))
             continue
-        if instant is not None and instant >= since:
-            if is_background:
-                background += 1
-            else:
-                top += 1
+        if instant is None or instant < since:
+            continue
+        if instant > now:
+            bad.append(BadValue("workflow_state", column, str(run_id), f"{shown(raw)} (in the future)"))
+            continue
+        if is_background:
+            background += 1
+        else:
+            top += 1
     return WindowCounts(top, background)
 
 
 ActiveRow = tuple[str, str, str, object, int]  # run_id, pipeline, status, raw updated_at, is_background
 
 
-def active_rows(conn: sqlite3.Connection, schema: Schema) -> Iterator[ActiveRow]:
-    """Running and paused rows, streamed (there can be tens of thousands of crashed runs)."""
+def active_rows(conn: sqlite3.Connection, schema: Schema, bad: list[BadValue]) -> Iterator[ActiveRow]:
+    """Running and paused rows, streamed (there can be tens of thousands of crashed runs).  A row
+    whose pipeline is not text is left out and counted as a bad value."""
     for _rowid, *row in conn.execute(_active_sql(schema, "ws.status IN ('running', 'paused')")):
-        yield _active_row(row)
+        active = _active_row(row, schema, bad)
+        if active is not None:
+            yield active
 
 
 def active_rows_by_rowid(
-    conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int]
+    conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int], bad: list[BadValue]
 ) -> Iterator[tuple[int, ActiveRow]]:
     for start in range(0, len(rowids), 500):
         chunk = rowids[start : start + 500]
         where = f"ws.rowid IN ({','.join('?' * len(chunk))}) AND ws.status IN ('running', 'paused')"
         for rowid, *row in conn.execute(_active_sql(schema, where), chunk):
-            yield int(rowid), _active_row(row)
+            active = _active_row(row, schema, bad)
+            if active is not None:
+                yield int(rowid), active
 
 
 def _active_sql(schema: Schema, where: str) -> str:
     """The pipeline comes from ``runs`` only where workflow_state says 'unknown' (flujo's default
-    context has no pipeline name), so the common case costs no extra lookup."""
+    context has no pipeline name), so the common case costs no extra lookup.  The fallback is NULL
+    when there is no runs row, and an empty BLOB (never a label, so counted as bad) when the runs
+    row holds NULL."""
     pipeline = f"ws.{schema.pipeline_column}"
+    fallback = "NULL"
     if schema.has("runs", "pipeline_name"):
-        pipeline = (
-            f"CASE WHEN COALESCE({pipeline}, '') IN ('', '{UNKNOWN_PIPELINE}') THEN COALESCE("
-            f"(SELECT r.pipeline_name FROM runs r WHERE r.run_id = ws.run_id), '{UNKNOWN_PIPELINE}')"
-            f" ELSE {pipeline} END"
+        fallback = (
+            f"CASE WHEN {pipeline} IN ('', '{UNKNOWN_PIPELINE}') THEN"
+            " (SELECT COALESCE(r.pipeline_name, X'') FROM runs r WHERE r.run_id = ws.run_id) END"
         )
     return (
-        f"SELECT ws.rowid, ws.run_id, {pipeline}, ws.status, ws.updated_at, {_background_expr(schema, 'ws.')}"
-        f" FROM workflow_state ws WHERE {where}"
+        f"SELECT ws.rowid, ws.run_id, {pipeline}, {fallback}, ws.status, ws.updated_at,"
+        f" {_background_expr(schema, 'ws.')} FROM workflow_state ws WHERE {where}"
     )
 
 
-def _active_row(row: list[Any]) -> ActiveRow:
-    run_id, name, status, updated, background = row
-    return str(run_id), _pipeline(name, None), str(status), updated, int(background)
+def _active_row(row: list[Any], schema: Schema, bad: list[BadValue]) -> ActiveRow | None:
+    run_id, own, fallback, status, updated, background = row
+    run_id = str(run_id)
+    name = label_text(own)
+    if name is None:
+        bad.append(BadValue("workflow_state", schema.pipeline_column, run_id, shown(own)))
+        return None
+    if name in ("", UNKNOWN_PIPELINE) and fallback is not None:
+        name = label_text(fallback)
+        if name is None:
+            bad.append(BadValue("runs", "pipeline_name", run_id, shown(fallback)))
+            return None
+    return run_id, name or UNKNOWN_PIPELINE, str(status), updated, int(background)
 
 
 def active_workflows(
@@ -152,11 +178,11 @@ def active_workflows(
 ) -> list[ActiveWorkflow]:
     """Running and paused rows with parsed times (for alerts and tests; metrics use a summary)."""
     result: list[ActiveWorkflow] = []
-    for run_id, pipeline, status, updated_raw, is_background in active_rows(conn, schema):
+    for run_id, pipeline, status, updated_raw, is_background in active_rows(conn, schema, bad):
         try:
             updated_at = parse_instant(updated_raw, naive_tz)
         except TimestampError:
-            bad.append(BadValue("workflow_state", "updated_at", run_id, str(updated_raw)))
+            bad.append(BadValue("workflow_state", "updated_at", run_id, shown(updated_raw)))
             updated_at = None
         result.append(ActiveWorkflow(run_id, pipeline, status, updated_at, bool(is_background)))
     return result
@@ -171,18 +197,21 @@ def created_before(conn: sqlite3.Connection, cutoff: datetime, naive_tz: tzinfo,
         try:
             instant = parse_instant(raw, naive_tz)
         except TimestampError:
-            bad.append(BadValue("workflow_state", "created_at", run_id, str(raw)))
+            bad.append(BadValue("workflow_state", "created_at", str(run_id), shown(raw)))
             continue
         if instant is not None and instant < cutoff:
             found.append(run_id)
     return found
 
 
-def pipeline_status_counts(conn: sqlite3.Connection, schema: Schema) -> Counter[tuple[str, str]]:
+def pipeline_status_counts(conn: sqlite3.Connection, schema: Schema, bad: list[BadValue]) -> Counter[tuple[str, str]]:
     """Top-level workflows per (pipeline, status).  Scans the table: aggregate tier only."""
     where = " WHERE COALESCE(is_background_task, 0) = 0" if schema.supports(Capability.BACKGROUND_TASKS) else ""
-    rows = conn.execute(f"SELECT {schema.pipeline_column}, status, COUNT(*) FROM workflow_state{where} GROUP BY 1, 2")
-    return Counter({(_pipeline(p, None), s): n for p, s, n in rows})
+    groups = grouped_counts(conn, "workflow_state", (schema.pipeline_column, "status"), bad, where)
+    counts: Counter[tuple[str, str]] = Counter()
+    for (pipeline, status), n in groups.items():
+        counts[(pipeline or UNKNOWN_PIPELINE, status)] += n
+    return counts
 
 
 def average_execution_time_ms(conn: sqlite3.Connection, schema: Schema) -> float:
@@ -201,10 +230,3 @@ def _background_expr(schema: Schema, prefix: str = "") -> str:
     if schema.supports(Capability.BACKGROUND_TASKS):
         return f"COALESCE({prefix}is_background_task, 0) != 0"
     return "0"
-
-
-def _pipeline(ws_pipeline: object, runs_pipeline: object) -> str:
-    for candidate in (ws_pipeline, runs_pipeline):
-        if isinstance(candidate, str) and candidate and candidate != UNKNOWN_PIPELINE:
-            return candidate
-    return UNKNOWN_PIPELINE
