@@ -2,9 +2,10 @@
 
 Whole-table counts go down when cleanup deletes rows; these never do.  At start the counters are
 seeded with one GROUP BY per table and the histograms with the rows inside ``duration_window``;
-afterwards each refresh reads only the rows after the last rowid seen, plus the runs not ended yet
-(found through the status indexes), so the cost follows the write rate and the number of unfinished
-runs, not the DB size.
+afterwards each refresh reads only the rows after the last rowid seen, plus the runs not ended yet:
+those running in ``runs`` through its status index; a paused one when its ``workflow_state`` row is
+saved again (flujo's ``INSERT OR REPLACE`` gives it a new rowid, found by a second watermark), and all
+of them every :data:`FULL_RECHECK_EVERY` refreshes.  The cost follows the write rate, not the DB size.
 
 A run counts once, when it has really ended (:func:`exporter.reader.runs.final_status`): a run paused
 for approval (``runs`` says completed, ``workflow_state`` paused) stays pending until it is resumed
@@ -37,6 +38,7 @@ from exporter.reader.badvalues import BadValue
 log = logging.getLogger(__name__)
 
 BATCH = 5_000
+FULL_RECHECK_EVERY = 20  # refreshes between re-checks of every paused run (catches in-place UPDATEs)
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 STEP_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 MAX_UNKNOWN_STATUSES = 20
@@ -109,6 +111,12 @@ class _Pending:
     fingerprint: tuple[object, object] | None
     waited: bool = False
     state: run_queries.RunState | None = None
+    hot: bool = False  # its workflow_state was saved since it was held: re-checked every refresh
+
+    @property
+    def needs_check(self) -> bool:
+        # fingerprint None: runs said running when last seen, and it has just left that state
+        return self.fingerprint is None or self.hot or self.waited
 
 
 class FinishTracker:
@@ -122,6 +130,8 @@ class FinishTracker:
         self._window = duration_window
         self._run_rowid = 0
         self._step_rowid = 0
+        self._workflow_rowid = 0
+        self._refreshes = 0
         self._pending: dict[int, _Pending] = {}  # rowid -> run not ended when last seen
         self._runs: Counter[tuple[str, str]] = Counter()
         self._run_hist: dict[str, Histogram] = {}
@@ -175,6 +185,7 @@ class FinishTracker:
         """Counters from one GROUP BY per table; histograms from the rows inside the window only."""
         if schema.supports(Capability.RUNS):
             self._run_rowid = run_queries.max_rowid(conn, "runs")
+            self._workflow_rowid = run_queries.max_rowid(conn, "workflow_state")
             for group in run_queries.finished_counts(conn, self._run_rowid):
                 self._bad.extend(group.bad)
                 if group.label is not None and group.status is not None:
@@ -236,11 +247,23 @@ class FinishTracker:
 
     # --- every refresh ------------------------------------------------------------------------------
     def _update_runs(self, conn: sqlite3.Connection, schema: Schema) -> bool:
+        self._refreshes += 1
+        sweep = self._refreshes % FULL_RECHECK_EVERY == 0
+        top = run_queries.max_rowid(conn, "workflow_state")
+        if top < self._workflow_rowid:
+            self._workflow_rowid, sweep = top, True  # replaced or rewritten: re-check every pending run once
+        self._workflow_rowid, saved = run_queries.workflow_saves_after(conn, self._workflow_rowid)
         if self._pending:
-            # Rows still running in ``runs`` cost nothing beyond the status index; the others (paused,
-            # or just ended) are re-read by rowid with their workflow_state status.
+            # Rows still running in ``runs`` cost nothing beyond the status index.  A paused run is
+            # re-read (by rowid, with its workflow_state status) once its state is saved again, and
+            # every FULL_RECHECK_EVERY refreshes in case something UPDATEd it in place.
+            for entry in self._pending.values():
+                if entry.run_id in saved:
+                    entry.hot = True
             active = run_queries.active_rowids(conn)
-            recheck = [rowid for rowid in self._pending if rowid not in active]
+            recheck = [
+                rowid for rowid, entry in self._pending.items() if rowid not in active and (sweep or entry.needs_check)
+            ]
             states = run_queries.run_states(conn, schema, recheck)
             changed = [rowid for rowid in recheck if self._changed(rowid, states.get(rowid))]
             current = {row.rowid: row for row in run_queries.runs_by_rowid(conn, schema, changed)}

@@ -7,6 +7,7 @@ when it really ends, with its final status and its whole duration.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from flujo_writes import Flujo0435Run, Flujo06Run
 from support import SMALL, SMALL06, computed_at
 
 from exporter.reader import FlujoReader
-from exporter.tracking import FinishTracker
+from exporter.tracking import FULL_RECHECK_EVERY, FinishTracker
 
 Step = tuple[str, Callable[[], None]]
 
@@ -216,3 +217,25 @@ def test_seed_matches_incremental_counting(fixture_copy, tmp_path: Path) -> None
     late = Observer(db, now)
     assert late.tracker.totals().runs == watcher.tracker.totals().runs
     assert late.tracker.pending_runs == watcher.tracker.pending_runs
+
+
+def test_paused_run_updated_in_place_is_counted_within_the_full_recheck(fixture_copy) -> None:
+    """A state changed by an in-place UPDATE (no new rowid, e.g. an admin tool cancelling a paused run)
+    is not seen by the workflow_state rowid watermark; the periodic re-check of every paused run counts it."""
+    db = fixture_copy(SMALL06)
+    now = computed_at(SMALL06)
+    seen = Observer(db, now)
+    before = seen.runs()
+    paused_id = "run_cf36d58b4737819096da1dac72ff5d2a"  # paused at 11:27, never resumed
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "UPDATE workflow_state SET status = 'cancelled', updated_at = ? WHERE run_id = ?", (now.isoformat(), paused_id)
+    )
+    conn.commit()
+    conn.close()
+    refreshes = 0
+    while seen.runs() == before:
+        seen.refresh()
+        refreshes += 1
+        assert refreshes <= FULL_RECHECK_EVERY + 1
+    assert seen.runs() == {**before, "cancelled": before.get("cancelled", 0) + 1}

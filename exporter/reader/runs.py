@@ -128,9 +128,20 @@ def pipeline_status_counts(conn: sqlite3.Connection) -> Counter[tuple[str, str]]
 
 
 def max_rowid(conn: sqlite3.Connection, table: str) -> int:
-    if table not in ("runs", "steps"):
+    if table not in ("runs", "steps", "workflow_state"):
         raise ValueError(table)
     return int(conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0])
+
+
+def workflow_saves_after(conn: sqlite3.Connection, rowid: int) -> tuple[int, set[str]]:
+    """(new max rowid, run_ids) of the workflow_state rows saved after ``rowid``.  flujo saves state with
+    ``INSERT OR REPLACE``, which gives the row a new, higher rowid every time: a paused run that is
+    resumed, ended or cancelled shows up here, by the rowid order alone."""
+    top, found = rowid, set()
+    for row_rowid, run_id in conn.execute("SELECT rowid, run_id FROM workflow_state WHERE rowid > ?", (rowid,)):
+        top = max(top, int(row_rowid))
+        found.add(_run_id(run_id))
+    return top, found
 
 
 def runs_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[RunRow]:
