@@ -1,11 +1,12 @@
 """0.6.x span times are time.monotonic(); the run's wall-clock writes bracket the offset, and the
 published error bound always covers the true error."""
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import SMALL06, expected
+from support import FIXTURES, SMALL06, expected
 
 from exporter.reader import FlujoReader
 from exporter.reader.spantime import (
@@ -18,6 +19,7 @@ from exporter.reader.spantime import (
 from exporter.timeparse import parse_instant
 
 FINISHED = ("completed", "failed")
+LIVE06 = "live06-timing.db"
 
 
 def test_fixture_runs_are_bracketed_and_within_the_bound(fixture_copy) -> None:
@@ -138,3 +140,34 @@ def test_epoch_values_pass_through() -> None:
 def test_unanchored_monotonic_is_flagged() -> None:
     clock = clock_for_run(min_start=897.2, max_end=900.0, run_created_at=None, latest_span_created_at=None)
     assert not clock.anchored and clock.kind == ClockKind.UNANCHORED
+
+
+def test_live_flujo_06_runs_are_within_the_bound(fixture_copy) -> None:
+    """20 runs written by the real flujo 0.6.11 (tests/fixtures/live06-timing.py), with the writer's true
+    monotonic-to-wall offset recorded: the created_at anchor alone was 2.5-6.4 ms off (the old 1 ms claim
+    was false); the bracket's midpoint is within the published bound for every run."""
+    db = fixture_copy(LIVE06)
+    truth = json.loads((FIXTURES / f"{LIVE06}.truth.json").read_text())
+    slack = truth["offset_max"] - truth["offset_min"]  # the true offset moved this much during the runs
+    true_offset = (truth["offset_max"] + truth["offset_min"]) / 2
+    reader = FlujoReader(db, naive_timezone=UTC)
+    created_errors = []
+    with reader.session() as s:
+        rows = s.conn.execute(
+            "SELECT r.created_at, r.updated_at, r.status, MIN(s.start_time), MAX(s.end_time), MAX(s.created_at)"
+            " FROM runs r JOIN spans s USING (run_id) GROUP BY r.run_id"
+        ).fetchall()
+    assert len(rows) == 20
+    for created, updated, status, min_start, max_end, latest_created in rows:
+        clock = clock_for_run(
+            min_start=min_start,
+            max_end=max_end,
+            run_created_at=parse_instant(created),
+            latest_span_created_at=parse_instant(latest_created),
+            run_ended_at=parse_instant(updated) if status in FINISHED else None,
+        )
+        assert clock.kind == ClockKind.BRACKETED
+        assert abs(clock.offset - true_offset) <= clock.error_bound_s + slack
+        created_errors.append(parse_instant(created).timestamp() - min_start - true_offset)  # type: ignore[union-attr]
+    assert all(error < 0 for error in created_errors)  # created_at is written before the root span starts
+    assert max(-error for error in created_errors) > 0.001  # so a 1 ms bound on it was wrong
