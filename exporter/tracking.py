@@ -230,6 +230,7 @@ class FinishTracker:
             top,
         )
         self._run_rowid = top
+        self._pending = {rowid: entry for rowid, entry in self._pending.items() if rowid <= top}
         self._follow_pending(conn, schema, top)
 
     def _rewind_steps_if_replaced(self, conn: sqlite3.Connection) -> None:
