@@ -489,6 +489,7 @@ def diagnose(db: Path, repeats: int) -> list[QueryTiming]:
         max_run, max_step = run_queries.max_rowid(s.conn, "runs"), run_queries.max_rowid(s.conn, "steps")
         seeded = FinishTracker(max_pipelines=50, max_steps=100, duration_window=timedelta(hours=24))
         seeded._follow_pending(s.conn, schema, max_run)  # bench-only: the runs the seed leaves pending
+        seeded_workflow_rowid = run_queries.max_rowid(s.conn, "workflow_state")
 
     def count(value: object) -> int:
         if isinstance(value, dict | list | tuple):
@@ -503,6 +504,7 @@ def diagnose(db: Path, repeats: int) -> list[QueryTiming]:
         tracker = FinishTracker(max_pipelines=50, max_steps=100, duration_window=timedelta(hours=24))
         tracker._pending = {rowid: replace(entry) for rowid, entry in seeded._pending.items()}  # bench-only
         tracker._run_rowid, tracker._step_rowid, tracker._seeded = max_run, max_step, True
+        tracker._workflow_rowid = seeded_workflow_rowid
         tracker.update(conn, schema, now)
         return tracker.pending_runs
 
