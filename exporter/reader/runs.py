@@ -2,41 +2,119 @@
 
 Whole-history breakdowns scan the table and belong to the aggregate tier.  Finished runs and
 steps are instead followed incrementally by ``rowid``: a row keeps its rowid when flujo UPDATEs
-it at the end of a run, so "rows after the last rowid seen" plus "rows seen running before" is an
+it at the end of a run, so "rows after the last rowid seen" plus "rows seen unfinished before" is an
 index-bound way to observe every finish exactly once, whatever cleanup deletes later.
+
+When a run has finished is decided from both tables (:func:`final_status`), because ``runs.status``
+alone lies: at a human-in-the-loop pause flujo writes ``runs.status='completed'`` with an end time
+while ``workflow_state.status='paused'``, and a cancelled run is ``completed`` in ``runs`` but
+``cancelled`` in ``workflow_state``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from exporter.labels import label_text
+from exporter.reader.badvalues import BadValue, shown
 from exporter.reader.layout import Schema
 from exporter.timeparse import TimestampError, parse_instant, text_lower_bound
 
 FINISHED_RUN_STATUSES = ("completed", "failed", "cancelled")
+ACTIVE_STATUSES = ("running", "paused")
+_IN_CHUNK = 500
+_ACTIVE_SQL = "('running', 'paused')"
+_FINAL_SQL = "('completed', 'failed', 'cancelled')"
 
 
 @dataclass(frozen=True)
 class RunRow:
+    """One ``runs`` row with its ``workflow_state`` status.  ``pipeline``/``status`` are None when the
+    stored value cannot be a label (the row is then skipped and reported through ``bad``)."""
+
     rowid: int
-    run_id: str
-    pipeline: str
-    status: str
+    run_id: str  # for matching and logs only
+    pipeline: str | None
+    status: str | None
+    workflow_status: str | None  # workflow_state.status when it is a known status, else None
+    end_raw: object  # the stored end, to notice that flujo rewrote the row
     ended_at: datetime | None  # None while running or when the time is missing/unparseable
     duration_s: float | None
+    bad: tuple[BadValue, ...]
+
+    @property
+    def valid(self) -> bool:
+        return self.pipeline is not None and self.status is not None
+
+    @property
+    def fingerprint(self) -> tuple[object, object]:
+        return (self.status, self.end_raw)
+
+    @property
+    def final_status(self) -> str | None:
+        """The run's final status, or None while it may still change (see :func:`final_status`)."""
+        return None if self.status is None else final_status(self.status, self.workflow_status)
 
 
 @dataclass(frozen=True)
 class StepRow:
     rowid: int
-    step_name: str
-    status: str
+    step_name: str | None
+    status: str | None
     ended_at: datetime | None  # when the row was recorded, right after the step
     duration_s: float | None
+    bad: tuple[BadValue, ...]
+
+    @property
+    def valid(self) -> bool:
+        return self.step_name is not None and self.status is not None
+
+
+@dataclass(frozen=True)
+class GroupCount:
+    """A seed GROUP BY row: ``n`` rows share these values (None when a value cannot be a label)."""
+
+    label: str | None  # pipeline or step name
+    status: str | None  # the final status
+    n: int
+    bad: tuple[BadValue, ...]
+
+    @property
+    def valid(self) -> bool:
+        return self.label is not None and self.status is not None
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    rowid: int
+    run_id: str
+    fingerprint: tuple[object, object] | None  # set when runs says final but workflow_state does not
+
+
+def final_status(run_status: str, workflow_status: str | None) -> str | None:
+    """The status a run ended with, or None while it has not ended.
+
+    * ``runs`` running (or paused): not ended.
+    * ``runs`` completed while ``workflow_state`` is running/paused: a pause for approval (flujo writes
+      ``completed`` at the pause) or a resumed run still going: not ended.
+    * ``runs`` failed (or anything else) while ``workflow_state`` is running/paused: ended.  flujo
+      writes ``failed`` only at a real end, and 0.6.x leaves ``workflow_state`` paused after a resumed
+      run fails.
+    * ``workflow_state`` final: its status, the engine's own final word (0.6.x ``list_runs`` reports
+      it too): a cancelled run is ``cancelled`` there but ``completed`` in ``runs``.
+    * no ``workflow_state`` row (``delete_on_completion``, cleanup, direct writes): ``runs``' status.
+    """
+    if run_status in ACTIVE_STATUSES:
+        return None
+    if workflow_status in ACTIVE_STATUSES:
+        return None if run_status == "completed" else run_status
+    if workflow_status in FINISHED_RUN_STATUSES:
+        return workflow_status
+    return run_status
 
 
 def status_counts(conn: sqlite3.Connection) -> Counter[str]:
@@ -50,53 +128,126 @@ def pipeline_status_counts(conn: sqlite3.Connection) -> Counter[tuple[str, str]]
 
 
 def max_rowid(conn: sqlite3.Connection, table: str) -> int:
-    if table not in ("runs", "steps"):
+    if table not in ("runs", "steps", "workflow_state"):
         raise ValueError(table)
     return int(conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0])
 
 
+def workflow_saves_after(conn: sqlite3.Connection, rowid: int) -> tuple[int, set[str]]:
+    """(new max rowid, run_ids) of the workflow_state rows saved after ``rowid``.  flujo saves state with
+    ``INSERT OR REPLACE``, which gives the row a new, higher rowid every time: a paused run that is
+    resumed, ended or cancelled shows up here, by the rowid order alone."""
+    top, found = rowid, set()
+    for row_rowid, run_id in conn.execute("SELECT rowid, run_id FROM workflow_state WHERE rowid > ?", (rowid,)):
+        top = max(top, int(row_rowid))
+        found.add(_run_id(run_id))
+    return top, found
+
+
 def runs_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[RunRow]:
-    sql = f"{_run_select(schema)} WHERE rowid > ? ORDER BY rowid LIMIT ?"
-    return [_run_row(row) for row in conn.execute(sql, (rowid, limit))]
+    sql = f"{_run_select(schema)} WHERE r.rowid > ? ORDER BY r.rowid LIMIT ?"
+    return [_run_row(schema, row) for row in conn.execute(sql, (rowid, limit))]
 
 
 def runs_by_rowid(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int]) -> list[RunRow]:
     found: list[RunRow] = []
-    for start in range(0, len(rowids), 500):
-        chunk = rowids[start : start + 500]
+    for start in range(0, len(rowids), _IN_CHUNK):
+        chunk = rowids[start : start + _IN_CHUNK]
         marks = ",".join("?" * len(chunk))
-        found.extend(_run_row(row) for row in conn.execute(f"{_run_select(schema)} WHERE rowid IN ({marks})", chunk))
+        sql = f"{_run_select(schema)} WHERE r.rowid IN ({marks})"
+        found.extend(_run_row(schema, row) for row in conn.execute(sql, chunk))
     return found
 
 
-def finished_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[tuple[str, str, int]]:
-    """Finished runs per (pipeline, status), biggest first (so label caps keep the busiest)."""
-    marks = ", ".join("?" * len(FINISHED_RUN_STATUSES))
+@dataclass(frozen=True)
+class RunState:
+    """What decides whether a run has ended, as stored (compared between refreshes, never parsed)."""
+
+    run_id: object
+    status: object
+    end: object
+    workflow_status: object
+
+
+def run_states(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int]) -> dict[int, RunState]:
+    """The deciding columns of these runs (rowid probes plus a workflow_state primary-key probe each):
+    the cheap per-refresh check of runs still pending; only the rows that changed are read in full."""
+    found: dict[int, RunState] = {}
+    for start in range(0, len(rowids), _IN_CHUNK):
+        chunk = rowids[start : start + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = (
+            f"SELECT r.rowid, r.run_id, r.status, {schema.run_end_expr},"
+            f" (SELECT w.status FROM workflow_state w WHERE w.run_id = r.run_id) FROM runs r WHERE r.rowid IN ({marks})"
+        )
+        for rowid, run_id, status, end, workflow_status in conn.execute(sql, chunk):
+            found[int(rowid)] = RunState(run_id, status, end, workflow_status)
+    return found
+
+
+def finished_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[GroupCount]:
+    """Ended runs (by :func:`final_status`) per (pipeline, final status), biggest first so that label
+    caps keep the busiest.  One scan of ``runs`` with a primary-key probe of ``workflow_state`` per row:
+    the seed pass only."""
     sql = (
-        "SELECT COALESCE(pipeline_name, 'unknown'), status, COUNT(*) FROM runs NOT INDEXED"
-        f" WHERE rowid <= ? AND status IN ({marks}) GROUP BY 1, 2 ORDER BY 3 DESC"
+        f"SELECT r.pipeline_name, r.status, CASE WHEN w.status IN {_FINAL_SQL} THEN w.status END,"
+        " COUNT(*), MIN(r.run_id)"
+        " FROM runs r NOT INDEXED LEFT JOIN workflow_state w ON w.run_id = r.run_id"
+        f" WHERE r.rowid <= ? AND NOT COALESCE(r.status IN {_ACTIVE_SQL}"
+        f" OR (r.status = 'completed' AND w.status IN {_ACTIVE_SQL}), 0)"
+        " GROUP BY 1, 2, 3 ORDER BY 4 DESC"
     )
-    return [(p, s, int(n)) for p, s, n in conn.execute(sql, (up_to_rowid, *FINISHED_RUN_STATUSES))]
+    found = []
+    for pipeline_raw, status_raw, workflow_status, n, sample in conn.execute(sql, (up_to_rowid,)):
+        pipeline, status = label_text(pipeline_raw), label_text(status_raw)
+        bad = _group_bad(
+            "runs", sample, int(n), ("pipeline_name", pipeline_raw, pipeline), ("status", status_raw, status)
+        )
+        final = None if status is None else final_status(status, workflow_status)
+        found.append(GroupCount(pipeline, final, int(n), bad))
+    return found
 
 
-def running_rowids(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-    """(rowid, run_id) of running rows: rowids come from the status index alone."""
-    return [(int(r), str(i)) for r, i in conn.execute("SELECT rowid, run_id FROM runs WHERE status = 'running'")]
+def active_rowids(conn: sqlite3.Connection) -> set[int]:
+    """Rowids of runs whose ``runs.status`` is running/paused: from the status index alone."""
+    return {int(r) for (r,) in conn.execute(f"SELECT rowid FROM runs WHERE status IN {_ACTIVE_SQL}")}
+
+
+def pending_runs(conn: sqlite3.Connection, schema: Schema, up_to_rowid: int) -> list[PendingRun]:
+    """Runs not ended at ``up_to_rowid``: running in ``runs`` (status index), or final in ``runs``
+    but running/paused in ``workflow_state`` (its status index, then a ``runs`` primary-key probe)."""
+    active = conn.execute(
+        f"SELECT rowid, run_id FROM runs WHERE status IN {_ACTIVE_SQL} AND rowid <= ?", (up_to_rowid,)
+    )
+    found = [PendingRun(int(r), _run_id(i), None) for r, i in active]
+    held_sql = (
+        # CROSS JOIN keeps workflow_state's status index as the outer loop (else SQLite may walk every
+        # completed run through the runs status index)
+        "SELECT r.rowid FROM workflow_state w CROSS JOIN runs r ON r.run_id = w.run_id"
+        f" WHERE w.status IN {_ACTIVE_SQL} AND r.status = 'completed' AND r.rowid <= ?"
+    )
+    held = [int(r) for (r,) in conn.execute(held_sql, (up_to_rowid,))]
+    for row in runs_by_rowid(conn, schema, held):
+        if row.valid and row.final_status is None:
+            found.append(PendingRun(row.rowid, row.run_id, row.fingerprint))
+    return found
 
 
 def runs_started_since(conn: sqlite3.Connection, schema: Schema, since: datetime, up_to_rowid: int) -> list[RunRow]:
     """Runs started within a day before ``since`` or later (bounded by the start-time index)."""
     bound = text_lower_bound(since - timedelta(days=1))
-    sql = f"{_run_select(schema)} WHERE {schema.run_start_expr} >= ? AND rowid <= ?"
-    return [_run_row(row) for row in conn.execute(sql, (bound, up_to_rowid))]
+    sql = f"{_run_select(schema)} WHERE {schema.run_start_expr} >= ? AND r.rowid <= ?"
+    return [_run_row(schema, row) for row in conn.execute(sql, (bound, up_to_rowid))]
 
 
-def step_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[tuple[str, str, int]]:
-    sql = (
-        "SELECT COALESCE(step_name, 'unknown'), COALESCE(status, 'unknown'), COUNT(*) FROM steps"
-        " WHERE rowid <= ? GROUP BY 1, 2 ORDER BY 3 DESC"
-    )
-    return [(n, s, int(c)) for n, s, c in conn.execute(sql, (up_to_rowid,))]
+def step_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[GroupCount]:
+    sql = "SELECT step_name, status, COUNT(*) FROM steps WHERE rowid <= ? GROUP BY 1, 2 ORDER BY 3 DESC"
+    found = []
+    for name_raw, status_raw, n in conn.execute(sql, (up_to_rowid,)):
+        name, status = label_text(name_raw), label_text(status_raw)
+        bad = _group_bad("steps", "", int(n), ("step_name", name_raw, name), ("status", status_raw, status))
+        found.append(GroupCount(name, status, int(n), bad))
+    return found
 
 
 def recent_steps(conn: sqlite3.Connection, schema: Schema, up_to_rowid: int, since: datetime) -> list[StepRow]:
@@ -131,43 +282,82 @@ def steps_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int
 
 
 def _step_rows(conn: sqlite3.Connection, schema: Schema, where: str, params: tuple[int, int]) -> list[StepRow]:
-    columns = f"rowid, step_name, status, {schema.step_time_expr}, {schema.step_duration_ms_expr}"
-    sql = f"SELECT {columns} FROM steps {where}"
-    return [
-        StepRow(
-            r,
-            name or "unknown",
-            status or "unknown",
-            _instant(recorded),
-            None if ms is None else max(float(ms), 0.0) / 1000.0,
-        )
-        for r, name, status, recorded, ms in conn.execute(sql, params)
-    ]
+    time_column, ms_column = schema.step_time_expr, schema.step_duration_ms_expr
+    sql = f"SELECT rowid, run_id, step_name, status, {time_column}, {ms_column} FROM steps {where}"
+    found = []
+    for rowid, run_id_raw, name_raw, status_raw, recorded_raw, ms in conn.execute(sql, params):
+        run_id = _run_id(run_id_raw)
+        bad: list[BadValue] = []
+        name, status = label_text(name_raw), label_text(status_raw)
+        if name is None:
+            bad.append(BadValue("steps", "step_name", run_id, shown(name_raw)))
+        if status is None:
+            bad.append(BadValue("steps", "status", run_id, shown(status_raw)))
+        recorded = _instant(recorded_raw, "steps", time_column, run_id, bad)
+        duration = None
+        if isinstance(ms, int | float) and not isinstance(ms, bool) and ms == ms and abs(ms) < 1e15:
+            duration = max(float(ms), 0.0) / 1000.0
+        elif ms is not None:
+            bad.append(BadValue("steps", ms_column, run_id, shown(ms)))
+        found.append(StepRow(int(rowid), name, status, recorded, duration, tuple(bad)))
+    return found
 
 
 def _run_select(schema: Schema) -> str:
-    times = f"{schema.run_start_expr}, {schema.run_end_expr}"
-    return f"SELECT rowid, run_id, pipeline_name, status, {times} FROM runs"
-
-
-def _run_row(row: Iterable[object]) -> RunRow:
-    rowid, run_id, pipeline, status, start_raw, end_raw = row
-    finished = status in FINISHED_RUN_STATUSES
-    start, end = _instant(start_raw), _instant(end_raw) if finished else None
-    duration = max((end - start).total_seconds(), 0.0) if start and end else None
-    return RunRow(
-        int(rowid),  # type: ignore[call-overload]
-        str(run_id),
-        str(pipeline or "unknown"),
-        str(status),
-        end,
-        duration,
+    return (
+        f"SELECT r.rowid, r.run_id, r.pipeline_name, r.status, {schema.run_start_expr}, {schema.run_end_expr},"
+        " (SELECT w.status FROM workflow_state w WHERE w.run_id = r.run_id) FROM runs r"
     )
 
 
-def _instant(raw: object) -> datetime | None:
-    """runs/steps times are UTC (naive in 0.4.x, '+00:00' in 0.6.x); unparseable reads as unknown."""
+def _run_row(schema: Schema, row: Sequence[object]) -> RunRow:
+    rowid, run_id_raw, pipeline_raw, status_raw, start_raw, end_raw, workflow_raw = row
+    run_id = _run_id(run_id_raw)
+    bad: list[BadValue] = []
+    pipeline, status = label_text(pipeline_raw), label_text(status_raw)
+    if pipeline is None:
+        bad.append(BadValue("runs", "pipeline_name", run_id, shown(pipeline_raw)))
+    if status is None:
+        bad.append(BadValue("runs", "status", run_id, shown(status_raw)))
+    start_column = "start_time" if schema.has("runs", "start_time") else "created_at"
+    end_column = (
+        "end_time" if schema.has("runs", "start_time") or not schema.has("runs", "updated_at") else "updated_at"
+    )
+    start = _instant(start_raw, "runs", start_column, run_id, bad)
+    end = _instant(end_raw, "runs", end_column, run_id, bad)
+    duration = max((end - start).total_seconds(), 0.0) if start and end else None
+    workflow_status = workflow_raw if workflow_raw in (*ACTIVE_STATUSES, *FINISHED_RUN_STATUSES) else None
+    return RunRow(
+        int(rowid),  # type: ignore[call-overload]
+        run_id,
+        pipeline,
+        status,
+        workflow_status,
+        end_raw,
+        end,
+        duration,
+        tuple(bad),
+    )
+
+
+def _run_id(raw: object) -> str:
+    return raw if isinstance(raw, str) else shown(raw)
+
+
+def _group_bad(table: str, sample: object, n: int, *columns: tuple[str, object, str | None]) -> tuple[BadValue, ...]:
+    """One report per row of a seed group whose value cannot be a label (``sample`` names one run)."""
+    found = []
+    for column, raw, text in columns:
+        if text is None:
+            found.extend([BadValue(table, column, _run_id(sample) if sample else f"{n} rows", shown(raw))] * n)
+    return tuple(found)
+
+
+def _instant(raw: object, table: str, column: str, run_id: str, bad: list[BadValue]) -> datetime | None:
+    """runs/steps times are UTC (naive in 0.4.x, '+00:00' in 0.6.x); unparseable reads as unknown and
+    is reported."""
     try:
         return parse_instant(raw, UTC)
-    except TimestampError:
+    except (TimestampError, OverflowError):  # OverflowError: years out of range once shifted to UTC
+        bad.append(BadValue(table, column, run_id, shown(raw)))
         return None

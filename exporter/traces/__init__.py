@@ -10,10 +10,13 @@ stored ``parent_span_id``: a re-send carries identical ids.
 
 Time: 0.4.x epoch span times are exported as stored (float seconds -> integer nanoseconds; the float
 itself carries about 0.2 µs of precision at today's epochs).  0.6.x stores ``time.monotonic()``: each run
-is anchored by :func:`exporter.reader.spantime.clock_for_run` to ``runs.created_at`` (error bound
-1 ms, the delay between the run row and the root span start) or, without a run row, to the latest
-``spans.created_at`` (bound 1 s).  The root span says which (``flujo.exporter.clock``,
-``flujo.exporter.clock_error_bound_s``).  A span without an end time is exported once its run has
+is anchored by :func:`exporter.reader.spantime.clock_for_run`: the offset lies between ``runs.created_at``
+(written before the root span starts) and the run's stored end or the spans' save time (written after it
+ends); the midpoint is exported and half the bracket is the error bound (about 1 ms on the 0.6.11
+fixture; live apps start the root 3-433 ms after ``created_at``, and the bracket covers it).  Without a
+run row the latest ``spans.created_at`` is the anchor (bound 1 s).  The root span says which
+(``flujo.exporter.clock``, ``flujo.exporter.clock_error_bound_s``; ``inf`` when only a lower bound is
+known).  A span without an end time is exported once its run has
 finished, ending at the run's end (or, when that is unknown or the run was abandoned, at its last
 child's end, else at its own start), flagged ``flujo.exporter.end_time_inferred = true`` with
 ``flujo.exporter.end_time_source``.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from exporter.reader.spantime import RUN_ANCHOR_ERROR_S, SAVE_ANCHOR_ERROR_S, SpanClock, is_monotonic
+from exporter.reader.spantime import SpanClock, is_monotonic
 from exporter.traces import attributes as attrs
 from exporter.traces import ids, wire
 from exporter.traces.source import RunInfo, SpanRow
@@ -74,15 +74,7 @@ class LocalReject:
 
 
 def clock_kind(clock: SpanClock) -> str:
-    if not clock.anchored:
-        return "unanchored"
-    if clock.error_bound_s == 0.0:
-        return "epoch"
-    if clock.error_bound_s == RUN_ANCHOR_ERROR_S:
-        return "run_created_at"
-    if clock.error_bound_s == SAVE_ANCHOR_ERROR_S:
-        return "span_created_at"
-    return "anchored"
+    return clock.kind
 
 
 def status_of(stored: str, attributes: Mapping[str, Any], limit: int) -> tuple[int, str | None]:

@@ -53,6 +53,7 @@ class RunInfo:
         "_ws_updated",
         "anchor",
         "clock",
+        "end_anchor",
         "finished",
         "pipeline_name",
         "pipeline_version",
@@ -94,6 +95,7 @@ class RunInfo:
         self._start: float | None = _UNSET
         self._end: float | None = _UNSET
         self.anchor: object = None  # runs.created_at / start_time as stored (for clock_from_rows)
+        self.end_anchor: object = None  # the end runs stored for a run it says finished (for clock_from_rows)
 
     @property
     def start(self) -> float | None:
@@ -229,6 +231,7 @@ def runs_with_counts(
     for row in conn.execute(sql, (*args, limit)):
         info = _run_info(row[:10], (row[10], None, None, None, None), naive_tz, clock=None)
         info.anchor = row[7] if row[7] is not None else row[5]
+        info.end_anchor = row[6] if row[4] in FINISHED else None
         found.append(info)
     return found
 
@@ -240,8 +243,9 @@ def clock_from_rows(conn: sqlite3.Connection, info: RunInfo, rows: Sequence[Span
     if first_start is None or not is_monotonic(first_start):
         return EPOCH_CLOCK
     anchor = _instant(info.anchor, UTC)
+    ended = _instant(info.end_anchor, UTC)  # written after the root span ended
     latest_created = None
-    if anchor is None:
+    if anchor is None or ended is None:  # the spans' save time bounds the clock when the run's end does not
         row = conn.execute("SELECT MAX(created_at) FROM spans WHERE run_id = ?", (info.run_id,)).fetchone()
         latest_created = _instant(row[0], UTC)
     ends = [value for value in (_float(row[5]) for row in rows) if value is not None]
@@ -250,6 +254,7 @@ def clock_from_rows(conn: sqlite3.Connection, info: RunInfo, rows: Sequence[Span
         max_end=max(ends) if ends else None,
         run_created_at=anchor,
         latest_span_created_at=latest_created,
+        run_ended_at=ended,
     )
 
 
@@ -270,6 +275,7 @@ def _run_info(
             max_end=_float(max_end),
             run_created_at=_instant(created_raw, UTC) or _instant(start_raw, UTC),
             latest_span_created_at=_instant(latest_created, UTC),
+            run_ended_at=_instant(end_raw, UTC) if run_status in FINISHED else None,  # written after the root ends
         )
     return RunInfo(
         rowid=int(rowid),  # type: ignore[call-overload]

@@ -47,7 +47,8 @@ def test_prometheus_scrapes_real_fixture(fixture_copy, tmp_path: Path) -> None:
         assert value(promql(prometheus, 'flujo_db_layout_info{layout="0.4.35"}')) == 1
         wait_for_series(prometheus, "flujo_runs_finished_total")
         finished = promql(prometheus, "sum(flujo_runs_finished_total)")
-        assert value(finished) == exp["list_runs_status_counts"]["completed"] + exp["list_runs_status_counts"]["failed"]
+        runs, paused = exp["list_runs_status_counts"], exp["get_workflow_stats"]["status_counts"]["paused"]
+        assert value(finished) == runs["completed"] + runs["failed"] - paused  # paused runs have not ended
         by_pipeline = promql(prometheus, "sum by (pipeline) (flujo_runs_by_pipeline)")
         assert {r["metric"]["pipeline"]: float(r["value"][1]) for r in by_pipeline} == exp["runs_by_pipeline_name"]
         assert promql(prometheus, "flujo_background_tasks") == []  # absent on 0.4.35

@@ -69,7 +69,15 @@ def test_small_values(fixture_copy) -> None:
     assert sample(s, "flujo_db_capability", capability="background_tasks") == 0
     assert sample(s, "flujo_db_layout_info", layout="0.4.35") == 1
     finished = sum(v for (name, _), v in s.items() if name == "flujo_runs_finished_total")
-    assert finished == exp["list_runs_status_counts"]["completed"] + exp["list_runs_status_counts"]["failed"]
+    runs, states = exp["list_runs_status_counts"], exp["get_workflow_stats"]["status_counts"]
+    # runs paused for approval are 'completed' in runs but have not ended; the cancelled one counts as such
+    assert finished == runs["completed"] + runs["failed"] - states["paused"] == 49
+    cancelled = sum(
+        v
+        for (name, labels), v in s.items()
+        if name == "flujo_runs_finished_total" and ("status", "cancelled") in labels
+    )
+    assert cancelled == states["cancelled"]
     assert sample(s, "flujo_exporter_db_ready") == 1
     assert sample(s, "flujo_exporter_collector_success", collector="snapshot") == 1
     for name, _labels in s:

@@ -30,7 +30,10 @@ def test_finished_counters_survive_cleanup_and_count_new_finishes(fixture_copy) 
     r = refresher(db, clock)
     r.refresh()
     before = finished(r)
-    assert sum(before.values()) == 55  # 35 completed + 20 failed rows present at start
+    # 28 completed + 1 cancelled (completed in runs) + 20 failed; the 6 runs paused for approval
+    # (completed in runs, paused in workflow_state) have not ended
+    assert sum(before.values()) == 49
+    assert sum(n for (_, status), n in before.items() if status == "cancelled") == 1
     conn = sqlite3.connect(db)
     # cleanup deletes finished runs: the counters must not go down
     conn.execute("DELETE FROM runs WHERE status = 'completed' AND start_time < '2026-11-01'")

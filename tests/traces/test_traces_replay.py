@@ -16,7 +16,6 @@ from traces.flujo_db import FlujoWriter, Span, new_span_id, span_hex, stored_spa
 from traces.receiver import Receiver
 
 from exporter.reader import FlujoReader
-from exporter.reader.spantime import RUN_ANCHOR_ERROR_S
 from exporter.timeparse import parse_instant
 from exporter.traces import replay
 from exporter.traces.__main__ import main
@@ -63,7 +62,9 @@ def test_replay_of_06_fixture_sends_what_the_tailer_sends(fixture_copy, tmp_path
     for run in expected(SMALL06)["per_run"]:
         if run.get("root_span_start_wall_utc_truth"):
             truth = datetime.fromisoformat(run["root_span_start_wall_utc_truth"]).timestamp()
-            assert abs(roots[trace_hex(run["run_id"])].start_ns / 1e9 - truth) <= RUN_ANCHOR_ERROR_S
+            root = roots[trace_hex(run["run_id"])]
+            bound = root.attributes["flujo.exporter.clock_error_bound_s"]
+            assert abs(root.start_ns / 1e9 - truth) <= bound + 1e-6 and bound <= 0.002
 
 
 def build_db(path: Path, runs: int, big_run_spans: int = 700) -> int:
