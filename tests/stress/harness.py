@@ -67,6 +67,7 @@ class StressSettings:
     metrics_pollers: int = 2
     readyz_pollers: int = 3
     pace: float = 0.002  # mean pause between a run's steps in the writers, seconds
+    restart_every: float = 2.0  # pooled writers close and reopen their pool this often (app restarts)
     cleanup_after_s: float = 6.0  # cleanup's days_old, in seconds: the writers' rows qualify this soon
     seed: int = 9
 
@@ -115,12 +116,16 @@ class ScrapeChecker:
     stale_failed: float = 0.0
     webhook_deliveries: float = 0.0
     spans_exported: float = 0.0
+    _keys: set[str] = field(default_factory=set)
     _previous: dict[int, Samples] = field(default_factory=dict)  # daemon pid -> last scrape
     _last: dict[int, Samples] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def violation(self, text: str) -> None:
-        if len(self.violations) < 200 and text not in self.violations:
+    def violation(self, text: str, key: str | None = None) -> None:
+        """Record ``text`` once per ``key`` (default: the text itself), at most 200 in all."""
+        key = key or text
+        if len(self.violations) < 200 and key not in self._keys:
+            self._keys.add(key)
             self.violations.append(text)
 
     def check(self, pid: int, text: str) -> None:
@@ -141,30 +146,33 @@ class ScrapeChecker:
         now = time.time()
         sums: Counter[str] = Counter()
         for (name, labels), value in samples.items():
-            tag = f"{name}{dict(labels)}={value}"
+            series = f"{name}{dict(labels)}"
+            tag = f"{series}={value}"
             if name == "flujo_exporter_query_errors_total" and ("reason", "corrupt") in labels:
                 self.max_corrupt = max(self.max_corrupt, value)
                 if value:
-                    self.violation(f"corrupt read reported: {tag}")
+                    self.violation(f"corrupt read reported: {tag}", f"corrupt {pid}")
             if name == "flujo_exporter_bad_values_total" and value:
-                self.violation(f"bad value read (the writers write none): {tag}")
+                self.violation(f"bad value read (the writers write none): {tag}", f"bad {pid} {series}")
             if not name.startswith("flujo_") or name.startswith("flujo_exporter_"):
                 continue
             if not math.isfinite(value) or value < 0:
-                self.violation(f"impossible value: {tag}")
+                self.violation(f"impossible value: {tag}", f"impossible value {series}")
             if name.endswith(("_total", "_count", "_bucket")) and value < previous.get((name, labels), 0.0):
-                self.violation(f"counter decreased from {previous[(name, labels)]}: {tag}")
+                self.violation(f"counter decreased from {previous[(name, labels)]}: {tag}", f"decrease {pid} {series}")
             label = dict(labels)
             if value and label.get("pipeline", PIPELINE_NAMES[0]) not in PIPELINE_NAMES:
-                self.violation(f"pipeline nobody wrote: {tag}")
+                self.violation(f"pipeline nobody wrote: {tag}", f"pipeline nobody wrote {series}")
             if value and label.get("step", STEP_NAMES[0]) not in STEP_NAMES:
-                self.violation(f"step nobody wrote: {tag}")
+                self.violation(f"step nobody wrote: {tag}", f"step nobody wrote {series}")
             if value and label.get("status", "running") not in (*WORKFLOW_STATUSES, *SPAN_STATUSES):
-                self.violation(f"status nobody wrote: {tag}")
+                self.violation(f"status nobody wrote: {tag}", f"status nobody wrote {series}")
             if name.endswith("_timestamp_seconds") and not (
                 self.started - SEED_AGE.total_seconds() - 86400 <= value <= now + 300
             ):
-                self.violation(f"timestamp outside the test's time span: {tag}")
+                self.violation(
+                    f"timestamp outside the test's time span: {tag}", f"timestamp outside the test's time span {series}"
+                )
             if name in ("flujo_workflows", "flujo_background_tasks", "flujo_runs"):
                 sums[name] += value
             elif name in ("flujo_spans_stored", "flujo_workflows_created_last_24h"):
@@ -269,7 +277,9 @@ class StressReport:
         if self.integrity != ["ok"]:
             found.append(f"PRAGMA integrity_check: {[line[:300] for line in self.integrity[:3]]}")
         if self.writer_errors["malformed"]:
-            found.append(f"the app saw {self.writer_errors['malformed']} 'malformed' errors: {self.writer_messages[:5]}")
+            found.append(
+                f"the app saw {self.writer_errors['malformed']} 'malformed' errors: {self.writer_messages[:5]}"
+            )
         if self.checker.max_corrupt:
             found.append(f"the daemon's reads failed {self.checker.max_corrupt:g} times for corruption (one process)")
         if self.log_lines:
@@ -307,8 +317,9 @@ class StressReport:
             f"  scrapes {self.checker.scrapes} (failed {self.checker.failed_scrapes}), readyz {dict(self.readyz)}, "
             f"violations {len(self.checker.violations)}",
             f"  max seen {dict(self.checker.max_seen)} vs bounds {self.bounds}",
-            f"  cleanup deleted {self.checker.cleanup_deleted:g} rows, stale tasks failed {self.checker.stale_failed:g},"
-            f" webhook payloads {self.webhook_payloads}, spans received {self.spans_received}",
+            f"  cleanup deleted {self.checker.cleanup_deleted:g} rows, "
+            f"stale tasks failed {self.checker.stale_failed:g}, webhook payloads {self.webhook_payloads}, "
+            f"spans received {self.spans_received}",
         ]
         for message in self.writer_messages[:5]:
             lines.append(f"  app error: {message}")
@@ -341,9 +352,7 @@ def seed_db(db: Path, settings: StressSettings) -> SeedTally:
             conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(values[0]))})", values)
     conn.execute("COMMIT")
     conn.close()
-    return SeedTally(
-        len(rows["workflow_state"]), len(rows["runs"]), len(rows["steps"]), len(rows["spans"])
-    )
+    return SeedTally(len(rows["workflow_state"]), len(rows["runs"]), len(rows["steps"]), len(rows["spans"]))
 
 
 def _iso(epoch: float, layout: str) -> str:
@@ -367,10 +376,9 @@ def _seed_run(
     ws += [_iso(end, layout), len(steps), "step failed" if status == "failed" else None, None, 7.62939453125e-05]
     if layout == "0.6":
         ws += [None, 0, None, None, None]
-        rows["runs"].append(
-            (run_id, f"{name}@{version}", name, version, status, _iso(start, layout), _iso(end, layout))
-            + (3000, None, len(steps), None, _iso(end, layout), 0.01, None)
-        )
+        created, updated = _iso(start, layout), _iso(end, layout)
+        run = [run_id, f"{name}@{version}", name, version, status, created, updated, 3000, None, len(steps), None]
+        rows["runs"].append((*run, updated, 0.01, None))
     else:
         rows["runs"].append((run_id, name, version, status, _iso(start, layout), _iso(end, layout), 0.01, "{}"))
     rows["workflow_state"].append(tuple(ws))
@@ -383,10 +391,9 @@ def _seed_run(
         if layout == "0.6":
             rows["steps"].append((None, run_id, step, index, step_status, "{}", None, 0.0, 0, 900, _iso(at, layout)))
         else:
-            rows["steps"].append(
-                (f"{run_id}:{index}", run_id, step, index, step_status, _iso(at, layout), _iso(at, layout))
-                + (900, 0.0, 0, "null", "{}", None)
-            )
+            stamp = _iso(at, layout)
+            step_row = [f"{run_id}:{index}", run_id, step, index, step_status, stamp, stamp, 900, 0.0, 0, "null"]
+            rows["steps"].append((*step_row, "{}", None))
         spans.append((str(uuid.uuid4()), run_id, root, step, at - 1, at, step_status, "{}"))
     created = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d %H:%M:%S")
     if layout == "0.6":
@@ -492,12 +499,13 @@ class DaemonKeeper:
             self.unexpected_exits.append(f"the daemon exited by itself with {code}: {process.output()[-1500:]}")
 
     def corruption_lines(self) -> list[str]:
+        """Log lines about a damaged file (the paths are left out: a test's name may contain the words)."""
         return [
             line
             for log in self.logs
             if log.exists()
             for line in log.read_text(errors="replace").splitlines()
-            if any(word in line.lower() for word in CORRUPTION_WORDS)
+            if any(word in line.replace(str(self.tmp), "<tmp>").lower() for word in CORRUPTION_WORDS)
         ]
 
 
@@ -570,7 +578,7 @@ def writers(db: Path, tmp: Path, settings: StressSettings) -> Iterator[list[tupl
             out = tmp / f"writer-{i}.json"
             argv = [sys.executable, str(WRITERS_SCRIPT), "--db", str(db), "--pattern", settings.pattern]
             argv += ["--layout", settings.layout, "--seconds", str(settings.seconds), "--seed", str(settings.seed + i)]
-            argv += ["--pace", str(settings.pace), "--out", str(out)]
+            argv += ["--pace", str(settings.pace), "--restart-every", str(settings.restart_every), "--out", str(out)]
             log = (tmp / f"writer-{i}.log").open("wb")
             started.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), out))
         yield started
@@ -591,7 +599,7 @@ def collect_tallies(started: list[tuple[subprocess.Popen[bytes], Path]], timeout
         tally = Tally.from_json(json.loads(out.read_text()))
         for name in ("writes", "runs_started", "workflow_rows", "background_tasks", "runs_rows", "runs_finished"):
             setattr(total, name, getattr(total, name) + getattr(tally, name))
-        for name in ("steps_rows", "spans_rows", "stats_reads", "gave_up"):
+        for name in ("steps_rows", "spans_rows", "stats_reads", "gave_up", "restarts"):
             setattr(total, name, getattr(total, name) + getattr(tally, name))
         total.outcomes.update(tally.outcomes)
         total.errors.update(tally.errors)

@@ -50,7 +50,7 @@ PIPELINES = (
     ("long_job", "3.0.0", ("stage_a", "stage_b", "stage_c")),
 )
 PIPELINE_NAMES = tuple(name for name, _, _ in PIPELINES)
-STEP_NAMES = tuple(step for _, _, steps in PIPELINES for step in steps) + ("notify_team",)
+STEP_NAMES = (*(step for _, _, steps in PIPELINES for step in steps), "notify_team")
 OUTCOMES = (("completed", 60), ("failed", 18), ("paused", 8), ("cancelled", 6), ("crashed", 8))
 WORKFLOW_STATUSES = ("running", "paused", "completed", "failed", "cancelled")
 MAX_MESSAGES = 20
@@ -73,6 +73,7 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)  # malformed / locked / other
     messages: list[str] = field(default_factory=list)
     gave_up: int = 0  # API calls that failed for good (flujo would raise to the app)
+    restarts: int = 0  # pooled pattern: times the app closed its pool and opened a new one
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -202,8 +203,9 @@ class PendingTask:
 class App:
     """A Flujo application running pipelines for ``seconds``."""
 
-    def __init__(self, db: Path, layout: str, pattern: str, seed: int, pace: float) -> None:
+    def __init__(self, db: Path, layout: str, pattern: str, seed: int, pace: float, restart_every: float) -> None:
         self.layout = layout
+        self.restart_every = restart_every
         self.random = random.Random(seed)
         self.pace = pace
         self.tally = Tally()
@@ -212,8 +214,15 @@ class App:
 
     def run_for(self, seconds: float) -> Tally:
         deadline = time.monotonic() + seconds
+        restart_at = time.monotonic() + self.restart_every
         try:
             while time.monotonic() < deadline:
+                if self.restart_every and time.monotonic() >= restart_at:
+                    # The app restarts (a deploy): its pool closes cleanly; in WAL mode the last
+                    # connection to close checkpoints and deletes -wal.
+                    self.conns.close()
+                    self.tally.restarts += 1
+                    restart_at = time.monotonic() + self.restart_every
                 self.run_one()
                 self.finish_background_tasks()
                 if self.tally.runs_started % 10 == 0:
@@ -449,9 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pace", type=float, default=0.002, help="mean pause between steps, seconds")
+    parser.add_argument(
+        "--restart-every", type=float, default=0.0, help="pooled: close and reopen the pool every N seconds (0: never)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    tally = App(args.db, args.layout, args.pattern, args.seed, args.pace).run_for(args.seconds)
+    tally = App(args.db, args.layout, args.pattern, args.seed, args.pace, args.restart_every).run_for(args.seconds)
     args.out.write_text(json.dumps(tally.to_json()))
     return 0
 
