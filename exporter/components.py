@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,10 @@ class Service(Protocol):
 
     def collector(self) -> Collector: ...
 
+    def health(self) -> tuple[bool, str]:
+        """(working, why not): shown by /readyz."""
+        ...
+
 
 def state_directory() -> Path:
     """The daemon's own state: systemd's ``$STATE_DIRECTORY`` (first entry), else ``./var/state``."""
@@ -29,23 +35,33 @@ def state_directory() -> Path:
     return Path(configured) if configured else DEFAULT_STATE_DIR
 
 
+RESTART_BACKOFF_S = (1.0, 5.0, 30.0, 60.0)
+
+
 @dataclass
 class Component:
-    """A service running as a task, its metrics registered while it runs."""
+    """A service running as a supervised task, its metrics registered while it runs.
+
+    The supervisor is the service's watchdog: if its loop ends with an exception it is logged (the
+    traceback once per kind of error), counted in ``restarts``, shown by :meth:`health`, and the
+    loop is started again after a backoff, until the daemon stops."""
 
     name: str
     service: Service
     registry: CollectorRegistry
+    restarts: int = 0
+    backoff: tuple[float, ...] = RESTART_BACKOFF_S
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _collector: Collector | None = None
+    _crash: str | None = None
+    _logged: set[str] = field(default_factory=set)
 
     def start(self) -> None:
         self._collector = self.service.collector()
         self.registry.register(self._collector)
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self.service.run(self._stop), name=self.name)
-        self._task.add_done_callback(self._report_crash)
+        self._task = asyncio.create_task(self._supervise(), name=self.name)
 
     async def stop(self, grace: float) -> None:
         self._stop.set()
@@ -57,6 +73,58 @@ class Component:
             self.registry.unregister(self._collector)
             self._collector = None
 
-    def _report_crash(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s stopped unexpectedly", self.name, exc_info=task.exception())
+    def health(self) -> tuple[bool, str]:
+        if self._crash is not None:
+            return False, f"{self.name} stopped unexpectedly ({self._crash}) and is being restarted"
+        try:
+            return self.service.health()
+        except Exception as exc:  # a broken health check must not break /readyz
+            return False, f"{self.name} health check failed: {type(exc).__name__}: {exc}"
+
+    async def _supervise(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.service.run(self._stop)
+                self._crash = None
+                return
+            except Exception as exc:
+                self._crash = f"{type(exc).__name__}: {exc}"
+                self.restarts += 1
+                first = type(exc).__name__ not in self._logged
+                self._logged.add(type(exc).__name__)
+                log.error(
+                    "%s stopped unexpectedly: %s; restarting", self.name, self._crash, exc_info=exc if first else None
+                )
+            delay = self.backoff[min(self.restarts - 1, len(self.backoff) - 1)]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            self._crash = None  # restarted: healthy again unless it fails again
+
+
+COMPONENT_NAMES = ("traces", "jobs")
+
+
+class ComponentsCollector(Collector):
+    """Each optional component's health and restarts, all known names present."""
+
+    def __init__(self, components: Callable[[], Mapping[str, Component]]) -> None:
+        self._components = components
+
+    def collect(self) -> Iterator[Metric]:
+        running = self._components()
+        up = GaugeMetricFamily(
+            "flujo_exporter_component_up",
+            "1 when the component is enabled and working, 0 when it is failing or not enabled",
+            labels=["component"],
+        )
+        restarts = CounterMetricFamily(
+            "flujo_exporter_component_restarts",
+            "Times the component's loop ended with an unexpected error and was restarted",
+            labels=["component"],
+        )
+        for name in sorted({*COMPONENT_NAMES, *running}):
+            component = running.get(name)
+            up.add_metric([name], 1 if component is not None and component.health()[0] else 0)
+            restarts.add_metric([name], component.restarts if component is not None else 0)
+        yield up
+        yield restarts

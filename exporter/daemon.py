@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__, logs
 from exporter.clock import Clock, system_clock
 from exporter.collectors import View, build_registry
-from exporter.components import Component, Service, state_directory
+from exporter.components import Component, ComponentsCollector, Service, state_directory
 from exporter.config import Config, ConfigError, load_config, require_db_path
 from exporter.exposition import CachedExposition
 from exporter.reader import DatabaseUnavailable, FlujoReader
@@ -89,6 +89,7 @@ class Daemon:
         self.refresher = Refresher(make_reader(config), lambda: self.config.metrics, clock)
         # Snapshot metrics are rendered once per refresh; scrape-time and component metrics are live.
         self.live_registry = CollectorRegistry(auto_describe=False)
+        self.live_registry.register(ComponentsCollector(lambda: self.components))
         self.registry: CollectorRegistry = build_registry(
             View(lambda: self.refresher.state, lambda: self.config.metrics, clock), live=self.live_registry
         )
@@ -104,14 +105,21 @@ class Daemon:
         self._tailer: SpanTailer | None = None
 
     def readiness(self) -> Readiness:
-        try:
-            self.refresher.reader.schema()
-        except DatabaseUnavailable as exc:
-            return Readiness(False, exc.message)
-        state = self.refresher.state
-        if state.fast is None:
-            return Readiness(False, "no snapshot taken yet")
-        return Readiness(True, "ready")
+        """From the last refresh (never a read of its own, except before the first refresh ended:
+        then the DB is opened once to give the real reason) and from every component's health."""
+        refresher = self.refresher
+        if refresher.state.refreshed_at is None:
+            try:
+                refresher.reader.schema()
+            except DatabaseUnavailable as exc:
+                return Readiness(False, exc.message)
+        ready, reason = refresher.ready(self._clock())
+        reasons = [] if ready else [reason]
+        for component in self.components.values():
+            working, why = component.health()
+            if not working:
+                reasons.append(why)
+        return Readiness(not reasons, "; ".join(reasons) or "ready")
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,6 +3,10 @@
 One refresh at a time (single-flight): a refresh that is still running when the next one is due
 makes that one a no-op.  Each phase records its own success, duration and last success; a failed
 phase keeps the last good values, so scrapes go on serving them marked stale.
+
+The refresh is its own watchdog: whatever a phase raises (a DB problem, a value no parser
+foresaw, a bug) is caught, counted by reason, logged once with its traceback, shown in the phase's
+success metric and in readiness, and the next refresh runs as usual.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -39,7 +43,10 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT, COUNTS, WATERMARKS, AGGREGATES = "snapshot", "counts", "watermarks", "aggregates"
 PHASES = (SNAPSHOT, COUNTS, WATERMARKS, AGGREGATES)
-_BAD_VALUES_LOGGED = 5
+# Distinct bad values logged (one line each, once); the counter counts every one of them.
+_BAD_VALUES_LOGGED = 1_000
+# The served snapshot is stale, and the daemon not ready, when older than this many intervals.
+STALE_AFTER_INTERVALS = 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class PhaseHealth:
     success: bool = False
     duration_s: float = 0.0
     last_success: datetime | None = None
+    error: str | None = None  # why the last attempt failed (for logs and /readyz, never a label)
 
 
 @dataclass(frozen=True)
@@ -58,10 +66,15 @@ class ExporterState:
     finished: FinishedTotals = EMPTY_TOTALS
     db_bytes: int = 0
     wal_bytes: int = 0
-    problem: DatabaseUnavailable | None = None
+    problem: DatabaseUnavailable | None = None  # the DB could not be read by the last refresh
     phases: dict[str, PhaseHealth] = field(default_factory=lambda: {p: PhaseHealth() for p in PHASES})
     errors: Counter[str] = field(default_factory=Counter)  # by Problem
     bad_values: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (table, column)
+    refreshed_at: datetime | None = None  # when the last refresh ended, whatever its outcome
+
+    def failing_phases(self) -> dict[str, str]:
+        """Phases whose last attempt failed, with the reason."""
+        return {name: health.error or "failed" for name, health in self.phases.items() if health.error is not None}
 
 
 def release_free_memory() -> None:
@@ -89,6 +102,47 @@ def stuck_policy(settings: MetricsConfig) -> StuckPolicy:
     return StuckPolicy(stuck.running_after, stuck.per_pipeline, stuck.paused_after)
 
 
+@dataclass
+class _Pass:
+    """What one refresh builds, starting from the previous state's values."""
+
+    now: datetime
+    settings: MetricsConfig
+    force_all: bool
+    previous: ExporterState
+    phases: dict[str, PhaseHealth]
+    errors: Counter[str]
+    bad_values: Counter[tuple[str, str]]
+    schema: Schema | None
+    fast: FastStats | None
+    counts: CountStats | None
+    aggregates: AggregateStats | None
+    finished: FinishedTotals
+    problem: DatabaseUnavailable | None = None
+    heavy: bool = False
+
+    @classmethod
+    def starting_from(cls, state: ExporterState, now: datetime, settings: MetricsConfig, force_all: bool) -> _Pass:
+        return cls(
+            now=now,
+            settings=settings,
+            force_all=force_all,
+            previous=state,
+            phases=dict(state.phases),
+            errors=Counter(state.errors),
+            bad_values=Counter(state.bad_values),
+            schema=state.schema,
+            fast=state.fast,
+            counts=state.counts,
+            aggregates=state.aggregates,
+            finished=state.finished,
+        )
+
+    def due(self, phase: str, every: timedelta) -> bool:
+        last = self.phases[phase].last_success
+        return self.force_all or last is None or self.now - last >= every
+
+
 class Refresher:
     def __init__(self, reader: FlujoReader, settings: Callable[[], MetricsConfig], clock: Clock) -> None:
         self.reader = reader
@@ -96,8 +150,14 @@ class Refresher:
         self._clock = clock
         self._state = ExporterState()
         self._busy = threading.Lock()
-        metrics = settings()
-        self._tracker = FinishTracker(
+        self._tracker = self._new_tracker()
+        self._generation = reader.generation
+        self._logged_failures: set[tuple[str, str]] = set()
+        self._logged_bad: set[BadValue] = set()
+
+    def _new_tracker(self) -> FinishTracker:
+        metrics = self._settings()
+        return FinishTracker(
             max_pipelines=metrics.max_pipelines,
             max_steps=metrics.max_steps,
             duration_window=metrics.run_duration_window,
@@ -119,7 +179,8 @@ class Refresher:
             self._busy.release()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Refresh every ``refresh_interval`` until ``stop`` is set; a slow refresh times out."""
+        """Refresh every ``refresh_interval`` until ``stop`` is set; a slow refresh times out.
+        Nothing a refresh raises ends this loop."""
         while not stop.is_set():
             settings = self._settings()
             try:
@@ -127,89 +188,162 @@ class Refresher:
             except TimeoutError:
                 log.error("refresh of %s took longer than %s", self.reader.path, settings.refresh_timeout)
                 self._record_timeout()
+            except Exception as exc:  # a bug outside the phases' own guard: keep refreshing
+                self._record_crash(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.refresh_interval.total_seconds())
 
-    def _refresh(self, force_all: bool) -> ExporterState:
+    def ready(self, now: datetime) -> tuple[bool, str]:
+        """Readiness from the last refresh: the DB was read, every phase works, the snapshot is fresh."""
         state = self._state
-        now = self._clock()
+        if state.problem is not None:
+            return False, state.problem.message
+        failing = state.failing_phases()
+        if failing:
+            return False, "; ".join(f"{phase} refresh failing: {why}" for phase, why in sorted(failing.items()))
+        if state.fast is None:
+            return False, "no snapshot taken yet"
         settings = self._settings()
-        phases = dict(state.phases)
-        errors = Counter(state.errors)
-        problem: DatabaseUnavailable | None = None
-        schema, fast, counts = state.schema, state.fast, state.counts
-        aggregates, finished = state.aggregates, state.finished
+        limit = max(
+            settings.refresh_interval * STALE_AFTER_INTERVALS, settings.refresh_timeout + settings.refresh_interval
+        )
+        age = now - state.fast.taken_at
+        if age > limit:
+            return (
+                False,
+                f"snapshot is stale: taken {age.total_seconds():.0f}s ago (limit {limit.total_seconds():.0f}s)",
+            )
+        return True, "ready"
 
-        def attempt(phase: str, work: Callable[[], None]) -> None:
-            nonlocal problem
-            started = time.perf_counter()
-            try:
-                work()
-            except DatabaseUnavailable as exc:
-                problem = problem or exc
-                errors[exc.problem] += 1
-                phases[phase] = replace(phases[phase], success=False, duration_s=time.perf_counter() - started)
-                log.warning("%s refresh failed: %s", phase, exc.message)
-                return
-            phases[phase] = PhaseHealth(True, time.perf_counter() - started, now)
+    # -- one refresh ------------------------------------------------------------------------------
 
-        def snapshot() -> None:
-            nonlocal schema, fast
-            schema, fast = self.reader.fast_stats(now, stuck_policy(settings))
-
-        def count() -> None:
-            nonlocal counts
-            counts = self.reader.count_stats(now)
-
-        def watermarks() -> None:
-            nonlocal finished
-            caught_up = False
-            while not caught_up:
-                with self.reader.session() as session:
-                    caught_up = self._tracker.update(session.conn, session.schema, now)
-            finished = self._tracker.totals()
-
-        def aggregate() -> None:
-            nonlocal aggregates
-            aggregates = self.reader.aggregate_stats(now)
-
-        def due(phase: str, every: timedelta) -> bool:
-            last = phases[phase].last_success
-            return force_all or last is None or now - last >= every
-
-        heavy = not self._tracker.seeded  # the first pass seeds the watermark counters
-        attempt(SNAPSHOT, snapshot)
-        if problem is None:
-            attempt(WATERMARKS, watermarks)
-        if problem is None and due(COUNTS, settings.counts_interval):
-            heavy = True
-            attempt(COUNTS, count)
-        if problem is None and due(AGGREGATES, settings.aggregate_interval):
-            heavy = True
-            attempt(AGGREGATES, aggregate)
-        if problem is None and heavy:
+    def _refresh(self, force_all: bool) -> ExporterState:
+        run = _Pass.starting_from(self._state, self._clock(), self._settings(), force_all)
+        self._attempt(run, SNAPSHOT, self._snapshot)  # notices a file swapped in at the DB path
+        self._follow_file_swap()
+        run.heavy = not self._tracker.seeded  # the first pass seeds the watermark counters
+        if run.problem is None:
+            self._attempt(run, WATERMARKS, self._watermarks)
+        if run.problem is None and run.due(COUNTS, run.settings.counts_interval):
+            run.heavy = True
+            self._attempt(run, COUNTS, self._count)
+        if run.problem is None and run.due(AGGREGATES, run.settings.aggregate_interval):
+            run.heavy = True
+            self._attempt(run, AGGREGATES, self._aggregate)
+        if run.problem is None and run.heavy:
             release_free_memory()
-        db_bytes, wal_bytes = self.reader.file_sizes()
-        bad_values = Counter(state.bad_values)
-        if fast is not None and fast is not state.fast:
-            self._report_bad_values(fast.bad_values, bad_values)
-        if counts is not None and counts is not state.counts:
-            self._report_bad_values(counts.bad_values, bad_values)
-        return ExporterState(
-            schema, fast, counts, aggregates, finished, db_bytes, wal_bytes, problem, phases, errors, bad_values
+        return self._finish(run)
+
+    def _follow_file_swap(self) -> None:
+        """Another file at the DB path: the old file's rowid watermarks would miss its new rows.
+        The counters go on from their current values (no reset, no double count): the new file's
+        rows present now are its seed, only what finishes from here on is added."""
+        if self.reader.generation == self._generation:
+            return
+        log.warning("%s was replaced by another file: following the new file's rows from now on", self.reader.path)
+        self._generation = self.reader.generation
+        self._tracker = self._tracker.restarted()
+
+    def _attempt(self, run: _Pass, phase: str, work: Callable[[_Pass], None]) -> None:
+        started = time.perf_counter()
+        try:
+            work(run)
+        except DatabaseUnavailable as exc:
+            run.problem = run.problem or exc
+            self._failed(run, phase, exc.problem, exc.message, started)
+            log.warning("%s refresh failed: %s", phase, exc.message)
+            return
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            self._failed(run, phase, Problem.INTERNAL, reason, started)
+            self._log_once(phase, exc)
+            return
+        run.phases[phase] = PhaseHealth(True, time.perf_counter() - started, run.now)
+
+    @staticmethod
+    def _failed(run: _Pass, phase: str, problem: Problem, reason: str, started: float) -> None:
+        run.errors[problem] += 1
+        run.phases[phase] = replace(
+            run.phases[phase], success=False, duration_s=time.perf_counter() - started, error=reason
         )
 
-    def _report_bad_values(self, found: tuple[BadValue, ...], bad_values: Counter[tuple[str, str]]) -> None:
+    def _log_once(self, phase: str, exc: Exception) -> None:
+        """The traceback once per phase and kind of error; a short line every later time."""
+        key = (phase, type(exc).__name__)
+        if key in self._logged_failures:
+            log.error("%s refresh failed again: %s: %s", phase, type(exc).__name__, exc)
+            return
+        self._logged_failures.add(key)
+        log.error(
+            "%s refresh of %s failed: %s: %s (the last good values are served; retrying every refresh)",
+            phase,
+            self.reader.path,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+
+    def _snapshot(self, run: _Pass) -> None:
+        run.schema, run.fast = self.reader.fast_stats(run.now, stuck_policy(run.settings))
+
+    def _watermarks(self, run: _Pass) -> None:
+        caught_up = False
+        while not caught_up:
+            with self.reader.session() as session:
+                caught_up = self._tracker.update(session.conn, session.schema, run.now)
+        run.finished = self._tracker.totals()
+
+    def _count(self, run: _Pass) -> None:
+        run.counts = self.reader.count_stats(run.now)
+
+    def _aggregate(self, run: _Pass) -> None:
+        run.aggregates = self.reader.aggregate_stats(run.now)
+
+    def _finish(self, run: _Pass) -> ExporterState:
+        previous = run.previous
+        for stats, before in (
+            (run.fast, previous.fast),
+            (run.counts, previous.counts),
+            (run.aggregates, previous.aggregates),
+        ):
+            if stats is not None and stats is not before:
+                self._report_bad_values(stats.bad_values, run.bad_values)
+        self._report_bad_values(self._tracker.take_bad_values(), run.bad_values)
+        db_bytes, wal_bytes = self.reader.file_sizes()
+        return ExporterState(
+            schema=run.schema,
+            fast=run.fast,
+            counts=run.counts,
+            aggregates=run.aggregates,
+            finished=run.finished,
+            db_bytes=db_bytes,
+            wal_bytes=wal_bytes,
+            problem=run.problem,
+            phases=run.phases,
+            errors=run.errors,
+            bad_values=run.bad_values,
+            refreshed_at=run.now,
+        )
+
+    def _report_bad_values(self, found: Iterable[BadValue], bad_values: Counter[tuple[str, str]]) -> None:
         for bad in found:
             bad_values[(bad.table, bad.column)] += 1
-        for bad in found[:_BAD_VALUES_LOGGED]:
-            log.warning("%s: %s", self.reader.path, bad.describe())
+            if bad not in self._logged_bad and len(self._logged_bad) < _BAD_VALUES_LOGGED:
+                self._logged_bad.add(bad)
+                log.warning("%s: %s (row skipped)", self.reader.path, bad.describe())
 
     def _record_timeout(self) -> None:
+        problem = DatabaseUnavailable(Problem.TIMEOUT, f"{self.reader.path}: refresh timed out")
+        self._record_outside_phases(problem, "refresh timed out")
+
+    def _record_crash(self, exc: Exception) -> None:
+        self._log_once("refresh", exc)
+        self._record_outside_phases(None, f"{type(exc).__name__}: {exc}")
+
+    def _record_outside_phases(self, problem: DatabaseUnavailable | None, reason: str) -> None:
         state = self._state
         errors = Counter(state.errors)
-        errors[Problem.TIMEOUT] += 1
+        errors[problem.problem if problem is not None else Problem.INTERNAL] += 1
         phases = dict(state.phases)
-        phases[SNAPSHOT] = replace(phases[SNAPSHOT], success=False)
-        problem = DatabaseUnavailable(Problem.TIMEOUT, f"{self.reader.path}: refresh timed out")
-        self._state = replace(state, phases=phases, errors=errors, problem=problem)
+        phases[SNAPSHOT] = replace(phases[SNAPSHOT], success=False, error=reason)
+        self._state = replace(state, phases=phases, errors=errors, problem=problem or state.problem)

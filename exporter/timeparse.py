@@ -92,12 +92,18 @@ def text_lower_bound(instant: datetime) -> str:
     Works for every text convention above, whatever the writer's zone, so that a window query can
     use the column's index to pre-select candidates that are then compared exactly in Python.
     """
-    return _utc_date(instant - MAX_UTC_OFFSET).isoformat()
+    try:
+        return _utc_date(instant - MAX_UTC_OFFSET).isoformat()
+    except OverflowError:
+        return ""  # before year 1: every text sorts after it
 
 
 def text_upper_bound(instant: datetime) -> str:
     """A string ``s`` such that every text timestamp of an instant < ``instant`` sorts < ``s``."""
-    return (_utc_date(instant + MAX_UTC_OFFSET) + timedelta(days=1)).isoformat()
+    try:
+        return (_utc_date(instant + MAX_UTC_OFFSET) + timedelta(days=1)).isoformat()
+    except OverflowError:
+        return "\U0010ffff"  # after year 9999: every text sorts before it
 
 
 def _utc_date(instant: datetime) -> date:
@@ -116,4 +122,8 @@ def _from_epoch(seconds: float) -> datetime:
 def _aware(value: datetime, naive_tz: tzinfo) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=naive_tz)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        # 9999-12-31T23:59:59-05:00 or 0001-01-01T00:00:00+05:00: valid text, no UTC instant exists.
+        raise TimestampError(f"timestamp outside the representable range once in UTC: {value.isoformat()!r}") from exc

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from exporter.labels import LabelCap
 from exporter.reader import Capability, Schema
 from exporter.reader import runs as run_queries
+from exporter.reader.badvalues import BadValue
 
 BATCH = 5_000
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -86,6 +87,17 @@ class FinishTracker:
         self._step_hist: dict[str, Histogram] = {}
         self._seeded = False
         self._started: datetime | None = None
+        self._follow_new_file = False
+
+    def restarted(self) -> FinishTracker:
+        """After another file took the DB path: keep every total, re-read the watermarks from the new
+        file at the next update without counting the rows it holds already."""
+        self._follow_new_file = True
+        return self
+
+    def take_bad_values(self) -> tuple[BadValue, ...]:
+        """Values the last updates could not interpret (returned once)."""
+        return ()
 
     def update(self, conn: sqlite3.Connection, schema: Schema, now: datetime) -> bool:
         """Consume one batch of new rows; True when caught up.  Call inside one read transaction."""
@@ -94,6 +106,10 @@ class FinishTracker:
         if not self._seeded:
             self._seed(conn, schema)
             self._seeded = True
+            return True
+        if self._follow_new_file:
+            self._follow_new_file = False
+            self._skip_to_end(conn, schema)
             return True
         caught_up = True
         if schema.supports(Capability.RUNS):
@@ -119,6 +135,15 @@ class FinishTracker:
             for step in run_queries.recent_steps(conn, schema, self._step_rowid, self._window_start()):
                 if step.duration_s is not None:
                     self._observe_step(self._steps.label(step.step_name), step.duration_s)
+
+    def _skip_to_end(self, conn: sqlite3.Connection, schema: Schema) -> None:
+        self._running = {}
+        self._run_rowid = self._step_rowid = 0
+        if schema.supports(Capability.RUNS):
+            self._run_rowid = run_queries.max_rowid(conn, "runs")
+            self._running = dict(run_queries.running_rowids(conn))
+        if schema.supports(Capability.STEPS):
+            self._step_rowid = run_queries.max_rowid(conn, "steps")
 
     def _window_start(self) -> datetime:
         assert self._started is not None

@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+T = TypeVar("T")
 SMALL = "sample-small.db"
 SMALL06 = "sample06-small.db"
 LEGACY = "sample-v0.4.32-legacy.db"
@@ -42,6 +45,12 @@ def checksums(db: Path) -> dict[str, str]:
         if candidate.exists():
             found[suffix or "db"] = hashlib.sha256(candidate.read_bytes()).hexdigest()
     return found
+
+
+def content_checksums(db: Path) -> dict[str, str]:
+    """Digest of what holds the DB's content: the file and a non-empty -wal.  A reader may create an
+    empty -wal and a -shm (the WAL index, no content) on a WAL database, as every SQLite reader does."""
+    return {k: v for k, v in checksums(db).items() if k == "db" or (k == "-wal" and Path(f"{db}-wal").stat().st_size)}
 
 
 def make_hybrid(db: Path) -> None:
@@ -125,3 +134,40 @@ class ExclusiveWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+NOBODY = 65534
+
+
+def as_user(uid: int, work: Callable[[], T]) -> T:
+    """Run ``work`` in a forked child with ``uid``/gid ``uid`` and no supplementary groups, so that file
+    permissions apply even when the tests run as root (as CI does).  Returns what ``work`` returned and
+    re-raises what it raised.  When the tests do not run as root, ``uid`` must be the current user."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_end)
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            outcome: tuple[bool, object] = (True, work())
+        except BaseException as exc:
+            outcome = (False, exc)
+        with os.fdopen(write_end, "wb") as pipe:
+            pickle.dump(outcome, pipe)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        ok, value = pickle.load(pipe)
+    os.waitpid(pid, 0)
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
+    return value  # type: ignore[return-value]
+
+
+def other_user() -> int:
+    """A user the files of a test are not owned by: nobody when root, else ourselves (no other choice)."""
+    return NOBODY if os.geteuid() == 0 else os.geteuid()

@@ -73,3 +73,29 @@ def test_text_bounds_hold_for_every_zone_and_format(zone: str) -> None:
                     assert text >= text_lower_bound(threshold), text
                 else:
                     assert text < text_upper_bound(threshold), text
+
+
+@pytest.mark.parametrize(
+    ("text", "zone"),
+    [
+        ("9999-12-31T23:59:59-05:00", "UTC"),
+        ("0001-01-01T00:00:00+05:00", "UTC"),
+        ("9999-12-31T23:59:59", "America/Los_Angeles"),  # naive, western writer: past year 9999 in UTC
+        ("0001-01-01T00:00:00", "Asia/Tokyo"),  # naive, eastern writer: before year 1 in UTC
+        ("9999-12-31 23:59:59-05:00", "UTC"),
+    ],
+)
+def test_text_without_a_utc_instant_is_a_timestamp_error(text: str, zone: str) -> None:
+    with pytest.raises(TimestampError, match="representable range"):
+        parse_instant(text, resolve_timezone(zone))
+
+
+@pytest.mark.parametrize("seconds", [1e20, -1e20, float("inf"), float("nan"), "1e400"])
+def test_epoch_out_of_range_is_a_timestamp_error(seconds: object) -> None:
+    with pytest.raises(TimestampError):
+        parse_instant(seconds)
+
+
+def test_text_bounds_at_the_ends_of_the_calendar() -> None:
+    assert text_lower_bound(datetime(1, 1, 1, 5, tzinfo=UTC)) == ""
+    assert text_upper_bound(datetime(9999, 12, 31, 20, tzinfo=UTC)) > "9999-12-31T23:59:59"

@@ -88,6 +88,16 @@ class JobRunner:
     def collector(self) -> Collector:
         return JobsCollector(self.metrics, self.stats)
 
+    def health(self) -> tuple[bool, str]:
+        """Not working when a job's last run failed unexpectedly (a JobError such as "database is
+        locked" is an expected, retried condition shown by the job metrics, not a readiness issue)."""
+        broken = []
+        for name in self.scheduler.names:
+            stats = self.scheduler.stats(name)
+            if stats.unexpected and not stats.success:
+                broken.append(f"job {name} failing: {stats.last_error}")
+        return (not broken, "; ".join(broken) or "ok")
+
 
 def _schedule(job: JobSettings) -> Schedule:
     return Schedule(job.interval, job.jitter, job.timeout)

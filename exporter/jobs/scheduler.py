@@ -51,6 +51,7 @@ class JobStats:
     last_success: datetime | None = None
     last_error: str | None = None
     running: bool = False
+    unexpected: bool = False  # the last failure was not a JobError: a bug or a value nobody foresaw
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Scheduler:
         self._rng = rng or random.Random()
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._logged: set[tuple[str, str]] = set()
 
     def add(self, name: str, run: JobFunction, schedule: Schedule) -> None:
         if name in self._entries:
@@ -127,6 +129,7 @@ class Scheduler:
 
     async def _execute(self, entry: _Entry, started: datetime) -> None:
         error: str | None = None
+        unexpected = False
         try:
             await entry.run()
         except asyncio.CancelledError:
@@ -139,11 +142,15 @@ class Scheduler:
         except JobError as exc:
             error = str(exc)
         except Exception as exc:
-            log.exception("job %s failed unexpectedly", entry.name)
+            key = (entry.name, type(exc).__name__)
+            if key not in self._logged:  # the traceback once; the one-line error below every time
+                self._logged.add(key)
+                log.exception("job %s failed unexpectedly", entry.name)
             error = f"{type(exc).__name__}: {exc}"
-        self._finish(entry, started, error)
+            unexpected = True
+        self._finish(entry, started, error, unexpected=unexpected)
 
-    def _finish(self, entry: _Entry, started: datetime, error: str | None) -> None:
+    def _finish(self, entry: _Entry, started: datetime, error: str | None, *, unexpected: bool = False) -> None:
         ended = self._clock()
         duration = max((ended - started).total_seconds(), 0.0)
         stats = entry.stats
@@ -151,7 +158,13 @@ class Scheduler:
         entry.deadline = None
         if error is None:
             self._update(
-                entry, runs=stats.runs + 1, success=True, duration_s=duration, last_success=ended, running=False
+                entry,
+                runs=stats.runs + 1,
+                success=True,
+                duration_s=duration,
+                last_success=ended,
+                running=False,
+                unexpected=False,
             )
             log.debug("job %s succeeded in %.3fs", entry.name, duration)
             return
@@ -164,6 +177,7 @@ class Scheduler:
             duration_s=duration,
             last_error=error,
             running=False,
+            unexpected=unexpected,
         )
         log.error("job %s failed: %s (retrying at the next run)", entry.name, error)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +10,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 
 from exporter.reader.active_cache import ActiveRowCache
-from exporter.reader.connection import file_sizes, open_readonly, read_transaction
+from exporter.reader.connection import file_identity, file_sizes, open_readonly, read_transaction
 from exporter.reader.errors import DatabaseUnavailable, Problem
 from exporter.reader.layout import Capability, Layout, Schema, detect_schema
 from exporter.reader.snapshot import (
@@ -58,6 +57,8 @@ class FlujoReader:
         self._active = ActiveRowCache()  # used by the single refresh thread only
         # (file identity, PRAGMA schema_version) -> Schema: the catalogue is read again only after a change.
         self._schema: tuple[tuple[int, int, int], Schema] | None = None
+        # Bumped when another file appears at ``path``: watermarks of the old file must be dropped.
+        self.generation = 0
 
     @contextmanager
     def session(self) -> Iterator[ReadSession]:
@@ -69,13 +70,15 @@ class FlujoReader:
             conn.close()
 
     def _current_schema(self, conn: sqlite3.Connection) -> Schema:
-        stat = os.stat(self.path)
-        key = (stat.st_dev, stat.st_ino, int(conn.execute("PRAGMA schema_version").fetchone()[0]))
+        identity = file_identity(self.path)
+        key = (*identity, int(conn.execute("PRAGMA schema_version").fetchone()[0]))
         cached = self._schema
         if cached is not None and cached[0] == key:
             return cached[1]
-        if cached is not None and cached[0][:2] != key[:2]:
-            self._active = ActiveRowCache()  # another file now: its rowids mean nothing to the cache
+        if cached is not None and cached[0][:2] != identity:
+            # Deleted and recreated, or swapped in by a rename: its rowids mean nothing to the caches.
+            self._active = ActiveRowCache()
+            self.generation += 1
         schema = detect_schema(conn, self.path)
         self._schema = (key, schema)
         return schema

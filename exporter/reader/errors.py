@@ -1,4 +1,4 @@
-"""Why a Flujo DB cannot be read right now; every message names the file."""
+"""Why a DB cannot be read right now; every message names the file."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ class Problem(StrEnum):
     LOCKED = "locked"
     UNKNOWN_LAYOUT = "unknown_layout"
     TIMEOUT = "timeout"
+    IO_ERROR = "io_error"
     QUERY_ERROR = "query_error"
+    INTERNAL = "internal_error"  # a bug or an unforeseen value: caught by the watchdog, never fatal
 
 
 class DatabaseUnavailable(Exception):

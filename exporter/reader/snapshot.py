@@ -53,6 +53,7 @@ class AggregateStats:
     runs_by_pipeline_status: Counter[tuple[str, str]] | None
     spans: spans.SpanTotals | None
     average_execution_time_ms: float
+    bad_values: tuple[BadValue, ...] = field(default=())
 
 
 def fast_stats(

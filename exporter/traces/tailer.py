@@ -123,6 +123,9 @@ class SpanTailer:
     def collector(self) -> Collector:
         return TraceCollector(self.stats)
 
+    def health(self) -> tuple[bool, str]:
+        return True, "ok"
+
     async def run(self, stop: asyncio.Event) -> None:
         """Export until ``stop`` is set; the blocking work runs in worker threads."""
         self._halt = threading.Event()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from processes import http_get, running_daemon
-from support import SMALL, ExclusiveWriter, checksums, parse_exposition, sample
+from support import SMALL, ExclusiveWriter, content_checksums, parse_exposition, sample
 
 from exporter.reader import Problem
 
@@ -59,7 +59,7 @@ def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, rea
         db.write_bytes(b"This is not a valid SQLite database")
     elif kind == "other-app":
         other_application_db(db)
-    before = checksums(db) if db.exists() else {}
+    before = content_checksums(db) if db.exists() else {}
     with running_daemon(tmp_path, "--db", str(db), config=FAST) as daemon:
         status, body = http_get(daemon.url + "/readyz")
         assert status == 503 and reason in body and str(db) in body
@@ -73,7 +73,7 @@ def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, rea
         )
         assert sample(s, "flujo_exporter_db_ready") == 0
         assert sample(s, "flujo_exporter_collector_success", collector="snapshot") == 0
-    assert (checksums(db) if db.exists() else {}) == before
+    assert (content_checksums(db) if db.exists() else {}) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("flujo_ops")) == (
         [] if kind == "missing" else ["flujo_ops.db"]
     )

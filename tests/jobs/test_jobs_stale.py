@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from support import LEGACY, SMALL, SMALL06, checksums, computed_at, expected, parse_exposition, sample
+from support import LEGACY, SMALL, SMALL06, computed_at, content_checksums, expected, parse_exposition, sample
 
 from exporter.clock import ManualClock
 from exporter.jobs import JobRunner, JobsConfig, writes_enabled
@@ -96,7 +96,7 @@ async def test_threshold_is_an_instant(fixture_copy) -> None:
 @pytest.mark.parametrize("name", [SMALL, LEGACY])
 async def test_layout_without_background_tasks_reported_once(fixture_copy, caplog, name: str) -> None:
     db = fixture_copy(name)
-    before = checksums(db)
+    before = content_checksums(db)
     runner = make_runner(db, ManualClock(computed_at(SMALL)))
     with caplog.at_level(logging.INFO):
         for _ in range(3):
@@ -108,7 +108,7 @@ async def test_layout_without_background_tasks_reported_once(fixture_copy, caplo
     m = metrics(runner)
     assert sample(m, "flujo_exporter_job_supported", job_name="stale_background_tasks") == 0
     assert sample(m, "flujo_exporter_job_success", job_name="stale_background_tasks") == 1
-    assert checksums(db) == before  # never opened for writing
+    assert content_checksums(db) == before  # never opened for writing
 
 
 async def test_locked_db_fails_clearly(fixture_copy) -> None:

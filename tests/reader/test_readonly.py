@@ -1,12 +1,30 @@
-"""The reader never changes a byte of the user's DB, its WAL or its shared-memory file."""
+"""The reader never changes the content of the user's DB.
 
+On a WAL database SQLite creates the standard ``-wal`` (empty) and ``-shm`` files when they are
+absent, as every reader does, with the DB file's mode and owner; nothing else is ever created."""
+
+import os
+import shutil
 import sqlite3
+import stat
+import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from support import ALL_FIXTURES, SMALL, ExclusiveWriter, checksums, computed_at
+from support import (
+    ALL_FIXTURES,
+    FIXTURES,
+    NOBODY,
+    SMALL,
+    ExclusiveWriter,
+    as_user,
+    checksums,
+    computed_at,
+    other_user,
+)
 
 from exporter.reader import DatabaseUnavailable, FlujoReader, Problem
 from exporter.reader import spans as span_queries
@@ -26,12 +44,85 @@ def read_everything(db: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ALL_FIXTURES)
-def test_no_writer_attached_nothing_changes_nothing_created(fixture_copy, name: str) -> None:
+def test_no_writer_attached_content_unchanged_only_standard_files(fixture_copy, name: str) -> None:
     db = fixture_copy(name)
     before = checksums(db)
     assert set(before) == {"db"}
     read_everything(db)
-    assert checksums(db) == before  # and no -wal/-shm were left behind
+    after = checksums(db)
+    assert after["db"] == before["db"]
+    assert set(after) <= {"db", "-wal", "-shm"}
+    if "-wal" in after:
+        assert Path(f"{db}-wal").stat().st_size == 0  # a reader never writes a frame
+    assert {p.name for p in db.parent.iterdir()} <= {db.name, f"{db.name}-wal", f"{db.name}-shm"}
+
+
+def test_created_wal_and_shm_keep_the_db_files_owner_and_mode(fixture_copy) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give the DB another owner; CI runs as root")
+    db = fixture_copy(SMALL)  # a WAL database
+    os.chown(db, NOBODY, NOBODY)
+    db.chmod(0o640)
+    read_everything(db)
+    for suffix in ("-wal", "-shm"):
+        info = Path(f"{db}{suffix}").stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY, NOBODY, 0o640), suffix
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another user can traverse (pytest's tmp_path is private to its owner)."""
+    path = Path(tempfile.mkdtemp(prefix="reader-readonly-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        path.chmod(0o755)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def read_counts(db: Path) -> int:
+    stats = FlujoReader(db, naive_timezone=UTC).count_stats(computed_at(SMALL))
+    return sum(stats.workflows_by_status.values())
+
+
+def test_read_only_directory_with_the_apps_wal_files_present(shared_dir: Path) -> None:
+    """While the app holds the DB open its -wal/-shm exist: a reader without write access still reads."""
+    db = shared_dir / "flujo_ops.db"
+    shutil.copyfile(FIXTURES / SMALL, db)
+    db.chmod(0o644)
+    app = sqlite3.connect(db)
+    app.execute("SELECT COUNT(*) FROM workflow_state").fetchone()  # creates -wal and -shm
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").chmod(0o644)
+    shared_dir.chmod(0o555)
+    try:
+        assert as_user(other_user(), lambda: read_counts(db)) == 57
+    finally:
+        app.close()
+
+
+def test_read_only_directory_without_shm_is_a_clear_error(shared_dir: Path) -> None:
+    """A WAL DB whose -shm is absent needs SQLite to create it; where the directory forbids that the
+    reader says so (it never falls back to an unsafe immutable read)."""
+    db = shared_dir / "flujo_ops.db"
+    shutil.copyfile(FIXTURES / SMALL, db)
+    db.chmod(0o644)
+    shared_dir.chmod(0o555)
+    if os.geteuid() != 0 and os.access(shared_dir, os.W_OK):
+        pytest.skip("cannot make a directory read-only for this user")
+
+    def attempt() -> tuple[str, str]:
+        try:
+            read_counts(db)
+        except DatabaseUnavailable as exc:
+            return exc.problem.value, exc.message
+        return "read", ""
+
+    problem, message = as_user(other_user(), attempt)
+    assert problem == Problem.UNREADABLE.value
+    assert str(db) in message and "-shm" in message and "directory" in message
+    assert sorted(p.name for p in shared_dir.iterdir()) == ["flujo_ops.db"]
 
 
 def test_live_writer_db_wal_and_shm_unchanged(fixture_copy) -> None:
@@ -53,23 +144,13 @@ def test_live_writer_db_wal_and_shm_unchanged(fixture_copy) -> None:
     writer.close()
 
 
-def test_readonly_directory_and_file(fixture_copy, tmp_path: Path) -> None:
-    db = fixture_copy(SMALL)
-    db.chmod(0o444)
-    tmp_path.chmod(0o555)
-    try:
-        read_everything(db)
-    finally:
-        tmp_path.chmod(0o755)
-
-
 @pytest.mark.parametrize(
     ("content", "problem", "text"),
     [
         (None, Problem.MISSING, "does not exist"),
         (b"", Problem.EMPTY, "empty"),
         (b"This is not a valid SQLite database", Problem.NOT_SQLITE, "not a SQLite database"),
-        (b"SQLite format 3\x00" + b"\xff" * 4000, Problem.CORRUPT, "not a database"),
+        (b"SQLite format 3\x00" + b"\xff" * 4000, Problem.NOT_SQLITE, "bad file header"),
     ],
 )
 def test_bad_files_name_the_file_and_stay_unchanged(tmp_path: Path, content, problem, text) -> None:
