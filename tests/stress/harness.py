@@ -82,6 +82,7 @@ class SeedTally:
     runs: int = 0
     steps: int = 0
     spans: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)  # of the seeded workflows, and of their runs
 
 
 @dataclass
@@ -92,6 +93,8 @@ class Bounds:
     runs: int
     steps: int
     spans: int
+    workflow_statuses: Counter[str]  # rows that ever had this status (the stale job may fail any task)
+    runs_statuses: Counter[str]
 
 
 @dataclass
@@ -112,6 +115,7 @@ class ScrapeChecker:
     failed_scrapes: int = 0
     max_corrupt: float = 0.0
     max_seen: Counter[str] = field(default_factory=Counter)
+    max_by_status: Counter[tuple[str, str]] = field(default_factory=Counter)  # (metric, status) -> largest
     cleanup_deleted: float = 0.0  # summed over daemon processes (each restarts from 0)
     stale_failed: float = 0.0
     webhook_deliveries: float = 0.0
@@ -144,7 +148,7 @@ class ScrapeChecker:
     def _check(self, pid: int, samples: Samples) -> None:
         previous = self._previous.get(pid, {})
         now = time.time()
-        sums: Counter[str] = Counter()
+        sums: dict[str, float] = {}
         for (name, labels), value in samples.items():
             series = f"{name}{dict(labels)}"
             tag = f"{series}={value}"
@@ -174,11 +178,13 @@ class ScrapeChecker:
                     f"timestamp outside the test's time span: {tag}", f"timestamp outside the test's time span {series}"
                 )
             if name in ("flujo_workflows", "flujo_background_tasks", "flujo_runs"):
-                sums[name] += value
+                sums[name] = sums.get(name, 0.0) + value
+                key = (name, label.get("status", ""))
+                self.max_by_status[key] = max(self.max_by_status[key], int(value))
             elif name in ("flujo_spans_stored", "flujo_workflows_created_last_24h"):
                 sums[name] = value
             elif name in ("flujo_runs_finished_total", "flujo_steps_finished_total"):
-                sums[name] += value
+                sums[name] = sums.get(name, 0.0) + value
         for name, total in sums.items():
             self.max_seen[name] = max(self.max_seen[name], int(total))
 
@@ -210,11 +216,18 @@ class ScrapeChecker:
             "flujo_steps_finished_total": bounds.steps,
             "flujo_spans_stored": bounds.spans,
         }
-        return [
+        found = [
             f"{name} reached {self.max_seen[name]}, more than the {limit} rows ever written"
             for name, limit in limits.items()
             if self.max_seen[name] > limit
         ]
+        for (name, status), value in self.max_by_status.items():
+            statuses = bounds.runs_statuses if name == "flujo_runs" else bounds.workflow_statuses
+            if value > statuses[status]:
+                found.append(
+                    f'{name}{{status="{status}"}} reached {value}, more than the {statuses[status]} rows ever so'
+                )
+        return found
 
 
 @dataclass
@@ -340,19 +353,21 @@ def seed_db(db: Path, settings: StressSettings) -> SeedTally:
     rng = random.Random(settings.seed)
     base = time.time() - SEED_AGE.total_seconds()
     rows: dict[str, list[tuple[Any, ...]]] = {"workflow_state": [], "runs": [], "steps": [], "spans": []}
+    statuses: Counter[str] = Counter()
     for i in range(settings.seed_runs):
         name, version, steps = rng.choice(PIPELINES)
         status = "failed" if rng.random() < 0.2 else "completed"
         start = base + i * 0.5
         run_id = f"run_{uuid.UUID(int=rng.getrandbits(128)).hex}"
         _seed_run(rows, settings.layout, run_id, name, version, steps, status, start)
+        statuses[status] += 1
     conn.execute("BEGIN")
     for table, values in rows.items():
         if values:
             conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(values[0]))})", values)
     conn.execute("COMMIT")
     conn.close()
-    return SeedTally(len(rows["workflow_state"]), len(rows["runs"]), len(rows["steps"]), len(rows["spans"]))
+    return SeedTally(len(rows["workflow_state"]), len(rows["runs"]), len(rows["steps"]), len(rows["spans"]), statuses)
 
 
 def _iso(epoch: float, layout: str) -> str:
@@ -383,7 +398,7 @@ def _seed_run(
         rows["runs"].append((run_id, name, version, status, _iso(start, layout), _iso(end, layout), 0.01, "{}"))
     rows["workflow_state"].append(tuple(ws))
     root = str(uuid.uuid4())
-    spans = [(root, run_id, None, "pipeline_root", start, None, "running", "{}")]
+    spans: list[tuple[Any, ...]] = [(root, run_id, None, "pipeline_root", start, None, "running", "{}")]
     for index, step in enumerate(steps):
         ok = status == "completed" or index < len(steps) - 1
         step_status = "completed" if ok else "failed"
@@ -596,14 +611,7 @@ def collect_tallies(started: list[tuple[subprocess.Popen[bytes], Path]], timeout
         if code != 0 or not out.exists():
             log = out.with_suffix(".log")
             raise RuntimeError(f"writer exited with {code}:\n{log.read_text(errors='replace')[-3000:]}")
-        tally = Tally.from_json(json.loads(out.read_text()))
-        for name in ("writes", "runs_started", "workflow_rows", "background_tasks", "runs_rows", "runs_finished"):
-            setattr(total, name, getattr(total, name) + getattr(tally, name))
-        for name in ("steps_rows", "spans_rows", "stats_reads", "gave_up", "restarts"):
-            setattr(total, name, getattr(total, name) + getattr(tally, name))
-        total.outcomes.update(tally.outcomes)
-        total.errors.update(tally.errors)
-        total.messages += tally.messages
+        total.add(Tally.from_json(json.loads(out.read_text())))
     return total
 
 
@@ -635,6 +643,8 @@ def run_stress(tmp: Path, settings: StressSettings) -> StressReport:
         seeded.runs + tally.runs_rows,
         seeded.steps + tally.steps_rows,
         seeded.spans + tally.spans_rows,
+        seeded.statuses + tally.workflow_statuses + Counter(failed=tally.background_tasks),
+        seeded.statuses + tally.runs_statuses,
     )
     return StressReport(
         settings=settings,

@@ -34,8 +34,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,6 +67,9 @@ class Tally:
     workflow_rows: int = 0  # distinct workflow_state run ids written (incl. background tasks)
     background_tasks: int = 0
     runs_rows: int = 0
+    # distinct (row, status) pairs ever written: no more rows than this can have a status at any time
+    workflow_statuses: Counter[str] = field(default_factory=Counter)
+    runs_statuses: Counter[str] = field(default_factory=Counter)
     runs_finished: int = 0
     steps_rows: int = 0
     spans_rows: int = 0  # spans inserted (a re-save counts again: still an upper bound)
@@ -76,15 +80,24 @@ class Tally:
     restarts: int = 0  # pooled pattern: times the app closed its pool and opened a new one
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["outcomes"] = dict(self.outcomes)
-        data["errors"] = dict(self.errors)
-        return data
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {key: dict(value) if isinstance(value, Counter) else value for key, value in values.items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tally:
-        tally = cls(**{**data, "outcomes": Counter(data["outcomes"]), "errors": Counter(data["errors"])})
-        return tally
+        values: dict[str, Any] = {k: Counter(v) if isinstance(v, dict) else v for k, v in data.items()}
+        return cls(**values)
+
+    def add(self, other: Tally) -> None:
+        """Sum ``other`` into this tally (several writer processes)."""
+        for name, value in vars(other).items():
+            mine = getattr(self, name)
+            if isinstance(mine, Counter):
+                mine.update(value)
+            elif isinstance(mine, list):
+                mine.extend(value)
+            else:
+                setattr(self, name, mine + value)
 
 
 def error_kind(exc: BaseException) -> str:
@@ -211,6 +224,7 @@ class App:
         self.tally = Tally()
         self.conns = Connections(db, pattern, self.tally)
         self.pending_tasks: list[PendingTask] = []
+        self.written: set[tuple[str, str, str]] = set()  # (table, run_id, status)
 
     def run_for(self, seconds: float) -> Tally:
         deadline = time.monotonic() + seconds
@@ -230,6 +244,13 @@ class App:
         finally:
             self.conns.close()
         return self.tally
+
+    def wrote(self, table: str, run_id: str, status: str) -> None:
+        """Tally a status written (counted even if the commit then fails: an upper bound)."""
+        if (table, run_id, status) not in self.written:
+            self.written.add((table, run_id, status))
+            counter = self.tally.workflow_statuses if table == "workflow_state" else self.tally.runs_statuses
+            counter[status] += 1
 
     def pause(self) -> None:
         if self.pace:
@@ -261,8 +282,8 @@ class App:
                 break
             ok = index != failed_at
             step_start = self.span_clock() - self.random.uniform(0.01, 0.5)
-            self.conns.call(lambda c, i=index: self.save_state(c, run, "running", i + 1))
-            self.conns.call(lambda c, i=index, s=step, k=ok: self.save_step(c, run, i, s, k))
+            self.conns.call(partial(self.save_state, run=run, status="running", index=index + 1))
+            self.conns.call(partial(self.save_step, run=run, index=index, step=step, ok=ok))
             self.tally.steps_rows += 1
             step_end = self.span_clock()
             spans.append(self.span(run, spans[0][0], step, step_start, step_end, "completed" if ok else "failed"))
@@ -288,6 +309,7 @@ class App:
         return (str(uuid.uuid4()), run.run_id, parent, name, start, end, status, attributes)
 
     def save_run_start(self, conn: sqlite3.Connection, run: Run) -> None:
+        self.wrote("runs", run.run_id, "running")
         if self.layout == "0.4.35":
             conn.execute(
                 "INSERT OR REPLACE INTO runs (run_id, pipeline_name, pipeline_version, status, start_time)"
@@ -303,6 +325,7 @@ class App:
             )
 
     def save_state(self, conn: sqlite3.Connection, run: Run, status: str, index: int, **extra: Any) -> None:
+        self.wrote("workflow_state", run.run_id, status)
         now = time.time()
         context = {
             "run_id": run.run_id,
@@ -384,6 +407,7 @@ class App:
             )
 
     def save_run_end(self, conn: sqlite3.Connection, run: Run, status: str) -> None:
+        self.wrote("runs", run.run_id, status)
         now = time.time()
         cost = round(self.random.uniform(0, 0.05), 6)
         if self.layout == "0.4.35":
@@ -434,7 +458,7 @@ class App:
             error = {"background_error": "Agent execution failed with RuntimeError: boom"} if failed else {}
             meta = {**pending.meta, **error}
             status = "failed" if failed else "completed"
-            self.conns.call(lambda c, t=pending.task, m=meta, s=status: self.save_state(c, t, s, 1, **m))
+            self.conns.call(partial(self.save_state, run=pending.task, status=status, index=1, **meta))
 
     # --- reads ----------------------------------------------------------------------------------
     def read_stats(self) -> None:
