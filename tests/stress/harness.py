@@ -289,6 +289,8 @@ class StressReport:
         found = []
         if self.integrity != ["ok"]:
             found.append(f"PRAGMA integrity_check: {[line[:300] for line in self.integrity[:3]]}")
+        if self.writer_errors["io"]:
+            found.append(f"the app saw {self.writer_errors['io']} 'disk I/O error's: {self.writer_messages[:5]}")
         if self.writer_errors["malformed"]:
             found.append(
                 f"the app saw {self.writer_errors['malformed']} 'malformed' errors: {self.writer_messages[:5]}"

@@ -19,7 +19,7 @@ failed, paused at a human step, cancelled and crashed (the rows stay ``running``
 0.6 layout some runs launch background tasks, some of which never finish (stale).  Every few runs
 the app also reads its stats (``get_workflow_stats``), as a dashboard would.
 
-Every ``sqlite3`` error is counted by kind (malformed, locked, other) with a few messages kept, and the
+Every ``sqlite3`` error is counted by kind (malformed, locked, disk I/O, other) with a few messages kept, and the
 rows written are tallied so the test can bound every metric the daemon reports.  Standard library only.
 """
 
@@ -74,7 +74,7 @@ class Tally:
     steps_rows: int = 0
     spans_rows: int = 0  # spans inserted (a re-save counts again: still an upper bound)
     stats_reads: int = 0
-    errors: Counter[str] = field(default_factory=Counter)  # malformed / locked / other
+    errors: Counter[str] = field(default_factory=Counter)  # malformed / locked / io / other
     messages: list[str] = field(default_factory=list)
     gave_up: int = 0  # API calls that failed for good (flujo would raise to the app)
     restarts: int = 0  # pooled pattern: times the app closed its pool and opened a new one
@@ -106,6 +106,8 @@ def error_kind(exc: BaseException) -> str:
         return "malformed"
     if "locked" in text or "busy" in text:
         return "locked"
+    if "disk i/o error" in text:
+        return "io"  # e.g. the -wal deleted under a live connection
     return "other"
 
 
