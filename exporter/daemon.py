@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,13 +38,13 @@ def traces_state_file(config: Config) -> Path:
     return config.traces.state_file or default_state_file(state_directory())
 
 
-def make_tailer(config: Config, clock: Clock) -> SpanTailer:
+def make_tailer(config: Config, clock: Clock, halt: threading.Event | None = None) -> SpanTailer:
     from exporter.traces.tailer import SpanTailer
 
     traces = apply_otel_env(config.traces)
     state = traces_state_file(config)
     state.parent.mkdir(parents=True, exist_ok=True)
-    return SpanTailer(traces, make_reader(config), state, clock=clock)
+    return SpanTailer(traces, make_reader(config, halt), state, clock=clock)
 
 
 def any_job_enabled(config: Config) -> bool:
@@ -51,25 +52,34 @@ def any_job_enabled(config: Config) -> bool:
     return jobs.cleanup.enabled or jobs.stale_background_tasks.enabled or jobs.stuck_alerts.enabled
 
 
-def make_job_runner(config: Config, clock: Clock, exported: ExportedFn | None) -> Service:
+def make_job_runner(
+    config: Config,
+    clock: Clock,
+    exported: ExportedFn | None,
+    previous: Service | None = None,
+    halt: threading.Event | None = None,
+) -> Service:
     from exporter.jobs.runner import JobRunner
 
     return JobRunner(
         config.jobs,
         require_db_path(config),
         resolve_timezone(config.db.writer_timezone),
-        make_reader(config),
+        make_reader(config, halt),
         clock,
         exported,
+        previous=previous if isinstance(previous, JobRunner) else None,
     )
 
 
-def make_reader(config: Config) -> FlujoReader:
+def make_reader(config: Config, halt: threading.Event | None = None) -> FlujoReader:
+    """``halt``: set when the daemon stops, so that no read waits out its busy or query timeout."""
     return FlujoReader(
         require_db_path(config),
         naive_timezone=resolve_timezone(config.db.writer_timezone),
         busy_timeout=config.db.busy_timeout.total_seconds(),
         query_timeout=config.db.query_timeout.total_seconds(),
+        halt=halt,
     )
 
 
@@ -86,7 +96,8 @@ class Daemon:
         self._config_path = config_path
         self._overrides = dict(overrides or {})
         self._clock = clock
-        self.refresher = Refresher(make_reader(config), lambda: self.config.metrics, clock)
+        self.halt = threading.Event()
+        self.refresher = Refresher(make_reader(config, self.halt), lambda: self.config.metrics, clock)
         # Snapshot metrics are rendered once per refresh; scrape-time and component metrics are live.
         self.live_registry = CollectorRegistry(auto_describe=False)
         self.live_registry.register(ComponentsCollector(lambda: self.components))
@@ -150,23 +161,26 @@ class Daemon:
             await self._stop.wait()
             log.info("stopping")
         finally:
-            for component in list(self.components.values()):
-                await component.stop(STOP_GRACE_S / 2)
-            await self._stop_refreshing()
+            self.halt.set()  # reads waiting for a lock or running a long query end now
+            # Everything stops at once, so the whole stop fits in STOP_GRACE_S (SIGTERM: within 5 s).
+            stopping = [component.stop(STOP_GRACE_S / 2) for component in self.components.values()]
+            await asyncio.gather(*stopping, self._stop_refreshing())
             await asyncio.wait_for(runner.cleanup(), STOP_GRACE_S / 2)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         return 0
 
-    def _start_components(self, only: set[str] | None = None) -> None:
-        """Span export first: the cleanup job asks it which runs were exported."""
+    def _start_components(self, only: set[str] | None = None, previous: Mapping[str, Service] | None = None) -> None:
+        """Span export first: the cleanup job asks it which runs were exported.  ``previous``: the
+        services being replaced after a reload, whose counters the new ones carry on."""
+        previous = previous or {}
         if only is None or "traces" in only:
-            self._tailer = make_tailer(self.config, self._clock) if self.config.traces.enabled else None
+            self._tailer = make_tailer(self.config, self._clock, self.halt) if self.config.traces.enabled else None
             if self._tailer is not None:
                 self._start("traces", self._tailer)
         if any_job_enabled(self.config) and (only is None or "jobs" in only):
             exported = self._tailer.exported_run_ids if self._tailer is not None else None
-            self._start("jobs", make_job_runner(self.config, self._clock, exported))
+            self._start("jobs", make_job_runner(self.config, self._clock, exported, previous.get("jobs"), self.halt))
 
     def _start(self, name: str, service: Service) -> None:
         component = Component(name, service, self.live_registry)
@@ -174,11 +188,13 @@ class Daemon:
         self.components[name] = component
 
     async def _restart_components(self, names: set[str]) -> None:
+        previous: dict[str, Service] = {}
         for name in names:
             component = self.components.pop(name, None)
             if component is not None:
                 await component.stop(STOP_GRACE_S / 2)
-        self._start_components(names)
+                previous[name] = component.service
+        self._start_components(names, previous)
 
     def _start_refreshing(self) -> None:
         self._refresh_stop = asyncio.Event()
@@ -195,7 +211,7 @@ class Daemon:
         """SIGHUP: re-read the config; a bad one is logged and the running one kept."""
         try:
             new = load_config(self._config_path, env=os.environ, overrides=self._overrides)
-            reader = make_reader(new) if new.db != self.config.db else None
+            reader = make_reader(new, self.halt) if new.db != self.config.db else None
         except (ConfigError, ValueError) as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return

@@ -36,6 +36,11 @@ class LabelCap:
         self.limit = limit
         self._kept: set[str] = set()
 
+    def copy(self) -> LabelCap:
+        twin = LabelCap(self.limit)
+        twin._kept = set(self._kept)
+        return twin
+
     def label(self, value: str) -> str:
         if value in self._kept:
             return value

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from support import ALL_FIXTURES, FIXTURES, SMALL, computed_at
 
 from exporter.clock import ManualClock
 from exporter.collectors import View, build_registry
+from exporter.components import ComponentsCollector
 from exporter.config import MetricsConfig
 from exporter.reader import FlujoReader
 from exporter.refresh import Refresher
@@ -17,17 +21,21 @@ from exporter.timeparse import UTC
 ROOT = Path(__file__).parent.parent
 
 
+@functools.cache
 def emitted_families() -> set[str]:
-    """Family names the collectors yield on every fixture layout, compatibility names included."""
+    """Family names the collectors yield on every fixture layout (read from copies: a reader may create
+    -wal/-shm files), compatibility names and the components' health included."""
     settings = MetricsConfig(flujo_compat=True)
     clock = ManualClock(computed_at(SMALL))
-    names = set()
-    for fixture in ALL_FIXTURES:
-        refresher = Refresher(FlujoReader(FIXTURES / fixture, naive_timezone=UTC), lambda: settings, clock)
-        refresher.refresh()
-        for family in build_registry(View(lambda r=refresher: r.state, lambda: settings, clock)).collect():
-            names.add(family.name + "_total" if family.type == "counter" else family.name)
-    return names
+    families = list(ComponentsCollector(dict).collect())
+    with tempfile.TemporaryDirectory() as tmp:
+        for fixture in ALL_FIXTURES:
+            copy = Path(tmp) / fixture
+            shutil.copyfile(FIXTURES / fixture, copy)
+            refresher = Refresher(FlujoReader(copy, naive_timezone=UTC), lambda: settings, clock)
+            refresher.refresh()
+            families += build_registry(View(lambda r=refresher: r.state, lambda: settings, clock)).collect()
+    return {family.name + "_total" if family.type == "counter" else family.name for family in families}
 
 
 def test_every_emitted_metric_is_in_the_readme() -> None:

@@ -47,6 +47,17 @@ class JobMetrics:
         self._lock = threading.Lock()
         self._pipelines = LabelCap(MAX_ALERT_PIPELINES)
 
+    def inherit(self, previous: JobMetrics) -> None:
+        """Carry the counters over from the metrics this one replaces (a config reload): counters never
+        reset while the process lives."""
+        old = previous.snapshot()
+        with self._lock:
+            self._values.deleted.update(old.deleted)
+            self._values.stale_failed += old.stale_failed
+            self._values.deliveries.update(old.deliveries)
+            self._values.firing = dict.fromkeys(old.firing, 0)
+        self._pipelines = previous._pipelines.copy()
+
     def set_supported(self, job: str, supported: bool) -> None:
         with self._lock:
             self._values.supported[job] = supported

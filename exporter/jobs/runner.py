@@ -28,7 +28,8 @@ class JobRunner:
     comes from the span exporter (e.g. ``Tailer.exported_run_ids``): given run ids, it returns those
     whose spans are all exported; the cleanup never deletes the others.  It is only asked about runs
     that have span rows, from a worker thread (it must be thread-safe; it may do blocking I/O).
-    ``sleep`` and ``rng`` are for tests (the clock alone drives the schedule).
+    ``sleep`` and ``rng`` are for tests (the clock alone drives the schedule).  ``previous`` is the
+    runner this one replaces after a config reload: its counters are carried over.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class JobRunner:
         *,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
+        previous: JobRunner | None = None,
     ) -> None:
         self.config = config
         sleep = sleep or asyncio.sleep
@@ -69,6 +71,16 @@ class JobRunner:
         if alerts.enabled:
             self.alerts = StuckAlertsJob(alerts, reader, clock, self.metrics, sleep=sleep)
             self.scheduler.add("stuck_alerts", self.alerts, _schedule(alerts))
+        if previous is not None:
+            self._carry_over(previous)
+
+    def _carry_over(self, previous: JobRunner) -> None:
+        """A reload builds a new runner: its counters go on from the old one's values."""
+        self.metrics.inherit(previous.metrics)
+        for name in self.scheduler.names:
+            stats = previous.stats(name)
+            if stats is not None:
+                self.scheduler.inherit(name, stats)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the enabled jobs on their schedules until ``stop`` is set (returns at once if none is)."""

@@ -80,6 +80,10 @@ class Scheduler:
             raise ValueError(f"job {name!r} added twice")
         self._entries[name] = _Entry(name, run, schedule, self._clock() + self._jitter(schedule))
 
+    def inherit(self, name: str, stats: JobStats) -> None:
+        """Carry a job's counters over from the scheduler this one replaces (a config reload)."""
+        self._update(self._entries[name], **{**vars(stats), "running": False})
+
     @property
     def names(self) -> list[str]:
         return list(self._entries)

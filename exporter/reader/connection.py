@@ -19,9 +19,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -141,24 +140,29 @@ def _by_message(lowered: str) -> Problem:
     return Problem.QUERY_ERROR
 
 
-@contextmanager
-def read_transaction(conn: sqlite3.Connection, path: Path, *, timeout: float) -> Iterator[sqlite3.Connection]:
-    """One short, consistent read transaction, interrupted after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+def begin_read(conn: sqlite3.Connection, path: Path) -> None:
+    """Start the read transaction; its first read (by the caller) takes SQLite's shared lock."""
     try:
         conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            # SQLite ends the transaction itself on some errors (a short read of a truncated -wal):
-            # a ROLLBACK then would fail and hide the real error.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
         raise classify_error(exc, path) from exc
-    finally:
+
+
+def limit_queries(conn: sqlite3.Connection, *, timeout: float, halt: threading.Event) -> None:
+    """Interrupt any statement running past ``timeout`` seconds from now, or once ``halt`` is set."""
+    deadline = time.monotonic() + timeout
+    conn.set_progress_handler(lambda: int(halt.is_set() or time.monotonic() > deadline), 10_000)
+
+
+def end_read(conn: sqlite3.Connection) -> None:
+    """Roll back and close.  SQLite ends the transaction itself on some errors (a short read of a
+    truncated -wal): a ROLLBACK then would fail and hide the real error."""
+    try:
         conn.set_progress_handler(None, 0)
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    finally:
+        conn.close()
 
 
 def file_sizes(path: Path) -> tuple[int, int]:

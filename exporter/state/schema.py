@@ -20,7 +20,9 @@ byte-identical.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +33,6 @@ from exporter.state.errors import StateBackendError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1  # PRAGMA user_version written by flujo 0.6.11
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 TABLE_DDL: dict[str, str] = {
     "workflow_state": """
@@ -242,20 +243,17 @@ class Layout:
 
 
 def check_header(path: Path) -> None:
-    """Refuse a non-empty file that does not start with the SQLite header, without opening it."""
+    """Refuse a directory.  The header itself is left to SQLite (it fails with "file is not a database"
+    before writing anything): opening and closing the file with plain I/O would drop every POSIX lock
+    this process holds on it, including those of other connections to the same DB."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
+        info = os.stat(path)
     except FileNotFoundError:
         return
-    except IsADirectoryError as exc:
-        raise StateBackendError(f"{path} is a directory, not a SQLite database", path=path) from exc
     except OSError as exc:
         raise StateBackendError(f"cannot read {path}: {exc}", path=path) from exc
-    if head and head != SQLITE_HEADER:
-        raise StateBackendError(
-            f"{path} is not a SQLite database (bad file header); the file was left untouched", path=path
-        )
+    if stat.S_ISDIR(info.st_mode):
+        raise StateBackendError(f"{path} is a directory, not a SQLite database", path=path)
 
 
 def _user_objects(conn: sqlite3.Connection) -> dict[str, str]:
@@ -348,7 +346,7 @@ def initialize(path: Path, *, busy_timeout_ms: int = 5000) -> Layout:
             objects = _user_objects(conn)
         except sqlite3.DatabaseError as exc:
             raise StateBackendError(
-                f"{path} is not a SQLite database or is corrupt ({exc}); the file was left untouched",
+                f"{path} is not a SQLite database (bad file header) or is corrupt ({exc}); the file was left untouched",
                 path=path,
             ) from exc
         if "workflow_state" not in objects and objects:

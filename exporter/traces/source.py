@@ -290,14 +290,15 @@ def _run_info(
 def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[SpanRow]:
     """Rows of ``sql``; text that is not valid UTF-8 is decoded with replacement characters instead of
     failing the whole query (the fast default decoder is tried first)."""
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "decode" not in str(exc).lower():
-            raise
     factory = conn.text_factory
-    conn.text_factory = lenient_text
+    conn.text_factory = str  # the reader's connection decodes with surrogateescape: spans want U+FFFD
     try:
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc).lower():
+                raise
+        conn.text_factory = lenient_text
         return conn.execute(sql, args).fetchall()
     finally:
         conn.text_factory = factory

@@ -102,6 +102,23 @@ def test_db_appears_later(tmp_path: Path, fixture_copy) -> None:
         wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
 
 
+def test_sigterm_stops_within_5s_while_waiting_10s_for_a_locked_db(fixture_copy, tmp_path: Path) -> None:
+    """Every component reads the DB, each waiting up to db.busy_timeout for a writer's lock."""
+    db = fixture_copy(SMALL)
+    config = (
+        FAST
+        + "db:\n  busy_timeout: 10s\n"
+        + "jobs:\n  stuck_alerts:\n    enabled: true\n    interval: 1s\n    webhook:\n      url: http://127.0.0.1:9/\n"
+    )
+    with ExclusiveWriter(db), running_daemon(tmp_path, "--db", str(db), config=config) as daemon:
+        time.sleep(1.5)  # real time: let the refresh and the job start waiting for the lock
+        started = time.monotonic()
+        os.kill(daemon.pid, signal.SIGTERM)
+        daemon.proc.wait(10)
+        assert time.monotonic() - started < 5
+        assert daemon.proc.returncode == 0
+
+
 def test_sigterm_stops_within_5s(fixture_copy, tmp_path: Path) -> None:
     with running_daemon(tmp_path, "--db", str(fixture_copy(SMALL))) as daemon:
         started = time.monotonic()
