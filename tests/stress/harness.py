@@ -47,9 +47,7 @@ from traces.receiver import Receiver
 
 WRITERS_SCRIPT = Path(__file__).resolve().parent / "writers.py"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-RUNS_STATUSES = ("running", "completed", "failed")
-SPAN_STATUSES = ("running", "completed", "failed")
-STEP_STATUSES = ("completed", "failed")
+SPAN_STATUSES = ("running", "completed", "failed")  # step statuses are completed/failed too
 SEED_AGE = timedelta(days=60)
 # Log words that only a read or write of a damaged file produces.
 CORRUPTION_WORDS = ("malformed", "corrupt", "not a database", "disk image")
@@ -589,21 +587,23 @@ def integrity_check(db: Path) -> list[str]:
 
 @contextlib.contextmanager
 def writers(db: Path, tmp: Path, settings: StressSettings) -> Iterator[list[tuple[subprocess.Popen[bytes], Path]]]:
-    started = []
-    try:
-        for i in range(settings.writers):
-            out = tmp / f"writer-{i}.json"
-            argv = [sys.executable, str(WRITERS_SCRIPT), "--db", str(db), "--pattern", settings.pattern]
-            argv += ["--layout", settings.layout, "--seconds", str(settings.seconds), "--seed", str(settings.seed + i)]
-            argv += ["--pace", str(settings.pace), "--restart-every", str(settings.restart_every), "--out", str(out)]
-            log = (tmp / f"writer-{i}.log").open("wb")
-            started.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), out))
-        yield started
-    finally:
-        for proc, _ in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+    with contextlib.ExitStack() as logs:
+        try:
+            for i in range(settings.writers):
+                out = tmp / f"writer-{i}.json"
+                argv = [sys.executable, str(WRITERS_SCRIPT), "--db", str(db), "--pattern", settings.pattern]
+                argv += ["--layout", settings.layout, "--seconds", str(settings.seconds)]
+                argv += ["--seed", str(settings.seed + i), "--pace", str(settings.pace)]
+                argv += ["--restart-every", str(settings.restart_every), "--out", str(out)]
+                log = logs.enter_context((tmp / f"writer-{i}.log").open("wb"))
+                started.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), out))
+            yield started
+        finally:
+            for proc, _ in started:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
 
 def collect_tallies(started: list[tuple[subprocess.Popen[bytes], Path]], timeout: float) -> Tally:
