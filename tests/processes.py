@@ -75,8 +75,8 @@ def wait_until_up(process: Process, path: str, timeout: float = 30.0) -> None:
 
 
 def start(argv: list[str], log: Path, url: str, env: dict[str, str] | None = None) -> Process:
-    handle = log.open("wb")
-    proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with log.open("wb") as handle:  # the child writes through its own copy of the descriptor
+        proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return Process(proc, log, url)
 
 
