@@ -10,10 +10,10 @@ runs table already says ``completed`` (0.4.35 writes that for a paused run).
 
 Memory: span rows are read with SQLite's length limit set to :data:`MAX_VALUE_BYTES`, so a huge value
 is never materialised, not even inside SQLite (it refuses the row before loading it).  A page with
-such a row is read again row by row: its ``attributes`` through SQLite's incremental blob I/O, only
-the first :data:`TRUNCATED_PREFIX_BYTES` of an oversized value (kept as ``flujo.attributes.raw``,
-with ``flujo.attributes.truncated_bytes``: the stored size); a row whose other columns are too large
-is skipped and logged.
+such a row is read again row by row, each text through SQLite's incremental blob I/O: of an oversized
+value only the first :data:`TRUNCATED_PREFIX_BYTES` are read (attributes: kept as
+``flujo.attributes.raw`` with ``flujo.attributes.truncated_bytes``, the stored size; any other column:
+that prefix).  Logged for each such row.
 """
 
 from __future__ import annotations
@@ -333,43 +333,40 @@ def _fetch_lenient(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -
         conn.text_factory = factory
 
 
-_ROW_COLUMNS = "run_id, span_id, parent_span_id, name, start_time, end_time, status"
+_COLUMNS = tuple(column.strip() for column in _SPAN_COLUMNS.split(","))
 
 
 def _fetch_bounded(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[SpanRow]:
-    """The rows of ``sql`` one by one, attributes read through blob I/O (an oversized one truncated)."""
+    """The rows of ``sql`` one by one, each text read through blob I/O, an oversized one truncated."""
     rowids = [int(r[0]) for r in conn.execute(sql.replace(_SPAN_COLUMNS, "rowid", 1), args)]
     rows: list[SpanRow] = []
+    kinds_sql = f"SELECT {', '.join(f'typeof({c})' for c in _COLUMNS)} FROM spans WHERE rowid = ?"
     for rowid in rowids:
-        try:
-            found = _fetch_lenient(conn, f"SELECT {_ROW_COLUMNS} FROM spans WHERE rowid = ?", (rowid,))
-        except sqlite3.DataError:
-            log.warning(
-                "traces: span row %d skipped: a value other than its attributes exceeds %d bytes",
-                rowid,
-                MAX_VALUE_BYTES,
-            )
+        kinds = conn.execute(kinds_sql, (rowid,)).fetchone()  # typeof() does not load the values
+        if kinds is None:
             continue
-        if found:
-            rows.append((*found[0], _bounded_attributes(conn, rowid)))
+        row = tuple(
+            _bounded_value(conn, column, str(kind), rowid) for column, kind in zip(_COLUMNS, kinds, strict=True)
+        )
+        rows.append(row)  # type: ignore[arg-type]
     return rows
 
 
-def _bounded_attributes(conn: sqlite3.Connection, rowid: int) -> object:
-    try:
-        blob = conn.blobopen("spans", "attributes", rowid, readonly=True)
-    except sqlite3.OperationalError:  # NULL or a number: small, read it as usual
-        row = conn.execute("SELECT attributes FROM spans WHERE rowid = ?", (rowid,)).fetchone()
-        return None if row is None else row[0]
-    with blob:
+def _bounded_value(conn: sqlite3.Connection, column: str, kind: str, rowid: int) -> object:
+    if kind not in ("text", "blob"):
+        return conn.execute(f"SELECT {column} FROM spans WHERE rowid = ?", (rowid,)).fetchone()[0]
+    with conn.blobopen("spans", column, rowid, readonly=True) as blob:
         size = len(blob)
         if size <= MAX_VALUE_BYTES:
-            return blob.read().decode("utf-8", "replace")
+            data = blob.read()
+            return data.decode("utf-8", "replace") if kind == "text" else data
         prefix = blob.read(TRUNCATED_PREFIX_BYTES).decode("utf-8", "ignore")  # may end mid-character
     log.warning(
-        "traces: span row %d has %d bytes of attributes; exported truncated to %d", rowid, size, TRUNCATED_PREFIX_BYTES
+        "traces: span row %d has %d bytes of %s; exported truncated to %d", rowid, size, column, TRUNCATED_PREFIX_BYTES
     )
-    return json.dumps({RAW_KEY: prefix, TRUNCATED_KEY: size})
+    if column == "attributes":
+        return json.dumps({RAW_KEY: prefix, TRUNCATED_KEY: size})
+    return prefix
 
 
 def spans_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[SpanRow]:
