@@ -139,7 +139,8 @@ class Deliverer:
                 return outcome
             self.stats.request_failed(outcome.reason, len(part))
             if outcome.kind is not Kind.RETRY:
-                self._recovered()
+                # Not counted as recovered: a receiver refusing everything for a while must meet a
+                # growing backoff, which only an accepted request resets.
                 return outcome
             self._wait_after(outcome, len(part), halt)
 

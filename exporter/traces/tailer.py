@@ -371,9 +371,9 @@ class SpanTailer:
             self.stats.set_supported(True)
             self._layout_reported = None
             self._save_unsaved(self._get_store())
-            self._state_works()
             report.discovered = self._discover(now)
             self._process(now, halt, report)
+            self._state_works()  # only after a whole cycle: no "works again" line between two failures
             self._problem_reported = None
         except store.StateError as exc:
             self._state_failed(exc)
