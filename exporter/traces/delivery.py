@@ -10,8 +10,8 @@
   failing as a whole (a proxy or collector answering 400 for a while): the batch is retried with
   backoff like any retryable failure, nothing is split or dead-lettered.  When the probe is accepted,
   the batch is split in halves, each sent on its own, recursively; a single span still refused (with
-  an accepted probe after it) is dead-lettered (returned to the caller, who records and counts it)
-  instead of being retried forever.
+  an accepted probe after it) is sent alone once more, and refused again it is dead-lettered
+  (returned to the caller, who records and counts it) instead of being retried forever.
 * :class:`~exporter.traces.transport.Stopped` propagates when the component stops: the batch was not
   (completely) delivered, the caller commits nothing and the batch is sent again after a restart.
 """

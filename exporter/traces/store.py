@@ -17,8 +17,8 @@ batch, so a crash at any point re-sends at most the batch in flight and never sk
 
 Every SQLite or file error surfaces as :class:`StateError` with a bounded reason (see
 :data:`exporter.traces.metrics.STATE_ERROR_REASONS`); the caller stops exporting until the file
-works again.  A file that is a SQLite DB of someone else (tables, but no ``meta.schema_version`` of ours) is refused as
-``foreign`` and never written to.
+works again.  A file that is a SQLite DB of someone else (tables, but no ``meta.schema_version``
+of ours) is refused as ``foreign`` and never written to.
 """
 
 from __future__ import annotations

@@ -475,6 +475,13 @@ class SpanTailer:
     def _process(self, now: float, halt: threading.Event, report: CycleReport) -> None:
         st = self._get_store()
         run = _Exporter(self, st, halt, report)
+        try:
+            self._export_pending(now, halt, st, run)
+        except store.StateError:
+            self._unsaved = run.unsaved  # committed first thing next cycle; nothing is sent before
+            raise
+
+    def _export_pending(self, now: float, halt: threading.Event, st: store.StateStore, run: _Exporter) -> None:
         oldest_waiting: float | None = None
         after = -1
         while True:
@@ -538,6 +545,7 @@ class _Exporter:
         self.batch = Batch(config.batch_size, config.max_batch_bytes, tailer._envelope.overhead())
         self.tracks: dict[str, _Track] = {}
         self.local_dead: list[DeadLetter] = []
+        self.unsaved: store.Commit | None = None  # what the collector accepted but could not be recorded
 
     def export(self, work: list[tuple[store.PendingRun, RunInfo, Mode]]) -> None:
         small = [w for w in work if w[1].span_count <= self.chunk]
@@ -640,7 +648,7 @@ class _Exporter:
         try:
             self.store.commit(change)
         except store.StateError:
-            self.tailer._unsaved = change  # committed first thing next cycle; nothing is sent before
+            self.unsaved = change
             raise
 
     def finish(self, watermark: float) -> None:
