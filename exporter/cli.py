@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         # replay has its own flags (transport, filters): its parser takes the whole command line.
         from exporter.traces.__main__ import main as traces_main
 
-        return traces_main(argv)
+        return traces_main(argv, prog="state-exporter")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -19,13 +19,21 @@ log = logging.getLogger(__name__)
 DEFAULT_STATE_DIR = Path("var/state")
 
 
+@dataclass(frozen=True)
+class Health:
+    """Whether a component can do its work; ``reason`` is short and names no path (shown by /readyz)."""
+
+    ok: bool
+    reason: str
+
+
 class Service(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
     def collector(self) -> Collector: ...
 
-    def health(self) -> tuple[bool, str]:
-        """(working, why not): shown by /readyz."""
+    def health(self) -> Health:
+        """Shown by /readyz and ``component_up``."""
         ...
 
 
@@ -73,13 +81,13 @@ class Component:
             self.registry.unregister(self._collector)
             self._collector = None
 
-    def health(self) -> tuple[bool, str]:
+    def health(self) -> Health:
         if self._crash is not None:
-            return False, f"{self.name} stopped unexpectedly ({self._crash}) and is being restarted"
+            return Health(False, f"{self.name} stopped unexpectedly ({self._crash}) and is being restarted")
         try:
             return self.service.health()
         except Exception as exc:  # a broken health check must not break /readyz
-            return False, f"{self.name} health check failed: {type(exc).__name__}: {exc}"
+            return Health(False, f"{self.name} health check failed: {type(exc).__name__}: {exc}")
 
     async def _supervise(self) -> None:
         while not self._stop.is_set():
@@ -124,7 +132,7 @@ class ComponentsCollector(Collector):
         )
         for name in sorted({*COMPONENT_NAMES, *running}):
             component = running.get(name)
-            up.add_metric([name], 1 if component is not None and component.health()[0] else 0)
+            up.add_metric([name], 1 if component is not None and component.health().ok else 0)
             restarts.add_metric([name], component.restarts if component is not None else 0)
         yield up
         yield restarts

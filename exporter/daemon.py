@@ -127,9 +127,9 @@ class Daemon:
         ready, reason = refresher.ready(self._clock())
         reasons = [] if ready else [reason]
         for component in self.components.values():
-            working, why = component.health()
-            if not working:
-                reasons.append(why)
+            health = component.health()
+            if not health.ok:
+                reasons.append(health.reason)
         return Readiness(not reasons, "; ".join(reasons) or "ready")
 
     def stop(self) -> None:

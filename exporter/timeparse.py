@@ -27,6 +27,19 @@ MAX_UTC_OFFSET = timedelta(hours=14)
 MIN_PLAUSIBLE_EPOCH = 1_000_000_000.0
 
 
+# A writer's clock may run a little ahead of ours (another container or host), and a row may be
+# written between the refresh reading its clock and its query: a time up to this far ahead is read
+# as "now".  Anything further ahead cannot be real and is a bad value.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def not_after(instant: datetime, now: datetime) -> datetime | None:
+    """``instant`` itself, ``now`` for an instant slightly ahead of it, None beyond the tolerance."""
+    if instant <= now:
+        return instant
+    return now if instant - now <= FUTURE_TOLERANCE else None
+
+
 class TimestampError(ValueError):
     """A stored value is not a timestamp in any known convention."""
 

@@ -20,6 +20,10 @@ becomes a Prometheus metric label: the metric counts alerts per pipeline.
 ``startsAt`` is when the run became stuck (last update + threshold), so a restarted exporter sends
 the same alert again rather than a new one.  Alerts that resolved while the exporter was down are
 not sent as resolved; Alertmanager ends them at their last ``endsAt``.
+
+Alerts go out in requests of at most :data:`MAX_ALERTS_PER_REQUEST` (a mass stall of 20 000 runs is
+40 POSTs of about 230 KB, not one of 9 MB built in memory at once).  When a request fails, the
+alerts of the following requests to that receiver stay due and go out at the next run.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import asyncio
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,6 +55,7 @@ JOB = "stuck_alerts"
 ALERT_NAME = "FlujoRunStuck"
 WEBHOOK_RECEIVER = "flujo-state-exporter"
 ZERO_TIME = "0001-01-01T00:00:00Z"
+MAX_ALERTS_PER_REQUEST = 500
 
 Key = tuple[str, str]  # (run_id, status)
 
@@ -59,20 +64,40 @@ def rfc3339(instant: datetime) -> str:
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass
+@dataclass(slots=True)
 class Alert:
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    starts_at: datetime
+    """One stuck run's alert.  Labels and annotations are built when a request is (memory: a mass
+    stall keeps tens of thousands of these)."""
+
+    run_id: str
     pipeline: str
+    status: str
+    updated_at: datetime
+    threshold: timedelta
     ends_at: datetime | None = None  # set once resolved
-    sent: dict[str, datetime] = field(default_factory=dict)  # receiver -> last delivered while firing
-    resolved_sent: set[str] = field(default_factory=set)
+    sent: dict[str, datetime] | None = None  # receiver -> last delivered while firing
+    resolved_sent: tuple[str, ...] = ()
 
     @property
-    def fingerprint(self) -> str:
-        text = "\xff".join(f"{k}\xfe{v}" for k, v in sorted(self.labels.items()))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    def starts_at(self) -> datetime:
+        return self.updated_at + self.threshold
+
+    def sent_to(self, receiver: str) -> datetime | None:
+        return None if self.sent is None else self.sent.get(receiver)
+
+    def mark_sent(self, receiver: str, now: datetime) -> None:
+        if self.ends_at is not None:
+            if receiver not in self.resolved_sent:
+                self.resolved_sent = (*self.resolved_sent, receiver)
+        elif self.sent is None:
+            self.sent = {receiver: now}
+        else:
+            self.sent[receiver] = now
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    text = "\xff".join(f"{k}\xfe{v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class StuckAlertsJob:
@@ -129,10 +154,10 @@ class StuckAlertsJob:
             assert threshold is not None and run.updated_at is not None  # stuck_workflows guarantees both
             if alert is None:
                 self.resolved.pop(key, None)  # stuck again after resolving: a new alert
-                self.firing[key] = self._new_alert(run, threshold)
+                self.firing[key] = Alert(run.run_id, run.pipeline, run.status, run.updated_at, threshold)
                 log.info("stuck_alerts: run %s of pipeline %s is stuck (%s)", run.run_id, run.pipeline, run.status)
             else:
-                alert.annotations.update(self._annotations(run, threshold))
+                alert.updated_at, alert.threshold = run.updated_at, threshold
         for key in [k for k in self.firing if k not in current]:
             alert = self.firing.pop(key)
             alert.ends_at = now
@@ -140,37 +165,38 @@ class StuckAlertsJob:
             log.info("stuck_alerts: run %s is no longer stuck (finished, updated or deleted)", key[0])
         for key, alert in list(self.resolved.items()):
             assert alert.ends_at is not None
-            pending = [r.name for r in self.receivers if r.name in alert.sent and r.name not in alert.resolved_sent]
+            pending = [r.name for r in self.receivers if self._owes_resolution(alert, r.name)]
             if not pending:
                 del self.resolved[key]
             elif now - alert.ends_at > self._hold:
                 log.warning("stuck_alerts: giving up sending the resolution of run %s to %s", key[0], pending)
                 del self.resolved[key]
 
-    def _new_alert(self, run: ActiveWorkflow, threshold: timedelta) -> Alert:
-        assert run.updated_at is not None
-        labels = {
+    def _labels(self, alert: Alert) -> dict[str, str]:
+        return {
             **self.config.labels,
             "alertname": ALERT_NAME,
-            "pipeline": run.pipeline,
+            "pipeline": alert.pipeline,
             "severity": self.config.severity,
-            "status": run.status,
-            "run_id": run.run_id,
+            "status": alert.status,
+            "run_id": alert.run_id,
         }
-        return Alert(labels, self._annotations(run, threshold), run.updated_at + threshold, run.pipeline)
 
     @staticmethod
-    def _annotations(run: ActiveWorkflow, threshold: timedelta) -> dict[str, str]:
-        assert run.updated_at is not None
-        since = rfc3339(run.updated_at)
-        limit = format_duration(threshold)
+    def _annotations(alert: Alert) -> dict[str, str]:
+        since = rfc3339(alert.updated_at)
+        limit = format_duration(alert.threshold)
         return {
-            "run_id": run.run_id,
+            "run_id": alert.run_id,
             "since": since,
             "threshold": limit,
-            "summary": f"Flujo run {run.run_id} of pipeline {run.pipeline} is {run.status} without an update "
+            "summary": f"Flujo run {alert.run_id} of pipeline {alert.pipeline} is {alert.status} without an update "
             f"since {since} (threshold {limit})",
         }
+
+    @staticmethod
+    def _owes_resolution(alert: Alert, receiver: str) -> bool:
+        return alert.sent_to(receiver) is not None and receiver not in alert.resolved_sent
 
     # -- delivery ---------------------------------------------------------------------------------
 
@@ -178,10 +204,10 @@ class StuckAlertsJob:
         """(firing alerts to send, resolved alerts to send) for one receiver."""
         firing = []
         for alert in self.firing.values():
-            last = alert.sent.get(receiver)
+            last = alert.sent_to(receiver)
             if last is None or (receiver == ALERTMANAGER and now - last >= self.config.resend_interval):
                 firing.append(alert)
-        resolved = [a for a in self.resolved.values() if receiver in a.sent and receiver not in a.resolved_sent]
+        resolved = [a for a in self.resolved.values() if self._owes_resolution(a, receiver)]
         return firing, resolved
 
     async def send(self, now: datetime) -> list[str]:
@@ -193,20 +219,11 @@ class StuckAlertsJob:
         async with self.session_factory() as session:
             for receiver in self.receivers:
                 firing, resolved = due[receiver.name]
-                bodies: list[tuple[list[Alert], Any]] = []
-                if receiver.name == ALERTMANAGER:
-                    if firing or resolved:
-                        bodies.append((firing + resolved, self._alertmanager_body(firing, resolved, now)))
-                else:
-                    if firing:
-                        bodies.append((firing, self._webhook_body("firing", firing)))
-                    if resolved:
-                        bodies.append((resolved, self._webhook_body("resolved", resolved)))
-                for alerts, body in bodies:
+                for alerts in self._requests(receiver.name, firing, resolved):
                     error = await deliver(
                         session,
                         receiver,
-                        body,
+                        self._body(receiver.name, alerts, now),
                         attempts=self.config.attempts,
                         backoff=self.config.retry_backoff.total_seconds(),
                         sleep=self.sleep,
@@ -214,26 +231,37 @@ class StuckAlertsJob:
                     )
                     if error is not None:
                         errors.append(f"{receiver.name}: {error}")
-                        continue
+                        break  # the rest stays due: sent at the next run
                     for alert in alerts:
-                        if alert.ends_at is None:
-                            alert.sent[receiver.name] = now
-                        else:
-                            alert.resolved_sent.add(receiver.name)
+                        alert.mark_sent(receiver.name, now)
         for key in [k for k, a in self.resolved.items() if not self._pending(a)]:
             del self.resolved[key]
         return errors
 
-    def _pending(self, alert: Alert) -> bool:
-        return any(r.name in alert.sent and r.name not in alert.resolved_sent for r in self.receivers)
+    @staticmethod
+    def _requests(receiver: str, firing: list[Alert], resolved: list[Alert]) -> Iterator[list[Alert]]:
+        """The alerts of each request: firing and resolved together for Alertmanager, apart for the
+        webhook (its payload has one status), at most MAX_ALERTS_PER_REQUEST each."""
+        groups = [firing + resolved] if receiver == ALERTMANAGER else [firing, resolved]
+        for group in groups:
+            for start in range(0, len(group), MAX_ALERTS_PER_REQUEST):
+                yield group[start : start + MAX_ALERTS_PER_REQUEST]
 
-    def _alertmanager_body(self, firing: list[Alert], resolved: list[Alert], now: datetime) -> list[dict[str, Any]]:
+    def _body(self, receiver: str, alerts: list[Alert], now: datetime) -> Any:
+        if receiver == ALERTMANAGER:
+            return self._alertmanager_body(alerts, now)
+        return self._webhook_body("firing" if alerts[0].ends_at is None else "resolved", alerts)
+
+    def _pending(self, alert: Alert) -> bool:
+        return any(self._owes_resolution(alert, r.name) for r in self.receivers)
+
+    def _alertmanager_body(self, alerts: list[Alert], now: datetime) -> list[dict[str, Any]]:
         body = []
-        for alert in firing + resolved:
+        for alert in alerts:
             ends = alert.ends_at if alert.ends_at is not None else now + self._hold
             item: dict[str, Any] = {
-                "labels": alert.labels,
-                "annotations": alert.annotations,
+                "labels": self._labels(alert),
+                "annotations": self._annotations(alert),
                 "startsAt": rfc3339(alert.starts_at),
                 "endsAt": rfc3339(ends),
             }
@@ -243,20 +271,26 @@ class StuckAlertsJob:
         return body
 
     def _webhook_body(self, status: str, alerts: list[Alert]) -> dict[str, Any]:
-        items = [
-            {
-                "status": status,
-                "labels": a.labels,
-                "annotations": a.annotations,
-                "startsAt": rfc3339(a.starts_at),
-                "endsAt": ZERO_TIME if a.ends_at is None else rfc3339(a.ends_at),
-                "generatorURL": self.config.generator_url or "",
-                "fingerprint": a.fingerprint,
-            }
-            for a in alerts
-        ]
-        common_labels = dict(set.intersection(*(set(a.labels.items()) for a in alerts)))
-        common_annotations = dict(set.intersection(*(set(a.annotations.items()) for a in alerts)))
+        items: list[dict[str, Any]] = []
+        common_labels: set[tuple[str, str]] | None = None
+        common_annotations: set[tuple[str, str]] | None = None
+        for a in alerts:
+            labels, annotations = self._labels(a), self._annotations(a)
+            common_labels = set(labels.items()) if common_labels is None else common_labels & labels.items()
+            common_annotations = (
+                set(annotations.items()) if common_annotations is None else common_annotations & annotations.items()
+            )
+            items.append(
+                {
+                    "status": status,
+                    "labels": labels,
+                    "annotations": annotations,
+                    "startsAt": rfc3339(a.starts_at),
+                    "endsAt": ZERO_TIME if a.ends_at is None else rfc3339(a.ends_at),
+                    "generatorURL": self.config.generator_url or "",
+                    "fingerprint": fingerprint(labels),
+                }
+            )
         return {
             "version": "4",
             "groupKey": f'{{}}:{{alertname="{ALERT_NAME}"}}',
@@ -264,8 +298,8 @@ class StuckAlertsJob:
             "status": status,
             "receiver": WEBHOOK_RECEIVER,
             "groupLabels": {"alertname": ALERT_NAME},
-            "commonLabels": common_labels,
-            "commonAnnotations": common_annotations,
+            "commonLabels": dict(common_labels or ()),
+            "commonAnnotations": dict(common_annotations or ()),
             "externalURL": self.config.generator_url or "",
             "alerts": items,
         }

@@ -198,13 +198,15 @@ class JobsCollector(Collector):
         for job in JOB_NAMES:
             enabled.add_metric([job], 1 if self._metrics.enabled.get(job) else 0)
             stats = self._stats(job)
+            # Counters of every known job exist from the start (0 for a disabled one), so that
+            # increase() and absent()-free alerts work from the first scrape.
+            runs.add_metric([job], 0 if stats is None else stats.runs)
+            errors.add_metric([job], 0 if stats is None else stats.errors)
+            skipped.add_metric([job], 0 if stats is None else stats.skipped)
             if stats is None:
                 continue
             success.add_metric([job], 1 if stats.success else 0)
             duration.add_metric([job], stats.duration_s)
             if stats.last_success is not None:
                 last.add_metric([job], stats.last_success.timestamp())
-            runs.add_metric([job], stats.runs)
-            errors.add_metric([job], stats.errors)
-            skipped.add_metric([job], stats.skipped)
         yield from (enabled, success, duration, last, runs, errors, skipped)

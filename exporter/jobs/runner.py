@@ -10,6 +10,7 @@ from pathlib import Path
 from prometheus_client.registry import Collector
 
 from exporter.clock import Clock, system_clock
+from exporter.components import Health
 from exporter.jobs.alerts import StuckAlertsJob
 from exporter.jobs.cleanup import CleanupJob, ExportedFn
 from exporter.jobs.config import JOB_NAMES, JobsConfig, JobSettings
@@ -100,7 +101,7 @@ class JobRunner:
     def collector(self) -> Collector:
         return JobsCollector(self.metrics, self.stats)
 
-    def health(self) -> tuple[bool, str]:
+    def health(self) -> Health:
         """Not working when a job's last run failed unexpectedly (a JobError such as "database is
         locked" is an expected, retried condition shown by the job metrics, not a readiness issue)."""
         broken = []
@@ -108,7 +109,7 @@ class JobRunner:
             stats = self.scheduler.stats(name)
             if stats.unexpected and not stats.success:
                 broken.append(f"job {name} failing: {stats.last_error}")
-        return (not broken, "; ".join(broken) or "ok")
+        return Health(not broken, "; ".join(broken) or "ok")
 
 
 def _schedule(job: JobSettings) -> Schedule:

@@ -19,7 +19,7 @@ from datetime import datetime, tzinfo
 from exporter.reader import workflows
 from exporter.reader.badvalues import BadValue, shown
 from exporter.reader.layout import Layout, Schema
-from exporter.timeparse import TimestampError, parse_instant
+from exporter.timeparse import TimestampError, not_after, parse_instant
 
 REREAD_TOP = 10_000
 
@@ -73,9 +73,14 @@ def _parse(row: workflows.ActiveRow, naive_tz: tzinfo, now: datetime, bad: list[
     except TimestampError:
         bad.append(BadValue("workflow_state", "updated_at", run_id, shown(updated_raw)))
         updated, sound = None, False
-    if updated is not None and updated > now:
-        bad.append(BadValue("workflow_state", "updated_at", run_id, f"{shown(updated_raw)} (in the future)"))
-        updated, sound = None, False
+    if updated is not None:
+        clamped = not_after(updated, now)
+        if clamped is None:
+            bad.append(BadValue("workflow_state", "updated_at", run_id, f"{shown(updated_raw)} (in the future)"))
+            sound = False
+        elif clamped != updated:
+            sound = False  # read as "now" this time: parsed again next refresh
+        updated = clamped
     # Interned: thousands of rows share a handful of pipeline and status names.
     stamp = None if updated is None else updated.timestamp()
     return (sys.intern(pipeline), sys.intern(status), stamp, bool(background)), sound

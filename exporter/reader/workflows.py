@@ -18,7 +18,7 @@ from exporter.labels import label_text
 from exporter.reader.badvalues import BadValue, shown
 from exporter.reader.groups import grouped_counts, value_counts
 from exporter.reader.layout import Capability, Schema
-from exporter.timeparse import TimestampError, parse_instant, text_lower_bound, text_upper_bound
+from exporter.timeparse import TimestampError, not_after, parse_instant, text_lower_bound, text_upper_bound
 
 WORKFLOW_STATUSES = ("running", "paused", "completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("running", "paused")
@@ -106,7 +106,7 @@ def _count_since(
             continue
         if instant is None or instant < since:
             continue
-        if instant > now:
+        if not_after(instant, now) is None:
             bad.append(BadValue("workflow_state", column, str(run_id), f"{shown(raw)} (in the future)"))
             continue
         if is_background:

@@ -1,8 +1,12 @@
 """``python -m exporter.traces replay|tail``: the span export without the daemon.
 
-    python -m exporter.traces replay --db flujo_ops.db --state traces-state.sqlite \\
-        --endpoint http://localhost:4317 [--since 2026-11-01 | --since 7d] [--until ...] [--run-id ID ...]
+    state-exporter replay --db flujo_ops.db --endpoint http://localhost:4317 \\
+        [--since 2026-11-01 | --since 7d] [--until ...] [--run-id ID ...] [--state traces-state.sqlite]
     python -m exporter.traces tail --db flujo_ops.db --state traces-state.sqlite --endpoint ...
+
+Without ``--state``: the config's ``traces.state_file``, else a file named after the DB in the state
+directory (``$STATE_DIRECTORY`` or ``./var/state``: ``traces-<db name>-<hash of its path>.sqlite``),
+printed at the start.
 
 Settings come from ``--config`` (its ``traces:`` section), then the flags, then ``OTEL_*`` variables
 for whatever neither set.  Exit status: 0 done, 1 interrupted or failed, 2 bad arguments/config.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import signal
 import sys
@@ -23,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from exporter.clock import system_clock
+from exporter.components import state_directory
 from exporter.config import ConfigError, load_config, parse_duration
 from exporter.reader import DatabaseUnavailable, FlujoReader
 from exporter.timeparse import resolve_timezone
@@ -34,13 +40,18 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("exporter.traces")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m exporter.traces", description=__doc__.split("\n\n")[0])
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--db", type=Path, required=True, help="the Flujo SQLite DB (opened read-only)")
-        p.add_argument("--state", type=Path, required=True, help="the exporter's state file (created if missing)")
+        p.add_argument(
+            "--state",
+            type=Path,
+            help="the exporter's state file (created if missing; default: traces.state_file, else one named"
+            " after the DB in $STATE_DIRECTORY or ./var/state)",
+        )
         p.add_argument("--config", type=Path, help="YAML config; its traces: section is used")
         p.add_argument("--endpoint", help="collector endpoint (traces.endpoint)")
         p.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="traces.protocol")
@@ -112,8 +123,15 @@ def build_config(args: argparse.Namespace) -> TracesConfig:
     return apply_otel_env(TracesConfig.model_validate(data))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def default_state_file(db: Path) -> Path:
+    """The state file of ``db`` in the state directory: its name, plus a hash of its full path so
+    that two DBs with the same name do not share one."""
+    digest = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:12]
+    return state_directory() / f"traces-{db.stem}-{digest}.sqlite"
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m exporter.traces") -> int:
+    args = _parser(prog).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = build_config(args)
@@ -124,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValidationError, ValueError) as exc:
         print(f"exporter.traces: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.state is None:
+        args.state = config.state_file or default_state_file(args.db)
+        print(f"{prog}: state file {args.state}", file=sys.stderr, flush=True)
     try:
         if args.command == "replay":
             return _replay(args, config, reader, since, until)

@@ -1,11 +1,17 @@
 """Getting one batch to the collector: unbounded retry with backoff, splitting of rejected batches.
 
 * A retryable failure is retried forever, waiting ``uniform(0, min(max_backoff, initial * 2**n))``
-  ("full jitter") between attempts, or the server's ``Retry-After`` when longer.  Only this batch is
+  ("full jitter") between attempts, or the server's ``Retry-After`` when longer: the receiver's
+  ``Retry-After`` is honoured even beyond ``max_backoff``, up to :data:`MAX_RETRY_AFTER_S` (5 minutes;
+  a longer value is capped so a wrong header cannot stall the export for hours).  Only this batch is
   held in memory meanwhile; the caller does not read further while :meth:`Deliverer.deliver` blocks.
-* A batch refused as malformed (or too large) is split in halves, each sent on its own, recursively;
-  a single span still refused is dead-lettered (returned to the caller, who records and counts it)
-  instead of being retried forever.
+* A batch refused as malformed (or too large) is only blamed on its content when the receiver accepts
+  an empty export request (a *probe*) right after.  If the probe is refused too, the receiver is
+  failing as a whole (a proxy or collector answering 400 for a while): the batch is retried with
+  backoff like any retryable failure, nothing is split or dead-lettered.  When the probe is accepted,
+  the batch is split in halves, each sent on its own, recursively; a single span still refused (with
+  an accepted probe after it) is sent alone once more, and refused again it is dead-lettered
+  (returned to the caller, who records and counts it) instead of being retried forever.
 * :class:`~exporter.traces.transport.Stopped` propagates when the component stops: the batch was not
   (completely) delivered, the caller commits nothing and the batch is sent again after a restart.
 """
@@ -29,6 +35,7 @@ from exporter.traces.transport import Kind, Outcome, Stopped, Transport
 from exporter.traces.wire import Envelope
 
 log = logging.getLogger("exporter.traces")
+MAX_RETRY_AFTER_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +80,15 @@ class Deliverer:
         while stack:
             part = stack.pop()
             outcome = self._send(part, halt)
+            if outcome.kind is not Kind.OK and not self._receiver_accepts_empty(halt):
+                # Refused, but so is a request without spans: the receiver is failing, not this data.
+                stack.append(part)
+                self._wait_after(outcome, len(part), halt)
+                continue
+            if outcome.kind is not Kind.OK and len(part) == 1:
+                outcome = self._send(part, halt)  # refused alone while the receiver works: confirm once
             if outcome.kind is Kind.OK:
-                result.accepted += len(part) - outcome.rejected
-                result.rejected += outcome.rejected
-                if outcome.rejected:
-                    log.warning(
-                        "traces: the collector rejected %d of %d spans (partial success): %s",
-                        outcome.rejected,
-                        len(part),
-                        outcome.detail or "no message",
-                    )
+                self._count(result, part, outcome)
             elif len(part) == 1:
                 span = part[0]
                 result.dead.append(DeadLetter(span.run_id, span.span_key, outcome.kind.value, outcome.detail[:1000]))
@@ -106,6 +112,18 @@ class Deliverer:
                 stack.append(part[:middle])
         return result
 
+    @staticmethod
+    def _count(result: Delivered, part: Sequence[Encoded], outcome: Outcome) -> None:
+        result.accepted += len(part) - outcome.rejected
+        result.rejected += outcome.rejected
+        if outcome.rejected:
+            log.warning(
+                "traces: the collector rejected %d of %d spans (partial success): %s",
+                outcome.rejected,
+                len(part),
+                outcome.detail or "no message",
+            )
+
     def _send(self, part: Sequence[Encoded], halt: threading.Event) -> Outcome:
         """Send until the collector answers something other than a retryable failure."""
         payload = self.envelope.request_fields([span.field for span in part])
@@ -121,19 +139,33 @@ class Deliverer:
                 return outcome
             self.stats.request_failed(outcome.reason, len(part))
             if outcome.kind is not Kind.RETRY:
-                self._recovered()
+                # Not counted as recovered: a receiver refusing everything for a while must meet a
+                # growing backoff, which only an accepted request resets.
                 return outcome
-            delay = self._backoff(outcome)
-            self._report_failure(outcome, len(part), delay)
-            if halt.wait(delay):
-                raise Stopped()
+            self._wait_after(outcome, len(part), halt)
+
+    def _wait_after(self, outcome: Outcome, spans: int, halt: threading.Event) -> None:
+        delay = self._backoff(outcome)
+        self._report_failure(outcome, spans, delay)
+        if halt.wait(delay):
+            raise Stopped()
+
+    def _receiver_accepts_empty(self, halt: threading.Event) -> bool:
+        """Whether the receiver accepts an export request without spans (the known-good probe)."""
+        if halt.is_set():
+            raise Stopped()
+        outcome = self.transport.send(self.envelope.request_fields([]), halt)
+        if outcome.kind is Kind.OK:
+            return True
+        self.stats.request_failed(outcome.reason, 0)
+        return False
 
     def _backoff(self, outcome: Outcome) -> float:
         ceiling = min(self.cap, self.initial * (2 ** min(self._attempts, 30)))
         self._attempts += 1
         delay = self._rng.uniform(0, ceiling)
         if outcome.retry_after is not None:
-            delay = max(delay, min(outcome.retry_after, self.cap))
+            delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER_S))
         return delay
 
     def _report_failure(self, outcome: Outcome, spans: int, delay: float) -> None:

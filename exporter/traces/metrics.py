@@ -5,7 +5,11 @@ Counters:
 * ``flujo_exporter_spans_exported_total``: spans the collector accepted.
 * ``flujo_exporter_spans_failed_total``: spans in export requests that failed (retried or split, not lost).
 * ``flujo_exporter_span_export_failures_total{reason}``: failed export requests, by gRPC code name,
-  ``http_<status>``, ``connection`` or ``timeout``.
+  ``http_<status>``, ``connection`` or ``timeout``; every reason of the configured protocol is always
+  present (at 0 until it happens).
+* ``flujo_exporter_span_state_errors_total{reason}``: failed attempts to use the state file
+  (``corrupt``, ``foreign``, ``unwritable``, ``disk_full``, ``locked``, ``io``; ``deleted``: the file
+  was deleted while running and was recreated).  Every reason is always present.
 * ``flujo_exporter_spans_dead_lettered_total{reason}``: spans given up on: ``malformed`` / ``too_large``
   (refused alone by the collector), ``invalid_start_time``, ``unanchored_time``, ``encode_error``
   (unusable row).  Every reason is always present.
@@ -21,7 +25,9 @@ Gauges and histogram:
   Alert on ``time() - flujo_exporter_span_watermark_timestamp_seconds > 600``.
 * ``flujo_exporter_span_export_duration_seconds``: histogram of one export request's duration.
 * ``flujo_exporter_span_export_last_success_timestamp_seconds``, ``flujo_exporter_span_export_success``
-  (1 if the last request succeeded).
+  (1 if the last request succeeded and its result could be recorded in the state file; 0 while the
+  state file is unusable, even before a first request).
+* ``flujo_exporter_span_state_ok``: 0 while the state file cannot be used (nothing is exported then).
 * ``flujo_exporter_span_export_supported``: 0 when the DB layout has no spans (0.4.32 legacy).
 """
 
@@ -39,6 +45,39 @@ from prometheus_client.registry import Collector
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 DEAD_LETTER_REASONS = ("malformed", "too_large", "invalid_start_time", "unanchored_time", "encode_error")
+STATE_ERROR_REASONS = ("corrupt", "foreign", "unwritable", "disk_full", "locked", "io", "deleted")
+_GRPC_REASONS = (
+    "cancelled",
+    "unknown",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+)
+_HTTP_REASONS = (
+    *(f"http_{status}" for status in (400, 401, 403, 404, 408, 413, 429, 500, 502, 503, 504)),
+    "http_1xx",
+    "http_3xx",
+    "http_4xx",
+    "http_5xx",
+    "connection",
+    "timeout",
+)
+
+
+def failure_reasons(protocol: str) -> tuple[str, ...]:
+    """Every ``reason`` the transport of ``protocol`` can report (see :mod:`exporter.traces.transport`)."""
+    return _GRPC_REASONS if protocol == "grpc" else _HTTP_REASONS
 
 
 @dataclass(frozen=True)
@@ -57,12 +96,15 @@ class StatsSnapshot:
     last_ok: bool | None
     supported: bool | None
     vanished: int
+    state_errors: dict[str, int]
+    state_ok: bool
 
 
 class TraceStats:
     """Thread-safe counters shared by the export thread, the backlog refresh and scrapes."""
 
-    def __init__(self) -> None:
+    def __init__(self, failure_reasons: tuple[str, ...] = ()) -> None:
+        self.failure_reasons = failure_reasons
         self._lock = threading.Lock()
         self._exported = 0
         self._failed_spans = 0
@@ -77,6 +119,8 @@ class TraceStats:
         self._last_ok: bool | None = None
         self._supported: bool | None = None
         self._vanished = 0
+        self._state_errors: Counter[str] = Counter()
+        self._state_ok = True
 
     def request_done(self, seconds: float) -> None:
         with self._lock:
@@ -116,6 +160,20 @@ class TraceStats:
         with self._lock:
             self._vanished += count
 
+    def state_failed(self, reason: str) -> None:
+        with self._lock:
+            self._state_errors[reason] += 1
+            self._state_ok = False
+
+    def state_recovered(self) -> None:
+        with self._lock:
+            self._state_ok = True
+
+    def state_replaced(self) -> None:
+        """The state file was deleted while running and recreated (counted, not a lasting problem)."""
+        with self._lock:
+            self._state_errors["deleted"] += 1
+
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
             return StatsSnapshot(
@@ -133,6 +191,8 @@ class TraceStats:
                 last_ok=self._last_ok,
                 supported=self._supported,
                 vanished=self._vanished,
+                state_errors=dict(self._state_errors),
+                state_ok=self._state_ok,
             )
 
 
@@ -155,9 +215,20 @@ class TraceCollector(Collector):
             "Failed OTLP export requests by reason (gRPC code, http_<status>, connection, timeout)",
             labels=["reason"],
         )
-        for reason in sorted(s.failures):
-            failures.add_metric([reason], s.failures[reason])
+        for reason in sorted(set(self.stats.failure_reasons) | set(s.failures)):
+            failures.add_metric([reason], s.failures.get(reason, 0))
         yield failures
+        state_errors = CounterMetricFamily(
+            "flujo_exporter_span_state_errors",
+            "Failed attempts to use the span-export state file, by reason (nothing is exported meanwhile)",
+            labels=["reason"],
+        )
+        for reason in STATE_ERROR_REASONS:
+            state_errors.add_metric([reason], s.state_errors.get(reason, 0))
+        yield state_errors
+        yield _gauge(
+            "flujo_exporter_span_state_ok", "0 while the span-export state file cannot be used", int(s.state_ok)
+        )
         dead = CounterMetricFamily(
             "flujo_exporter_spans_dead_lettered",
             "Spans given up on and recorded in the state file's dead letters, by reason",
@@ -202,9 +273,11 @@ class TraceCollector(Collector):
                 "When an OTLP export request last succeeded",
                 s.last_success,
             )
-        if s.last_ok is not None:
+        if s.last_ok is not None or not s.state_ok:
             yield _gauge(
-                "flujo_exporter_span_export_success", "1 if the last OTLP export request succeeded", int(s.last_ok)
+                "flujo_exporter_span_export_success",
+                "1 if the last OTLP export request succeeded and was recorded in the state file",
+                int(bool(s.last_ok) and s.state_ok),
             )
         if s.supported is not None:
             yield _gauge(

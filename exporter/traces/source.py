@@ -7,10 +7,19 @@ integer ``id`` too).  Spans are therefore identified by their stored ``span_id``
 A run is *finished* when its ``workflow_state`` row says completed/failed/cancelled, or, without such
 a row, when ``runs.status`` does.  ``paused`` (HITL) and ``running`` are in progress even where the
 runs table already says ``completed`` (0.4.35 writes that for a paused run).
+
+Memory: span rows are read with SQLite's length limit set to :data:`MAX_VALUE_BYTES`, so a huge value
+is never materialised, not even inside SQLite (it refuses the row before loading it).  A page with
+such a row is read again row by row, each text through SQLite's incremental blob I/O: of an oversized
+value only the first :data:`TRUNCATED_PREFIX_BYTES` are read (attributes: kept as
+``flujo.attributes.raw`` with ``flujo.attributes.truncated_bytes``, the stored size; any other column:
+that prefix).  Logged for each such row.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, tzinfo
@@ -20,7 +29,13 @@ from exporter.reader.layout import Capability, Schema
 from exporter.reader.spantime import EPOCH_CLOCK, SpanClock, clock_for_run, is_monotonic
 from exporter.timeparse import TimestampError, parse_instant, to_epoch
 
+log = logging.getLogger("exporter.traces")
+
 FINISHED = frozenset(("completed", "failed", "cancelled"))
+MAX_VALUE_BYTES = 1 << 20  # one stored value (attributes, name...) read as is up to this size
+TRUNCATED_PREFIX_BYTES = 16 * 1024  # what is kept of a larger attributes value
+RAW_KEY = "flujo.attributes.raw"
+TRUNCATED_KEY = "flujo.attributes.truncated_bytes"
 IN_CLAUSE_LIMIT = 500  # bound parameters per IN (...) (SQLite's default limit is 32766 in 3.32+)
 
 # (run_id, span_id, parent_span_id, name, start_time, end_time, status, attributes)
@@ -294,8 +309,23 @@ def _run_info(
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[SpanRow]:
-    """Rows of ``sql``; text that is not valid UTF-8 is decoded with replacement characters instead of
-    failing the whole query (the fast default decoder is tried first)."""
+    """Rows of ``sql`` (``SELECT {_SPAN_COLUMNS} FROM spans ...``), each value bounded in size.
+
+    Text that is not valid UTF-8 is decoded with replacement characters instead of failing the whole
+    query (the fast default decoder is tried first).  A page holding an oversized value is read again
+    row by row (:func:`_fetch_bounded`)."""
+    old_limit = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    try:
+        try:
+            return _fetch_lenient(conn, sql, args)
+        except sqlite3.DataError:  # "string or blob too big": refused before it was loaded
+            pass
+        return _fetch_bounded(conn, sql, args)
+    finally:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, old_limit)
+
+
+def _fetch_lenient(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[Any]:
     factory = conn.text_factory
     conn.text_factory = str  # the reader's connection decodes with surrogateescape: spans want U+FFFD
     try:
@@ -308,6 +338,42 @@ def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[S
         return conn.execute(sql, args).fetchall()
     finally:
         conn.text_factory = factory
+
+
+_COLUMNS = tuple(column.strip() for column in _SPAN_COLUMNS.split(","))
+
+
+def _fetch_bounded(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[SpanRow]:
+    """The rows of ``sql`` one by one, each text read through blob I/O, an oversized one truncated."""
+    rowids = [int(r[0]) for r in conn.execute(sql.replace(_SPAN_COLUMNS, "rowid", 1), args)]
+    rows: list[SpanRow] = []
+    kinds_sql = f"SELECT {', '.join(f'typeof({c})' for c in _COLUMNS)} FROM spans WHERE rowid = ?"
+    for rowid in rowids:
+        kinds = conn.execute(kinds_sql, (rowid,)).fetchone()  # typeof() does not load the values
+        if kinds is None:
+            continue
+        row = tuple(
+            _bounded_value(conn, column, str(kind), rowid) for column, kind in zip(_COLUMNS, kinds, strict=True)
+        )
+        rows.append(row)  # type: ignore[arg-type]
+    return rows
+
+
+def _bounded_value(conn: sqlite3.Connection, column: str, kind: str, rowid: int) -> object:
+    if kind not in ("text", "blob"):
+        return conn.execute(f"SELECT {column} FROM spans WHERE rowid = ?", (rowid,)).fetchone()[0]
+    with conn.blobopen("spans", column, rowid, readonly=True) as blob:
+        size = len(blob)
+        if size <= MAX_VALUE_BYTES:
+            data = blob.read()
+            return data.decode("utf-8", "replace") if kind == "text" else data
+        prefix = blob.read(TRUNCATED_PREFIX_BYTES).decode("utf-8", "ignore")  # may end mid-character
+    log.warning(
+        "traces: span row %d has %d bytes of %s; exported truncated to %d", rowid, size, column, TRUNCATED_PREFIX_BYTES
+    )
+    if column == "attributes":
+        return json.dumps({RAW_KEY: prefix, TRUNCATED_KEY: size})
+    return prefix
 
 
 def spans_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[SpanRow]:

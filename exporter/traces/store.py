@@ -14,10 +14,17 @@ Tables::
 Everything that follows an export is written in one transaction *after* the collector accepted the
 batch, so a crash at any point re-sends at most the batch in flight and never skips one.  WAL with
 ``synchronous=NORMAL``: a power cut may lose the last commits, which again only means re-sending.
+
+Every SQLite or file error surfaces as :class:`StateError` with a bounded reason (see
+:data:`exporter.traces.metrics.STATE_ERROR_REASONS`); the caller stops exporting until the file
+works again.  A file that is a SQLite DB of someone else (tables, but no ``meta.schema_version``
+of ours) is refused as ``foreign`` and never written to.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sqlite3
 import threading
@@ -30,6 +37,51 @@ from pathlib import Path
 from exporter.traces.delivery import DeadLetter
 
 SCHEMA_VERSION = "1"
+
+
+class StateError(Exception):
+    """The state file cannot be read or written; ``reason``: see ``metrics.STATE_ERROR_REASONS``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def classify(exc: BaseException) -> str:
+    """A bounded reason for an error raised by SQLite or the file system on the state file."""
+    if isinstance(exc, StateError):
+        return exc.reason
+    if isinstance(exc, sqlite3.Error):
+        name = str(getattr(exc, "sqlite_errorname", "") or "")
+        text = str(exc).lower()
+        if name == "SQLITE_FULL" or "disk is full" in text:
+            return "disk_full"
+        if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in text or "malformed" in text:
+            return "corrupt"
+        if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+            return "unwritable"
+        if "readonly" in text or "unable to open" in text:
+            return "unwritable"
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+            return "locked"
+        return "io"
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return "disk_full"
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+            return "unwritable"
+        return "io"
+    return "io"
+
+
+def _state_error(path: Path, exc: BaseException) -> StateError:
+    if isinstance(exc, StateError):
+        return exc
+    reason = classify(exc)
+    return StateError(reason, f"traces state file {path}: {reason.replace('_', ' ')} ({exc})")
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (
@@ -127,37 +179,120 @@ class StateStore:
     def __init__(self, path: Path, *, max_dead_letters: int = 10_000) -> None:
         self.path = path
         self.max_dead_letters = max_dead_letters
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not path.exists()
-        self._conn = connect(path)
-        if fresh:
-            os.chmod(path, 0o600)
         self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not path.exists()
+            self._conn = connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise _state_error(path, exc) from exc
+        try:
+            if fresh:
+                os.chmod(path, 0o600)
+            self._init_schema()
+            self.identity = _identity(path)
+        except BaseException as exc:
+            self._conn.close()
+            if isinstance(exc, (OSError, sqlite3.Error, StateError)):
+                raise _state_error(path, exc) from exc
+            raise
+
+    def _init_schema(self) -> None:
+        tables = {str(row[0]) for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables:
+            version = None
+            if "meta" in tables:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                    version = None if row is None else str(row[0])
+            if version is None:
+                shown = ", ".join(sorted(tables)[:5])
+                raise StateError(
+                    "foreign",
+                    f"traces state file {self.path} is a SQLite DB of something else (tables {shown}):"
+                    " refusing to write to it; point traces.state_file at a file of its own",
+                )
+            if version != SCHEMA_VERSION:
+                raise StateError(
+                    "foreign",
+                    f"traces state file {self.path} has schema version {version} (this exporter knows"
+                    f" {SCHEMA_VERSION}): written by another version; use a file of its own",
+                )
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.executescript(_SCHEMA)
-        if self.meta("schema_version") is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
+        # Tables and version in one transaction: a half-made file is never taken for a foreign one.
+        # CREATE ... IF NOT EXISTS also adds the tables a file of an older release lacks.
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            )
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def replaced(self) -> bool:
+        """Whether the file at :attr:`path` is no longer the one this store writes to (deleted or
+        swapped): writing on would go to an unlinked file, lost at the next restart."""
+        try:
+            return _identity(self.path) != self.identity
+        except OSError:
+            return True
+
+    def rebuild(self) -> None:
+        """Write this store's content (still readable through the open connection when the file was
+        unlinked) to a new file at :attr:`path` and continue there.  Nothing committed is lost."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            temp = self.path.with_name(self.path.name + ".rebuild")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                temp.unlink(missing_ok=True)
+                target = sqlite3.connect(str(temp))
+                try:
+                    self._conn.backup(target)
+                finally:
+                    target.close()
+                os.chmod(temp, 0o600)
+                self._conn.close()
+                os.replace(temp, self.path)
+                self._conn = connect(self.path)
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self.identity = _identity(self.path)
+            except (OSError, sqlite3.Error) as exc:
+                with contextlib.suppress(OSError):
+                    temp.unlink(missing_ok=True)
+                raise _state_error(self.path, exc) from exc
+
+    @contextmanager
+    def _guarded(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock; SQLite and file errors become :class:`StateError`."""
+        with self._lock:
             try:
                 yield self._conn
+            except (OSError, sqlite3.Error) as exc:
+                raise _state_error(self.path, exc) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._guarded() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT (disk full) may leave it open
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     # --- meta -------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._guarded() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
@@ -198,8 +333,8 @@ class StateStore:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hwm_run_id', ?)", (hwm_run_id,))
 
     def pending_page(self, after_rowid: int, limit: int) -> list[PendingRun]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._guarded() as conn:
+            rows = conn.execute(
                 "SELECT run_id, runs_rowid, first_seen, finished_seen, finished_signature, spans, exported, signature"
                 " FROM pending"
                 " WHERE runs_rowid > ? ORDER BY runs_rowid LIMIT ?",
@@ -225,10 +360,8 @@ class StateStore:
             conn.executemany("UPDATE pending SET spans = ? WHERE run_id = ?", [(n, r) for r, n in counts])
 
     def exported_keys(self, run_id: str) -> set[str]:
-        with self._lock:
-            return {
-                row[0] for row in self._conn.execute("SELECT span_id FROM exported_spans WHERE run_id = ?", (run_id,))
-            }
+        with self._guarded() as conn:
+            return {row[0] for row in conn.execute("SELECT span_id FROM exported_spans WHERE run_id = ?", (run_id,))}
 
     def commit(self, change: Commit, source: str = "tail") -> None:
         now = time.time()
@@ -267,10 +400,10 @@ class StateStore:
 
     def dead_letters(self) -> list[tuple[str, str, str, str, str]]:
         """(source, run_id, span_id, reason, detail), oldest first."""
-        with self._lock:
+        with self._guarded() as conn:
             return [
                 (str(a), str(b), str(c), str(d), str(e or ""))
-                for a, b, c, d, e in self._conn.execute(
+                for a, b, c, d, e in conn.execute(
                     "SELECT source, run_id, span_id, reason, detail FROM dead_letters ORDER BY id"
                 )
             ]
@@ -312,17 +445,34 @@ class StateStore:
             conn.execute("DELETE FROM replays WHERE key = ?", (key,))
 
 
-def read_exported_state(path: Path) -> tuple[int | None, str | None]:
-    """(runs_hwm, source) from a state file, opened read-only by the caller's thread."""
-    if not path.exists():
-        return None, None
-    conn = connect(path, readonly=True)
+def _identity(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the state file; errors become :class:`StateError`."""
     try:
-        rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('runs_hwm', 'source')").fetchall())
-    except sqlite3.Error:
-        return None, None
+        conn = connect(path, readonly=True)
+    except sqlite3.Error as exc:
+        raise _state_error(path, exc) from exc
+    try:
+        yield conn
+    except sqlite3.Error as exc:
+        raise _state_error(path, exc) from exc
     finally:
         conn.close()
+
+
+def read_exported_state(path: Path) -> tuple[int | None, str | None]:
+    """(runs_hwm, source) from a state file, opened read-only by the caller's thread.
+
+    Raises :class:`StateError` when the file exists but cannot be read as our state."""
+    if not path.exists():
+        return None, None
+    with _reading(path) as conn:
+        rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('runs_hwm', 'source')").fetchall())
     hwm = rows.get("runs_hwm")
     return (None if hwm is None else int(hwm)), rows.get("source")
 
@@ -331,8 +481,7 @@ def pending_among(path: Path, run_ids: Sequence[str]) -> set[str]:
     """Which of ``run_ids`` the state file still lists as pending (read-only, any thread)."""
     if not path.exists() or not run_ids:
         return set()
-    conn = connect(path, readonly=True)
-    try:
+    with _reading(path) as conn:
         found: set[str] = set()
         for start in range(0, len(run_ids), 500):
             chunk = run_ids[start : start + 500]
@@ -341,16 +490,13 @@ def pending_among(path: Path, run_ids: Sequence[str]) -> set[str]:
                 row[0] for row in conn.execute(f"SELECT run_id FROM pending WHERE run_id IN ({marks})", tuple(chunk))
             )
         return found
-    finally:
-        conn.close()
 
 
 def pending_pages(path: Path, page: int = 500) -> Iterator[list[tuple[str, int]]]:
     """(run_id, spans exported so far) of every pending run, page by page, read-only (any thread)."""
     if not path.exists():
         return
-    conn = connect(path, readonly=True)
-    try:
+    with _reading(path) as conn:
         after = -1
         while True:
             rows = conn.execute(
@@ -361,5 +507,3 @@ def pending_pages(path: Path, page: int = 500) -> Iterator[list[tuple[str, int]]
                 return
             after = int(rows[-1][0])
             yield [(str(run_id), int(exported)) for _, run_id, exported in rows]
-    finally:
-        conn.close()

@@ -22,6 +22,14 @@ One cycle (every ``poll_interval``):
 Reads use short read transactions; at most one group of runs (about ``batch_size`` spans) and one
 batch are in memory, whatever the backlog: during a collector outage the cycle blocks in the retry
 loop with that one batch, and the runs behind it wait in the DB.
+
+The state file must work for anything to be sent.  When it cannot be opened or written (corrupt, a
+foreign DB, unwritable, disk full), the cycle stops, :meth:`SpanTailer.health` reports it, the
+metrics say so (``span_export_success`` 0, ``span_state_errors_total{reason}``) and one line is
+logged per change.  A batch the collector accepted but whose record failed to commit is kept in
+memory and committed before anything else is sent: nothing is re-sent while the disk is full (a
+restart meanwhile re-sends that one batch).  A state file deleted while running is noticed at the
+next cycle and rewritten from the still-open copy, so its progress survives.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.clock import Clock, system_clock
+from exporter.components import Health
 from exporter.reader import DatabaseUnavailable, FlujoReader, ReadSession
 from exporter.traces import source, store, wire
 from exporter.traces.attributes import Limits
@@ -46,7 +55,7 @@ from exporter.traces.batching import Batch, groups_by_size
 from exporter.traces.config import TracesConfig, resolve_endpoint
 from exporter.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
 from exporter.traces.delivery import DeadLetter, Deliverer
-from exporter.traces.metrics import TraceCollector, TraceStats
+from exporter.traces.metrics import TraceCollector, TraceStats, failure_reasons
 from exporter.traces.source import RunInfo
 from exporter.traces.transport import Stopped, Transport, make_transport
 
@@ -108,7 +117,7 @@ class SpanTailer:
         self.reader = reader
         self.state_path = state_path
         self.clock = clock
-        self.stats = TraceStats()
+        self.stats = TraceStats(failure_reasons(config.protocol))
         self._transport = transport
         self._store: store.StateStore | None = None
         self._deliverer: Deliverer | None = None
@@ -118,13 +127,22 @@ class SpanTailer:
         self._layout_reported: str | None = None
         self._problem_reported: str | None = None
         self._halt = threading.Event()
+        self._started_at = clock().timestamp()
+        self._state_problem: store.StateError | None = None
+        self._unsaved: store.Commit | None = None  # accepted by the collector, not recorded yet
+        self._last_hwm: int | None = None
+        self._error_reported: str | None = None
 
     # --- public API ---------------------------------------------------------------------------
     def collector(self) -> Collector:
         return TraceCollector(self.stats)
 
-    def health(self) -> tuple[bool, str]:
-        return True, "ok"
+    def health(self) -> Health:
+        """Not ok while the state file cannot be used (nothing is exported meanwhile)."""
+        problem = self._state_problem
+        if problem is None:
+            return Health(True, "ok")
+        return Health(False, f"span export stopped: state file {problem.reason.replace('_', ' ')}")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Export until ``stop`` is set; the blocking work runs in worker threads."""
@@ -183,14 +201,19 @@ class SpanTailer:
         return done
 
     def backlog(self) -> tuple[int, int]:
-        """(spans, runs) not exported yet, counted now from the state file and the DB (any thread)."""
-        hwm, _ = store.read_exported_state(self.state_path)
+        """(spans, runs) not exported yet, counted now from the state file and the DB (any thread).
+
+        With an unreadable state file, everything above the last known discovery mark counts."""
         spans = runs = 0
-        for page in store.pending_pages(self.state_path):
-            with self.reader.session() as s:
-                counts = source.span_counts(s.conn, [run_id for run_id, _ in page])
-            runs += len(page)
-            spans += sum(max(counts.get(run_id, 0) - exported, 0) for run_id, exported in page)
+        try:
+            hwm, _ = store.read_exported_state(self.state_path)
+            for page in store.pending_pages(self.state_path):
+                with self.reader.session() as s:
+                    counts = source.span_counts(s.conn, [run_id for run_id, _ in page])
+                runs += len(page)
+                spans += sum(max(counts.get(run_id, 0) - exported, 0) for run_id, exported in page)
+        except store.StateError:
+            hwm, spans, runs = self._last_hwm, 0, 0
         with self.reader.session() as s:
             if not source.supported(s.schema):
                 return 0, 0
@@ -220,16 +243,67 @@ class SpanTailer:
         return self._transport
 
     def _get_store(self) -> store.StateStore:
+        if self._store is not None and self._store.replaced():
+            self._replace_store(self._store)
         if self._store is None:
-            self._store = store.StateStore(self.state_path, max_dead_letters=self.config.max_dead_letters)
-            if self._store.bind_source(self._source_id()):
-                log.warning(
-                    "traces: state file %s belonged to another DB; starting over for %s",
-                    self.state_path,
-                    self.reader.path,
-                )
-            self.stats.set_watermark(self._store.watermark())
+            opened = store.StateStore(self.state_path, max_dead_letters=self.config.max_dead_letters)
+            try:
+                if opened.bind_source(self._source_id()):
+                    log.warning(
+                        "traces: state file %s belonged to another DB; starting over for %s",
+                        self.state_path,
+                        self.reader.path,
+                    )
+                self.stats.set_watermark(opened.watermark())
+            except store.StateError:
+                opened.close()
+                raise
+            self._store = opened
         return self._store
+
+    def _replace_store(self, current: store.StateStore) -> None:
+        """The state file was deleted (rewrite it from the open copy) or swapped (use the new one)."""
+        if self.state_path.exists():
+            log.warning("traces: state file %s was replaced by another file while running; using it", self.state_path)
+            current.close()
+            self._store = None
+            return
+        self.stats.state_replaced()
+        current.rebuild()
+        log.warning(
+            "traces: state file %s was deleted while running; recreated it with the progress so far", self.state_path
+        )
+
+    def _state_failed(self, problem: store.StateError) -> None:
+        """Stop exporting until the state file works; one log line per new problem."""
+        self.stats.state_failed(problem.reason)
+        if self.stats.snapshot().watermark is None:
+            # Nothing is known to be exported since this process started: let the watermark alert fire.
+            self.stats.set_watermark(self._started_at)
+        if self._state_problem is None or self._state_problem.reason != problem.reason:
+            log.error(
+                "traces: span export stopped, cannot use the state file (%s): %s", problem.reason, problem.message
+            )
+        self._state_problem = problem
+        if self._store is not None and problem.reason in ("corrupt", "foreign", "unwritable", "io"):
+            self._store.close()  # opened again (and checked again) next cycle
+            self._store = None
+
+    def _state_works(self) -> None:
+        if self._state_problem is not None:
+            log.warning("traces: the state file %s works again; span export resumes", self.state_path)
+            self._state_problem = None
+            self.stats.state_recovered()
+
+    def _save_unsaved(self, st: store.StateStore) -> None:
+        """Record the batch the collector accepted last time before anything else is sent."""
+        unsaved = self._unsaved
+        if unsaved is None:
+            return
+        st.commit(unsaved)
+        self._unsaved = None
+        if unsaved.watermark is not None:
+            self.stats.set_watermark(unsaved.watermark)
 
     def _get_deliverer(self) -> Deliverer:
         if self._deliverer is None:
@@ -248,8 +322,14 @@ class SpanTailer:
         try:
             with self._lock:
                 self._cycle(self._halt)
-        except Exception:
-            log.exception("traces: export cycle failed; retrying in %s", self.config.poll_interval)
+            self._error_reported = None
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self._error_reported:  # one traceback per distinct error, not one per poll
+                self._error_reported = text
+                log.exception("traces: export cycle failed; retrying every %s", self.config.poll_interval)
+            else:
+                log.debug("traces: export cycle failed again: %s", text)
 
     async def _backlog_loop(self, stop: asyncio.Event) -> None:
         interval = max(BACKLOG_INTERVAL_S, self.config.poll_interval.total_seconds())
@@ -283,9 +363,14 @@ class SpanTailer:
                 return report
             self.stats.set_supported(True)
             self._layout_reported = None
+            self._save_unsaved(self._get_store())
             report.discovered = self._discover(now)
             self._process(now, halt, report)
+            self._state_works()  # only after a whole cycle: no "works again" line between two failures
             self._problem_reported = None
+        except store.StateError as exc:
+            self._state_failed(exc)
+            report.interrupted = True
         except DatabaseUnavailable as exc:
             if self._problem_reported != exc.message:
                 self._problem_reported = exc.message
@@ -321,6 +406,7 @@ class SpanTailer:
                 return found
             hwm = rows[-1][0]
             st.add_pending([(r, i, counts.get(i, 0)) for r, i in rows], hwm, rows[-1][1], now)
+            self._last_hwm = hwm
             found += len(rows)
             if len(rows) < DISCOVERY_PAGE:
                 return found
@@ -332,6 +418,7 @@ class SpanTailer:
 
     def _check_hwm(self, st: store.StateStore, hwm: int) -> int:
         """Move the mark back when the run recorded at it moved or vanished (rowid reuse, VACUUM)."""
+        self._last_hwm = hwm
         expected = st.meta("hwm_run_id")
         if hwm == 0 or not expected:
             return hwm
@@ -381,6 +468,13 @@ class SpanTailer:
     def _process(self, now: float, halt: threading.Event, report: CycleReport) -> None:
         st = self._get_store()
         run = _Exporter(self, st, halt, report)
+        try:
+            self._export_pending(now, halt, st, run)
+        except store.StateError:
+            self._unsaved = run.unsaved  # committed first thing next cycle; nothing is sent before
+            raise
+
+    def _export_pending(self, now: float, halt: threading.Event, st: store.StateStore, run: _Exporter) -> None:
         oldest_waiting: float | None = None
         after = -1
         while True:
@@ -444,6 +538,7 @@ class _Exporter:
         self.batch = Batch(config.batch_size, config.max_batch_bytes, tailer._envelope.overhead())
         self.tracks: dict[str, _Track] = {}
         self.local_dead: list[DeadLetter] = []
+        self.unsaved: store.Commit | None = None  # what the collector accepted but could not be recorded
 
     def export(self, work: list[tuple[store.PendingRun, RunInfo, Mode]]) -> None:
         small = [w for w in work if w[1].span_count <= self.chunk]
@@ -540,8 +635,15 @@ class _Exporter:
         self.report.dead_lettered += len(dead)
         self.report.runs_completed += len(change.completed_runs)
         if change.exported_keys or change.completed_runs or change.partial_runs or change.dead:
+            self._commit(change)
+
+    def _commit(self, change: store.Commit) -> None:
+        try:
             self.store.commit(change)
+        except store.StateError:
+            self.unsaved = change
+            raise
 
     def finish(self, watermark: float) -> None:
         self._flush()
-        self.store.set_watermark(watermark)
+        self._commit(store.Commit(exported_keys=[], completed_runs=[], partial_runs=[], dead=[], watermark=watermark))

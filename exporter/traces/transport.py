@@ -14,13 +14,16 @@ backoff and splitting belong to :mod:`exporter.traces.delivery`.  Classification
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import gzip
 import http.client
+import math
 import socket
 import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Protocol
 
@@ -245,10 +248,19 @@ class HttpTransport:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date); the caller caps it."""
     if value is None:
         return None
+    text = value.strip()
     try:
-        seconds = float(value.strip())
+        seconds = float(text)
     except ValueError:
-        return None  # HTTP-date form: fall back to our own backoff
-    return seconds if 0 <= seconds <= 3600 else None
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+        return max(seconds, 0.0)
+    return seconds if seconds >= 0 and math.isfinite(seconds) else None

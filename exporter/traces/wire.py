@@ -30,6 +30,7 @@ The tests decode every request with the official generated classes and compare f
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -65,12 +66,16 @@ def field_bytes(tag: bytes, payload: bytes) -> bytes:
     return tag + varint(size) + payload
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def utf8(text: str) -> bytes:
-    """Protobuf strings must be valid UTF-8: lone surrogates become U+FFFD."""
+    """Protobuf strings must be valid UTF-8: lone surrogates (invalid UTF-8 in the DB, kept by the
+    reader's ``surrogateescape``) become U+FFFD."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "replace")
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 # --- AnyValue ---------------------------------------------------------------------------------------
@@ -163,10 +168,7 @@ class KeyValueCache:
     def string_miss(self, key: str, value: str) -> bytes:
         """:meth:`string` after a cache miss."""
         encoded_key = self._keys.get(key) or self._key(key)
-        try:
-            data = value.encode("utf-8")
-        except UnicodeEncodeError:
-            data = value.encode("utf-8", "replace")
+        data = utf8(value)
         size = len(data)
         outer = len(encoded_key) + size + 4  # key field, value tag + length, string tag + length, string
         if outer < 0x80:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import astuple
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 from support import parse_exposition, sample
 
-from exporter.components import Component, ComponentsCollector
+from exporter.components import Component, ComponentsCollector, Health
 
 
 class EmptyCollector(Collector):
@@ -36,8 +37,8 @@ class CrashingService:
     def collector(self) -> Collector:
         return EmptyCollector()
 
-    def health(self) -> tuple[bool, str]:
-        return True, "ok"
+    def health(self) -> Health:
+        return Health(True, "ok")
 
 
 async def test_a_crashing_loop_is_restarted_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -50,7 +51,7 @@ async def test_a_crashing_loop_is_restarted_counted_and_logged_once(caplog: pyte
         component.start()
         await asyncio.wait_for(service.running.wait(), 5)
     assert service.starts == 4 and component.restarts == 3
-    assert component.health() == (True, "ok")
+    assert component.health() == Health(True, "ok")
     assert sum(1 for r in caplog.records if r.exc_info) == 1  # one traceback for one kind of error
     assert sum(1 for r in caplog.records if "stopped unexpectedly" in r.getMessage()) == 3
     m = parse_exposition(generate_latest(registry).decode())
@@ -66,7 +67,7 @@ async def test_health_shows_the_crash_until_the_restart() -> None:
     component.start()
     while component.restarts == 0:
         await asyncio.sleep(0.01)
-    working, reason = component.health()
+    working, reason = astuple(component.health())
     assert not working and "crash number 1" in reason and "jobs" in reason
     await component.stop(1)  # stopping during the backoff ends it at once
     assert service.starts == 1

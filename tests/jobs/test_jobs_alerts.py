@@ -301,3 +301,29 @@ async def test_every_layout_alerts_on_its_running_runs(fixture_copy, name: str) 
     m = parse_exposition(exposition(with_paused))
     firing = sum(v for (metric, _), v in m.items() if metric == "flujo_exporter_stuck_alerts_firing")
     assert firing == running + paused
+
+
+async def test_a_mass_stall_is_sent_in_bounded_requests(tmp_path: Path) -> None:
+    """1 200 stuck runs: Alertmanager and the webhook get them all, in requests of at most 500 alerts
+    (before: one request with every alert, 9 MB for 20 000 runs)."""
+    from traces.flujo_db import FlujoWriter
+
+    now = datetime.now(UTC)
+    writer = FlujoWriter(tmp_path / "flujo.db")
+    for n in range(1200):
+        writer.start_run(f"run_{n:05d}", now - timedelta(hours=3), pipeline=f"p{n % 3}")
+    writer.close()
+    db = tmp_path / "flujo.db"
+    sizes: list[int] = []
+    with alertmanager(tmp_path) as am:
+        async with webhook() as (hook_url, received):
+            runner = make_runner(db, ManualClock(now), "mass", alertmanager={"url": am.url}, webhook={"url": hook_url})
+            stats = await runner.run_job("stuck_alerts")
+            assert stats.success, stats.last_error
+            sizes = [len(payload["alerts"]) for payload, _ in received]
+            got = wait_for(lambda: len(am_alerts(am, "mass")) == 1200 and am_alerts(am, "mass"))
+            assert got and len({a["labels"]["run_id"] for a in got}) == 1200
+    assert sizes == [500, 500, 200]
+    m = parse_exposition(exposition(runner))
+    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
+    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 3

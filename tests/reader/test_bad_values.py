@@ -32,7 +32,7 @@ from exporter.reader.active_cache import REREAD_TOP
 from exporter.reader.workflows import active_workflows
 from exporter.refresh import Refresher
 from exporter.stuck import StuckPolicy, stuck_workflows
-from exporter.timeparse import UTC, parse_instant
+from exporter.timeparse import FUTURE_TOLERANCE, UTC, parse_instant
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -327,18 +327,46 @@ def in_window(raw: object, now: datetime) -> bool:
 
 
 @pytest.mark.parametrize("name", [SMALL, SMALL06, LEGACY])
-@pytest.mark.parametrize("future", ["9999-12-31T23:59:59", "9999-12-31T23:59:59+00:00", "+1s"])
+@pytest.mark.parametrize("future", ["9999-12-31T23:59:59", "9999-12-31T23:59:59+00:00", "+6min"])
 def test_future_created_at_is_not_created_in_the_last_24h(fixture_copy, name: str, future: str) -> None:
     db = fixture_copy(name)
     now = now_for(name)
     clean = expose(db, now)
     rowid, created = one(db, f"SELECT rowid, created_at FROM workflow_state WHERE 1{top_level(db)} LIMIT 1")
-    value = naive(now + timedelta(seconds=1)) if future == "+1s" else future
+    value = naive(now + FUTURE_TOLERANCE + timedelta(minutes=1)) if future == "+6min" else future
     write(db, "workflow_state", "created_at", int(rowid), f"'{value}'")
     dirty = expose(db, now)
     lost = -1 if in_window(created, now) else 0
     assert changes(clean.samples, dirty.samples) == ({key("flujo_workflows_created_last_24h"): lost} if lost else {})
     assert dirty.read_bad == {("workflow_state", "created_at"): 1}
+
+
+@pytest.mark.parametrize("name", [SMALL, SMALL06])
+@pytest.mark.parametrize("ahead", [timedelta(seconds=1), FUTURE_TOLERANCE])
+def test_a_writer_clock_slightly_ahead_reads_as_now(fixture_copy, name: str, ahead: timedelta) -> None:
+    """A row written by a clock a little ahead of the daemon's (or between its clock reading and its
+    query) is created now, updated now (never stuck, never older than now): no bad value."""
+    db = fixture_copy(name)
+    now = now_for(name)
+    clean = expose(db, now)
+    old = naive(now - timedelta(days=2))
+    (created_rowid,) = one(db, f"SELECT rowid FROM workflow_state WHERE created_at < '{old}'{top_level(db)} LIMIT 1")
+    write(db, "workflow_state", "created_at", int(created_rowid), f"'{naive(now + ahead)}'")
+    (running_rowid,) = one(
+        db,
+        "SELECT rowid FROM workflow_state WHERE pipeline_name = 'long_job' AND status = 'running'"
+        f"{top_level(db)} ORDER BY updated_at LIMIT 1",
+    )
+    write(db, "workflow_state", "updated_at", int(running_rowid), f"'{naive(now + ahead)}'")
+    dirty = expose(db, now)
+    diff = changes(clean.samples, dirty.samples)
+    assert diff.pop(key("flujo_workflows_created_last_24h")) == 1
+    assert diff.pop(key("flujo_workflows_stuck", pipeline="long_job", status="running")) == -1
+    oldest = key("flujo_workflows_oldest_update_timestamp_seconds", pipeline="long_job", status="running")
+    assert clean.samples[oldest] < dirty.samples[oldest] <= now.timestamp()  # it was the oldest
+    del diff[oldest]
+    assert diff == {}
+    assert dirty.read_bad == {}
 
 
 @pytest.mark.parametrize("name", [SMALL, SMALL06])
@@ -416,7 +444,7 @@ def test_future_updated_at_of_an_active_run_is_never_stuck_nor_oldest(fixture_co
         "SELECT rowid, run_id FROM workflow_state WHERE pipeline_name = 'long_job' AND status = 'running'"
         f"{top_level(db)} ORDER BY updated_at LIMIT 1",
     )
-    soon = naive(now + timedelta(seconds=30))
+    soon = naive(now + FUTURE_TOLERANCE + timedelta(seconds=30))
     write(db, "workflow_state", "updated_at", int(rowid), f"'{soon}'")
     dirty = expose(db, now)
     diff = changes(clean.samples, dirty.samples)
@@ -451,7 +479,7 @@ def test_a_future_update_is_judged_once_the_clock_passes_it(fixture_copy, name: 
     conn.commit()
     conn.close()
     (rowid,) = one(db, f"SELECT rowid FROM workflow_state WHERE status = 'running'{top_level(db)} LIMIT 1")
-    write(db, "workflow_state", "updated_at", int(rowid), f"'{naive(now + timedelta(seconds=30))}'")
+    write(db, "workflow_state", "updated_at", int(rowid), f"'{naive(now + FUTURE_TOLERANCE + timedelta(seconds=30))}'")
     later = expose(db, now, refreshes=2, step=7200)
     fresh = expose(db, now + timedelta(hours=2))
     assert later.read_bad == fresh.read_bad == {}

@@ -96,6 +96,8 @@ class Receiver:
         self.failures_to_inject = 0
         self.fail_code = grpc.StatusCode.UNAVAILABLE
         self.fail_http_status = 503
+        self.fail_retry_after = "0"  # HTTP Retry-After sent with an injected failure
+        self.request_times: list[float] = []  # time.monotonic() of every request, refused ones included
         self.partial_reject = 0  # report this many rejected spans in each successful response
         self._grpc: grpc.Server | None = None
         self._http: ThreadingHTTPServer | None = None
@@ -193,6 +195,7 @@ class Receiver:
             time.sleep(self.delay_s)
         with self.lock:
             self.requests += 1
+            self.request_times.append(time.monotonic())
             self.headers.append(headers)
             if self.failures_to_inject > 0:
                 self.failures_to_inject -= 1
@@ -262,6 +265,7 @@ class Receiver:
             self.spans.clear()
             self.keys.clear()
             self.requests = 0
+            self.request_times.clear()
             self.rejected_requests = 0
             self.headers.clear()
 
@@ -319,7 +323,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         verdict = self.owner.handle(request, "http", headers)
         if verdict == "fail":
-            self._reply(self.owner.fail_http_status, b"injected failure", retry_after="0")
+            self._reply(self.owner.fail_http_status, b"injected failure", retry_after=self.owner.fail_retry_after)
         elif verdict == "poison":
             self._reply(400, b"span named poison refused")
         elif verdict == "too_large":

@@ -162,7 +162,7 @@ def test_open_span_is_closed_at_the_run_end_and_flagged() -> None:
 def test_odd_values_do_not_break_encoding() -> None:
     assert encode({}, name=None).name == "unknown"
     assert encode({}, name=42).name == "42"
-    assert encode({"s": "\ud800"}).attributes[0].value.string_value == "?"
+    assert encode({"s": "\ud800"}).attributes[0].value.string_value == "\ufffd"
     span = encode({}, end=1_795_000_000.0)  # ends before it starts
     assert span.end_time_unix_nano == span.start_time_unix_nano
     assert encode({}, start="1795000000.5").start_time_unix_nano == 1_795_000_000_500_000_000

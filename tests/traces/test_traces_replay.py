@@ -142,3 +142,28 @@ def test_command_line(fixture_copy, tmp_path: Path, receiver: Receiver, capsys: 
     http = ["--db", str(db), "--state", str(tmp_path / "tail.sqlite"), "--endpoint", receiver.http_endpoint]
     assert main(["tail", *http, "--protocol", "http/protobuf", "--once", "--settle-period", "0s"]) == 0
     assert receiver.received() > 0 and "tail: CycleReport" in capsys.readouterr().out
+
+
+def test_state_exporter_replay_defaults_its_state_file_and_names_itself(fixture_copy, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    db = fixture_copy(SMALL)
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state-dir")}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    command = [sys.executable, "-m", "exporter", "replay"]
+    shown = subprocess.run([*command, "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: state-exporter replay ")
+    assert "python -m exporter.traces" not in shown.stdout
+    with Receiver() as live:
+        argv = [*command, "--db", str(db), "--endpoint", live.grpc_endpoint, "--insecure", "--no-progress"]
+        done = subprocess.run([*argv, "--timezone", "UTC"], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert live.received() == len(stored_spans(db))
+    made = list((tmp_path / "state-dir").glob("*.sqlite"))
+    assert len(made) == 1 and made[0].name.startswith(f"traces-{db.stem}-")
+    assert f"state file {made[0]}" in done.stderr  # says where it is
+    again = subprocess.run([*argv, "--timezone", "UTC"], capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and ": complete; 0 spans exported" in again.stdout  # the same file: known done
+    assert list((tmp_path / "state-dir").glob("*.sqlite")) == made
