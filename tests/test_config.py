@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+import trustme
 from pydantic import BaseModel
 
 from exporter.config import (
@@ -32,10 +33,13 @@ HASH = "$2b$12$sSKekGZtHpWtSidPIUEwP.t9CkWNqyUIma.vSCA1vTXHM0Ooxf84e"
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory with dummy TLS files, so errors read ``config.yaml:LINE: ...``."""
+    """A working directory with real TLS files, so errors read ``config.yaml:LINE: ...``."""
     monkeypatch.chdir(tmp_path)
-    for name in ("server.crt", "server.key", "ca.crt"):
-        (tmp_path / name).write_text(f"dummy {name}\n")
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
     return tmp_path
 
 
@@ -476,7 +480,7 @@ def test_valid_file(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "address", ["0.0.0.0:10078", ":10078", "[::1]:10078", "[::]:1", "localhost:65535", "exporter.local.:80"]
+    "address", ["0.0.0.0:10078", ":10078", "[::1]:10078", "[::]:1", "localhost:65535", "127.0.0.1:80"]
 )
 def test_valid_listen_addresses(address: str) -> None:
     assert load_config(None, env={}, overrides={"web": {"listen_address": address}}).web.listen_address == address

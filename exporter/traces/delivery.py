@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from exporter.redact import redact_text
 from exporter.traces.config import RetryConfig
 from exporter.traces.convert import Encoded
 from exporter.traces.metrics import TraceStats
@@ -81,7 +82,7 @@ class Deliverer:
                         "traces: the collector rejected %d of %d spans (partial success): %s",
                         outcome.rejected,
                         len(part),
-                        outcome.detail or "no message",
+                        redact_text(outcome.detail) or "no message",
                     )
             elif len(part) == 1:
                 span = part[0]
@@ -92,7 +93,7 @@ class Deliverer:
                     span.span_key,
                     span.run_id,
                     outcome.reason,
-                    outcome.detail or "no detail",
+                    redact_text(outcome.detail) or "no detail",
                 )
             else:
                 middle = len(part) // 2
@@ -100,7 +101,7 @@ class Deliverer:
                     "traces: batch of %d spans refused (%s: %s); splitting to isolate the bad span",
                     len(part),
                     outcome.reason,
-                    outcome.detail or "no detail",
+                    redact_text(outcome.detail) or "no detail",
                 )
                 stack.append(part[middle:])
                 stack.append(part[:middle])
@@ -145,7 +146,7 @@ class Deliverer:
                 spans,
                 self.transport.description,
                 outcome.reason,
-                outcome.detail or "no detail",
+                redact_text(outcome.detail) or "no detail",
             )
         elif self._attempts & (self._attempts - 1) == 0:  # 2, 4, 8, ... attempts: rare, growing gaps
             log.warning(
@@ -153,7 +154,7 @@ class Deliverer:
                 self._attempts,
                 now - self._failing_since,
                 outcome.reason,
-                outcome.detail or "no detail",
+                redact_text(outcome.detail) or "no detail",
                 delay,
             )
 
