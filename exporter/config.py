@@ -327,6 +327,8 @@ def _explain(error: ErrorDetails) -> tuple[tuple[str, ...], str]:
     loc = [str(part) for part in error["loc"]]
     kind, ctx = error["type"], error.get("ctx") or {}
     got = "a value not shown (a secret)" if _SECRET_KEYS.intersection(loc) else describe_value(error["input"])
+    if loc and loc[-1] == "[key]" and kind == "value_error":  # a key's own validator: a header name
+        return tuple(loc[:-1]), str(ctx.get("error"))
     if (loc and loc[-1] == "[key]") or kind == "invalid_key":
         return tuple(part for part in loc if part != "[key]"), "key must be a string (quote it)"
     if kind == "extra_forbidden":
