@@ -12,9 +12,9 @@ from urllib.parse import SplitResult, urlsplit
 
 MASK = "***"
 
-# A URL inside free text: scheme://, then everything up to whitespace, a quote or a bracket (a final
-# punctuation mark belongs to the sentence).
-_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s'\"<>()\[\]{}]*[^\s'\"<>()\[\]{}.,:;])?")
+# A URL inside free text: scheme://, then everything up to whitespace, a quote, a backslash (JSON
+# escapes) or a bracket (a final punctuation mark belongs to the sentence).
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s'\"\\<>()\[\]{}]*[^\s'\"\\<>()\[\]{}.,:;])?")
 
 
 def redact_url(url: str) -> str:

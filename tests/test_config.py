@@ -946,3 +946,27 @@ def test_run_refuses_a_taken_port(workdir: Path) -> None:
         assert "Traceback" not in done.stderr
         # check-config does not bind: the daemon it checks for may be running.
         assert run_cli(workdir, "check-config", "config.yaml").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("http://apihost:9093/api/v2/alerts", "http://apihost:9093"),
+        ("http://am:9093/api/v1/", "http://am:9093"),
+        ("https://u:secret@gw/alertmanager/api/v2", "https://gw/alertmanager"),
+    ],
+)
+def test_alertmanager_api_path_is_refused_with_the_base_url(url: str, base: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={}, overrides={"jobs": {"stuck_alerts": {"alertmanager": {"url": url}}}})
+    [error] = caught.value.errors
+    expected = f"command line: jobs.stuck_alerts.alertmanager.url: give the base URL of Alertmanager ({base!r})"
+    assert error.startswith(expected)
+    assert "secret" not in error
+
+
+def test_alertmanager_route_prefix_with_api_in_it_is_fine() -> None:
+    url = "http://gateway/api/alertmanager"
+    config = load_config(None, env={}, overrides={"jobs": {"stuck_alerts": {"alertmanager": {"url": url}}}})
+    assert config.jobs.stuck_alerts.alertmanager is not None
+    assert config.jobs.stuck_alerts.alertmanager.url == url

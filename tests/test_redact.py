@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sys
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from exporter.config import ConfigError, load_config
 from exporter.jobs.config import StuckAlertsConfig
 from exporter.jobs.delivery import DeliveryError, Receiver, post_json
-from exporter.logs import RedactingFormatter
+from exporter.logs import JsonFormatter, RedactingFormatter
 from exporter.redact import redact_text, redact_url
 from exporter.traces.config import OtelEnvError, TracesConfig, apply_otel_env
 from exporter.traces.transport import make_transport
@@ -192,15 +193,24 @@ def test_config_errors_do_not_echo_values_below_secret_keys(tmp_path: Path) -> N
 # --- logs -----------------------------------------------------------------------------------------------
 
 
-def test_log_formatter_redacts_messages_arguments_and_tracebacks() -> None:
-    formatter = RedactingFormatter(logging.Formatter("%(levelname)s %(message)s"))
+def log_record() -> logging.LogRecord:
     try:
         raise ValueError(f"library error for http://u:{SECRET}@h/x?token={SECRET}")
     except ValueError:
-        record = logging.LogRecord(
-            "test", logging.ERROR, __file__, 1, "POST %s failed", (f"https://h/?k={SECRET}",), sys.exc_info()
-        )
-    text = formatter.format(record)
-    assert text.startswith("ERROR POST https://h/?k=*** failed\nTraceback")
+        args = (f"https://h/?k=caf\u00e9{SECRET}",)  # JSON escapes the é: the URL is redacted before
+        return logging.LogRecord("test", logging.ERROR, __file__, 1, 'POST "%s" failed', args, sys.exc_info())
+
+
+def test_log_formatter_redacts_messages_arguments_and_tracebacks() -> None:
+    text = RedactingFormatter(logging.Formatter("%(levelname)s %(message)s")).format(log_record())
+    assert text.startswith('ERROR POST "https://h/?k=***" failed\nTraceback')
     assert "ValueError: library error for http://h/x?token=***" in text
+    assert SECRET not in text
+
+
+def test_json_log_formatter_redacts_before_escaping() -> None:
+    text = RedactingFormatter(JsonFormatter()).format(log_record())
+    entry = json.loads(text)
+    assert entry["msg"] == 'POST "https://h/?k=***" failed'
+    assert entry["exc"].endswith("ValueError: library error for http://h/x?token=***")
     assert SECRET not in text

@@ -21,6 +21,8 @@ STALE_TASK_ERROR = "Task timeout: process likely crashed"  # flujo 0.6.11's text
 
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_LABELS = frozenset({"alertname", "pipeline", "severity", "status", "run_id"})
+# An API path where the base URL belongs (the exporter appends /api/v2/alerts itself).
+_AM_API_PATH = re.compile(r"/api(/v[12](/alerts)?)?/?$")
 
 
 def _http_url(value: str) -> str:
@@ -172,8 +174,8 @@ class AlertmanagerConfig(_Model):
     @classmethod
     def _base_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if "/api/" in f"{parts.path}/":
-            base = redact_url(value[: value.index("/api")])
+        if api := _AM_API_PATH.search(parts.path):
+            base = redact_url(f"{parts.scheme}://{parts.netloc}{parts.path[: api.start()]}")
             raise ValueError(
                 f"give the base URL of Alertmanager ({base!r}): alerts go to <url>/api/v2/alerts,"
                 f" got {redact_url(value)!r}"
