@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 from exporter import __version__, logs
 from exporter.clock import ManualClock, system_clock
 from exporter.config import ConfigError, load_config
+from exporter.config_checks import db_path_problems, listen_problems
 
 EXIT_CONFIG = 2
 
@@ -57,8 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve /metrics until stopped")
     db_flags(run)
     run.add_argument("--listen", help="HOST:PORT (overrides web.listen_address)")
-    check = sub.add_parser("check-config", help="validate a config file; exit 2 on error")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file as `run` would (without binding the port); exit 2 on error",
+        description="Validate FILE: exit 2 with file:line: key: message for every problem `run` would refuse."
+        " The flags stand for those given to `run`.",
+    )
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--env",
+        action="store_true",
+        help="also apply this environment, as `run` does: FLUJO_EXPORTER_* overrides and OTEL_* variables",
+    )
+    check.add_argument("--db", type=Path, help="as `run --db`")
+    check.add_argument("--timezone", help="as `run --timezone`")
+    check.add_argument("--listen", help="as `run --listen`")
     snapshot = sub.add_parser("snapshot", help="print the metrics exposition once and exit")
     db_flags(snapshot)
     snapshot.add_argument("--now", help="pin the clock (ISO-8601, e.g. 2026-11-21T11:14:44+00:00)")
@@ -84,14 +98,15 @@ def _run(args: argparse.Namespace) -> int:
     from exporter.daemon import Daemon
 
     overrides = _overrides(args)
-    config = load_config(args.config, env=os.environ, overrides=overrides)
+    config = load_config(args.config, env=os.environ, overrides=overrides, checks=(db_path_problems, listen_problems))
     logs.configure(config.logging.level, config.logging.format)
     daemon = Daemon(config, config_path=args.config, overrides=overrides)
     return asyncio.run(daemon.run())
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    load_config(args.file, env={})
+    env = os.environ if args.env else {}
+    load_config(args.file, env=env, overrides=_overrides(args), checks=(db_path_problems,))
     print(f"{args.file}: ok")
     return 0
 

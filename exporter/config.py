@@ -10,10 +10,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -52,6 +52,9 @@ from exporter.config_types import (
     parse_duration as parse_duration,
 )
 from exporter.timeparse import resolve_timezone
+
+if TYPE_CHECKING:
+    from exporter.config_checks import Check
 
 DEFAULT_PORT = 10078
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
@@ -96,7 +99,8 @@ def check_listen_address(value: str) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError printed anywhere must not show a secret.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class DatabaseConfig(_Section):
@@ -216,10 +220,13 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    checks: Sequence[Check] = (),
 ) -> Config:
     """Defaults < YAML file ``path`` < ``FLUJO_EXPORTER_*`` variables of ``env`` (``None``: the process
     environment) < ``overrides`` (nested dict from flags; ``None`` leaves mean "flag not given").
-    Mappings are merged key by key.  Raises :class:`ConfigError` listing every problem found."""
+    Mappings are merged key by key.  A valid configuration then goes through
+    :func:`~exporter.config_checks.environment_problems` (with the ``OTEL_*`` variables of ``env``) and
+    ``checks``.  Raises :class:`ConfigError` listing every problem found."""
     env = os.environ if env is None else env
     errors: _Errors = []
     doc, fatal = _read_file(path, errors) if path is not None else (_yamlpos.YamlDocument(None), False)
@@ -242,11 +249,27 @@ def load_config(
                 loc, message = _explain(error)
                 where, sort_key = sources.where(loc)
                 errors.append((sort_key, f"{where}: {'.'.join(loc)}: {message}"))
+    if config is not None:
+        errors.extend(_check(config, env, sources, checks))
     if errors or config is None:
         # File errors by line, then the environment's and the flags' by variable and key.
         errors.sort(key=lambda item: (item[0], item[1] if item[0][0] != _yamlpos.FILE else ""))
         raise ConfigError(text for _, text in errors)
     return config
+
+
+def _check(config: Config, env: Mapping[str, str], sources: _yamlpos.Sources, checks: Sequence[Check]) -> _Errors:
+    from exporter.config_checks import environment_problems
+
+    errors: _Errors = []
+    for problem in [*environment_problems(config, env), *(p for check in checks for p in check(config))]:
+        key = ".".join(problem.loc)
+        if problem.source is not None:
+            errors.append(((_ENV, 0), f"{problem.source}: {key}: {problem.message}"))
+        else:
+            where, sort_key = sources.where(problem.loc)
+            errors.append((sort_key, f"{where}: {key}: {problem.message}"))
+    return errors
 
 
 def _read_file(path: Path, errors: _Errors) -> tuple[_yamlpos.YamlDocument, bool]:
@@ -296,10 +319,17 @@ _EXPECTED = {  # pydantic error type -> what the value must be
 }
 
 
+# Values below these keys are credentials: an error names the key, never the value.
+_SECRET_KEYS = frozenset({"headers", "password", "bearer_token", "basic_auth_users", "basic_auth"})
+
+
 def _explain(error: ErrorDetails) -> tuple[tuple[str, ...], str]:
     """Dotted location and message of a pydantic error, in the vocabulary of the YAML file."""
     loc = [str(part) for part in error["loc"]]
-    kind, got, ctx = error["type"], describe_value(error["input"]), error.get("ctx") or {}
+    kind, ctx = error["type"], error.get("ctx") or {}
+    got = "a value not shown (a secret)" if _SECRET_KEYS.intersection(loc) else describe_value(error["input"])
+    if loc and loc[-1] == "[key]" and kind == "value_error":  # a key's own validator: a header name
+        return tuple(loc[:-1]), str(ctx.get("error"))
     if (loc and loc[-1] == "[key]") or kind == "invalid_key":
         return tuple(part for part in loc if part != "[key]"), "key must be a string (quote it)"
     if kind == "extra_forbidden":

@@ -74,11 +74,34 @@ def _bcrypt_hash(value: str) -> str:
     return value
 
 
+# HTTP token characters that gRPC metadata keys allow too (the gRPC transport lowercases them).
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _header_name(name: str) -> str:
+    if not _HEADER_NAME.match(name):
+        raise ValueError(f"invalid header name {name!r} (use letters, digits, '-', '_' and '.')")
+    return name
+
+
+def _header_value(value: str) -> str:
+    # The value is a secret more often than not: the message never shows it.  CR or LF would let a
+    # value inject headers; HTTP and gRPC both refuse the request with any control character, forever.
+    if any(not " " <= char <= "~" for char in value):
+        raise ValueError(
+            "header value must be printable ASCII without line breaks or control characters"
+            " (percent- or base64-encode other bytes)"
+        )
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
 Count = Annotated[int, BeforeValidator(_not_bool)]
 BcryptHash = Annotated[str, AfterValidator(_bcrypt_hash)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
 
 
 def describe_value(value: object) -> str:

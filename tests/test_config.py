@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+import trustme
 from pydantic import BaseModel
 
 from exporter.config import (
@@ -32,10 +37,13 @@ HASH = "$2b$12$sSKekGZtHpWtSidPIUEwP.t9CkWNqyUIma.vSCA1vTXHM0Ooxf84e"
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory with dummy TLS files, so errors read ``config.yaml:LINE: ...``."""
+    """A working directory with real TLS files, so errors read ``config.yaml:LINE: ...``."""
     monkeypatch.chdir(tmp_path)
-    for name in ("server.crt", "server.key", "ca.crt"):
-        (tmp_path / name).write_text(f"dummy {name}\n")
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
     return tmp_path
 
 
@@ -476,7 +484,7 @@ def test_valid_file(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "address", ["0.0.0.0:10078", ":10078", "[::1]:10078", "[::]:1", "localhost:65535", "exporter.local.:80"]
+    "address", ["0.0.0.0:10078", ":10078", "[::1]:10078", "[::]:1", "localhost:65535", "127.0.0.1:80"]
 )
 def test_valid_listen_addresses(address: str) -> None:
     assert load_config(None, env={}, overrides={"web": {"listen_address": address}}).web.listen_address == address
@@ -754,3 +762,211 @@ def test_example_mentions_the_default_port() -> None:
     text = EXAMPLE.read_text()
     assert "10078" in text
     assert "9100-9999" in text
+
+
+# --- through the real CLI: check-config and run refuse alike, before serving -----------------------------
+
+BAD_PEM = "not a certificate\n"
+CLI_CASES = [
+    # (id, config text, environment, expected in stderr); {db} is a missing DB path, {tmp} the directory
+    ("listen-host-unresolvable", "web:\n  listen_address: nosuchhost.invalid:10078\n", {},
+     "config.yaml:2: web.listen_address: cannot resolve host 'nosuchhost.invalid'"),
+    ("listen-without-port", "web:\n  listen_address: 127.0.0.1\n", {},
+     "config.yaml:2: web.listen_address: invalid listen address '127.0.0.1': no port"),
+    ("tls-cert-not-pem", "web:\n  tls_server_config:\n    cert_file: bad.pem\n    key_file: server.key\n", {},
+     "config.yaml:3: web.tls_server_config.cert_file: bad.pem does not contain a PEM certificate"),
+    ("tls-key-not-pem", "web:\n  tls_server_config:\n    cert_file: server.crt\n    key_file: bad.pem\n", {},
+     "config.yaml:4: web.tls_server_config.key_file: bad.pem does not contain a PEM private key"),
+    ("tls-client-ca-not-pem",
+     "web:\n  tls_server_config:\n    cert_file: server.crt\n    key_file: server.key\n    client_ca_file: bad.pem\n",
+     {}, "config.yaml:5: web.tls_server_config.client_ca_file: bad.pem does not contain a PEM certificate"),
+    ("tls-key-of-another-cert", "web:\n  tls_server_config:\n    cert_file: server.crt\n    key_file: other.key\n",
+     {}, "config.yaml:2: web.tls_server_config: key_file other.key does not match cert_file server.crt"),
+    ("basic-auth-user-with-colon", f"web:\n  basic_auth_users:\n    'ops:admin': '{HASH}'\n", {},
+     "config.yaml:3: web.basic_auth_users.ops:admin: user name must not contain ':'"),
+    ("db-path-directory", "db:\n  path: {tmp}\n", {}, "config.yaml:2: db.path: {tmp} is a directory"),
+    ("db-path-below-a-file", "db:\n  path: {tmp}/bad.pem/flujo.db\n", {},
+     "config.yaml:2: db.path: {tmp}/bad.pem is not a directory"),
+    ("state-file-is-the-db", "traces:\n  enabled: true\n  state_file: {db}\n", {},
+     "config.yaml:3: traces.state_file: {db} is the Flujo DB"),
+    ("state-file-is-the-db-wal", "traces:\n  enabled: true\n  state_file: {db}-wal\n", {},
+     "config.yaml:3: traces.state_file: {db}-wal is the Flujo DB"),
+    ("state-file-symlink-to-db", "traces:\n  enabled: true\n  state_file: {tmp}/link.sqlite\n", {},
+     "config.yaml:3: traces.state_file: {tmp}/link.sqlite is the Flujo DB"),
+    ("state-file-hard-link-to-db", "traces:\n  enabled: true\n  state_file: {tmp}/hard.sqlite\n", {},
+     "config.yaml:3: traces.state_file: {tmp}/hard.sqlite is the Flujo DB"),
+    ("state-file-below-the-db", "traces:\n  enabled: true\n  state_file: {db}/state.sqlite\n", {},
+     "config.yaml:3: traces.state_file: {db}/state.sqlite cannot be created: {db} is not a directory"),
+    ("state-file-directory", "traces:\n  enabled: true\n  state_file: {tmp}\n", {},
+     "config.yaml:3: traces.state_file: {tmp} is a directory"),
+    ("endpoint-credentials", "traces:\n  enabled: true\n  endpoint: 'http://otel:hunter2@collector:4317'\n", {},
+     "config.yaml:3: traces.endpoint: endpoint 'http://collector:4317': credentials in the URL are not allowed"),
+    ("endpoint-port-99999", "traces:\n  enabled: true\n  endpoint: 'http://collector:99999'\n", {},
+     "config.yaml:3: traces.endpoint: endpoint 'http://collector:99999': invalid port"),
+    ("endpoint-grpc-with-http-path", "traces:\n  enabled: true\n  endpoint: 'http://collector:4318/v1/traces'\n",
+     {}, "config.yaml:3: traces.endpoint: endpoint 'http://collector:4318/v1/traces': a gRPC endpoint is host:port"),
+    ("endpoint-with-space", "traces:\n  enabled: true\n  endpoint: 'collector 4317'\n", {},
+     "config.yaml:3: traces.endpoint: endpoint 'collector 4317': must not contain spaces"),
+    ("header-value-crlf", 'traces:\n  enabled: true\n  headers:\n    x-team: "a\\r\\nX-Evil: 1"\n', {},
+     "config.yaml:4: traces.headers.x-team: header value must be printable ASCII without line breaks"),
+    ("header-name-invalid", "traces:\n  enabled: true\n  headers:\n    'api key': x\n", {},
+     "config.yaml:4: traces.headers.api key: invalid header name 'api key'"),
+    ("traces-ca-file-missing", "traces:\n  enabled: true\n  tls:\n    ca_file: {tmp}/missing-ca.pem\n", {},
+     "config.yaml:4: traces.tls.ca_file: cannot read {tmp}/missing-ca.pem: No such file or directory"),
+    ("traces-ca-file-not-pem", "traces:\n  enabled: true\n  tls:\n    ca_file: bad.pem\n", {},
+     "config.yaml:4: traces.tls.ca_file: bad.pem does not contain a PEM certificate"),
+    ("traces-tls-key-without-cert", "traces:\n  enabled: true\n  tls:\n    key_file: server.key\n", {},
+     "config.yaml:3: traces.tls: tls.cert_file and tls.key_file go together"),
+    ("otel-timeout-garbage", "traces:\n  enabled: true\n", {"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"},
+     "environment OTEL_EXPORTER_OTLP_TIMEOUT: traces.timeout: expected milliseconds"),
+    ("otel-timeout-infinite", "traces:\n  enabled: true\n", {"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1e400"},
+     "environment OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: traces.timeout: expected milliseconds"),
+    ("otel-protocol-garbage", "traces:\n  enabled: true\n", {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+     "environment OTEL_EXPORTER_OTLP_PROTOCOL: traces.protocol: 'http/json' is not supported"),
+    ("otel-headers-garbage", "traces:\n  enabled: true\n", {"OTEL_EXPORTER_OTLP_HEADERS": "api-key"},
+     "environment OTEL_EXPORTER_OTLP_HEADERS: traces.headers: entry 1 is not key=value"),
+    ("otel-headers-crlf", "traces:\n  enabled: true\n", {"OTEL_EXPORTER_OTLP_HEADERS": "a=b%0D%0AX-Evil: 1"},
+     "environment OTEL_EXPORTER_OTLP_HEADERS: traces.headers.a: header value must be printable ASCII"),
+    ("otel-endpoint-garbage", "traces:\n  enabled: true\n", {"OTEL_EXPORTER_OTLP_ENDPOINT": "not a url"},
+     "environment OTEL_EXPORTER_OTLP_ENDPOINT: traces.endpoint: endpoint 'not a url': must not contain spaces"),
+    ("otel-endpoint-credentials", "traces:\n  enabled: true\n",
+     {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://u:hunter2@collector"},
+     "environment OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: traces.endpoint: endpoint 'https://collector': credentials"),
+    ("otel-certificate-missing", "traces:\n  enabled: true\n", {"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent.pem"},
+     "environment OTEL_EXPORTER_OTLP_CERTIFICATE: traces.tls.ca_file: cannot read /nonexistent.pem"),
+    ("otel-insecure-garbage", "traces:\n  enabled: true\n", {"OTEL_EXPORTER_OTLP_INSECURE": "maybe"},
+     "environment OTEL_EXPORTER_OTLP_INSECURE: traces.tls.insecure: expected true or false"),
+    ("otel-limit-too-large", "traces:\n  enabled: true\n", {"OTEL_ATTRIBUTE_COUNT_LIMIT": "99999999"},
+     "environment OTEL_ATTRIBUTE_COUNT_LIMIT: traces.limits.attribute_count: Input should be less than or equal"),
+    ("job-negative-interval", "jobs:\n  cleanup:\n    interval: -5m\n", {},
+     "config.yaml:3: jobs.cleanup.interval: duration must not be negative, got '-5m'"),
+    ("webhook-url-without-scheme", "jobs:\n  stuck_alerts:\n    webhook:\n      url: hooks.example.com/x?token=abc\n",
+     {}, "config.yaml:4: jobs.stuck_alerts.webhook.url: must be an http:// or https:// URL, got "
+     "'hooks.example.com/x?token=***'"),
+    ("webhook-url-port-99999", "jobs:\n  stuck_alerts:\n    webhook:\n      url: http://hooks:99999/x\n", {},
+     "config.yaml:4: jobs.stuck_alerts.webhook.url: invalid host or port (1-65535) in 'http://hooks:99999/x'"),
+    ("webhook-credentials-twice",
+     "jobs:\n  stuck_alerts:\n    webhook:\n      url: http://u:p@hooks/x\n      headers: {Authorization: x}\n", {},
+     "config.yaml:3: jobs.stuck_alerts.webhook: set credentials either in the url (user:password@) or in an "
+     "Authorization header, not both"),
+    ("webhook-header-crlf", 'jobs:\n  stuck_alerts:\n    webhook:\n      url: http://hooks/x\n'
+     '      headers: {X-Token: "a\\nb"}\n', {},
+     "config.yaml:5: jobs.stuck_alerts.webhook.headers.X-Token: header value must be printable ASCII"),
+    ("alertmanager-url-with-api-path",
+     "jobs:\n  stuck_alerts:\n    alertmanager:\n      url: http://am:9093/api/v2/alerts\n", {},
+     "config.yaml:4: jobs.stuck_alerts.alertmanager.url: give the base URL of Alertmanager ('http://am:9093')"),
+    ("alertmanager-credentials-twice",
+     "jobs:\n  stuck_alerts:\n    alertmanager:\n      url: http://u:p@am:9093\n"
+     "      basic_auth: {username: u, password: p}\n", {},
+     "config.yaml:3: jobs.stuck_alerts.alertmanager: set at most one of credentials in url, basic_auth and "
+     "bearer_token (got credentials in url, basic_auth)"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def cli_dir(workdir: Path) -> Path:
+    """``workdir`` plus a non-PEM file, another certificate's key, an existing DB file and links to it."""
+    (workdir / "bad.pem").write_text(BAD_PEM)
+    trustme.CA().issue_cert("other").private_key_pem.write_to_path(str(workdir / "other.key"))
+    return workdir
+
+
+def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("FLUJO_EXPORTER_", "OTEL_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        cwd=cwd,
+        env={**environment, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(("text", "env", "expected"), [case[1:] for case in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_refuses_before_serving(cli_dir: Path, text: str, env: dict[str, str], expected: str) -> None:
+    db = cli_dir / "flujo.db"
+    db.write_bytes(b"")  # an empty file: the daemon would wait for Flujo to create its tables
+    (cli_dir / "link.sqlite").symlink_to(db)
+    os.link(db, cli_dir / "hard.sqlite")
+    port = socket_free_port()
+    listen = "" if text.startswith("web:") else f"web:\n  listen_address: 127.0.0.1:{port}\n"
+
+    def fill(template: str) -> str:
+        return template.replace("{db}", str(db)).replace("{tmp}", str(cli_dir))
+
+    Path(cli_dir / "config.yaml").write_text(fill(text if "db:" in text else f"{text}db:\n  path: {{db}}\n") + listen)
+    expected = fill(expected)
+    check = run_cli(cli_dir, "check-config", *(["--env"] if env else []), "config.yaml", env=env)
+    run = run_cli(cli_dir, "run", "--config", "config.yaml", env=env)
+    for done in (check, run):
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert expected in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
+        assert done.stderr.startswith("state-exporter: invalid configuration:\n")
+    if env:  # without --env, check-config looks at the file alone
+        assert run_cli(cli_dir, "check-config", "config.yaml", env=env).returncode == 0
+
+
+def socket_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_cli_cases_are_many() -> None:
+    assert len(CLI_CASES) >= 40
+
+
+def test_check_config_requires_what_run_requires(workdir: Path) -> None:
+    """An empty file: no db.path.  `run` refuses it, so does check-config, unless --db or --env gives one."""
+    Path("config.yaml").write_text("")
+    message = "config.yaml: db.path: required (set it in the config file, FLUJO_EXPORTER_DB__PATH or --db)"
+    for args in (["check-config", "config.yaml"], ["run", "--config", "config.yaml", "--listen", "127.0.0.1:1"]):
+        done = run_cli(workdir, *args)
+        assert (done.returncode, done.stderr) == (2, f"state-exporter: invalid configuration:\n{message}\n")
+    assert run_cli(workdir, "check-config", "config.yaml", "--db", "flujo.db").returncode == 0
+    env = {"FLUJO_EXPORTER_DB__PATH": str(workdir / "flujo.db")}
+    assert run_cli(workdir, "check-config", "config.yaml", env=env).returncode == 2
+    done = run_cli(workdir, "check-config", "--env", "config.yaml", env=env)
+    assert (done.returncode, done.stdout) == (0, "config.yaml: ok\n")
+
+
+def test_run_refuses_a_taken_port(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        Path("config.yaml").write_text(f"db:\n  path: flujo.db\nweb:\n  listen_address: 127.0.0.1:{port}\n")
+        done = run_cli(workdir, "run", "--config", "config.yaml")
+        assert done.returncode == 2, done.stderr
+        assert f"config.yaml:4: web.listen_address: cannot listen on 127.0.0.1:{port}: Address already in use" in (
+            done.stderr
+        )
+        assert "Traceback" not in done.stderr
+        # check-config does not bind: the daemon it checks for may be running.
+        assert run_cli(workdir, "check-config", "config.yaml").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("http://apihost:9093/api/v2/alerts", "http://apihost:9093"),
+        ("http://am:9093/api/v1/", "http://am:9093"),
+        ("https://u:secret@gw/alertmanager/api/v2", "https://gw/alertmanager"),
+    ],
+)
+def test_alertmanager_api_path_is_refused_with_the_base_url(url: str, base: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={}, overrides={"jobs": {"stuck_alerts": {"alertmanager": {"url": url}}}})
+    [error] = caught.value.errors
+    expected = f"command line: jobs.stuck_alerts.alertmanager.url: give the base URL of Alertmanager ({base!r})"
+    assert error.startswith(expected)
+    assert "secret" not in error
+
+
+def test_alertmanager_route_prefix_with_api_in_it_is_fine() -> None:
+    url = "http://gateway/api/alertmanager"
+    config = load_config(None, env={}, overrides={"jobs": {"stuck_alerts": {"alertmanager": {"url": url}}}})
+    assert config.jobs.stuck_alerts.alertmanager is not None
+    assert config.jobs.stuck_alerts.alertmanager.url == url

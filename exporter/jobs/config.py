@@ -14,19 +14,37 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from exporter.config_types import Duration, PositiveDuration
+from exporter.config_types import Duration, HeaderName, HeaderValue, PositiveDuration
+from exporter.redact import redact_url
 
 STALE_TASK_ERROR = "Task timeout: process likely crashed"  # flujo 0.6.11's text
 
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_LABELS = frozenset({"alertname", "pipeline", "severity", "status", "run_id"})
+# An API path where the base URL belongs (the exporter appends /api/v2/alerts itself).
+_AM_API_PATH = re.compile(r"/api(/v[12](/alerts)?)?/?$")
 
 
 def _http_url(value: str) -> str:
-    parts = urlsplit(value)
+    shown = redact_url(value)  # a webhook URL often carries a token: errors show it redacted
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ValueError(f"must not contain spaces or control characters, got {shown!r}")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"invalid host or port (1-65535) in {shown!r}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        raise ValueError(f"must be an http:// or https:// URL, got {shown!r}")
+    if not parts.hostname or port == 0 or parts.netloc.endswith(":"):
+        raise ValueError(f"invalid host or port (1-65535) in {shown!r}")
+    if parts.fragment:
+        raise ValueError(f"must not have a #fragment, got {shown!r}")
     return value.rstrip("/")
+
+
+def has_userinfo(url: str) -> bool:
+    return "@" in urlsplit(url).netloc
 
 
 def _finite_days(value: float) -> float:
@@ -40,7 +58,8 @@ Days = Annotated[float, Field(gt=0), AfterValidator(_finite_days)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError printed anywhere must not show a password or a URL.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 _INTERVAL_DOC = "Time between the starts of two runs, e.g. 30s, 5m, 1h."
@@ -151,19 +170,54 @@ class AlertmanagerConfig(_Model):
         default=None, min_length=1, description="Optional bearer token (Authorization: Bearer ...)."
     )
 
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if api := _AM_API_PATH.search(parts.path):
+            base = redact_url(f"{parts.scheme}://{parts.netloc}{parts.path[: api.start()]}")
+            raise ValueError(
+                f"give the base URL of Alertmanager ({base!r}): alerts go to <url>/api/v2/alerts,"
+                f" got {redact_url(value)!r}"
+            )
+        if parts.query:
+            raise ValueError(
+                f"must not have a query string (alerts go to <url>/api/v2/alerts), got {redact_url(value)!r}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_auth(self) -> AlertmanagerConfig:
-        if self.basic_auth is not None and self.bearer_token is not None:
-            raise ValueError("set at most one of basic_auth and bearer_token")
+        given = [
+            name for name, value in (("basic_auth", self.basic_auth), ("bearer_token", self.bearer_token)) if value
+        ]
+        if has_userinfo(self.url):
+            given.insert(0, "credentials in url")
+        if len(given) > 1:
+            raise ValueError(
+                f"set at most one of credentials in url, basic_auth and bearer_token (got {', '.join(given)})"
+            )
         return self
 
 
 class WebhookConfig(_Model):
-    url: HttpUrl = Field(description="URL that receives a POST with an Alertmanager-style JSON payload.")
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra HTTP headers, e.g. Authorization for the receiving service."
+    url: HttpUrl = Field(
+        description="URL that receives a POST with an Alertmanager-style JSON payload. Logged with user:password@"
+        " and query values masked."
+    )
+    headers: dict[HeaderName, HeaderValue] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers, e.g. Authorization for the receiving service (values are never logged).",
     )
     timeout: PositiveDuration = Field(default=timedelta(seconds=10), description="Timeout of one HTTP request.")
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> WebhookConfig:
+        if has_userinfo(self.url) and any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError(
+                "set credentials either in the url (user:password@) or in an Authorization header, not both"
+            )
+        return self
 
 
 class StuckAlertsConfig(JobSettings):

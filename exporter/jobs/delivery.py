@@ -19,6 +19,7 @@ import aiohttp
 
 from exporter.jobs.config import AlertmanagerConfig, WebhookConfig
 from exporter.jobs.scheduler import Sleep
+from exporter.redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,10 @@ USER_AGENT = "flujo-state-exporter"
 @dataclass(frozen=True)
 class Receiver:
     name: str
-    url: str
+    url: str = field(repr=False)  # may hold a token or user:password@: log redact_url(url)
     timeout: float
-    headers: dict[str, str] = field(default_factory=dict)
-    auth: aiohttp.BasicAuth | None = None
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    auth: aiohttp.BasicAuth | None = field(default=None, repr=False)
 
     @classmethod
     def alertmanager(cls, config: AlertmanagerConfig) -> Receiver:
@@ -67,12 +68,16 @@ async def post_json(session: aiohttp.ClientSession, receiver: Receiver, body: An
         ) as response:
             if 200 <= response.status < 300:
                 return
-            text = (await response.text(errors="replace"))[:300]
+            text = redact_text((await response.text(errors="replace"))[:300])
             retryable = response.status == 429 or response.status >= 500
-            raise DeliveryError(f"HTTP {response.status} from {receiver.url}: {text.strip()}", retryable=retryable)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise DeliveryError(f"cannot POST to {receiver.url}: {reason}", retryable=True) from exc
+            raise DeliveryError(
+                f"HTTP {response.status} from {redact_url(receiver.url)}: {text.strip()}", retryable=retryable
+            )
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        # aiohttp's messages can embed the URL (InvalidURL, redirects): the cause is not chained,
+        # so that a traceback of this error cannot show it either.
+        reason = redact_text(str(exc)) or type(exc).__name__
+        raise DeliveryError(f"cannot POST to {redact_url(receiver.url)}: {reason}", retryable=True) from None
 
 
 async def deliver(

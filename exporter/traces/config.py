@@ -28,7 +28,10 @@ Standard variables honoured (``OTEL_EXPORTER_OTLP_TRACES_*`` wins over ``OTEL_EX
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,9 +39,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from exporter.config_types import Count, Duration, PositiveDuration
+from exporter.config_types import Count, Duration, HeaderName, HeaderValue, PositiveDuration
+from exporter.redact import redact_url
 
 DEFAULT_SERVICE_NAME = "flujo"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
@@ -50,7 +54,8 @@ Protocol = Literal["grpc", "http/protobuf"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError printed anywhere must not show a header value or a URL.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class TLSConfig(_Section):
@@ -117,10 +122,10 @@ class TracesConfig(_Section):
             f" {HTTP_TRACES_PATH} appended."
         ),
     )
-    headers: dict[str, str] = Field(
+    headers: dict[HeaderName, HeaderValue] = Field(
         default_factory=dict,
-        description="Extra request headers / gRPC metadata, e.g. authorization. Merged with"
-        " OTEL_EXPORTER_OTLP_HEADERS (these win per name).",
+        description="Extra request headers / gRPC metadata, e.g. authorization (credentials go here, never in"
+        " the endpoint URL). Merged with OTEL_EXPORTER_OTLP_HEADERS (these win per name). Values are never logged.",
     )
     compression: Literal["none", "gzip"] = Field(default="none", description="Request compression.")
     timeout: PositiveDuration = Field(
@@ -184,106 +189,149 @@ class TracesConfig(_Section):
         description="Dead-lettered spans kept in the state file for inspection (oldest removed first).",
     )
 
-    @field_validator("headers")
-    @classmethod
-    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not name or any(c.isspace() or c in ":\r\n" for c in name):
-                raise ValueError(f"invalid header name {name!r}")
-        return value
-
     @field_validator("endpoint")
     @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
+    def _endpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         value = value.strip()
         if not value:
             raise ValueError("must not be empty (leave it unset for the default)")
-        if "://" in value and urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError(f"unsupported scheme in {value!r} (use http:// or https://)")
+        split_endpoint(value, info.data.get("protocol", "grpc"))
         return value
 
 
 # --- OTEL_* variables --------------------------------------------------------------------------------
 
 
-def _env(env: Mapping[str, str], name: str) -> str | None:
-    """``OTEL_EXPORTER_OTLP_TRACES_<name>`` else ``OTEL_EXPORTER_OTLP_<name>`` (blank counts as unset)."""
-    for key in (f"OTEL_EXPORTER_OTLP_TRACES_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
-        value = env.get(key)
-        if value is not None and value.strip():
-            return value.strip()
-    return None
+@dataclass(frozen=True)
+class EnvProblem:
+    variable: str
+    key: str  # dotted, below traces
+    message: str  # never the value: header values are secrets
+
+    def __str__(self) -> str:
+        return f"{self.variable}: traces.{self.key}: {self.message}"
+
+
+class OtelEnvError(ValueError):
+    """One or more invalid ``OTEL_*`` variables, one per line."""
+
+    def __init__(self, problems: list[EnvProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(map(str, problems)))
+
+
+_MAX_TIMEOUT_MS = 86_400_000.0  # a day: more is a typo (seconds given as milliseconds the other way round)
+
+
+class _OtelVariables:
+    """The variables of one :func:`apply_otel_env` call, the problems found and who set which key."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[EnvProblem] = []
+        self.origin: dict[str, str] = {}  # dotted key -> variable
+
+    def get(self, *names: str) -> tuple[str, str] | None:
+        """(variable, stripped value) of the first of ``names`` set to something not blank."""
+        for name in names:
+            value = self.env.get(name)
+            if value is not None and value.strip():
+                return name, value.strip()
+        return None
+
+    def otlp(self, name: str) -> tuple[str, str] | None:
+        """``OTEL_EXPORTER_OTLP_TRACES_<name>`` else ``OTEL_EXPORTER_OTLP_<name>``."""
+        return self.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}", f"OTEL_EXPORTER_OTLP_{name}")
+
+    def problem(self, variable: str, key: str, message: str) -> None:
+        self.problems.append(EnvProblem(variable, key, message))
+
+    def key_values(self, variable: str, text: str, key: str) -> dict[str, str]:
+        try:
+            return parse_key_values(text, variable)
+        except ValueError as exc:
+            self.problem(variable, key, str(exc).removeprefix(f"{variable}: "))
+            return {}
 
 
 def parse_key_values(text: str, variable: str) -> dict[str, str]:
-    """``k=v,k2=v2`` with URL-encoded keys and values (W3C baggage style, as the OTel spec says)."""
+    """``k=v,k2=v2`` with URL-encoded keys and values (W3C baggage style, as the OTel spec says).
+    Errors name the entry by position: entries may hold secrets."""
     result: dict[str, str] = {}
-    for item in text.split(","):
+    for index, item in enumerate(text.split(","), 1):
         if not item.strip():
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{variable}: invalid entry {item.strip()!r} (expected key=value)")
+            raise ValueError(f"{variable}: entry {index} is not key=value (values URL-encoded, entries separated by ,)")
         result[unquote(key.strip())] = unquote(value.strip())
     return result
 
 
-def _bool(text: str, variable: str) -> bool:
+def _bool(text: str) -> bool | None:
     lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{variable}: expected true or false, got {text!r}")
+    return True if lowered in ("true", "1", "yes") else False if lowered in ("false", "0", "no") else None
 
 
 def apply_otel_env(config: TracesConfig, env: Mapping[str, str] | None = None) -> TracesConfig:
     """``config`` with the standard OpenTelemetry variables applied to every key the config did not set.
 
-    Raises :class:`ValueError` naming the variable when one is invalid.
+    Raises :class:`OtelEnvError` (a :class:`ValueError`) naming every invalid variable and its key.
     """
-    env = os.environ if env is None else env
+    return apply_otel_env_traced(config, env)[0]
+
+
+def apply_otel_env_traced(
+    config: TracesConfig, env: Mapping[str, str] | None = None
+) -> tuple[TracesConfig, dict[str, str]]:
+    """:func:`apply_otel_env`, and which variable set each key it changed (dotted key -> variable)."""
+    found = _OtelVariables(os.environ if env is None else env)
     explicit = config.model_fields_set
     update: dict[str, Any] = {}
 
-    protocol = _env(env, "PROTOCOL")
-    if protocol is not None and "protocol" not in explicit:
-        if protocol not in ("grpc", "http/protobuf"):
-            raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported (use grpc or http/protobuf)")
-        update["protocol"] = protocol
+    if (item := found.otlp("PROTOCOL")) is not None and "protocol" not in explicit:
+        variable, protocol = item
+        if protocol in ("grpc", "http/protobuf"):
+            update["protocol"] = protocol
+            found.origin["protocol"] = variable
+        else:
+            found.problem(variable, "protocol", f"{protocol!r} is not supported (use grpc or http/protobuf)")
     effective_protocol = update.get("protocol", config.protocol)
 
     if "endpoint" not in explicit:
-        specific = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-        generic = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-        if specific:
-            update["endpoint"] = specific
-        elif generic:
+        if (item := found.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) is not None:
+            update["endpoint"] = item[1]
+        elif (item := found.get("OTEL_EXPORTER_OTLP_ENDPOINT")) is not None:
+            generic = item[1]
             if effective_protocol == "http/protobuf":
                 generic = generic.rstrip("/") + HTTP_TRACES_PATH
             update["endpoint"] = generic
+        if item is not None:
+            found.origin["endpoint"] = item[0]
 
-    headers = _env(env, "HEADERS")
-    if headers is not None:
-        update["headers"] = {**parse_key_values(headers, "OTEL_EXPORTER_OTLP_HEADERS"), **config.headers}
+    if (item := found.otlp("HEADERS")) is not None:
+        update["headers"] = {**found.key_values(item[0], item[1], "headers"), **config.headers}
+        found.origin["headers"] = item[0]
 
-    compression = _env(env, "COMPRESSION")
-    if compression is not None and "compression" not in explicit:
-        if compression.lower() not in ("gzip", "none"):
-            raise ValueError(f"OTEL_EXPORTER_OTLP_COMPRESSION: {compression!r} is not supported (gzip or none)")
-        update["compression"] = compression.lower()
+    if (item := found.otlp("COMPRESSION")) is not None and "compression" not in explicit:
+        variable, compression = item
+        if compression.lower() in ("gzip", "none"):
+            update["compression"] = compression.lower()
+        else:
+            found.problem(variable, "compression", f"{compression!r} is not supported (gzip or none)")
 
-    timeout = _env(env, "TIMEOUT")
-    if timeout is not None and "timeout" not in explicit:
+    if (item := found.otlp("TIMEOUT")) is not None and "timeout" not in explicit:
+        variable, timeout = item
         try:
             millis = float(timeout)
         except ValueError:
-            raise ValueError(f"OTEL_EXPORTER_OTLP_TIMEOUT: expected milliseconds, got {timeout!r}") from None
-        if not millis > 0:
-            raise ValueError(f"OTEL_EXPORTER_OTLP_TIMEOUT: must be greater than 0, got {timeout!r}")
-        update["timeout"] = timedelta(milliseconds=millis)
+            millis = math.nan
+        if 0 < millis <= _MAX_TIMEOUT_MS:
+            update["timeout"] = timedelta(milliseconds=millis)
+        else:
+            found.problem(variable, "timeout", f"expected milliseconds between 0 and 86400000, got {timeout!r}")
 
     tls_update: dict[str, Any] = {}
     tls_explicit = config.tls.model_fields_set if "tls" in explicit else set()
@@ -293,22 +341,31 @@ def apply_otel_env(config: TracesConfig, env: Mapping[str, str] | None = None) -
         ("CLIENT_CERTIFICATE", "cert_file"),
         ("CLIENT_KEY", "key_file"),
     ):
-        value = _env(env, name)
-        if value is None or field in tls_explicit:
+        item = found.otlp(name)
+        if item is None or field in tls_explicit:
             continue
-        tls_update[field] = _bool(value, f"OTEL_EXPORTER_OTLP_{name}") if field == "insecure" else Path(value)
+        variable, value = item
+        found.origin[f"tls.{field}"] = variable
+        if field != "insecure":
+            tls_update[field] = Path(value)
+        elif (flag := _bool(value)) is not None:
+            tls_update[field] = flag
+        else:
+            found.problem(variable, "tls.insecure", f"expected true or false, got {value!r}")
     if tls_update:
-        update["tls"] = TLSConfig.model_validate({**config.tls.model_dump(exclude_unset=True), **tls_update})
+        update["tls"] = {**config.tls.model_dump(exclude_unset=True), **tls_update}
 
-    resource_text = env.get("OTEL_RESOURCE_ATTRIBUTES", "").strip()
-    from_env = parse_key_values(resource_text, "OTEL_RESOURCE_ATTRIBUTES") if resource_text else {}
+    resource = found.get("OTEL_RESOURCE_ATTRIBUTES")
+    from_env = found.key_values(resource[0], resource[1], "resource_attributes") if resource else {}
     env_service = from_env.pop("service.name", None)
-    if from_env:
+    if from_env and resource is not None:
         update["resource_attributes"] = {**from_env, **config.resource_attributes}
+        found.origin["resource_attributes"] = resource[0]
     if "service_name" not in explicit:
-        service = env.get("OTEL_SERVICE_NAME", "").strip() or env_service
-        if service:
-            update["service_name"] = service
+        service = found.get("OTEL_SERVICE_NAME")
+        if service is not None or env_service:
+            update["service_name"] = service[1] if service is not None else env_service
+            found.origin["service_name"] = service[0] if service is not None else "OTEL_RESOURCE_ATTRIBUTES"
 
     limits_update: dict[str, Any] = {}
     limits_explicit = config.limits.model_fields_set if "limits" in explicit else set()
@@ -316,28 +373,36 @@ def apply_otel_env(config: TracesConfig, env: Mapping[str, str] | None = None) -
         ("attribute_count", ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT")),
         ("attribute_value_length", ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")),
     ):
-        if field in limits_explicit:
+        item = found.get(*names)
+        if field in limits_explicit or item is None:
             continue
-        for name in names:
-            text = env.get(name, "").strip()
-            if text:
-                if not text.isdigit():
-                    raise ValueError(f"{name}: expected a non-negative integer, got {text!r}")
-                limits_update[field] = int(text)
-                break
+        variable, text = item
+        found.origin[f"limits.{field}"] = variable
+        if text.isdigit():
+            limits_update[field] = int(text)
+        else:
+            found.problem(variable, f"limits.{field}", f"expected a non-negative integer, got {text!r}")
     if limits_update:
-        update["limits"] = LimitsConfig.model_validate(
-            {**config.limits.model_dump(exclude_unset=True), **limits_update}
-        )
+        update["limits"] = {**config.limits.model_dump(exclude_unset=True), **limits_update}
 
-    if not update:
-        return config
+    if not found.problems and not update:
+        return config, found.origin
     merged = config.model_dump(exclude_unset=True)
     merged.update(update)
-    result = TracesConfig.model_validate(merged)
+    try:
+        result = TracesConfig.model_validate(merged)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"] if part != "[key]"]
+            variable = found.origin.get(".".join(loc[:2])) or found.origin.get(loc[0], "OTEL_*")
+            message = str((error.get("ctx") or {}).get("error") or error["msg"])  # never the input: secrets
+            found.problem(variable, ".".join(loc), message)
+        result = config
+    if found.problems:
+        raise OtelEnvError(found.problems)
     # Keep "set explicitly" as it was: values that came from the environment are not YAML-explicit.
     object.__setattr__(result, "__pydantic_fields_set__", set(explicit))
-    return result
+    return result, found.origin
 
 
 # --- Resolved transport settings ---------------------------------------------------------------------
@@ -356,50 +421,80 @@ class Endpoint:
 def resolve_endpoint(config: TracesConfig) -> Endpoint:
     """Where and how to connect, from ``endpoint``, ``protocol`` and ``tls.insecure``."""
     if config.protocol == "grpc":
-        raw = config.endpoint or DEFAULT_GRPC_ENDPOINT
-        if "://" in raw:
-            parts = urlsplit(raw)
-            secure = parts.scheme == "https"
-            netloc = parts.netloc
-        else:
-            secure = not bool(config.tls.insecure)
-            netloc = raw
-        host, port = _host_port(netloc, 4317, raw)
-        return Endpoint(
-            "grpc", netloc if ":" in netloc.rsplit("]", 1)[-1] else f"{netloc}:{port}", secure, host, port, ""
-        )
+        parts = split_endpoint(config.endpoint or DEFAULT_GRPC_ENDPOINT, "grpc")
+        secure = parts.scheme == "https" if parts.scheme else not bool(config.tls.insecure)
+        port = parts.port or 4317
+        return Endpoint("grpc", f"{parts.netloc_host}:{port}", secure, parts.host, port, "")
     raw = config.endpoint or DEFAULT_HTTP_ENDPOINT
     if "://" not in raw:
         raw = ("http://" if config.tls.insecure else "https://") + raw
-    parts = urlsplit(raw)
+    parts = split_endpoint(raw, "http/protobuf")
     path = parts.path if parts.path not in ("", "/") else HTTP_TRACES_PATH
     if parts.query:
         path += "?" + parts.query
     secure = parts.scheme == "https"
-    host, port = _host_port(parts.netloc, 443 if secure else 80, raw)
-    return Endpoint("http/protobuf", f"{parts.scheme}://{parts.netloc}{path}", secure, host, port, path)
+    port = parts.port or (443 if secure else 80)
+    netloc = parts.netloc_host + (f":{parts.port}" if parts.port else "")
+    return Endpoint("http/protobuf", f"{parts.scheme}://{netloc}{path}", secure, parts.host, port, path)
 
 
-def _host_port(netloc: str, default_port: int, raw: str) -> tuple[str, int]:
-    if "@" in netloc:
-        raise ValueError(f"endpoint {raw!r}: credentials in the URL are not supported (use headers)")
-    host, port = netloc, default_port
-    if netloc.startswith("["):
-        host, _, rest = netloc[1:].partition("]")
-        if rest.startswith(":"):
-            port = _port(rest[1:], raw)
-    elif ":" in netloc:
-        host, _, text = netloc.rpartition(":")
-        port = _port(text, raw)
-    if not host:
-        raise ValueError(f"endpoint {raw!r}: no host")
-    return host, port
+@dataclass(frozen=True)
+class EndpointParts:
+    scheme: str  # "" when written without one (gRPC's host:port)
+    host: str  # without brackets
+    netloc_host: str  # as written in a URL: IPv6 in brackets
+    port: int | None
+    path: str
+    query: str
 
 
-def _port(text: str, raw: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ValueError(f"endpoint {raw!r}: invalid port {text!r}")
-    return int(text)
+_HOSTNAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+_CREDENTIALS = (
+    "credentials in the URL are not allowed (the URL is shown in logs and metrics): put them in a header,"
+    " e.g. traces.headers: {authorization: Basic ...} or OTEL_EXPORTER_OTLP_HEADERS (from a secret file or variable)"
+)
+
+
+def split_endpoint(raw: str, protocol: Protocol) -> EndpointParts:
+    """The parts of an endpoint, or a :class:`ValueError` that shows the URL redacted."""
+    shown = f"endpoint {redact_url(raw)!r}"
+    if any(char.isspace() or not char.isprintable() for char in raw):
+        raise ValueError(f"{shown}: must not contain spaces or control characters")
+    if "@" in raw.partition("?")[0]:
+        raise ValueError(f"{shown}: {_CREDENTIALS}")
+    has_scheme = "://" in raw
+    try:
+        parts = urlsplit(raw if has_scheme else "//" + raw)
+    except ValueError:
+        raise ValueError(f"{shown}: invalid host (IPv6 addresses go in brackets: [::1]:4317)") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if has_scheme and parts.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported scheme in {shown} (use http:// or https://)")
+    host = parts.hostname or ""
+    netloc_host = f"[{host}]" if ":" in host else host
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ValueError(f"{shown}: invalid port (expected host:port with a port 1-65535)")
+    if not host or not (_is_ipv6(host) if ":" in host else _HOSTNAME.fullmatch(host)):
+        raise ValueError(f"{shown}: invalid or missing host")
+    if parts.fragment or raw.endswith("#"):
+        raise ValueError(f"{shown}: must not have a #fragment")
+    if protocol == "grpc" and (parts.path not in ("", "/") or parts.query):
+        raise ValueError(
+            f"{shown}: a gRPC endpoint is host:port or http(s)://host:port, without path or query"
+            " (for OTLP over HTTP set protocol: http/protobuf)"
+        )
+    return EndpointParts(parts.scheme if has_scheme else "", host, netloc_host, port, parts.path, parts.query)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def default_state_file(state_dir: Path) -> Path:

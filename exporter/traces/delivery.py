@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from exporter.redact import redact_text
 from exporter.traces.config import RetryConfig
 from exporter.traces.convert import Encoded
 from exporter.traces.metrics import TraceStats
@@ -91,14 +92,16 @@ class Deliverer:
                 self._count(result, part, outcome)
             elif len(part) == 1:
                 span = part[0]
-                result.dead.append(DeadLetter(span.run_id, span.span_key, outcome.kind.value, outcome.detail[:1000]))
+                result.dead.append(
+                    DeadLetter(span.run_id, span.span_key, outcome.kind.value, redact_text(outcome.detail)[:1000])
+                )
                 self.stats.dead_lettered(outcome.kind.value, 1)
                 log.error(
                     "traces: span %s of run %s dead-lettered, the collector refuses it (%s): %s",
                     span.span_key,
                     span.run_id,
                     outcome.reason,
-                    outcome.detail or "no detail",
+                    redact_text(outcome.detail) or "no detail",
                 )
             else:
                 middle = len(part) // 2
@@ -106,7 +109,7 @@ class Deliverer:
                     "traces: batch of %d spans refused (%s: %s); splitting to isolate the bad span",
                     len(part),
                     outcome.reason,
-                    outcome.detail or "no detail",
+                    redact_text(outcome.detail) or "no detail",
                 )
                 stack.append(part[middle:])
                 stack.append(part[:middle])
@@ -121,7 +124,7 @@ class Deliverer:
                 "traces: the collector rejected %d of %d spans (partial success): %s",
                 outcome.rejected,
                 len(part),
-                outcome.detail or "no message",
+                redact_text(outcome.detail) or "no message",
             )
 
     def _send(self, part: Sequence[Encoded], halt: threading.Event) -> Outcome:
@@ -177,7 +180,7 @@ class Deliverer:
                 spans,
                 self.transport.description,
                 outcome.reason,
-                outcome.detail or "no detail",
+                redact_text(outcome.detail) or "no detail",
             )
         elif self._attempts & (self._attempts - 1) == 0:  # 2, 4, 8, ... attempts: rare, growing gaps
             log.warning(
@@ -185,7 +188,7 @@ class Deliverer:
                 self._attempts,
                 now - self._failing_since,
                 outcome.reason,
-                outcome.detail or "no detail",
+                redact_text(outcome.detail) or "no detail",
                 delay,
             )
 

@@ -49,6 +49,7 @@ from exporter import __version__
 from exporter.clock import Clock, system_clock
 from exporter.components import Health
 from exporter.reader import DatabaseUnavailable, FlujoReader, ReadSession
+from exporter.redact import redact_url
 from exporter.traces import source, store, wire
 from exporter.traces.attributes import Limits
 from exporter.traces.batching import Batch, groups_by_size
@@ -235,7 +236,7 @@ class SpanTailer:
             endpoint = resolve_endpoint(self.config)
         except ValueError as exc:
             return f"an invalid endpoint ({exc})"
-        return f"{endpoint.protocol} {endpoint.target}"
+        return f"{endpoint.protocol} {redact_url(endpoint.target)}"
 
     def _get_transport(self) -> Transport:
         if self._transport is None:

@@ -31,6 +31,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from exporter import __version__
+from exporter.redact import redact_text, redact_url
 from exporter.traces.config import Endpoint, TracesConfig, resolve_endpoint
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -100,7 +101,7 @@ def _partial(body: bytes) -> tuple[int, str]:
 
 class GrpcTransport:
     def __init__(self, endpoint: Endpoint, config: TracesConfig) -> None:
-        self.description = f"grpc {'https' if endpoint.secure else 'http'}://{endpoint.target}"
+        self.description = f"grpc {'https' if endpoint.secure else 'http'}://{redact_url(endpoint.target)}"
         reconnect_ms = int(min(config.retry.max_backoff.total_seconds(), 2.0) * 1000)
         options: Sequence[tuple[str, int | str]] = [
             ("grpc.max_send_message_length", -1),
@@ -152,7 +153,7 @@ class GrpcTransport:
     @staticmethod
     def _classify(error: grpc.RpcError) -> Outcome:
         code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
-        details = (error.details() if callable(getattr(error, "details", None)) else None) or str(error)
+        details = redact_text((error.details() if callable(getattr(error, "details", None)) else None) or str(error))
         reason = code.name.lower() if code is not None else "unknown"
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return Outcome(Kind.MALFORMED, reason, details)
@@ -171,7 +172,7 @@ class GrpcTransport:
 
 class HttpTransport:
     def __init__(self, endpoint: Endpoint, config: TracesConfig) -> None:
-        self.description = f"http/protobuf {endpoint.target}"
+        self.description = f"http/protobuf {redact_url(endpoint.target)}"
         self._endpoint = endpoint
         self._timeout = config.timeout.total_seconds()
         self._gzip = config.compression == "gzip"
@@ -209,12 +210,12 @@ class HttpTransport:
             self._drop()
             if halt.is_set():
                 raise Stopped() from None
-            return Outcome(Kind.RETRY, "timeout", str(exc) or "request timed out")
+            return Outcome(Kind.RETRY, "timeout", redact_text(str(exc)) or "request timed out")
         except (OSError, http.client.HTTPException) as exc:
             self._drop()
             if halt.is_set():
                 raise Stopped() from None
-            return Outcome(Kind.RETRY, "connection", f"{type(exc).__name__}: {exc}")
+            return Outcome(Kind.RETRY, "connection", redact_text(f"{type(exc).__name__}: {exc}"))
         if response.will_close:
             self._drop()
         status = response.status
@@ -222,7 +223,7 @@ class HttpTransport:
             rejected, message = _partial(data)
             return Outcome(Kind.OK, "ok", message, rejected) if rejected or message else OK
         reason = f"http_{status}" if status in _HTTP_REASONS else f"http_{status // 100}xx"
-        detail = data[:500].decode("utf-8", "replace")
+        detail = redact_text(data[:500].decode("utf-8", "replace"))
         if status == 400:
             return Outcome(Kind.MALFORMED, reason, detail)
         if status == 413:
