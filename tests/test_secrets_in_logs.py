@@ -230,3 +230,27 @@ jobs:
         assert "Traceback" not in done.stderr
         for name, value in s.items():
             assert value not in done.stdout + done.stderr, name
+
+
+def test_replay_against_a_failing_receiver_logs_no_secret(fixture_copy, tmp_path: Path) -> None:
+    """``state-exporter replay`` logs through the same redacting formatter as the daemon."""
+    token = secret("replay-token")
+    db = fixture_copy(SMALL)
+    env = {**daemon_env(), "STATE_DIRECTORY": str(tmp_path / "state")}
+    with FailingReceiver() as receiver:
+        endpoint = f"http://127.0.0.1:{receiver.port}/v1/traces?token={token}"
+        argv = ["replay", "--db", str(db), "--endpoint", endpoint, "--protocol", "http/protobuf"]
+        argv += ["--no-progress", "--timezone", "UTC", "--timeout", "1s", "--log-level", "debug"]
+        replay = subprocess.Popen([sys.executable, "-m", "exporter", *argv], stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            wait_for(lambda: len(receiver.seen("/v1/traces")) >= 2, "two refused requests")
+        finally:
+            replay.send_signal(signal.SIGTERM)
+            try:
+                _, output = replay.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                replay.kill()
+                _, output = replay.communicate()
+    assert receiver.seen("/v1/traces")[0][0].endswith(f"token={token}")  # the secret was really used
+    assert f"127.0.0.1:{receiver.port}" in output  # the endpoint is logged, redacted
+    assert token not in output

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from exporter import logs
 from exporter.clock import system_clock
 from exporter.components import state_directory
 from exporter.config import ConfigError, load_config, parse_duration
@@ -132,7 +133,7 @@ def default_state_file(db: Path) -> Path:
 
 def main(argv: list[str] | None = None, prog: str = "python -m exporter.traces") -> int:
     args = _parser(prog).parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, "text")  # redacts URLs like the daemon's logs
     try:
         config = build_config(args)
         reader = FlujoReader(args.db, naive_timezone=resolve_timezone(args.timezone))
