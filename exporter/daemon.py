@@ -107,10 +107,10 @@ class Daemon:
         try:
             self.refresher.reader.schema()
         except DatabaseUnavailable as exc:
-            return Readiness(False, exc.message)
+            return Readiness(False, exc.problem.value, exc.message)
         state = self.refresher.state
         if state.fast is None:
-            return Readiness(False, "no snapshot taken yet")
+            return Readiness(False, "no_snapshot", "no snapshot taken yet")
         return Readiness(True, "ready")
 
     def stop(self) -> None:
@@ -123,6 +123,7 @@ class Daemon:
             web_config=self.config.web,
             version=__version__,
             render=self.exposition.render,
+            http_registry=self.live_registry,
         )
         runner = await start_server(app, self.config.web)
         self.port = bound_port(runner)

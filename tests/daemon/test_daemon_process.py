@@ -60,9 +60,9 @@ def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, rea
     elif kind == "other-app":
         other_application_db(db)
     before = checksums(db) if db.exists() else {}
-    with running_daemon(tmp_path, "--db", str(db), config=FAST) as daemon:
+    with running_daemon(tmp_path, "--db", str(db), config=FAST + "web:\n  readyz_detail: full\n") as daemon:
         status, body = http_get(daemon.url + "/readyz")
-        assert status == 503 and reason in body and str(db) in body
+        assert status == 503 and body.startswith(f"{problem.value}: ") and reason in body and str(db) in body
         assert http_get(daemon.url + "/healthz")[0] == 200
         s = wait_for(
             lambda: (
