@@ -133,6 +133,7 @@ class GuardedConnection(asyncio.Protocol):
         self._admitted = False
         self._deadline: asyncio.TimerHandle | None = None
         self._input_while_active = False
+        self._closed = False
 
     # asyncio.Protocol ------------------------------------------------------------------------------
 
@@ -159,6 +160,7 @@ class GuardedConnection(asyncio.Protocol):
             self._handler.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
         self._disarm()
         self._table.remove(self)
         if self._admitted:
@@ -200,6 +202,8 @@ class GuardedConnection(asyncio.Protocol):
 
     def _arm(self, seconds: float, reason: Dropped | None) -> None:
         self._disarm()
+        if self._closed:  # a handler finishing after the connection went away
+            return
         self._deadline = asyncio.get_running_loop().call_later(seconds, self._expire, reason)
 
     def _disarm(self) -> None:
@@ -211,9 +215,11 @@ class GuardedConnection(asyncio.Protocol):
         self._deadline = None
         if reason is not None:
             self.drop(reason)
-        elif self._transport is not None:  # an idle keep-alive connection: routine, not counted
-            self._table.remove(self)
-            self._transport.close()
+        elif self._transport is not None:  # idle keep-alive, or a client not reading: not counted
+            if self._transport.get_write_buffer_size() > 0:
+                self._transport.abort()  # close() would wait for the client to read the rest
+            else:
+                self._transport.close()
 
     def _peer(self) -> str:
         peer = self._transport.get_extra_info("peername") if self._transport is not None else None

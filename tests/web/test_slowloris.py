@@ -11,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import trustme
 from processes import daemon_env, free_port, http_get, start, wait_until_up
+from prometheus_client import CollectorRegistry
 from support import SMALL, parse_exposition, sample
-from web_support import Serve, closing_all, local, open_half_open, wait_closed
+from web_support import Serve, closing_all, local, open_half_open, wait_closed, write_server_tls
 
-from exporter.web import Readiness
+from exporter.web import Readiness, bound_port, build_app, start_server
 
 SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=1)
 
@@ -39,6 +41,15 @@ async def test_half_open_connections_are_closed_after_the_header_timeout(serve: 
     text = await _metrics_text(served.base)
     assert sample(text, "flujo_exporter_http_connections_dropped_total", reason="header_timeout") == 200
     assert sample(text, "flujo_exporter_http_connections_dropped_total", reason="connection_limit") == 0
+
+
+async def test_a_stalled_tls_handshake_is_cut_at_the_header_timeout(serve: Serve, tmp_path: Path) -> None:
+    """TLS runs before the app sees the connection: a client that connects and never says hello is
+    bounded by the same deadline (asyncio's default would be 60 s)."""
+    served = await serve(local(header_timeout="300ms", tls_server_config=write_server_tls(tmp_path, trustme.CA())))
+    socks = await asyncio.to_thread(open_half_open, served.port, 20, partial=b"")
+    with closing_all(socks):
+        assert await asyncio.to_thread(wait_closed, socks, 5.0) == []
 
 
 async def test_a_request_dripped_byte_by_byte_is_cut_at_the_header_timeout(serve: Serve) -> None:
@@ -166,3 +177,31 @@ def test_daemon_keeps_serving_under_a_half_open_flood(fixture_copy: Callable[[st
         assert "Too many open files" not in daemon.output()
     finally:
         daemon.stop()
+
+
+async def test_a_client_that_does_not_read_the_response_is_cut_at_the_idle_timeout() -> None:
+    """A slow-read client keeps the response in the server's buffers: it is aborted after idle_timeout
+    instead of holding the connection (and the response's memory) forever."""
+    stats = CollectorRegistry()
+    config = local(idle_timeout="500ms")
+    big = b"#" * 30_000_000  # far more than the socket buffers on both sides hold
+    app = build_app(
+        registry=CollectorRegistry(),
+        readiness=lambda: Readiness(True, "ready"),
+        web_config=config,
+        version="x",
+        render=lambda accept: (big, "text/plain"),
+        http_registry=stats,
+    )
+    server = await start_server(app, config)
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await asyncio.to_thread(sock.connect, ("127.0.0.1", bound_port(server)))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while stats.get_sample_value("flujo_exporter_http_open_connections") != 0:
+                assert time.monotonic() < deadline, "the non-reading client is still connected"
+                await asyncio.sleep(0.1)
+    finally:
+        await server.cleanup()
