@@ -137,15 +137,29 @@ class TLSServerConfig(_Section):
 
 class WebConfig(_Section):
     listen_address: str = DEFAULT_LISTEN
+    # Plain-HTTP listener serving only /healthz and /readyz (kubelet probes when mTLS is required).
+    probe_listen_address: str | None = None
     tls_server_config: TLSServerConfig | None = None
     basic_auth_users: dict[str, BcryptHash] = Field(default_factory=dict)
+    readyz_detail: Literal["reason", "full"] = "reason"
+    header_timeout: PositiveDuration = timedelta(seconds=10)
+    body_timeout: PositiveDuration = timedelta(seconds=10)
+    idle_timeout: PositiveDuration = timedelta(minutes=2)
+    max_connections: Count = Field(default=100, ge=1, le=10000)
 
-    @field_validator("listen_address", mode="before")
+    @field_validator("listen_address", "probe_listen_address", mode="before")
     @classmethod
     def _listen(cls, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             raise ValueError(f"invalid listen address {value}: expected HOST:PORT, e.g. ':{value}'")
         return check_listen_address(value) if isinstance(value, str) else value
+
+    @field_validator("probe_listen_address")
+    @classmethod
+    def _probe_not_main(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value == info.data.get("listen_address"):
+            raise ValueError(f"must differ from web.listen_address ({value}): both cannot listen on one port")
+        return value
 
 
 class StuckConfig(_Section):

@@ -21,10 +21,11 @@ from exporter.components import Component, ComponentsCollector, Service, state_d
 from exporter.config import Config, ConfigError, load_config, require_db_path
 from exporter.exposition import CachedExposition
 from exporter.reader import DatabaseUnavailable, FlujoReader
+from exporter.readiness import Readiness, component_failing
 from exporter.refresh import Refresher
 from exporter.timeparse import resolve_timezone
 from exporter.traces.config import apply_otel_env, default_state_file
-from exporter.web import Readiness, bound_port, build_app, start_server
+from exporter.web import bound_port, build_app, start_server
 
 if TYPE_CHECKING:
     from exporter.jobs.cleanup import ExportedFn
@@ -123,14 +124,12 @@ class Daemon:
             try:
                 refresher.reader.schema()
             except DatabaseUnavailable as exc:
-                return Readiness(False, exc.message)
-        ready, reason = refresher.ready(self._clock())
-        reasons = [] if ready else [reason]
-        for component in self.components.values():
+                return Readiness(False, exc.problem.value, exc.message)
+        checks = [refresher.ready(self._clock())]
+        for name, component in self.components.items():
             health = component.health()
-            if not health.ok:
-                reasons.append(health.reason)
-        return Readiness(not reasons, "; ".join(reasons) or "ready")
+            checks.append(Readiness(health.ok, component_failing(name), health.reason))
+        return Readiness.combined(checks)
 
     def stop(self) -> None:
         self._stop.set()
@@ -142,6 +141,7 @@ class Daemon:
             web_config=self.config.web,
             version=__version__,
             render=self.exposition.render,
+            http_registry=self.live_registry,
         )
         runner = await start_server(app, self.config.web)
         self.port = bound_port(runner)

@@ -36,6 +36,7 @@ from exporter.reader import (
     Schema,
 )
 from exporter.reader.badvalues import BadValue
+from exporter.readiness import NO_SNAPSHOT, READY, REFRESH_FAILING, STALE_SNAPSHOT, Readiness
 from exporter.stuck import StuckPolicy
 from exporter.tracking import EMPTY_TOTALS, FinishedTotals, FinishTracker
 
@@ -193,27 +194,26 @@ class Refresher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.refresh_interval.total_seconds())
 
-    def ready(self, now: datetime) -> tuple[bool, str]:
+    def ready(self, now: datetime) -> Readiness:
         """Readiness from the last refresh: the DB was read, every phase works, the snapshot is fresh."""
         state = self._state
         if state.problem is not None:
-            return False, state.problem.message
+            return Readiness(False, state.problem.problem.value, state.problem.message)
         failing = state.failing_phases()
         if failing:
-            return False, "; ".join(f"{phase} refresh failing: {why}" for phase, why in sorted(failing.items()))
+            why = "; ".join(f"{phase} refresh failing: {reason}" for phase, reason in sorted(failing.items()))
+            return Readiness(False, REFRESH_FAILING, why)
         if state.fast is None:
-            return False, "no snapshot taken yet"
+            return Readiness(False, NO_SNAPSHOT, "no snapshot taken yet")
         settings = self._settings()
         limit = max(
             settings.refresh_interval * STALE_AFTER_INTERVALS, settings.refresh_timeout + settings.refresh_interval
         )
         age = now - state.fast.taken_at
         if age > limit:
-            return (
-                False,
-                f"snapshot is stale: taken {age.total_seconds():.0f}s ago (limit {limit.total_seconds():.0f}s)",
-            )
-        return True, "ready"
+            why = f"snapshot is stale: taken {age.total_seconds():.0f}s ago (limit {limit.total_seconds():.0f}s)"
+            return Readiness(False, STALE_SNAPSHOT, why)
+        return Readiness(True, READY)
 
     # -- one refresh ------------------------------------------------------------------------------
 

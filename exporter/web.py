@@ -2,14 +2,17 @@
 
 ``GET /metrics`` serves text format 0.0.4 or OpenMetrics after the Accept header, gzipped when accepted;
 ``GET /healthz`` is liveness (always 200, touches nothing); ``GET /readyz`` calls the readiness check
-(200, or 503 with the reason); ``GET /`` is a landing page. HEAD works wherever GET does.
+(200, or 503 with a short reason code; the detail, which may name files and tables, only with
+``web.readyz_detail: full``); ``GET /`` is a landing page. HEAD works wherever GET does.
 
 TLS and basic auth follow the Prometheus exporter-toolkit web configuration. With ``basic_auth_users``
 set, every path needs credentials EXCEPT ``/healthz`` and ``/readyz``, so Kubernetes probes work without
-secrets in the pod spec (they reveal only "alive" and a short readiness reason). Successful bcrypt checks
-are cached per (user, sha256(password)); bcrypt runs off the event loop, one check at a time, and unknown
-users are checked against a dummy hash so that timing does not reveal which user names exist.
+secrets in the pod spec (they reveal only "alive" and a short readiness reason); see
+:mod:`exporter.web_auth`. With client certificates required, ``web.probe_listen_address`` adds a
+plain-HTTP listener that serves only the two probes.
 
+Connections are bounded (:mod:`exporter.web_connections`): header and idle deadlines, a connection
+cap, and malformed requests answered 400 with one debug line, counted (:mod:`exporter.web_stats`).
 Access logging is off (scrapes every 15 s would flood the logs); a failing handler is logged with its
 traceback and answered with a bare 500.
 """
@@ -17,11 +20,7 @@ traceback and answered with a bare 500.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import gzip
-import hashlib
-import hmac
 import html
 import logging
 import ssl
@@ -30,28 +29,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import bcrypt
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter.config import TLSServerConfig, WebConfig
+from exporter.readiness import Readiness
+from exporter.web_auth import RETRY_AFTER_S, BasicAuth, Verdict
+from exporter.web_connections import ConnectionLimits, ConnectionTable, connection_of, make_protocol_factory
+from exporter.web_stats import AuthFailure, HttpStats
 
 log = logging.getLogger(__name__)
 
 REALM = "state-exporter"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-# bcrypt("state-exporter-dummy-password", cost 10): checked for unknown users to equalise timing.
-_DUMMY_HASH = b"$2b$10$JNlJHirvsOahZCt2snwmV.SKsxtaQ.PoFwb0eslcFa1Dz42aUgQu6"
 _METRICS_THREADS = 4
 _SHUTDOWN_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ready: bool
-    reason: str
+_BACKLOG = 128
+_STATS = web.AppKey("http_stats", HttpStats)
 
 
 class TLSConfigError(ValueError):
@@ -112,57 +108,6 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
     return host or None, int(port_text)
 
 
-class _BasicAuth:
-    def __init__(self, users: dict[str, str]) -> None:
-        for user in users:
-            if ":" in user:
-                raise ValueError(f"basic_auth_users: user name {user!r} must not contain ':'")
-        self._users = [(user.encode(), hashed.encode()) for user, hashed in users.items()]
-        self._verified: set[tuple[bytes, bytes]] = set()
-        self._lock = asyncio.Lock()
-
-    async def check(self, header: str | None) -> bool:
-        credentials = _parse_basic(header)
-        if credentials is None:
-            return False
-        user, password = credentials
-        hashed, known = _DUMMY_HASH, False
-        for name, candidate in self._users:  # no early exit: do not reveal which name matched
-            if hmac.compare_digest(name, user):
-                hashed, known = candidate, True
-        key = (user, hashlib.sha256(password).digest())
-        if known and key in self._verified:
-            return True
-        async with self._lock:  # one bcrypt at a time: a password-guessing flood cannot eat all CPUs
-            if known and key in self._verified:  # checked while we waited
-                return True
-            ok = await asyncio.get_running_loop().run_in_executor(None, _checkpw, password, hashed)
-        if ok and known:
-            self._verified.add(key)
-        return ok and known
-
-
-def _parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
-    if not header:
-        return None
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(b":")
-    return (user, password) if sep else None
-
-
-def _checkpw(password: bytes, hashed: bytes) -> bool:
-    try:
-        return bcrypt.checkpw(password, hashed)
-    except ValueError:  # e.g. a password over bcrypt's 72-byte limit
-        return False
-
-
 Renderer = Callable[[str], tuple[bytes, str]]  # Accept header -> (body, content type)
 
 
@@ -201,13 +146,33 @@ def build_app(
     web_config: WebConfig,
     version: str,
     render: Renderer | None = None,
+    http_registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The application; raises ValueError for a bad ``basic_auth_users`` entry.  ``render`` replaces
-    rendering ``registry`` on every scrape (the daemon caches the snapshot's exposition)."""
+    rendering ``registry`` on every scrape (the daemon caches the snapshot's exposition).  The HTTP
+    layer's own metrics are registered on ``http_registry`` (default ``registry``) while the app runs:
+    give a registry rendered at every scrape."""
     render = render or render_registry(registry)
-    auth = _BasicAuth(web_config.basic_auth_users) if web_config.basic_auth_users else None
+    stats_registry = http_registry or registry
+    stats = HttpStats()
+    auth = BasicAuth(web_config.basic_auth_users) if web_config.basic_auth_users else None
     executor = ThreadPoolExecutor(max_workers=_METRICS_THREADS, thread_name_prefix="metrics")
     landing = _LANDING.format(version=html.escape(version))
+    full_detail = web_config.readyz_detail == "full"
+
+    @web.middleware
+    async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Tell the connection's guard when a request runs; the probe listener serves the probes only."""
+        connection = connection_of(request)
+        if connection is None:
+            return await handler(request)
+        if connection.probe_only and request.path not in OPEN_PATHS:
+            return web.Response(status=404, text="not found: this listener serves /healthz and /readyz only\n")
+        connection.request_started()
+        try:
+            return await handler(request)
+        finally:
+            connection.request_finished()
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -223,8 +188,15 @@ def build_app(
     async def basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if auth is None or request.path in OPEN_PATHS:
             return await handler(request)
-        if await auth.check(request.headers.get("Authorization")):
+        verdict = await auth.check(request.headers.get("Authorization"), request.remote or "")
+        if verdict is Verdict.ALLOWED:
             return await handler(request)
+        if verdict is Verdict.THROTTLED:
+            stats.auth_failure(AuthFailure.THROTTLED)
+            return web.Response(
+                status=429, text="too many logins pending, retry later\n", headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
+        stats.auth_failure(AuthFailure.INVALID)
         return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
 
     async def metrics(request: web.Request) -> web.Response:
@@ -245,45 +217,122 @@ def build_app(
             return web.Response(status=503, text="readiness check failed\n")
         if state.ready:
             return web.Response(text="ready\n")
-        reason = state.reason if state.reason.endswith("\n") else f"{state.reason}\n"
-        return web.Response(status=503, text=reason)
+        return web.Response(status=503, text=_not_ready_text(state, full=full_detail))
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=landing, content_type="text/html")
 
-    async def stop_executor(app: web.Application) -> None:
-        executor.shutdown(wait=False, cancel_futures=True)
+    async def register_stats(app: web.Application) -> None:
+        stats_registry.register(stats)
 
-    app = web.Application(middlewares=[errors, basic_auth])
+    async def release(app: web.Application) -> None:
+        stats_registry.unregister(stats)
+        executor.shutdown(wait=False, cancel_futures=True)
+        if auth is not None:
+            auth.close()
+
+    app = web.Application(middlewares=[track, errors, basic_auth])
+    app[_STATS] = stats
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.on_cleanup.append(stop_executor)
+    app.on_startup.append(register_stats)
+    app.on_cleanup.append(release)
     return app
 
 
-async def start_server(app: web.Application, web_config: WebConfig) -> web.AppRunner:
-    """Serve ``app`` on ``listen_address`` (with TLS when configured); the caller cleans up the runner."""
-    host, port = parse_listen_address(web_config.listen_address)
+def _not_ready_text(state: Readiness, *, full: bool) -> str:
+    text = f"{state.reason}: {state.detail}" if full and state.detail else state.reason
+    return text if text.endswith("\n") else f"{text}\n"
+
+
+@dataclass
+class WebServer:
+    """The running server: the app's runner and its listening sockets (the main one first)."""
+
+    runner: web.AppRunner
+    listeners: list[asyncio.AbstractServer]
+
+    async def cleanup(self) -> None:
+        for listener in self.listeners:
+            listener.close()  # closes the listening sockets at once
+        # Closes the open connections, then runs the app's cleanup.  Not wait_closed(): from Python 3.12
+        # it also waits for TLS handshakes in progress, which only their timeout ends.
+        await self.runner.cleanup()
+
+
+async def start_server(app: web.Application, web_config: WebConfig) -> WebServer:
+    """Serve ``app`` on ``listen_address`` (with TLS when configured) and on ``probe_listen_address``
+    (plain HTTP, probes only) when set; the caller cleans up the returned server."""
     tls = web_config.tls_server_config
     ssl_context = build_ssl_context(tls) if tls is not None else None
+    limits = ConnectionLimits(
+        header_timeout=web_config.header_timeout.total_seconds(),
+        body_timeout=web_config.body_timeout.total_seconds(),
+        idle_timeout=web_config.idle_timeout.total_seconds(),
+        max_connections=web_config.max_connections,
+    )
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
     await runner.setup()
+    assert runner.server is not None  # set by setup()
+    stats = app[_STATS]
+    server = WebServer(runner, [])
     try:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise OSError(exc.errno, f"cannot listen on {web_config.listen_address}: {exc.strerror}") from exc
+        table = ConnectionTable(limits.max_connections, stats)  # one cap over both listeners
+        endpoints = [(web_config.listen_address, ssl_context, False)]
+        if web_config.probe_listen_address is not None:
+            endpoints.append((web_config.probe_listen_address, None, True))
+        for address, context, probe_only in endpoints:
+            factory = make_protocol_factory(runner.server, table, limits, stats, probe_only=probe_only)
+            server.listeners.append(
+                await _listen(address, factory, context, limits.header_timeout, limits.max_connections)
+            )
     except BaseException:
-        await runner.cleanup()
+        await server.cleanup()
         raise
     log.debug("listening on %s (%s)", web_config.listen_address, "https" if ssl_context else "http")
-    return runner
+    return server
 
 
-def bound_port(runner: web.AppRunner) -> int:
-    """The TCP port the runner listens on (useful after binding port 0)."""
-    for address in runner.addresses:
-        return int(address[1])
-    raise RuntimeError("the runner is not listening")
+async def _listen(
+    address: str,
+    factory: Callable[[], asyncio.Protocol],
+    ssl_context: ssl.SSLContext | None,
+    handshake_timeout: float,
+    max_connections: int,
+) -> asyncio.AbstractServer:
+    host, port = parse_listen_address(address)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.create_server(
+            factory,
+            host,
+            port,
+            ssl=ssl_context,
+            # asyncio accepts up to `backlog` connections at once before the guard can close any: keep
+            # that batch within the cap, so the descriptors used stay near max_connections.
+            backlog=min(_BACKLOG, max_connections),
+            # A TLS handshake happens before the guard sees the connection: bound it the same way.
+            ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None,
+        )
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from exc
+
+
+def bound_port(server: WebServer) -> int:
+    """The TCP port of the main listener (useful after binding port 0)."""
+    return _port(server, 0)
+
+
+def probe_port(server: WebServer) -> int:
+    """The TCP port of the probe listener."""
+    return _port(server, 1)
+
+
+def _port(server: WebServer, index: int) -> int:
+    if index >= len(server.listeners):
+        raise RuntimeError("the server is not listening there")
+    listener = server.listeners[index]
+    assert isinstance(listener, asyncio.Server)
+    return int(listener.sockets[0].getsockname()[1])

@@ -23,11 +23,13 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from web_support import always_ready, client_context, local, write_server_tls
 
 from exporter.config import TLSServerConfig, WebConfig
+from exporter.readiness import Readiness
 from exporter.web import (
-    Readiness,
     TLSConfigError,
+    WebServer,
     bound_port,
     build_app,
     build_ssl_context,
@@ -35,20 +37,10 @@ from exporter.web import (
     start_server,
 )
 
-LOCAL = "127.0.0.1:0"
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 IDENTITY = {"Accept-Encoding": "identity"}
 PASSWORD = "s3cret-Pa55"
-
-
-def local(**fields: Any) -> WebConfig:
-    """A validated config, then bound to 127.0.0.1 port 0 (the config model only accepts ports 1-65535)."""
-    return WebConfig(**fields).model_copy(update={"listen_address": LOCAL})
-
-
-def always_ready() -> Readiness:
-    return Readiness(True, "")
 
 
 class Serve(Protocol):
@@ -72,7 +64,7 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 async def serve(registry: CollectorRegistry) -> AsyncIterator[Serve]:
-    runners: list[aiohttp.web.AppRunner] = []
+    runners: list[WebServer] = []
 
     async def start(
         web_config: WebConfig | None = None,
@@ -104,7 +96,13 @@ def parse_openmetrics(text: str) -> Iterable[Metric]:
 
 
 def samples(families: Iterable[Metric]) -> dict[tuple[str, str], float]:
-    return {(s.name, s.labels.get("pipeline", "")): s.value for f in families for s in f.samples}
+    """The test registry's samples (the HTTP layer's own metrics are tested in tests/web)."""
+    return {
+        (s.name, s.labels.get("pipeline", "")): s.value
+        for f in families
+        for s in f.samples
+        if s.name.startswith("flujo_test_")
+    }
 
 
 # --- /metrics ---------------------------------------------------------------------------------------
@@ -264,11 +262,11 @@ async def test_readyz(serve: Serve, session: aiohttp.ClientSession) -> None:
     base = await serve(readiness=lambda: state)
     async with session.get(f"{base}/readyz") as response:
         assert (response.status, await response.text()) == (200, "ready\n")
-    state = Readiness(False, "schema not recognised: table runs is missing")
+    state = Readiness(False, "unknown_layout", "/srv/app/flujo.db: not a Flujo state DB (tables: invoices)")
     async with session.get(f"{base}/readyz") as response:
         assert response.status == 503
         assert response.headers["Content-Type"].startswith("text/plain")
-        assert await response.text() == "schema not recognised: table runs is missing\n"
+        assert await response.text() == "unknown_layout\n"  # the detail needs web.readyz_detail: full
 
 
 async def test_readyz_when_the_check_raises(
@@ -444,21 +442,7 @@ def ca() -> trustme.CA:
 
 @pytest.fixture
 def server_tls(tmp_path: Path, ca: trustme.CA) -> TLSServerConfig:
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert_file, key_file = tmp_path / "server.crt", tmp_path / "server.key"
-    for blob in cert.cert_chain_pems:
-        blob.write_to_path(cert_file, append=True)
-    cert.private_key_pem.write_to_path(key_file)
-    ca.cert_pem.write_to_path(tmp_path / "ca.crt")
-    return TLSServerConfig(cert_file=cert_file, key_file=key_file)
-
-
-def client_context(ca: trustme.CA, *, client_cert: bool = False) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    if client_cert:
-        ca.issue_cert("scraper.example").configure_cert(context)
-    return context
+    return write_server_tls(tmp_path, ca)
 
 
 async def test_https_scrape(
@@ -629,7 +613,10 @@ async def test_empty_host_listens_on_all_interfaces(
         build_app(registry=registry, readiness=always_ready, web_config=config, version="x"), config
     )
     try:
-        port = next(address[1] for address in runner.addresses if len(address) == 2)  # the IPv4 socket
+        listener = runner.listeners[0]
+        assert isinstance(listener, asyncio.Server)
+        # Port 0 binds each address family to its own port: take the IPv4 socket's.
+        port = next(sock.getsockname()[1] for sock in listener.sockets if sock.family == socket.AF_INET)
         assert await status(session, f"http://127.0.0.1:{port}/healthz") == 200
     finally:
         await runner.cleanup()

@@ -101,6 +101,11 @@ class CycleReport:
     supported: bool = True
 
 
+# State-file failures after which the file is closed and opened again next cycle: a successful
+# open shows they are over.  (A full disk shows only when a commit works again.)
+_FIXED_BY_REOPENING = ("corrupt", "foreign", "unwritable", "io")
+
+
 class SpanTailer:
     """Follows the DB and exports spans; ``run()`` for the daemon, ``run_once()`` for tests and tools."""
 
@@ -260,6 +265,10 @@ class SpanTailer:
                 opened.close()
                 raise
             self._store = opened
+            if self._state_problem is not None and self._state_problem.reason in _FIXED_BY_REOPENING:
+                # Opened, checked and written (bind_source): usable again, whether or not the
+                # collector takes spans right now (a down receiver is not a state-file problem).
+                self._state_works()
         return self._store
 
     def _replace_store(self, current: store.StateStore) -> None:
@@ -286,7 +295,7 @@ class SpanTailer:
                 "traces: span export stopped, cannot use the state file (%s): %s", problem.reason, problem.message
             )
         self._state_problem = problem
-        if self._store is not None and problem.reason in ("corrupt", "foreign", "unwritable", "io"):
+        if self._store is not None and problem.reason in _FIXED_BY_REOPENING:
             self._store.close()  # opened again (and checked again) next cycle
             self._store = None
 

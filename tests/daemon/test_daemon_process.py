@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import http_get, running_daemon
+from processes import free_port, http_get, running_daemon
 from support import SMALL, ExclusiveWriter, content_checksums, parse_exposition, sample
 
 from exporter.reader import Problem
@@ -60,9 +60,9 @@ def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, rea
     elif kind == "other-app":
         other_application_db(db)
     before = content_checksums(db) if db.exists() else {}
-    with running_daemon(tmp_path, "--db", str(db), config=FAST) as daemon:
+    with running_daemon(tmp_path, "--db", str(db), config=FAST + "web:\n  readyz_detail: full\n") as daemon:
         status, body = http_get(daemon.url + "/readyz")
-        assert status == 503 and reason in body and str(db) in body
+        assert status == 503 and body.startswith(f"{problem.value}: ") and reason in body and str(db) in body
         assert http_get(daemon.url + "/healthz")[0] == 200
         s = wait_for(
             lambda: (
@@ -178,3 +178,23 @@ def test_50_concurrent_scrapers_for_10s(fixture_copy, tmp_path: Path) -> None:
         assert errors == []
         assert all(c > 0 for c in counts)
         print(f"{sum(counts)} scrapes by 50 clients in 10 s, no errors")
+
+
+def test_readyz_names_a_failing_component_by_code_and_recovers(fixture_copy, tmp_path: Path) -> None:
+    """A broken span-export state file makes the daemon unready with the code ``traces_failing``
+    (nothing about the file unless ``readyz_detail: full``); moving the file away makes it ready."""
+    db = fixture_copy(SMALL)
+    state = tmp_path / "traces-state.sqlite"
+    state.write_bytes(b"this was a state file until a disk error\n" * 200)
+    config = FAST + (
+        f"traces:\n  enabled: true\n  endpoint: 127.0.0.1:{free_port()}\n  tls: {{insecure: true}}\n"
+        f"  state_file: {state}\n  poll_interval: 1s\n"
+    )
+    with running_daemon(tmp_path, "--db", str(db), config=config) as daemon:
+        wait_for(lambda: http_get(daemon.url + "/readyz") == (503, "traces_failing\n"))
+        assert sample(metrics(daemon.url), "flujo_exporter_component_up", component="traces") == 0
+        state.rename(tmp_path / "moved-away.sqlite")
+        wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
+    (tmp_path / "moved-away.sqlite").replace(state)
+    with running_daemon(tmp_path, "--db", str(db), config=config + "web:\n  readyz_detail: full\n") as daemon:
+        wait_for(lambda: http_get(daemon.url + "/readyz")[1].startswith("traces_failing: span export stopped: state"))

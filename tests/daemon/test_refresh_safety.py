@@ -17,6 +17,7 @@ from support import SMALL, SMALL06, computed_at
 from exporter.clock import ManualClock
 from exporter.config import MetricsConfig
 from exporter.reader import FlujoReader, Problem
+from exporter.readiness import Readiness
 from exporter.refresh import COUNTS, SNAPSHOT, WATERMARKS, Refresher
 from exporter.timeparse import UTC, resolve_timezone
 
@@ -59,7 +60,7 @@ def test_overflowing_timestamps_are_bad_values_and_every_phase_succeeds(
     assert state.problem is None
     assert all(health.success for health in state.phases.values()), state.failing_phases()
     assert sum(state.bad_values.values()) > 0
-    assert r.ready(clock())[0]
+    assert r.ready(clock()).ready
     first = state.fast
     clock.advance(15)
     assert r.refresh().fast is not first  # the snapshot keeps moving
@@ -85,13 +86,14 @@ def test_an_unforeseen_error_in_a_phase_is_caught_counted_shown_and_retried(
     assert state.phases[SNAPSHOT].success and state.phases[WATERMARKS].success
     assert not state.phases[COUNTS].success
     assert state.errors[Problem.INTERNAL] == 3
-    ready, reason = r.ready(clock())
-    assert not ready and "counts" in reason and "injected fault" in reason
+    state = r.ready(clock())
+    assert not state.ready and state.reason == "refresh_failing"
+    assert "counts" in state.detail and "injected fault" in state.detail
     assert sum(1 for record in caplog.records if record.exc_info) == 1  # the traceback once
     monkeypatch.undo()
     state = r.refresh()
     assert state.phases[COUNTS].success and state.counts is not None
-    assert r.ready(clock())[0]
+    assert r.ready(clock()).ready
 
 
 async def test_the_refresh_loop_survives_a_crash_outside_the_phases(
@@ -122,16 +124,16 @@ async def test_the_refresh_loop_survives_a_crash_outside_the_phases(
 def test_readiness_follows_the_snapshot_age(fixture_copy) -> None:
     clock = ManualClock(computed_at(SMALL))
     r = refresher(fixture_copy(SMALL), clock, refresh_interval=timedelta(seconds=15))
-    assert not r.ready(clock())[0]
+    assert not r.ready(clock()).ready
     r.refresh()
-    assert r.ready(clock()) == (True, "ready")
+    assert r.ready(clock()) == Readiness(True, "ready")
     clock.advance(44)
-    assert r.ready(clock())[0]
+    assert r.ready(clock()).ready
     clock.advance(2)
-    ready, reason = r.ready(clock())
-    assert not ready and "stale" in reason
+    state = r.ready(clock())
+    assert not state.ready and state.reason == "stale_snapshot" and "stale" in state.detail
     r.refresh()
-    assert r.ready(clock())[0]
+    assert r.ready(clock()).ready
 
 
 def test_readiness_reports_failing_refreshes(fixture_copy) -> None:
@@ -142,8 +144,9 @@ def test_readiness_reports_failing_refreshes(fixture_copy) -> None:
     db.rename(db.with_suffix(".moved"))
     clock.advance(15)
     r.refresh()
-    ready, reason = r.ready(clock())
-    assert not ready and "does not exist" in reason and str(db) in reason
+    state = r.ready(clock())
+    assert not state.ready and state.reason == "missing"
+    assert "does not exist" in state.detail and str(db) in state.detail
 
 
 def corrupt_table_pages(db: Path, table: str) -> None:
@@ -166,8 +169,8 @@ def test_corrupt_pages_beyond_page_one_are_reported_as_corrupt(fixture_copy) -> 
     state = r.refresh()
     assert state.problem is not None and state.problem.problem is Problem.CORRUPT
     assert state.errors[Problem.CORRUPT] == 1
-    ready, reason = r.ready(clock())
-    assert not ready and "no snapshot" not in reason and "malformed" in reason
+    state = r.ready(clock())
+    assert not state.ready and state.reason == "corrupt" and "malformed" in state.detail
 
 
 def test_a_truncated_wal_is_reported_as_corrupt(fixture_copy) -> None:
