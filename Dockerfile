@@ -2,8 +2,12 @@
 # Image of the state-exporter daemon.
 #
 #   docker build -t flujo-state-exporter:0.1.0 .
-#   docker run --rm -p 10078:10078 -v /var/lib/flujo:/var/lib/flujo:ro \
-#     flujo-state-exporter:0.1.0 run --db /var/lib/flujo/flujo_ops.db
+#   docker run --rm -p 10078:10078 --group-add "$(stat -c %g /var/lib/flujo)" \
+#     -v /var/lib/flujo:/var/lib/flujo flujo-state-exporter:0.1.0 run --db /var/lib/flujo/flujo_ops.db
+#
+# The DB directory is mounted writable and the container joins the app's group: reading a WAL-mode DB
+# creates its -wal and -shm files when they are absent, and they must stay writable for the app.  Prepare the
+# directory as for the systemd unit (setgid, group-writable; DB 0660): deploy/README.md, "Access to the DB".
 #
 # The base image is pinned to a patch release; in your registry, pin it by digest too
 # (python:3.11.13-slim-bookworm@sha256:...), and let Renovate/Dependabot bump it.

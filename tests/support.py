@@ -8,7 +8,7 @@ import os
 import pickle
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -139,17 +139,18 @@ class ExclusiveWriter:
 NOBODY = 65534
 
 
-def as_user(uid: int, work: Callable[[], T]) -> T:
-    """Run ``work`` in a forked child with ``uid``/gid ``uid`` and no supplementary groups, so that file
-    permissions apply even when the tests run as root (as CI does).  Returns what ``work`` returned and
-    re-raises what it raised.  When the tests do not run as root, ``uid`` must be the current user."""
+def as_user(uid: int, work: Callable[[], T], *, groups: Sequence[int] = ()) -> T:
+    """Run ``work`` in a forked child with ``uid``/gid ``uid`` and only the supplementary ``groups`` (none by
+    default), so that file permissions apply even when the tests run as root (as CI does).  Returns what
+    ``work`` returned and re-raises what it raised.  When the tests do not run as root, ``uid`` must be the
+    current user (and ``groups`` is ignored)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         os.close(read_end)
         try:
             if os.geteuid() == 0:
-                os.setgroups([])
+                os.setgroups(list(groups))
                 os.setresgid(uid, uid, uid)
                 os.setresuid(uid, uid, uid)
             outcome: tuple[bool, object] = (True, work())

@@ -394,11 +394,18 @@ def test_crd_structure_rejects_mistakes(kind: str, path: list[str | int], bad: o
 # ---- the sidecar ----
 
 
+def effective(pod: Manifest, name: str, key: str) -> Any:
+    """A securityContext field as container ``name`` of ``pod`` gets it: its own value, else the Pod's."""
+    [own] = [c.get("securityContext", {}) for c in pod["containers"] if c["name"] == name]
+    return own[key] if key in own else pod.get("securityContext", {}).get(key)
+
+
 def test_sidecar_runs_as_non_root_with_a_read_only_root_filesystem() -> None:
-    context = container(EXPORTER)["securityContext"]
+    exporter = container(EXPORTER)
+    context = exporter["securityContext"]
     assert context["runAsNonRoot"] is True
-    assert context["runAsUser"] == 65532
-    assert context["runAsGroup"] == 65532
+    assert effective(pod_spec(), EXPORTER, "runAsUser") == 65532
+    assert effective(pod_spec(), EXPORTER, "runAsGroup") == 65532
     assert context["readOnlyRootFilesystem"] is True
     assert context["allowPrivilegeEscalation"] is False
     assert context.get("privileged", False) is False
@@ -442,25 +449,67 @@ def test_sidecar_has_requests_and_limits() -> None:
 
 
 def test_every_writable_path_of_the_sidecar_is_a_volume() -> None:
-    """With a read-only root filesystem, /tmp and the daemon's state directory must be mounts."""
+    """With a read-only root filesystem, /tmp and the daemon's state directory must be mounts; the DB volume
+    is the only other writable one."""
     exporter = container(EXPORTER)
     writable = {m["mountPath"]: volume(m["name"]) for m in exporter["volumeMounts"] if not m.get("readOnly", False)}
     state_dir = env(exporter)["STATE_DIRECTORY"]["value"]
-    assert set(writable) == {"/tmp", state_dir}
+    db_mount = mount(exporter, db_volume_name())["mountPath"]
+    assert set(writable) == {"/tmp", state_dir, db_mount}
     for path, spec in writable.items():
-        assert "emptyDir" in spec and spec["emptyDir"].get("sizeLimit"), path
+        if path != db_mount:
+            assert "emptyDir" in spec and spec["emptyDir"].get("sizeLimit"), path
 
 
 # ---- the shared DB volume ----
 
 
-def test_db_volume_is_shared_at_the_same_path_and_read_only_for_the_sidecar() -> None:
+def test_db_volume_is_shared_at_the_same_path_and_writable_for_both() -> None:
+    """A read of a WAL-mode DB whose -wal and -shm are absent creates them: the sidecar's mount must be
+    writable, or /readyz fails with a read-only directory."""
     name = db_volume_name()
     app_mount, exporter_mount = mount(container(APP), name), mount(container(EXPORTER), name)
     assert app_mount["mountPath"] == exporter_mount["mountPath"]
     assert not app_mount.get("readOnly", False)
-    assert exporter_mount["readOnly"] is True
+    assert not exporter_mount.get("readOnly", False)
     assert "subPath" not in app_mount and "subPath" not in exporter_mount
+
+
+def identity_problems(pod: Manifest) -> list[str]:
+    """Why files the sidecar makes SQLite create could be unwritable for the app: they are owned by the sidecar's
+    user, with the DB file's mode (0644 by default), so only the app's own uid keeps them writable for the app.
+    The volume's fsGroup is that group too, so the DB directory is writable for both."""
+    problems = []
+    for key in ("runAsUser", "runAsGroup"):
+        app, exporter = effective(pod, APP, key), effective(pod, EXPORTER, key)
+        if app is None:
+            problems.append(f"the app's {key} is unset: set it in the Pod's securityContext")
+        elif exporter != app:
+            problems.append(f"the sidecar's {key} {exporter} is not the app's {app}")
+    if pod.get("securityContext", {}).get("fsGroup") != effective(pod, APP, "runAsGroup"):
+        problems.append("the Pod's fsGroup is not the app's group")
+    return problems
+
+
+def test_sidecar_runs_as_the_apps_user_and_group() -> None:
+    assert identity_problems(pod_spec()) == []
+
+
+@pytest.mark.parametrize(
+    ("target", "key", "value", "problem"),
+    [
+        (EXPORTER, "runAsUser", 65531, "the sidecar's runAsUser"),
+        (EXPORTER, "runAsGroup", 65531, "the sidecar's runAsGroup"),
+        (APP, "runAsUser", 1000, "the sidecar's runAsUser 65532 is not the app's 1000"),
+        (None, "fsGroup", 65531, "fsGroup"),
+    ],
+)
+def test_identity_check_catches_a_mismatch(target: str | None, key: str, value: int, problem: str) -> None:
+    """Control: an identity set on one container only (or another fsGroup) fails the check above."""
+    pod = pod_spec()
+    context = pod if target is None else next(c for c in pod["containers"] if c["name"] == target)
+    context.setdefault("securityContext", {})[key] = value
+    assert any(problem in found for found in identity_problems(pod))
 
 
 def test_db_volume_is_node_local() -> None:

@@ -12,8 +12,11 @@ No systemd runs here, so the sandbox is emulated for one real run of the daemon 
 (`ExecStart` with `$ARGS` expanded): a non-root user without capabilities and with no_new_privs (setpriv), the
 unit's UMask, the kernel's PR_SET_MDWE (what MemoryDenyWriteExecute= asks for), and strace recording every
 system call and socket family, which are then checked against the unit's SystemCallFilter= (expanded with
-`systemd-analyze syscall-filter`) and RestrictAddressFamilies=.  The DB is owned by another user and read-only
-for the daemon, while a writer keeps it open, as with ReadOnlyPaths=/var/lib/flujo next to a running app.
+`systemd-analyze syscall-filter`) and RestrictAddressFamilies=.  The DB belongs to an app running as another user
+that writes with a new connection per write (flujo 0.4.35), so its -wal and -shm are absent whenever the daemon
+reads; the daemon runs in the app's group (SupplementaryGroups=), the DB directory is setgid and group-writable
+and the DB is 0660, as the unit's comments prescribe: the -wal and -shm the daemon creates must stay writable for
+the app, which writes again after the daemon's reads.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from stat import S_IMODE
 
 import pytest
 from processes import free_port, http_get
-from support import FIXTURES, SMALL06, in_ci, require_tool
+from support import FIXTURES, SMALL06, as_user, in_ci, require_tool
 
 from exporter.config import load_config
 
@@ -44,13 +48,15 @@ REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "deploy" / "systemd"
 UNIT_NAME = "flujo-state-exporter.service"
 UNIT = SYSTEMD / UNIT_NAME
-DROPIN = SYSTEMD / f"{UNIT_NAME}.d" / "write-jobs.conf"
 ENV_FILE = SYSTEMD / "flujo-state-exporter.env"
 INSTALLED_BINARY = "/usr/local/bin/state-exporter"
 INSTALLED_CONFIG = "/etc/flujo-state-exporter/config.yaml"
 DB_DIR = "/var/lib/flujo"
+APP_GROUP = "flujo"
 MAX_EXPOSURE = 1.5
 NOBODY = 65534
+# The app's user and group in the sandbox test (numeric: no passwd entry needed).
+APP_ID = 65533
 
 
 # ---- reading unit files ----
@@ -93,16 +99,13 @@ def console_script() -> Path:
     return Path(found)
 
 
-def unit_copy(directory: Path, with_dropin: bool = False) -> Path:
+def unit_copy(directory: Path) -> Path:
     """The unit with ExecStart's installed path replaced by the real console script, and nothing else changed."""
     text = UNIT.read_text()
     exec_start = f"ExecStart={INSTALLED_BINARY} "
     assert text.count(exec_start) == 1, f"expected exactly one line starting with {exec_start!r}"
     copy = directory / UNIT_NAME
     copy.write_text(text.replace(exec_start, f"ExecStart={console_script()} "))
-    if with_dropin:
-        (directory / f"{UNIT_NAME}.d").mkdir()
-        shutil.copyfile(DROPIN, directory / f"{UNIT_NAME}.d" / DROPIN.name)
     return copy
 
 
@@ -121,9 +124,8 @@ def verify_output(unit: Path) -> str:
 # ---- verify ----
 
 
-@pytest.mark.parametrize("with_dropin", [False, True], ids=["unit", "unit+write-jobs"])
-def test_verify_is_clean(tmp_path: Path, with_dropin: bool) -> None:
-    assert verify_output(unit_copy(tmp_path, with_dropin)) == ""
+def test_verify_is_clean(tmp_path: Path) -> None:
+    assert verify_output(unit_copy(tmp_path)) == ""
 
 
 @pytest.mark.parametrize(
@@ -152,22 +154,11 @@ def test_verify_reports_a_missing_binary(tmp_path: Path) -> None:
     assert "state-exporter" in verify_output(tmp_path / UNIT_NAME)
 
 
-def test_dropin_is_picked_up_from_the_units_directory(tmp_path: Path) -> None:
-    """Control: the drop-in variants above really load write-jobs.conf (it adds a supplementary group)."""
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    without = analyze("security", "--offline=yes", str(unit_copy(tmp_path / "a", False)), cwd=tmp_path)
-    with_dropin = analyze("security", "--offline=yes", str(unit_copy(tmp_path / "b", True)), cwd=tmp_path)
-    assert "Service has no supplementary groups" in without.stdout
-    assert "Service runs with supplementary groups" in with_dropin.stdout
-
-
 # ---- security ----
 
 
-@pytest.mark.parametrize("with_dropin", [False, True], ids=["unit", "unit+write-jobs"])
-def test_security_exposure_at_most_1_5(tmp_path: Path, with_dropin: bool) -> None:
-    unit = unit_copy(tmp_path, with_dropin)
+def test_security_exposure_at_most_1_5(tmp_path: Path) -> None:
+    unit = unit_copy(tmp_path)
     result = analyze("security", "--offline=yes", str(unit), cwd=tmp_path)
     found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
     assert found, f"no exposure level in:\n{result.stdout}\n{result.stderr}"
@@ -205,6 +196,7 @@ REQUIRED = {
     "PrivateUsers": "yes",
     "RemoveIPC": "yes",
     "DynamicUser": "yes",
+    "SupplementaryGroups": APP_GROUP,
     "StateDirectory": "flujo-state-exporter",
     "EnvironmentFile": "-/etc/default/flujo-state-exporter",
     "ExecReload": "/bin/kill -HUP $MAINPID",
@@ -223,18 +215,17 @@ def test_unit_has_the_required_hardening() -> None:
     assert argv == [INSTALLED_BINARY, "run", "--config", INSTALLED_CONFIG, "$ARGS"]
 
 
-def test_flujo_db_is_read_only_unless_the_write_jobs_dropin_is_installed() -> None:
-    base = service(UNIT.read_text())
-    assert base.get("ReadOnlyPaths") == [f"-{DB_DIR}"]
-    assert "ReadWritePaths" not in base, "the base unit must not write anywhere but its StateDirectory"
-    dropin = directives(DROPIN.read_text())
-    assert {section for section, _, _ in dropin} == {"Service"}
-    # The empty assignment resets the base unit's ReadOnlyPaths=, before the write access is granted.
-    assert [(key, value) for _, key, value in dropin] == [
-        ("ReadOnlyPaths", ""),
-        ("ReadWritePaths", DB_DIR),
-        ("SupplementaryGroups", "flujo"),
-    ]
+def test_db_directory_is_writable_through_the_apps_group() -> None:
+    """SQLite creates -wal and -shm next to a WAL DB on a read: the DB directory must be writable (no read-only
+    mount of it left anywhere), and the service's identity is a transient user in the app's group, never the
+    app's user (RemoveIPC= would remove the app's IPC objects) nor a drop-in away."""
+    settings = service(UNIT.read_text())
+    assert settings.get("ReadWritePaths") == [f"-{DB_DIR}"]
+    for key in ("ReadOnlyPaths", "InaccessiblePaths", "TemporaryFileSystem", "BindReadOnlyPaths"):
+        assert key not in settings, f"{key}= would hide or freeze {DB_DIR}"
+    assert "User" not in settings and "Group" not in settings
+    assert settings["DynamicUser"] == ["yes"] and settings["SupplementaryGroups"] == [APP_GROUP]
+    assert not (SYSTEMD / f"{UNIT_NAME}.d").exists(), "the write jobs need no other access than the reads"
 
 
 def test_db_directory_matches_the_example_config() -> None:
@@ -443,6 +434,26 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen[bytes]):  
     raise TimeoutError(what)
 
 
+def app_writes(db: Path, n: int) -> None:
+    """One write as flujo 0.4.35 does it: a new connection, one row, close (the last close deletes -wal/-shm)."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS deploy_test_writes (n INTEGER)")
+        conn.execute("INSERT INTO deploy_test_writes VALUES (?)", (n,))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def integrity_and_rows(db: Path) -> tuple[str, list[int]]:
+    conn = sqlite3.connect(db)
+    try:
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        return check, [row[0] for row in conn.execute("SELECT n FROM deploy_test_writes ORDER BY n")]
+    finally:
+        conn.close()
+
+
 def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.FixtureRequest) -> None:
     strace = require_tool("strace")
     require_mdwe()
@@ -453,16 +464,25 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.
     umask = int(single(settings, "UMask"), 8)
     stop_timeout = float(single(settings, "TimeoutStopSec"))
 
-    # The Flujo DB, owned by the app (root here), read-only for the daemon, kept open by a writer (-wal, -shm).
-    db = shared_dir / "flujo_ops.db"
+    # The Flujo DB in WAL mode, owned by the app (another user when root), in a setgid directory of the app's
+    # group, mode 0660: the preparation that deploy/README.md prescribes.  The app writes with a connection per
+    # write, so -wal and -shm are absent whenever the daemon opens the DB.
+    as_root = os.geteuid() == 0
+    app = APP_ID if as_root else os.geteuid()
+    db_dir = shared_dir / "flujo"
+    db_dir.mkdir()
+    db = db_dir / "flujo_ops.db"
     shutil.copyfile(FIXTURES / SMALL06, db)
-    writer = sqlite3.connect(db)
-    assert writer.execute("PRAGMA journal_mode=wal").fetchone()[0] == "wal"
-    writer.execute("CREATE TABLE IF NOT EXISTS deploy_test_writes (n INTEGER)")
-    writer.execute("INSERT INTO deploy_test_writes VALUES (1)")
-    writer.commit()
-    for path in shared_dir.iterdir():
-        path.chmod(0o644)
+    setup = sqlite3.connect(db)
+    assert setup.execute("PRAGMA journal_mode=wal").fetchone()[0] == "wal"
+    setup.close()
+    if as_root:
+        os.chown(db_dir, app, app)
+        os.chown(db, app, app)
+    db_dir.chmod(0o2770)
+    db.chmod(0o660)
+    as_user(app, lambda: app_writes(db, 1))
+    assert sorted(os.listdir(db_dir)) == [db.name]
     config = shared_dir / "config.yaml"
     config.write_text("metrics:\n  refresh_interval: 1s\n  aggregate_interval: 1s\n")
     config.chmod(0o644)
@@ -486,7 +506,7 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.
         opened = open_traversal(binary)
         request.addfinalizer(lambda: restore_modes(opened))
         assert runs_as_nobody(binary), "the daemon cannot be started as another user"
-        identity += ["--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"]
+        identity += ["--reuid", str(NOBODY), "--regid", str(NOBODY), "--groups", str(APP_ID)]  # SupplementaryGroups=
         identity += ["--inh-caps=-all", "--bounding-set=-all"]
         os.chown(state, NOBODY, NOBODY)
     trace = shared_dir / "strace.log"
@@ -504,8 +524,14 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.
         daemon = wait_for(lambda: children(proc.pid), 5, "the daemon's pid", proc)[0]
         wait_for(lambda: http_get(url + "/readyz", timeout=2)[0] == 200, 30, "/readyz", proc)
         assert "flujo_exporter_db_ready 1.0" in http_get(url + "/metrics")[1]
-        writer.execute("INSERT INTO deploy_test_writes VALUES (2)")
-        writer.commit()
+        # The daemon's read created -wal and -shm: the DB's mode despite UMask=, the app's group from the setgid
+        # directory.  The app then writes again (a -shm it could not write would fail that write).
+        for suffix in ("-wal", "-shm"):
+            info = os.stat(f"{db}{suffix}")
+            assert S_IMODE(info.st_mode) == 0o660, suffix
+            assert info.st_gid == db_dir.stat().st_gid, suffix
+            assert info.st_uid == (NOBODY if as_root else app), suffix
+        as_user(app, lambda: app_writes(db, 2))
         os.kill(daemon, signal.SIGHUP)  # ExecReload=
         time.sleep(2.5)  # reload, then a few refreshes (snapshot, watermarks, aggregates) of the live DB
         request = urllib.request.Request(url + "/metrics", headers={"Accept-Encoding": "gzip"})
@@ -518,7 +544,6 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.
     except RuntimeError as exc:
         raise AssertionError(f"{exc}:\n{log.read_text()}") from None
     finally:
-        writer.close()
         if proc.poll() is None:
             for pid in (daemon, proc.pid):
                 if pid is not None:
@@ -526,6 +551,8 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.
                         os.kill(pid, signal.SIGKILL)
             proc.wait(10)
     assert code == 0, f"exit {code} (within TimeoutStopSec={stop_timeout:g}):\n{log.read_text()}"
+    as_user(app, lambda: app_writes(db, 3))
+    assert as_user(app, lambda: integrity_and_rows(db)) == ("ok", [1, 2, 3])
 
     lines = daemon_lines(trace, binary)
     first_call: dict[str, str] = {}
