@@ -480,7 +480,6 @@ def diagnose(db: Path, repeats: int) -> list[QueryTiming]:
     from exporter.reader import spans as span_queries
     from exporter.reader import workflows as wf
     from exporter.reader.groups import value_counts
-    from exporter.reader.snapshot import runs_pipeline_status_counts
     from exporter.tracking import FinishTracker
 
     reader = FlujoReader(db, naive_timezone=UTC, query_timeout=600)
@@ -519,7 +518,7 @@ def diagnose(db: Path, repeats: int) -> list[QueryTiming]:
         ("spans.total", "fast", lambda c: span_queries.total(c)),
         ("watermarks steady state (unfinished runs + after marks)", "fast", lambda c: steady_tracker(c, schema)),
         ("workflows.pipeline_status_counts", "aggregate", lambda c: wf.pipeline_status_counts(c, schema, [])),
-        ("runs.pipeline_status_counts", "aggregate", lambda c: runs_pipeline_status_counts(c, [])),
+        ("runs.pipeline_status_counts", "aggregate", lambda c: run_queries.pipeline_status_counts(c, [])),
         ("spans.totals", "aggregate", lambda c: span_queries.totals(c, [])),
         ("workflows.average_execution_time_ms", "aggregate", lambda c: wf.average_execution_time_ms(c, schema)),
     ]

@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_metrics.py": ([], ["--sizes", "20000", "--requests", "50", "--repeats", "3"]),
     "bench_traces.py": ([], ["--spans", "50000", "--rounds", "1"]),
     "bench_cleanup.py": ([], ["--rows", "50000", "--baseline", "2"]),
+    "bench_safety.py": ([], ["--seconds", "20", "--seed-runs", "5000", "--kills", "2"]),
 }
 
 

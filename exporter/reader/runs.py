@@ -21,7 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 from exporter.labels import label_text
 from exporter.reader.badvalues import BadValue, shown
+from exporter.reader.groups import grouped_counts
 from exporter.reader.layout import Schema
+from exporter.reader.workflows import UNKNOWN_PIPELINE
 from exporter.timeparse import TimestampError, parse_instant, text_lower_bound
 
 FINISHED_RUN_STATUSES = ("completed", "failed", "cancelled")
@@ -117,14 +119,13 @@ def final_status(run_status: str, workflow_status: str | None) -> str | None:
     return run_status
 
 
-def status_counts(conn: sqlite3.Connection) -> Counter[str]:
-    return Counter({s: n for s, n in conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status")})
-
-
-def pipeline_status_counts(conn: sqlite3.Connection) -> Counter[tuple[str, str]]:
-    """Runs per (pipeline_name, status).  Scans the table: aggregate tier only."""
-    rows = conn.execute("SELECT pipeline_name, status, COUNT(*) FROM runs GROUP BY 1, 2")
-    return Counter({(p or "unknown", s): n for p, s, n in rows})
+def pipeline_status_counts(conn: sqlite3.Connection, bad: list[BadValue]) -> Counter[tuple[str, str]]:
+    """Runs per (pipeline_name, status), an empty name read as 'unknown'.  Scans the table: aggregate
+    tier only."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for (pipeline, status), n in grouped_counts(conn, "runs", ("pipeline_name", "status"), bad).items():
+        counts[(pipeline or UNKNOWN_PIPELINE, status)] += n
+    return counts
 
 
 def max_rowid(conn: sqlite3.Connection, table: str) -> int:

@@ -17,10 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
-from exporter.reader import spans, workflows
+from exporter.reader import runs, spans, workflows
 from exporter.reader.active_cache import ActiveRowCache
 from exporter.reader.badvalues import BadValue
-from exporter.reader.groups import grouped_counts, value_counts
+from exporter.reader.groups import value_counts
 from exporter.reader.layout import Capability, Schema
 from exporter.reader.workflows import WindowCounts
 from exporter.stuck import ActiveSummary, StuckPolicy, summarize_active
@@ -92,7 +92,7 @@ def count_stats(conn: sqlite3.Connection, schema: Schema, now: datetime, naive_t
 def aggregate_stats(conn: sqlite3.Connection, schema: Schema, now: datetime) -> AggregateStats:
     bad: list[BadValue] = []
     by_pipeline = workflows.pipeline_status_counts(conn, schema, bad)
-    runs_by_pipeline = runs_pipeline_status_counts(conn, bad) if schema.supports(Capability.RUNS) else None
+    runs_by_pipeline = runs.pipeline_status_counts(conn, bad) if schema.supports(Capability.RUNS) else None
     return AggregateStats(
         taken_at=now,
         workflows_by_pipeline_status=by_pipeline,
@@ -101,11 +101,3 @@ def aggregate_stats(conn: sqlite3.Connection, schema: Schema, now: datetime) -> 
         average_execution_time_ms=workflows.average_execution_time_ms(conn, schema),
         bad_values=tuple(bad),
     )
-
-
-def runs_pipeline_status_counts(conn: sqlite3.Connection, bad: list[BadValue]) -> Counter[tuple[str, str]]:
-    """Runs per (pipeline_name, status), an empty name read as 'unknown'.  Scans the table."""
-    counts: Counter[tuple[str, str]] = Counter()
-    for (pipeline, status), n in grouped_counts(conn, "runs", ("pipeline_name", "status"), bad).items():
-        counts[(pipeline or workflows.UNKNOWN_PIPELINE, status)] += n
-    return counts
