@@ -172,3 +172,25 @@ def as_user(uid: int, work: Callable[[], T], *, groups: Sequence[int] = ()) -> T
 def other_user() -> int:
     """A user the files of a test are not owned by: nobody when root, else ourselves (no other choice)."""
     return NOBODY if os.geteuid() == 0 else os.geteuid()
+
+
+def app_writes(db: Path, n: int, table: str = "app_test_writes") -> None:
+    """One write as flujo 0.4.35 does it: a new connection, one row, close (the last close of a WAL
+    DB checkpoints and deletes -wal/-shm)."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (n INTEGER)")
+        conn.execute(f"INSERT INTO {table} VALUES (?)", (n,))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def integrity_and_rows(db: Path, table: str = "app_test_writes") -> tuple[str, list[int]]:
+    """``PRAGMA integrity_check``'s first line and the rows :func:`app_writes` wrote, in order."""
+    conn = sqlite3.connect(db)
+    try:
+        check = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+        return check, [row[0] for row in conn.execute(f"SELECT n FROM {table} ORDER BY n")]
+    finally:
+        conn.close()

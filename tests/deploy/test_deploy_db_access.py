@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from support import FIXTURES, NOBODY, SMALL, as_user, computed_at
+from support import FIXTURES, NOBODY, SMALL, app_writes, as_user, computed_at, integrity_and_rows
 
 from exporter.reader import DatabaseUnavailable, FlujoReader, Problem
 from exporter.timeparse import UTC
@@ -72,26 +72,6 @@ def journal_mode(db: Path) -> str:
 def read_workflows(db: Path) -> int:
     stats = FlujoReader(db, naive_timezone=UTC).count_stats(computed_at(SMALL))
     return sum(stats.workflows_by_status.values())
-
-
-def app_writes(db: Path, n: int) -> None:
-    """One write as flujo 0.4.35 does it: a new connection, one row, close."""
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS deploy_access_writes (n INTEGER)")
-        conn.execute("INSERT INTO deploy_access_writes VALUES (?)", (n,))
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def integrity_and_rows(db: Path) -> tuple[str, list[int]]:
-    conn = sqlite3.connect(db)
-    try:
-        check: str = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        return check, [row[0] for row in conn.execute("SELECT n FROM deploy_access_writes ORDER BY n")]
-    finally:
-        conn.close()
 
 
 def owner_group_mode(path: Path) -> tuple[int, int, int]:

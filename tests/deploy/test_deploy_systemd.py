@@ -40,7 +40,7 @@ from stat import S_IMODE
 
 import pytest
 from processes import free_port, http_get
-from support import FIXTURES, SMALL06, as_user, in_ci, require_tool
+from support import FIXTURES, SMALL06, app_writes, as_user, in_ci, integrity_and_rows, require_tool
 
 from exporter.config import load_config
 
@@ -432,26 +432,6 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen[bytes]):  
                 return result
         time.sleep(0.2)
     raise TimeoutError(what)
-
-
-def app_writes(db: Path, n: int) -> None:
-    """One write as flujo 0.4.35 does it: a new connection, one row, close (the last close deletes -wal/-shm)."""
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS deploy_test_writes (n INTEGER)")
-        conn.execute("INSERT INTO deploy_test_writes VALUES (?)", (n,))
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def integrity_and_rows(db: Path) -> tuple[str, list[int]]:
-    conn = sqlite3.connect(db)
-    try:
-        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        return check, [row[0] for row in conn.execute("SELECT n FROM deploy_test_writes ORDER BY n")]
-    finally:
-        conn.close()
 
 
 def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.FixtureRequest) -> None:
