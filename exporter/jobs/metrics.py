@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from exporter.jobs.cleanup import CleanupReport
 
 CLEANUP_TABLES = ("workflow_state", "runs", "steps", "spans", "traces", "evaluations")
-RECEIVERS = ("alertmanager", "webhook")
 OUTCOMES = ("success", "retry", "failure")
 MAX_ALERT_PIPELINES = 50
 

@@ -11,7 +11,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 from exporter.labels import label_text
@@ -220,10 +220,6 @@ def average_execution_time_ms(conn: sqlite3.Connection, schema: Schema) -> float
         return 0.0
     value = conn.execute("SELECT AVG(execution_time_ms) FROM workflow_state").fetchone()[0]
     return float(value or 0.0)
-
-
-def window_start(now: datetime, hours: float) -> datetime:
-    return now - timedelta(hours=hours)
 
 
 def _background_expr(schema: Schema, prefix: str = "") -> str:

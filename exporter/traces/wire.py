@@ -37,9 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 SPAN_KIND_INTERNAL = 1
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
-FIXED64 = struct.Struct("<Q").pack
 DOUBLE = struct.Struct("<d").pack
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 
@@ -79,10 +77,6 @@ def utf8(text: str) -> bytes:
 
 
 # --- AnyValue ---------------------------------------------------------------------------------------
-
-
-def any_string(value: str) -> bytes:
-    return field_bytes(b"\x0a", utf8(value))
 
 
 def any_value(value: AttrValue) -> bytes:
@@ -237,50 +231,6 @@ class KeyValueCache:
 # --- Span -------------------------------------------------------------------------------------------
 
 
-def span(
-    trace_id: bytes,
-    span_id: bytes,
-    parent_span_id: bytes | None,
-    name: str,
-    start_ns: int,
-    end_ns: int,
-    attributes: bytes,
-    dropped_attributes: int,
-    status_code: int,
-    status_message: str | None,
-) -> bytes:
-    """One encoded ``Span`` message (its body, ready to be wrapped as ``ScopeSpans.spans``)."""
-    if start_ns > 0xFFFFFFFFFFFFFFFF:
-        start_ns = 0xFFFFFFFFFFFFFFFF
-    if end_ns > 0xFFFFFFFFFFFFFFFF:
-        end_ns = 0xFFFFFFFFFFFFFFFF
-    name_bytes = utf8(name)
-    size = len(name_bytes)
-    parts = [
-        b"\x0a\x10",
-        trace_id,
-        b"\x12\x08",
-        span_id,
-        b"" if parent_span_id is None else b"\x22\x08" + parent_span_id,
-        b"\x2a" + _BYTE[size] + name_bytes if size < 0x80 else field_bytes(b"\x2a", name_bytes),
-        b"\x30\x01\x39",  # kind = SPAN_KIND_INTERNAL, then the start time's tag
-        FIXED64(start_ns),
-        b"\x41",
-        FIXED64(end_ns),
-        attributes,
-    ]
-    if dropped_attributes:
-        parts += (b"\x50", varint(dropped_attributes))
-    if status_code or status_message:
-        status = b""
-        if status_message:
-            status += field_bytes(b"\x12", utf8(status_message))
-        if status_code:
-            status += b"\x18" + varint(status_code)
-        parts.append(field_bytes(b"\x7a", status))
-    return b"".join(parts)
-
-
 def status(code: int, message: str | None) -> bytes:
     """The encoded ``Span.status`` field."""
     body = b""
@@ -335,7 +285,3 @@ class Envelope:
     def overhead(self) -> int:
         """Bytes of a request with no span (the envelope's share of the size limit)."""
         return len(self.request(())) + 16
-
-
-def int64_or_none(value: int) -> int | None:
-    return value if _INT64_MIN <= value <= _INT64_MAX else None
