@@ -315,7 +315,18 @@ class SpanTailer:
         if unsaved.watermark is not None:
             self.stats.set_watermark(unsaved.watermark)
 
-    def _get_deliverer(self) -> Deliverer:
+    @property
+    def encoder(self) -> SpanEncoder:
+        """Turns a run's span rows into encoded spans within the configured limits."""
+        return self._encoder
+
+    @property
+    def envelope(self) -> wire.Envelope:
+        """The request envelope every batch is wrapped in (its size counts against the batch limit)."""
+        return self._envelope
+
+    def deliverer(self) -> Deliverer:
+        """The deliverer to the configured receiver, created on first use."""
         if self._deliverer is None:
             self._deliverer = Deliverer(self._get_transport(), self._envelope, self.config.retry, self.stats)
         return self._deliverer
@@ -545,7 +556,7 @@ class _Exporter:
         self.report = report
         config = tailer.config
         self.chunk = max(config.batch_size, 256)
-        self.batch = Batch(config.batch_size, config.max_batch_bytes, tailer._envelope.overhead())
+        self.batch = Batch(config.batch_size, config.max_batch_bytes, tailer.envelope.overhead())
         self.tracks: dict[str, _Track] = {}
         self.local_dead: list[DeadLetter] = []
         self.unsaved: store.Commit | None = None  # what the collector accepted but could not be recorded
@@ -577,16 +588,14 @@ class _Exporter:
             if not rows:
                 break
             after = str(rows[-1][1])
-            encoded, rejected = self.tailer._encoder.encode_run(
-                info, rows, mode, skip=skip, child_ends=child_ends or {}
-            )
+            encoded, rejected = self.tailer.encoder.encode_run(info, rows, mode, skip=skip, child_ends=child_ends or {})
             self._add(track, encoded, rejected)
         self._close(info.run_id, track)
 
     def _run(self, p: store.PendingRun, info: RunInfo, mode: Mode, rows: list[source.SpanRow]) -> None:
         skip = self.store.exported_keys(info.run_id) if p.exported else set()
         track = self._track(info, mode)
-        encoded, rejected = self.tailer._encoder.encode_run(info, rows, mode, skip=skip)
+        encoded, rejected = self.tailer.encoder.encode_run(info, rows, mode, skip=skip)
         self._add(track, encoded, rejected)
         self._close(info.run_id, track)
 
@@ -623,7 +632,7 @@ class _Exporter:
         spans = self.batch.take()
         dead: list[DeadLetter] = []
         if spans:
-            delivered = self.tailer._get_deliverer().deliver(spans, self.halt)
+            delivered = self.tailer.deliverer().deliver(spans, self.halt)
             dead = delivered.dead
             self.report.exported += delivered.accepted
         dead = self.local_dead + dead
