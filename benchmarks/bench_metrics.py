@@ -10,9 +10,9 @@ For each size N it uses a Flujo-0.4.35-layout DB of N runs with flujo's own inde
 
 1. OUR daemon (``python -m exporter run``, ``metrics.refresh_interval`` 15 s by default) on the DB:
    time until ``/readyz`` is 200 and until the first full refresh is done
-   (``flujo_exporter_collector_success{collector="aggregates"} == 1``); ``/metrics`` latency over R
+   (``state_exporter_collector_success{collector="aggregates"} == 1``); ``/metrics`` latency over R
    sequential requests on one keep-alive connection, with Prometheus' Accept and gzip headers (and
-   again without gzip); ``flujo_exporter_collector_duration_seconds`` per collector over a few
+   again without gzip); ``state_exporter_collector_duration_seconds`` per collector over a few
    refresh cycles; VmRSS/VmHWM from ``/proc/<pid>/status`` after all that.
 2. OUR Refresher in this process, interleaved round by round with flujo's ``collect()`` (so that
    noise hits both sides alike): the first refresh (watermark seed + aggregates), steady-state
@@ -258,7 +258,7 @@ def measure_daemon(db: Path, args: argparse.Namespace, log_path: Path) -> Daemon
                 raise RuntimeError(f"our daemon not ready after {args.ready_timeout} s; see {log_path}")
             time.sleep(0.2)
         result.ready_s = time.perf_counter() - started
-        success = collector_key("flujo_exporter_collector_success", "aggregates")
+        success = collector_key("state_exporter_collector_success", "aggregates")
         while True:
             values = scrape_values(port)
             if values.get(success) == 1.0:
@@ -286,7 +286,7 @@ def measure_daemon(db: Path, args: argparse.Namespace, log_path: Path) -> Daemon
         # Collector durations of a few fresh refresh cycles (the seed cycle excluded), and the latency of
         # the first scrape that serves each new snapshot (what Prometheus sees when it scrapes about
         # once per refresh, so that per-snapshot work done lazily at scrape time is not hidden).
-        taken_key = "flujo_exporter_snapshot_timestamp_seconds"
+        taken_key = "state_exporter_snapshot_timestamp_seconds"
         poller = Scraper(port, compressed=True)
         last_taken = parse_body(*poller.get("/metrics")[1:]).get(taken_key)
         durations: dict[str, list[float]] = {"snapshot": [], "watermarks": [], "aggregates": []}
@@ -306,7 +306,7 @@ def measure_daemon(db: Path, args: argparse.Namespace, log_path: Path) -> Daemon
                 result.scrape_fresh_s.append(elapsed)
                 for collector, samples in durations.items():
                     samples.append(
-                        values.get(collector_key("flujo_exporter_collector_duration_seconds", collector), math.nan)
+                        values.get(collector_key("state_exporter_collector_duration_seconds", collector), math.nan)
                     )
         poller.close()
         result.collector_durations_s = {name: samples[1:] for name, samples in durations.items()}

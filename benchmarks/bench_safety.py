@@ -12,7 +12,7 @@ SIGKILLs the daemon ``--kills`` times, then prints:
 
 * ``PRAGMA integrity_check`` of the DB once every process is gone (must be ``ok``);
 * the app's sqlite errors by kind (``malformed`` must be 0; ``locked`` calls flujo would have retried);
-* the daemon's corrupt reads (``flujo_exporter_query_errors_total{reason="corrupt"}``, must be 0) and
+* the daemon's corrupt reads (``state_exporter_query_errors_total{reason="corrupt"}``, must be 0) and
   log lines about corruption;
 * scrape invariant violations (counters decreasing, bad values, labels or counts nobody wrote);
 * what every component did (rows deleted by cleanup, stale tasks failed, alerts, spans exported).

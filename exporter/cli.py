@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--env",
         action="store_true",
-        help="also apply this environment, as `run` does: FLUJO_EXPORTER_* overrides and OTEL_* variables",
+        help="also apply this environment, as `run` does: STATE_EXPORTER_* overrides and OTEL_* variables",
     )
     check.add_argument("--db", type=Path, help="as `run --db`")
     check.add_argument("--timezone", help="as `run --timezone`")

@@ -121,12 +121,12 @@ class ComponentsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         running = self._components()
         up = GaugeMetricFamily(
-            "flujo_exporter_component_up",
+            "state_exporter_component_up",
             "1 when the component is enabled and working, 0 when it is failing or not enabled",
             labels=["component"],
         )
         restarts = CounterMetricFamily(
-            "flujo_exporter_component_restarts",
+            "state_exporter_component_restarts",
             "Times the component's loop ended with an unexpected error and was restarted",
             labels=["component"],
         )

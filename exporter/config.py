@@ -1,7 +1,7 @@
 """Typed configuration: YAML file, then environment overrides, then command-line flags.
 
 Every error names where the bad value came from: ``file:line: key.path: message`` for the file,
-``environment FLUJO_EXPORTER_X__Y: key.path: message`` for the environment and
+``environment STATE_EXPORTER_X__Y: key.path: message`` for the environment and
 ``command line: key.path: message`` for flags.  :func:`load_config` reports all errors at once.
 """
 
@@ -58,7 +58,10 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 10078
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
-ENV_PREFIX = "FLUJO_EXPORTER_"
+ENV_PREFIX = "STATE_EXPORTER_"
+# The prefix before the daemon served more than Flujo: a variable left under it would be ignored
+# silently, so it is an error that names the new spelling.
+RETIRED_ENV_PREFIX = "FLUJO_EXPORTER_"
 
 
 class ConfigError(Exception):
@@ -219,7 +222,7 @@ class Config(_Section):
 
 def require_db_path(config: Config) -> Path:
     if config.db.path is None:
-        raise ConfigError("db.path: required (set it in the config file, FLUJO_EXPORTER_DB__PATH or --db)")
+        raise ConfigError("db.path: required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)")
     return config.db.path
 
 
@@ -236,7 +239,7 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     checks: Sequence[Check] = (),
 ) -> Config:
-    """Defaults < YAML file ``path`` < ``FLUJO_EXPORTER_*`` variables of ``env`` (``None``: the process
+    """Defaults < YAML file ``path`` < ``STATE_EXPORTER_*`` variables of ``env`` (``None``: the process
     environment) < ``overrides`` (nested dict from flags; ``None`` leaves mean "flag not given").
     Mappings are merged key by key.  A valid configuration then goes through
     :func:`~exporter.config_checks.environment_problems` (with the ``OTEL_*`` variables of ``env``) and
@@ -246,6 +249,9 @@ def load_config(
     doc, fatal = _read_file(path, errors) if path is not None else (_yamlpos.YamlDocument(None), False)
     sources = _yamlpos.Sources(path, doc)
     for name in sorted(env):
+        if name.upper().startswith(RETIRED_ENV_PREFIX):
+            renamed = ENV_PREFIX + name[len(RETIRED_ENV_PREFIX) :]
+            errors.append(((_ENV, 0), f"environment {name}: the prefix is now {ENV_PREFIX} (rename it to {renamed})"))
         if name.upper().startswith(ENV_PREFIX):
             parts = name[len(ENV_PREFIX) :].split("__")
             keys, problem = _yamlpos.resolve_keys(Config, parts, fold_case=True)

@@ -45,7 +45,7 @@ def environment_problems(config: Config, env: Mapping[str, str]) -> list[Problem
 
 def db_path_problems(config: Config) -> list[Problem]:
     if config.db.path is None:
-        return [Problem(("db", "path"), "required (set it in the config file, FLUJO_EXPORTER_DB__PATH or --db)")]
+        return [Problem(("db", "path"), "required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)")]
     return []
 
 

@@ -52,7 +52,7 @@ class HttpStats:
 
     def collect(self) -> Iterator[Metric]:
         bad = CounterMetricFamily(
-            "flujo_exporter_http_bad_requests",
+            "state_exporter_http_bad_requests",
             "Malformed HTTP requests answered 400, by reason",
             labels=["reason"],
         )
@@ -60,7 +60,7 @@ class HttpStats:
             bad.add_metric([reason.value], count)
         yield bad
         dropped = CounterMetricFamily(
-            "flujo_exporter_http_connections_dropped",
+            "state_exporter_http_connections_dropped",
             "Connections the server closed: headers too slow (header_timeout) or too many open (connection_limit)",
             labels=["reason"],
         )
@@ -68,7 +68,7 @@ class HttpStats:
             dropped.add_metric([dropped_reason.value], count)
         yield dropped
         auth = CounterMetricFamily(
-            "flujo_exporter_http_auth_failures",
+            "state_exporter_http_auth_failures",
             "Requests refused by basic auth: invalid credentials (401) or too many checks pending (429)",
             labels=["reason"],
         )
@@ -76,5 +76,5 @@ class HttpStats:
             auth.add_metric([auth_reason.value], count)
         yield auth
         yield GaugeMetricFamily(
-            "flujo_exporter_http_open_connections", "Open HTTP connections", value=self.open_connections
+            "state_exporter_http_open_connections", "Open HTTP connections", value=self.open_connections
         )

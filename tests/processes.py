@@ -81,7 +81,7 @@ def start(argv: list[str], log: Path, url: str, env: dict[str, str] | None = Non
 
 
 def daemon_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FLUJO_EXPORTER_")}
+    return {k: v for k, v in os.environ.items() if not k.startswith("STATE_EXPORTER_")}
 
 
 @contextlib.contextmanager

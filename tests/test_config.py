@@ -443,10 +443,10 @@ def test_file_not_utf8(workdir: Path) -> None:
 
 def test_unreadable_file_still_reports_bad_env_names(workdir: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config(Path("missing.yaml"), env={"FLUJO_EXPORTER_NOPE": "1"})
+        load_config(Path("missing.yaml"), env={"STATE_EXPORTER_NOPE": "1"})
     assert caught.value.errors == [
         "missing.yaml: cannot read: No such file or directory",
-        "environment FLUJO_EXPORTER_NOPE: nope: unknown key (valid: db, jobs, logging, metrics, traces, web)",
+        "environment STATE_EXPORTER_NOPE: nope: unknown key (valid: db, jobs, logging, metrics, traces, web)",
     ]
 
 
@@ -505,12 +505,12 @@ def test_env_overrides_nested_keys_case_insensitively() -> None:
     config = load_config(
         None,
         env={
-            "FLUJO_EXPORTER_DB__PATH": "/data/flujo_ops.db",
-            "FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL": "30s",
-            "FLUJO_EXPORTER_logging__Level": "debug",
-            "flujo_exporter_metrics__stuck__running_after": "2h",
+            "STATE_EXPORTER_DB__PATH": "/data/flujo_ops.db",
+            "STATE_EXPORTER_METRICS__REFRESH_INTERVAL": "30s",
+            "STATE_EXPORTER_logging__Level": "debug",
+            "state_exporter_metrics__stuck__running_after": "2h",
             "PATH": "/usr/bin",
-            "FLUJO_EXPORTERS": "not ours",
+            "STATE_EXPORTERS": "not ours",
         },
     )
     assert config.db.path == Path("/data/flujo_ops.db")
@@ -523,12 +523,12 @@ def test_env_values_are_yaml() -> None:
     config = load_config(
         None,
         env={
-            "FLUJO_EXPORTER_METRICS__FLUJO_COMPAT": "true",
-            "FLUJO_EXPORTER_METRICS__MAX_STEPS": "5",
-            "FLUJO_EXPORTER_METRICS__STUCK__PER_PIPELINE": "{nightly: 6h, ingest: 15m}",
-            "FLUJO_EXPORTER_METRICS__STUCK__PAUSED_AFTER": "90",
-            "FLUJO_EXPORTER_WEB__LISTEN_ADDRESS": "[::1]:10078",  # not valid YAML: taken as text
-            "FLUJO_EXPORTER_TRACES__ENDPOINT": "http://collector:4318",
+            "STATE_EXPORTER_METRICS__FLUJO_COMPAT": "true",
+            "STATE_EXPORTER_METRICS__MAX_STEPS": "5",
+            "STATE_EXPORTER_METRICS__STUCK__PER_PIPELINE": "{nightly: 6h, ingest: 15m}",
+            "STATE_EXPORTER_METRICS__STUCK__PAUSED_AFTER": "90",
+            "STATE_EXPORTER_WEB__LISTEN_ADDRESS": "[::1]:10078",  # not valid YAML: taken as text
+            "STATE_EXPORTER_TRACES__ENDPOINT": "http://collector:4318",
         },
     )
     assert config.metrics.flujo_compat is True
@@ -543,8 +543,8 @@ def test_env_keeps_the_case_of_pipeline_and_user_names() -> None:
     config = load_config(
         None,
         env={
-            "FLUJO_EXPORTER_METRICS__STUCK__PER_PIPELINE__NightlyImport": "6h",
-            "FLUJO_EXPORTER_WEB__BASIC_AUTH_USERS__Prometheus": HASH,
+            "STATE_EXPORTER_METRICS__STUCK__PER_PIPELINE__NightlyImport": "6h",
+            "STATE_EXPORTER_WEB__BASIC_AUTH_USERS__Prometheus": HASH,
         },
     )
     assert config.metrics.stuck.per_pipeline == {"NightlyImport": timedelta(hours=6)}
@@ -555,20 +555,20 @@ def test_env_keeps_the_case_of_pipeline_and_user_names() -> None:
     ("name", "expected"),
     [
         (
-            "FLUJO_EXPORTER_METRICS__REFRESH_INTERVALL",
+            "STATE_EXPORTER_METRICS__REFRESH_INTERVALL",
             "metrics.refresh_intervall: unknown key (did you mean 'refresh_interval'?)",
         ),
         (
-            "FLUJO_EXPORTER_DATABASE__PATH",
+            "STATE_EXPORTER_DATABASE__PATH",
             "database: unknown key (valid: db, jobs, logging, metrics, traces, web)",
         ),
-        ("FLUJO_EXPORTER_LOGING__LEVEL", "loging: unknown key (did you mean 'logging'?)"),
-        ("FLUJO_EXPORTER_DB__PATH__NAME", "db.path.name: unknown key (db.path is a value, not a section)"),
+        ("STATE_EXPORTER_LOGING__LEVEL", "loging: unknown key (did you mean 'logging'?)"),
+        ("STATE_EXPORTER_DB__PATH__NAME", "db.path.name: unknown key (db.path is a value, not a section)"),
         (
-            "FLUJO_EXPORTER_DB___PATH",
+            "STATE_EXPORTER_DB___PATH",
             "db._path: unknown key (did you mean 'path'?)",
         ),
-        ("FLUJO_EXPORTER_DB____PATH", "db.: empty key name (separate nested keys with exactly two underscores)"),
+        ("STATE_EXPORTER_DB____PATH", "db.: empty key name (separate nested keys with exactly two underscores)"),
     ],
 )
 def test_env_unknown_key_names_the_variable(name: str, expected: str) -> None:
@@ -577,27 +577,37 @@ def test_env_unknown_key_names_the_variable(name: str, expected: str) -> None:
     assert caught.value.errors == [f"environment {name}: {expected}"]
 
 
+def test_env_retired_prefix_is_an_error_naming_the_new_spelling() -> None:
+    # A variable under the prefix from before the daemon served several engines would otherwise be
+    # ignored silently and the daemon would run with a setting the operator believes is applied.
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"FLUJO_EXPORTER_DB__PATH": "/data/flujo.db"})
+    assert caught.value.errors == [
+        "environment FLUJO_EXPORTER_DB__PATH: the prefix is now STATE_EXPORTER_ (rename it to STATE_EXPORTER_DB__PATH)"
+    ]
+
+
 def test_env_bad_value_names_the_variable() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(
             None,
             env={
-                "FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL": "fast",
-                "FLUJO_EXPORTER_METRICS": "{max_steps: 0}",
-                "FLUJO_EXPORTER_WEB__BASIC_AUTH_USERS": "{alice: secret}",
+                "STATE_EXPORTER_METRICS__REFRESH_INTERVAL": "fast",
+                "STATE_EXPORTER_METRICS": "{max_steps: 0}",
+                "STATE_EXPORTER_WEB__BASIC_AUTH_USERS": "{alice: secret}",
             },
         )
     assert caught.value.errors == [  # by variable name
-        "environment FLUJO_EXPORTER_METRICS: metrics.max_steps: must be at least 1, got 0",
-        "environment FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL: metrics.refresh_interval: "
+        "environment STATE_EXPORTER_METRICS: metrics.max_steps: must be at least 1, got 0",
+        "environment STATE_EXPORTER_METRICS__REFRESH_INTERVAL: metrics.refresh_interval: "
         "invalid duration 'fast' (use e.g. 30s, 5m, 1h)",
-        f"environment FLUJO_EXPORTER_WEB__BASIC_AUTH_USERS: web.basic_auth_users.alice: not a bcrypt hash "
+        f"environment STATE_EXPORTER_WEB__BASIC_AUTH_USERS: web.basic_auth_users.alice: not a bcrypt hash "
         f"({BCRYPT_HINT})",
     ]
 
 
 def test_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLUJO_EXPORTER_LOGGING__FORMAT", "json")
+    monkeypatch.setenv("STATE_EXPORTER_LOGGING__FORMAT", "json")
     assert load_config(None).logging.format == "json"
     assert load_config(None, env={}).logging.format == "plain"
 
@@ -613,10 +623,10 @@ def test_precedence_file_then_env_then_overrides(workdir: Path) -> None:
         "  stuck:\n    per_pipeline: {a: 1m, b: 2m}\n"
         "logging:\n  level: warning\n",
         env={
-            "FLUJO_EXPORTER_DB__PATH": "/env.db",
-            "FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL": "20s",
-            "FLUJO_EXPORTER_METRICS__STUCK__PER_PIPELINE__b": "3m",
-            "FLUJO_EXPORTER_LOGGING__LEVEL": "error",
+            "STATE_EXPORTER_DB__PATH": "/env.db",
+            "STATE_EXPORTER_METRICS__REFRESH_INTERVAL": "20s",
+            "STATE_EXPORTER_METRICS__STUCK__PER_PIPELINE__b": "3m",
+            "STATE_EXPORTER_LOGGING__LEVEL": "error",
         },
         overrides={
             "db": {"path": "/flag.db", "writer_timezone": None},  # None: flag not given
@@ -635,7 +645,7 @@ def test_precedence_file_then_env_then_overrides(workdir: Path) -> None:
 def test_overridden_bad_value_is_not_an_error(workdir: Path) -> None:
     config = load_text(
         "metrics:\n  refresh_interval: fast\n",
-        env={"FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL": "30s"},
+        env={"STATE_EXPORTER_METRICS__REFRESH_INTERVAL": "30s"},
     )
     assert config.metrics.refresh_interval == timedelta(seconds=30)
 
@@ -643,12 +653,12 @@ def test_overridden_bad_value_is_not_an_error(workdir: Path) -> None:
 def test_errors_name_their_source(workdir: Path) -> None:
     errors = errors_of(
         "metrics:\n  max_steps: 0\n",
-        env={"FLUJO_EXPORTER_LOGGING__LEVEL": "loud"},
+        env={"STATE_EXPORTER_LOGGING__LEVEL": "loud"},
         overrides={"web": {"listen_address": "nowhere"}, "db": {"pth": "/x.db"}},
     )
     assert errors == [
         "config.yaml:2: metrics.max_steps: must be at least 1, got 0",
-        "environment FLUJO_EXPORTER_LOGGING__LEVEL: logging.level: "
+        "environment STATE_EXPORTER_LOGGING__LEVEL: logging.level: "
         "must be one of 'debug', 'info', 'warning' or 'error', got 'loud'",
         "command line: db.pth: unknown key (did you mean 'path'?)",
         f"command line: web.listen_address: invalid listen address 'nowhere': no port ({LISTEN_HINT})",
@@ -657,11 +667,11 @@ def test_errors_name_their_source(workdir: Path) -> None:
 
 def test_cross_check_blames_the_source_that_set_the_section() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config(None, env={"FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL": "10m"})
+        load_config(None, env={"STATE_EXPORTER_METRICS__REFRESH_INTERVAL": "10m"})
     assert caught.value.errors == [
-        "environment FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL: metrics.aggregate_interval: "
+        "environment STATE_EXPORTER_METRICS__REFRESH_INTERVAL: metrics.aggregate_interval: "
         "must be at least metrics.refresh_interval (10m), got 5m",
-        "environment FLUJO_EXPORTER_METRICS__REFRESH_INTERVAL: metrics.counts_interval: "
+        "environment STATE_EXPORTER_METRICS__REFRESH_INTERVAL: metrics.counts_interval: "
         "must be at least metrics.refresh_interval (10m), got 1m",
     ]
 
@@ -672,7 +682,7 @@ def test_cross_check_blames_the_source_that_set_the_section() -> None:
 def test_require_db_path() -> None:
     with pytest.raises(ConfigError) as caught:
         require_db_path(load_config(None, env={}))
-    message = "db.path: required (set it in the config file, FLUJO_EXPORTER_DB__PATH or --db)"
+    message = "db.path: required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)"
     assert caught.value.errors == [message]
     assert str(caught.value) == message
     config = load_config(None, env={}, overrides={"db": {"path": "/x.db"}})
@@ -872,7 +882,7 @@ def cli_dir(workdir: Path) -> Path:
 
 
 def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("FLUJO_EXPORTER_", "OTEL_"))}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("STATE_EXPORTER_", "OTEL_"))}
     return subprocess.run(
         [sys.executable, "-m", "exporter", *args],
         cwd=cwd,
@@ -921,12 +931,12 @@ def test_cli_cases_are_many() -> None:
 def test_check_config_requires_what_run_requires(workdir: Path) -> None:
     """An empty file: no db.path.  `run` refuses it, so does check-config, unless --db or --env gives one."""
     Path("config.yaml").write_text("")
-    message = "config.yaml: db.path: required (set it in the config file, FLUJO_EXPORTER_DB__PATH or --db)"
+    message = "config.yaml: db.path: required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)"
     for args in (["check-config", "config.yaml"], ["run", "--config", "config.yaml", "--listen", "127.0.0.1:1"]):
         done = run_cli(workdir, *args)
         assert (done.returncode, done.stderr) == (2, f"state-exporter: invalid configuration:\n{message}\n")
     assert run_cli(workdir, "check-config", "config.yaml", "--db", "flujo.db").returncode == 0
-    env = {"FLUJO_EXPORTER_DB__PATH": str(workdir / "flujo.db")}
+    env = {"STATE_EXPORTER_DB__PATH": str(workdir / "flujo.db")}
     assert run_cli(workdir, "check-config", "config.yaml", env=env).returncode == 2
     done = run_cli(workdir, "check-config", "--env", "config.yaml", env=env)
     assert (done.returncode, done.stdout) == (0, "config.yaml: ok\n")

@@ -173,7 +173,7 @@ jobs:
                 status, body = http_get(process.url + "/metrics", headers=good)
                 counted = sample(
                     parse_exposition(body),
-                    "flujo_exporter_alert_deliveries_total",
+                    "state_exporter_alert_deliveries_total",
                     receiver="alertmanager",
                     outcome="failure",
                 )

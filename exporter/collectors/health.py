@@ -17,24 +17,24 @@ class HealthCollector(ViewCollector):
     def collect(self) -> Iterator[Metric]:
         state = self.view.state()
         build = GaugeMetricFamily(
-            "flujo_exporter_build_info",
+            "state_exporter_build_info",
             "Exporter version and Python runtime",
             labels=["version", "python_version"],
         )
         build.add_metric([__version__, platform.python_version()], 1)
         yield build
         success = GaugeMetricFamily(
-            "flujo_exporter_collector_success",
+            "state_exporter_collector_success",
             "1 when the collector's last refresh succeeded; on 0 its metrics are the last good values",
             labels=["collector"],
         )
         duration = GaugeMetricFamily(
-            "flujo_exporter_collector_duration_seconds",
+            "state_exporter_collector_duration_seconds",
             "Duration of the collector's last refresh",
             labels=["collector"],
         )
         last = GaugeMetricFamily(
-            "flujo_exporter_collector_last_success_timestamp_seconds",
+            "state_exporter_collector_last_success_timestamp_seconds",
             "Unix time of the collector's last successful refresh",
             labels=["collector"],
         )
@@ -46,22 +46,22 @@ class HealthCollector(ViewCollector):
                 last.add_metric([phase], health.last_success.timestamp())
         yield from (success, duration, last)
         taken = GaugeMetricFamily(
-            "flujo_exporter_snapshot_timestamp_seconds", "Unix time the served snapshot was taken"
+            "state_exporter_snapshot_timestamp_seconds", "Unix time the served snapshot was taken"
         )
         if state.fast is not None:
             taken.add_metric([], state.fast.taken_at.timestamp())
         yield taken
         ready = GaugeMetricFamily(
-            "flujo_exporter_db_ready", "1 when the last refresh could read the DB and recognised its layout"
+            "state_exporter_db_ready", "1 when the last refresh could read the DB and recognised its layout"
         )
         ready.add_metric([], 0 if state.problem is not None or state.schema is None else 1)
         yield ready
-        errors = CounterMetricFamily("flujo_exporter_query_errors", "Failed DB reads by reason", labels=["reason"])
+        errors = CounterMetricFamily("state_exporter_query_errors", "Failed DB reads by reason", labels=["reason"])
         for problem in Problem:
             errors.add_metric([problem.value], state.errors.get(problem, 0))
         yield errors
         bad = CounterMetricFamily(
-            "flujo_exporter_bad_values",
+            "state_exporter_bad_values",
             "Stored values the exporter could not interpret (logged with their run_id), by table and column",
             labels=["table", "column"],
         )
@@ -76,7 +76,7 @@ class SnapshotAgeCollector(ViewCollector):
     def collect(self) -> Iterator[Metric]:
         state = self.view.state()
         age = GaugeMetricFamily(
-            "flujo_exporter_snapshot_age_seconds", "Seconds since the served snapshot was taken (at scrape time)"
+            "state_exporter_snapshot_age_seconds", "Seconds since the served snapshot was taken (at scrape time)"
         )
         if state.fast is not None:
             age.add_metric([], max((self.view.clock() - state.fast.taken_at).total_seconds(), 0.0))

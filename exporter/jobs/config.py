@@ -130,7 +130,7 @@ class CleanupConfig(JobSettings):
     dry_run: bool = Field(
         default=False,
         description="Delete nothing: log the run ids that would be deleted (one line per batch) and export "
-        "flujo_exporter_cleanup_would_delete_rows. The DB is then only opened read-only.",
+        "state_exporter_cleanup_would_delete_rows. The DB is then only opened read-only.",
     )
 
 

@@ -102,7 +102,7 @@ class JobMetrics:
 
 
 class JobsCollector(Collector):
-    """``flujo_exporter_job_*`` for every job, plus what the jobs did."""
+    """``state_exporter_job_*`` for every job, plus what the jobs did."""
 
     def __init__(self, metrics: JobMetrics, stats: Callable[[str], JobStats | None]) -> None:
         self._metrics = metrics
@@ -115,14 +115,14 @@ class JobsCollector(Collector):
         yield from self._job_families()
         v = self._metrics.snapshot()
         deleted = CounterMetricFamily(
-            "flujo_exporter_cleanup_deleted_rows", "Rows deleted by the cleanup job, by table", labels=["table"]
+            "state_exporter_cleanup_deleted_rows", "Rows deleted by the cleanup job, by table", labels=["table"]
         )
         for table in CLEANUP_TABLES:
             deleted.add_metric([table], v.deleted.get(table, 0))
         yield deleted
         if v.would_delete is not None:
             would = GaugeMetricFamily(
-                "flujo_exporter_cleanup_would_delete_rows",
+                "state_exporter_cleanup_would_delete_rows",
                 "Rows the last dry run of the cleanup job would have deleted, by table",
                 labels=["table"],
             )
@@ -130,19 +130,19 @@ class JobsCollector(Collector):
                 would.add_metric([table], v.would_delete.get(table, 0))
             yield would
         kept = GaugeMetricFamily(
-            "flujo_exporter_cleanup_kept_unexported_runs",
+            "state_exporter_cleanup_kept_unexported_runs",
             "Old runs the last cleanup kept because their spans were not exported yet",
         )
         kept.add_metric([], v.kept_unexported)
         yield kept
         stale = CounterMetricFamily(
-            "flujo_exporter_stale_tasks_failed",
+            "state_exporter_stale_tasks_failed",
             "Running background tasks set to failed by the stale_background_tasks job (timed out)",
         )
         stale.add_metric([], v.stale_failed)
         yield stale
         firing = GaugeMetricFamily(
-            "flujo_exporter_stuck_alerts_firing",
+            "state_exporter_stuck_alerts_firing",
             f"Stuck-run alerts currently firing, by pipeline (more than {MAX_ALERT_PIPELINES} pipelines: 'other')",
             labels=["pipeline"],
         )
@@ -150,7 +150,7 @@ class JobsCollector(Collector):
             firing.add_metric([pipeline], count)
         yield firing
         deliveries = CounterMetricFamily(
-            "flujo_exporter_alert_deliveries",
+            "state_exporter_alert_deliveries",
             "Alert deliveries by receiver and outcome: success, retry (an attempt failed and was retried), "
             "failure (all attempts of a run failed; retried at the next run)",
             labels=["receiver", "outcome"],
@@ -160,7 +160,7 @@ class JobsCollector(Collector):
                 deliveries.add_metric([receiver, outcome], v.deliveries.get((receiver, outcome), 0))
         yield deliveries
         supported = GaugeMetricFamily(
-            "flujo_exporter_job_supported",
+            "state_exporter_job_supported",
             "0 when the DB layout cannot support the job (it then does nothing), else 1",
             labels=["job_name"],
         )
@@ -170,27 +170,27 @@ class JobsCollector(Collector):
 
     def _job_families(self) -> Iterator[Metric]:
         enabled = GaugeMetricFamily(
-            "flujo_exporter_job_enabled", "1 when the job is enabled in the config", labels=["job_name"]
+            "state_exporter_job_enabled", "1 when the job is enabled in the config", labels=["job_name"]
         )
         success = GaugeMetricFamily(
-            "flujo_exporter_job_success",
+            "state_exporter_job_success",
             "1 when the job's last run succeeded (0 before the first run)",
             labels=["job_name"],
         )
         duration = GaugeMetricFamily(
-            "flujo_exporter_job_duration_seconds", "Duration of the job's last run", labels=["job_name"]
+            "state_exporter_job_duration_seconds", "Duration of the job's last run", labels=["job_name"]
         )
         last = GaugeMetricFamily(
-            "flujo_exporter_job_last_success_timestamp_seconds",
+            "state_exporter_job_last_success_timestamp_seconds",
             "Unix time the job's last successful run ended",
             labels=["job_name"],
         )
-        runs = CounterMetricFamily("flujo_exporter_job_runs", "Finished runs of the job", labels=["job_name"])
+        runs = CounterMetricFamily("state_exporter_job_runs", "Finished runs of the job", labels=["job_name"])
         errors = CounterMetricFamily(
-            "flujo_exporter_job_errors", "Failed runs of the job (timeouts included)", labels=["job_name"]
+            "state_exporter_job_errors", "Failed runs of the job (timeouts included)", labels=["job_name"]
         )
         skipped = CounterMetricFamily(
-            "flujo_exporter_job_skipped",
+            "state_exporter_job_skipped",
             "Runs not started because the previous run of the job was still going",
             labels=["job_name"],
         )

@@ -5,7 +5,7 @@ more than ``stale_hours`` before now becomes ``failed`` with ``background_error`
 and ``updated_at`` = now (aware UTC ISO, what 0.6 writes).  flujo compares the stored text with a local
 naive string; here instants are compared.  Candidates come through the status index (running rows
 are few).  On layouts without background tasks the job reports "not supported by this DB layout"
-once (metric ``flujo_exporter_job_supported{job="stale_background_tasks"} 0`` and one log line).
+once (metric ``state_exporter_job_supported{job="stale_background_tasks"} 0`` and one log line).
 """
 
 from __future__ import annotations

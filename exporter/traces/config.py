@@ -1,6 +1,6 @@
 """The ``traces:`` section of the YAML config, and the standard ``OTEL_*`` variables.
 
-Precedence, per key: a value set in the ``traces:`` section (or through ``FLUJO_EXPORTER_TRACES__*``)
+Precedence, per key: a value set in the ``traces:`` section (or through ``STATE_EXPORTER_TRACES__*``)
 > the standard OpenTelemetry variable > the default below.  :func:`apply_otel_env` does the middle step.
 
 Standard variables honoured (``OTEL_EXPORTER_OTLP_TRACES_*`` wins over ``OTEL_EXPORTER_OTLP_*``):

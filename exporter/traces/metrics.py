@@ -2,33 +2,33 @@
 
 Counters:
 
-* ``flujo_exporter_spans_exported_total``: spans the collector accepted.
-* ``flujo_exporter_spans_failed_total``: spans in export requests that failed (retried or split, not lost).
-* ``flujo_exporter_span_export_failures_total{reason}``: failed export requests, by gRPC code name,
+* ``state_exporter_spans_exported_total``: spans the collector accepted.
+* ``state_exporter_spans_failed_total``: spans in export requests that failed (retried or split, not lost).
+* ``state_exporter_span_export_failures_total{reason}``: failed export requests, by gRPC code name,
   ``http_<status>``, ``connection`` or ``timeout``; every reason of the configured protocol is always
   present (at 0 until it happens).
-* ``flujo_exporter_span_state_errors_total{reason}``: failed attempts to use the state file
+* ``state_exporter_span_state_errors_total{reason}``: failed attempts to use the state file
   (``corrupt``, ``foreign``, ``unwritable``, ``disk_full``, ``locked``, ``io``; ``deleted``: the file
   was deleted while running and was recreated).  Every reason is always present.
-* ``flujo_exporter_spans_dead_lettered_total{reason}``: spans given up on: ``malformed`` / ``too_large``
+* ``state_exporter_spans_dead_lettered_total{reason}``: spans given up on: ``malformed`` / ``too_large``
   (refused alone by the collector), ``invalid_start_time``, ``unanchored_time``, ``encode_error``
   (unusable row).  Every reason is always present.
-* ``flujo_exporter_spans_rejected_total``: spans the collector reported rejected in a partial success.
-* ``flujo_exporter_span_runs_vanished_total``: runs deleted from the DB before their spans were exported.
+* ``state_exporter_spans_rejected_total``: spans the collector reported rejected in a partial success.
+* ``state_exporter_span_runs_vanished_total``: runs deleted from the DB before their spans were exported.
 
 Gauges and histogram:
 
-* ``flujo_exporter_span_backlog_spans`` / ``flujo_exporter_span_backlog_runs``: stored spans / runs not
+* ``state_exporter_span_backlog_spans`` / ``state_exporter_span_backlog_runs``: stored spans / runs not
   exported yet (runs in progress included).
-* ``flujo_exporter_span_watermark_timestamp_seconds``: every run that finished before this instant has
+* ``state_exporter_span_watermark_timestamp_seconds``: every run that finished before this instant has
   been exported; close to ``time()`` when caught up, stuck during an outage (durable: from the state file).
-  Alert on ``time() - flujo_exporter_span_watermark_timestamp_seconds > 600``.
-* ``flujo_exporter_span_export_duration_seconds``: histogram of one export request's duration.
-* ``flujo_exporter_span_export_last_success_timestamp_seconds``, ``flujo_exporter_span_export_success``
+  Alert on ``time() - state_exporter_span_watermark_timestamp_seconds > 600``.
+* ``state_exporter_span_export_duration_seconds``: histogram of one export request's duration.
+* ``state_exporter_span_export_last_success_timestamp_seconds``, ``state_exporter_span_export_success``
   (1 if the last request succeeded and its result could be recorded in the state file; 0 while the
   state file is unusable, even before a first request).
-* ``flujo_exporter_span_state_ok``: 0 while the state file cannot be used (nothing is exported then).
-* ``flujo_exporter_span_export_supported``: 0 when the DB layout has no spans (0.4.32 legacy).
+* ``state_exporter_span_state_ok``: 0 while the state file cannot be used (nothing is exported then).
+* ``state_exporter_span_export_supported``: 0 when the DB layout has no spans (0.4.32 legacy).
 """
 
 from __future__ import annotations
@@ -204,14 +204,14 @@ class TraceCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats.snapshot()
-        yield _counter("flujo_exporter_spans_exported", "Spans accepted by the OTLP collector", s.exported)
+        yield _counter("state_exporter_spans_exported", "Spans accepted by the OTLP collector", s.exported)
         yield _counter(
-            "flujo_exporter_spans_failed",
+            "state_exporter_spans_failed",
             "Spans in OTLP export requests that failed (retried or split, not lost)",
             s.failed_spans,
         )
         failures = CounterMetricFamily(
-            "flujo_exporter_span_export_failures",
+            "state_exporter_span_export_failures",
             "Failed OTLP export requests by reason (gRPC code, http_<status>, connection, timeout)",
             labels=["reason"],
         )
@@ -219,7 +219,7 @@ class TraceCollector(Collector):
             failures.add_metric([reason], s.failures.get(reason, 0))
         yield failures
         state_errors = CounterMetricFamily(
-            "flujo_exporter_span_state_errors",
+            "state_exporter_span_state_errors",
             "Failed attempts to use the span-export state file, by reason (nothing is exported meanwhile)",
             labels=["reason"],
         )
@@ -227,10 +227,10 @@ class TraceCollector(Collector):
             state_errors.add_metric([reason], s.state_errors.get(reason, 0))
         yield state_errors
         yield _gauge(
-            "flujo_exporter_span_state_ok", "0 while the span-export state file cannot be used", int(s.state_ok)
+            "state_exporter_span_state_ok", "0 while the span-export state file cannot be used", int(s.state_ok)
         )
         dead = CounterMetricFamily(
-            "flujo_exporter_spans_dead_lettered",
+            "state_exporter_spans_dead_lettered",
             "Spans given up on and recorded in the state file's dead letters, by reason",
             labels=["reason"],
         )
@@ -238,28 +238,28 @@ class TraceCollector(Collector):
             dead.add_metric([reason], s.dead.get(reason, 0))
         yield dead
         yield _counter(
-            "flujo_exporter_spans_rejected", "Spans reported rejected by the collector in a partial success", s.rejected
+            "state_exporter_spans_rejected", "Spans reported rejected by the collector in a partial success", s.rejected
         )
         yield _counter(
-            "flujo_exporter_span_runs_vanished",
+            "state_exporter_span_runs_vanished",
             "Runs deleted from the Flujo DB before their spans were exported",
             s.vanished,
         )
         if s.backlog_spans is not None and s.backlog_runs is not None:
-            yield _gauge("flujo_exporter_span_backlog_spans", "Stored spans not exported yet", s.backlog_spans)
+            yield _gauge("state_exporter_span_backlog_spans", "Stored spans not exported yet", s.backlog_spans)
             yield _gauge(
-                "flujo_exporter_span_backlog_runs",
+                "state_exporter_span_backlog_runs",
                 "Runs whose spans are not all exported yet (runs in progress included)",
                 s.backlog_runs,
             )
         if s.watermark is not None:
             yield _gauge(
-                "flujo_exporter_span_watermark_timestamp_seconds",
+                "state_exporter_span_watermark_timestamp_seconds",
                 "Every run that finished before this time has had its spans exported (near time() when caught up)",
                 s.watermark,
             )
         histogram = HistogramMetricFamily(
-            "flujo_exporter_span_export_duration_seconds", "Duration of one OTLP export request"
+            "state_exporter_span_export_duration_seconds", "Duration of one OTLP export request"
         )
         cumulative, buckets = 0, []
         for bound, count in zip((*DURATION_BUCKETS, float("inf")), s.bucket_counts, strict=True):
@@ -269,19 +269,19 @@ class TraceCollector(Collector):
         yield histogram
         if s.last_success is not None:
             yield _gauge(
-                "flujo_exporter_span_export_last_success_timestamp_seconds",
+                "state_exporter_span_export_last_success_timestamp_seconds",
                 "When an OTLP export request last succeeded",
                 s.last_success,
             )
         if s.last_ok is not None or not s.state_ok:
             yield _gauge(
-                "flujo_exporter_span_export_success",
+                "state_exporter_span_export_success",
                 "1 if the last OTLP export request succeeded and was recorded in the state file",
                 int(bool(s.last_ok) and s.state_ok),
             )
         if s.supported is not None:
             yield _gauge(
-                "flujo_exporter_span_export_supported",
+                "state_exporter_span_export_supported",
                 "1 if the DB layout has a spans table to export (0 for the 0.4.32 legacy layout)",
                 int(s.supported),
             )

@@ -39,7 +39,7 @@ def test_bad_values_in_every_label_column_keep_metrics_up(fixture_copy, tmp_path
             bad = {
                 (dict(labels)["table"], dict(labels)["column"])
                 for name, labels in samples
-                if name == "flujo_exporter_bad_values_total"
+                if name == "state_exporter_bad_values_total"
             }
             if len(bad) >= 6 or time.monotonic() > deadline:
                 break
@@ -53,8 +53,8 @@ def test_bad_values_in_every_label_column_keep_metrics_up(fixture_copy, tmp_path
             ("spans", "status"),
         } <= bad
         assert http_get(daemon.url + "/readyz")[0] == 200
-        first = samples[("flujo_exporter_snapshot_timestamp_seconds", frozenset())]
+        first = samples[("state_exporter_snapshot_timestamp_seconds", frozenset())]
         time.sleep(1.5)
         later = parse_exposition(http_get(daemon.url + "/metrics")[1])
-        assert later[("flujo_exporter_snapshot_timestamp_seconds", frozenset())] > first  # still refreshing
-        assert later[("flujo_exporter_collector_success", frozenset({("collector", "aggregates")}))] == 1
+        assert later[("state_exporter_snapshot_timestamp_seconds", frozenset())] > first  # still refreshing
+        assert later[("state_exporter_collector_success", frozenset({("collector", "aggregates")}))] == 1

@@ -55,9 +55,9 @@ async def test_a_crashing_loop_is_restarted_counted_and_logged_once(caplog: pyte
     assert sum(1 for r in caplog.records if r.exc_info) == 1  # one traceback for one kind of error
     assert sum(1 for r in caplog.records if "stopped unexpectedly" in r.getMessage()) == 3
     m = parse_exposition(generate_latest(registry).decode())
-    assert sample(m, "flujo_exporter_component_restarts_total", component="traces") == 3
-    assert sample(m, "flujo_exporter_component_up", component="traces") == 1
-    assert sample(m, "flujo_exporter_component_up", component="jobs") == 0  # known, not enabled
+    assert sample(m, "state_exporter_component_restarts_total", component="traces") == 3
+    assert sample(m, "state_exporter_component_up", component="traces") == 1
+    assert sample(m, "state_exporter_component_up", component="jobs") == 0  # known, not enabled
     await component.stop(1)
 
 

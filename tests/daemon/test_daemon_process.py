@@ -67,12 +67,12 @@ def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, rea
         s = wait_for(
             lambda: (
                 (m := metrics(daemon.url))
-                and sample(m, "flujo_exporter_query_errors_total", reason=problem.value) >= 2
+                and sample(m, "state_exporter_query_errors_total", reason=problem.value) >= 2
                 and m
             )
         )
-        assert sample(s, "flujo_exporter_db_ready") == 0
-        assert sample(s, "flujo_exporter_collector_success", collector="snapshot") == 0
+        assert sample(s, "state_exporter_db_ready") == 0
+        assert sample(s, "state_exporter_collector_success", collector="snapshot") == 0
     assert (content_checksums(db) if db.exists() else {}) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("flujo_ops")) == (
         [] if kind == "missing" else ["flujo_ops.db"]
@@ -85,7 +85,7 @@ def test_db_locked_by_a_writer_then_released(fixture_copy, tmp_path: Path) -> No
     with ExclusiveWriter(db) as writer, running_daemon(tmp_path, "--db", str(db), config=config) as daemon:
         status, body = http_get(daemon.url + "/readyz")
         assert status == 503 and "locked" in body
-        wait_for(lambda: sample(metrics(daemon.url), "flujo_exporter_query_errors_total", reason="locked") >= 1)
+        wait_for(lambda: sample(metrics(daemon.url), "state_exporter_query_errors_total", reason="locked") >= 1)
         writer.release()
         wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
         s = wait_for(
@@ -192,7 +192,7 @@ def test_readyz_names_a_failing_component_by_code_and_recovers(fixture_copy, tmp
     )
     with running_daemon(tmp_path, "--db", str(db), config=config) as daemon:
         wait_for(lambda: http_get(daemon.url + "/readyz") == (503, "traces_failing\n"))
-        assert sample(metrics(daemon.url), "flujo_exporter_component_up", component="traces") == 0
+        assert sample(metrics(daemon.url), "state_exporter_component_up", component="traces") == 0
         state.rename(tmp_path / "moved-away.sqlite")
         wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
     (tmp_path / "moved-away.sqlite").replace(state)

@@ -48,10 +48,10 @@ traces:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 s = parse_exposition(http_get(daemon.url + "/metrics")[1])
-                if sample(s, "flujo_exporter_spans_exported_total") >= expected_at_least:
+                if sample(s, "state_exporter_spans_exported_total") >= expected_at_least:
                     break
                 time.sleep(0.2)
-            assert sample(s, "flujo_exporter_spans_exported_total") >= expected_at_least
+            assert sample(s, "state_exporter_spans_exported_total") >= expected_at_least
     assert (tmp_path / "traces-state.sqlite").exists()
 
 

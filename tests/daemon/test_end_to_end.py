@@ -52,7 +52,7 @@ def test_prometheus_scrapes_real_fixture(fixture_copy, tmp_path: Path) -> None:
         by_pipeline = promql(prometheus, "sum by (pipeline) (flujo_runs_by_pipeline)")
         assert {r["metric"]["pipeline"]: float(r["value"][1]) for r in by_pipeline} == exp["runs_by_pipeline_name"]
         assert promql(prometheus, "flujo_background_tasks") == []  # absent on 0.4.35
-        assert value(promql(prometheus, 'flujo_exporter_collector_success{collector="snapshot"}')) == 1
+        assert value(promql(prometheus, 'state_exporter_collector_success{collector="snapshot"}')) == 1
 
 
 def test_prometheus_scrapes_06_fixture_with_background_tasks(fixture_copy, tmp_path: Path) -> None:

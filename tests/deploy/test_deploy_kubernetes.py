@@ -581,8 +581,8 @@ def test_secret_holds_every_referenced_key_and_matching_credentials() -> None:
         if ref:
             assert ref["name"] == secret["metadata"]["name"]
             assert ref["key"] in secret["stringData"] or ref.get("optional") is True, ref["key"]
-    users_variable = env(container(EXPORTER))["FLUJO_EXPORTER_WEB__BASIC_AUTH_USERS"]["valueFrom"]["secretKeyRef"]
-    config = load_config(None, env={"FLUJO_EXPORTER_WEB__BASIC_AUTH_USERS": secret_value(users_variable["key"])})
+    users_variable = env(container(EXPORTER))["STATE_EXPORTER_WEB__BASIC_AUTH_USERS"]["valueFrom"]["secretKeyRef"]
+    config = load_config(None, env={"STATE_EXPORTER_WEB__BASIC_AUTH_USERS": secret_value(users_variable["key"])})
     auth = one("ServiceMonitor")["spec"]["endpoints"][0]["basicAuth"]
     username, password = secret_value(auth["username"]["key"]), secret_value(auth["password"]["key"])
     digest = config.web.basic_auth_users[username]
@@ -613,7 +613,7 @@ def test_rules_pass_promtool(tmp_path: Path) -> None:
 
 def test_rules_alert_on_db_ready_and_up() -> None:
     expressions = rule_expressions()
-    assert "flujo_exporter_db_ready == 0" in expressions
+    assert "state_exporter_db_ready == 0" in expressions
     assert any(re.fullmatch(r'up\{job="[^"]+"\} == 0', e) for e in expressions)
 
 
@@ -631,7 +631,7 @@ def test_rules_use_metrics_the_exporter_emits() -> None:
     emitted = set(re.findall(r"^([a-z_][a-z0-9_]*)", golden, re.MULTILINE))
     for module in ("traces", "jobs"):
         for name in re.findall(
-            r'"(flujo_exporter_[a-z0-9_]+)"', (REPO / "exporter" / module / "metrics.py").read_text()
+            r'"(state_exporter_[a-z0-9_]+)"', (REPO / "exporter" / module / "metrics.py").read_text()
         ):
             emitted |= {name, f"{name}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     used = {name for e in rule_expressions() for name in re.findall(r"\b(flujo_[a-z0-9_]+)", e)}
@@ -658,7 +658,7 @@ def test_daemon_with_the_bundles_config_and_secret(tmp_path: Path) -> None:
     args = list(exporter["args"])
     args[args.index("--config") + 1] = str(config)
     argv = [sys.executable, "-m", "exporter", *args, "--db", str(db), "--listen", f"127.0.0.1:{port}"]
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLUJO_EXPORTER_", "OTEL_"))}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("STATE_EXPORTER_", "OTEL_"))}
     process = start(argv, tmp_path / "daemon.log", f"http://127.0.0.1:{port}", env={**base_env, **variables})
     try:
         wait_until_up(process, exporter["readinessProbe"]["httpGet"]["path"])
@@ -670,7 +670,7 @@ def test_daemon_with_the_bundles_config_and_secret(tmp_path: Path) -> None:
         user, password = secret_value(auth["username"]["key"]), secret_value(auth["password"]["key"])
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         status, body = http_get(process.url + endpoint["path"], headers={"Authorization": f"Basic {token}"})
-        assert status == 200 and "flujo_exporter_db_ready 1.0" in body
+        assert status == 200 and "state_exporter_db_ready 1.0" in body
         wrong = base64.b64encode(f"{user}:wrong".encode()).decode()
         assert http_get(process.url + endpoint["path"], headers={"Authorization": f"Basic {wrong}"})[0] == 401
     finally:

@@ -269,16 +269,16 @@ def env_file(commented: bool) -> dict[str, list[str]]:
 
 def test_environment_file_sets_only_known_variables() -> None:
     for key in {**env_file(False), **env_file(True)}:
-        assert key == "ARGS" or key.startswith(("FLUJO_EXPORTER_", "OTEL_")), key
+        assert key == "ARGS" or key.startswith(("STATE_EXPORTER_", "OTEL_")), key
     assert env_file(False) == {"ARGS": [""]}
 
 
 def test_environment_file_examples_are_valid_config() -> None:
-    examples = {key: values[-1] for key, values in env_file(True).items() if key.startswith("FLUJO_EXPORTER_")}
-    assert "FLUJO_EXPORTER_WEB__BASIC_AUTH_USERS" in examples
+    examples = {key: values[-1] for key, values in env_file(True).items() if key.startswith("STATE_EXPORTER_")}
+    assert "STATE_EXPORTER_WEB__BASIC_AUTH_USERS" in examples
     config = load_config(REPO / "config.example.yaml", env=examples)
     assert set(config.web.basic_auth_users) == {"prometheus"}
-    assert str(config.db.path) == examples["FLUJO_EXPORTER_DB__PATH"]
+    assert str(config.db.path) == examples["STATE_EXPORTER_DB__PATH"]
 
 
 def test_environment_file_otlp_examples_parse() -> None:
@@ -491,7 +491,7 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.
         os.chown(state, NOBODY, NOBODY)
     trace = shared_dir / "strace.log"
     log = shared_dir / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLUJO_EXPORTER_", "OTEL_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STATE_EXPORTER_", "OTEL_"))}
     env["STATE_DIRECTORY"] = str(state)
     argv = mdwe(strace, "-f", "-qq", "-o", str(trace), *identity, *command)
 
@@ -503,7 +503,7 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.
         wait_for(lambda: http_get(url + "/healthz", timeout=1)[0] == 200, 60, "/healthz", proc)
         daemon = wait_for(lambda: children(proc.pid), 5, "the daemon's pid", proc)[0]
         wait_for(lambda: http_get(url + "/readyz", timeout=2)[0] == 200, 30, "/readyz", proc)
-        assert "flujo_exporter_db_ready 1.0" in http_get(url + "/metrics")[1]
+        assert "state_exporter_db_ready 1.0" in http_get(url + "/metrics")[1]
         # The daemon's read created -wal and -shm: the DB's mode despite UMask=, the app's group from the setgid
         # directory.  The app then writes again (a -shm it could not write would fail that write).
         for suffix in ("-wal", "-shm"):
@@ -517,7 +517,7 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.
         request = urllib.request.Request(url + "/metrics", headers={"Accept-Encoding": "gzip"})
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.headers["Content-Encoding"] == "gzip"
-            assert b"flujo_exporter_db_ready 1.0" in gzip.decompress(response.read())
+            assert b"state_exporter_db_ready 1.0" in gzip.decompress(response.read())
         assert http_get(url + "/readyz")[0] == 200
         os.kill(daemon, signal.SIGTERM)  # KillSignal=
         code = proc.wait(stop_timeout)

@@ -175,19 +175,19 @@ async def test_firing_resent_and_resolved_in_real_alertmanager(fixture_copy, tmp
             text = exposition(runner)
             assert "run_id" not in text  # never a metric label
             m = parse_exposition(text)
-            assert sample(m, "flujo_exporter_stuck_alerts_firing", pipeline="etl") == 2
-            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
-            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 1
+            assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="etl") == 2
+            assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
+            assert sample(m, "state_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 1
 
             # 30 s later nothing is due; after the resend interval Alertmanager gets them again.
             clock.advance(30)
             assert (await runner.run_job("stuck_alerts")).success
             m = parse_exposition(exposition(runner))
-            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
+            assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
             clock.advance(31)
             assert (await runner.run_job("stuck_alerts")).success
             m = parse_exposition(exposition(runner))
-            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 2
+            assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 2
             resent = wait_for(lambda: [a for a in am_alerts(am, "firing") if parse_time(a["endsAt"]) > first_ends])
             assert len(resent) == 2
             assert len(received) == 1  # the webhook hears of a start once
@@ -206,15 +206,15 @@ async def test_firing_resent_and_resolved_in_real_alertmanager(fixture_copy, tmp
             assert sorted(a["labels"]["run_id"] for a in resolved["alerts"]) == expected_ids
             assert all(a["status"] == "resolved" and parse_time(a["endsAt"]) == clock() for a in resolved["alerts"])
             m = parse_exposition(exposition(runner))
-            assert sample(m, "flujo_exporter_stuck_alerts_firing", pipeline="etl") == 0
-            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
+            assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="etl") == 0
+            assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
             assert runner.alerts is not None and not runner.alerts.firing and not runner.alerts.resolved
 
             # Nothing more to send.
             assert (await runner.run_job("stuck_alerts")).success
             m = parse_exposition(exposition(runner))
-            assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
-            assert sample(m, "flujo_exporter_job_errors_total", job_name="stuck_alerts") == 0
+            assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
+            assert sample(m, "state_exporter_job_errors_total", job_name="stuck_alerts") == 0
 
 
 async def test_alertmanager_down_is_counted_and_retried(fixture_copy, tmp_path: Path) -> None:
@@ -229,10 +229,10 @@ async def test_alertmanager_down_is_counted_and_retried(fixture_copy, tmp_path: 
     assert stats.last_error is not None and f"127.0.0.1:{port}" in stats.last_error
     assert "alertmanager" in stats.last_error
     m = parse_exposition(exposition(runner))
-    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="retry") == 1
-    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="failure") == 1
-    assert sample(m, "flujo_exporter_job_errors_total", job_name="stuck_alerts") == 1
-    assert sample(m, "flujo_exporter_stuck_alerts_firing", pipeline="etl") == 2  # metrics still say so
+    assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="retry") == 1
+    assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="failure") == 1
+    assert sample(m, "state_exporter_job_errors_total", job_name="stuck_alerts") == 1
+    assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="etl") == 2  # metrics still say so
 
     with alertmanager(tmp_path, port) as am:
         clock.advance(5)  # well within the resend interval: still due, it was never delivered
@@ -241,8 +241,8 @@ async def test_alertmanager_down_is_counted_and_retried(fixture_copy, tmp_path: 
         got = wait_for(lambda: am_alerts(am, "down"))
         assert sorted(a["labels"]["run_id"] for a in got) == sorted([roles["stuck"], roles["paused_stuck"]])
     m = parse_exposition(exposition(runner))
-    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
-    assert sample(m, "flujo_exporter_job_errors_total", job_name="stuck_alerts") == 1
+    assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
+    assert sample(m, "state_exporter_job_errors_total", job_name="stuck_alerts") == 1
 
 
 async def test_webhook_retries_within_a_run(fixture_copy) -> None:
@@ -255,8 +255,8 @@ async def test_webhook_retries_within_a_run(fixture_copy) -> None:
         assert stats.success, stats.last_error
         assert len(received) == 2 and received[0][0] == received[1][0]
     m = parse_exposition(exposition(runner))
-    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="webhook", outcome="retry") == 1
-    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 1
+    assert sample(m, "state_exporter_alert_deliveries_total", receiver="webhook", outcome="retry") == 1
+    assert sample(m, "state_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 1
 
 
 async def test_metrics_only_and_unreadable_db(fixture_copy, tmp_path: Path) -> None:
@@ -266,8 +266,8 @@ async def test_metrics_only_and_unreadable_db(fixture_copy, tmp_path: Path) -> N
     runner = make_runner(db, ManualClock(now), "metrics")
     assert (await runner.run_job("stuck_alerts")).success
     m = parse_exposition(exposition(runner))
-    assert sample(m, "flujo_exporter_stuck_alerts_firing", pipeline="etl") == 2
-    assert not [k for k in m if k[0] == "flujo_exporter_alert_deliveries_total"]
+    assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="etl") == 2
+    assert not [k for k in m if k[0] == "state_exporter_alert_deliveries_total"]
     missing = tmp_path / "gone.db"
     gone = make_runner(missing, ManualClock(now), "metrics")
     stats = await gone.run_job("stuck_alerts")
@@ -299,7 +299,7 @@ async def test_every_layout_alerts_on_its_running_runs(fixture_copy, name: str) 
     assert (await with_paused.run_job("stuck_alerts")).success
     assert with_paused.alerts is not None and len(with_paused.alerts.firing) == running + paused
     m = parse_exposition(exposition(with_paused))
-    firing = sum(v for (metric, _), v in m.items() if metric == "flujo_exporter_stuck_alerts_firing")
+    firing = sum(v for (metric, _), v in m.items() if metric == "state_exporter_stuck_alerts_firing")
     assert firing == running + paused
 
 
@@ -325,5 +325,5 @@ async def test_a_mass_stall_is_sent_in_bounded_requests(tmp_path: Path) -> None:
             assert got and len({a["labels"]["run_id"] for a in got}) == 1200
     assert sizes == [500, 500, 200]
     m = parse_exposition(exposition(runner))
-    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
-    assert sample(m, "flujo_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 3
+    assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
+    assert sample(m, "state_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 3

@@ -108,13 +108,13 @@ async def test_sample_small_30_days_deletes_exactly_the_expected_runs(fixture_co
     assert set(report.workflow_run_ids) == want and report.transactions >= 3  # small transactions
     assert {t: count(db, t) for t in RUN_TABLES} == run_rows  # delete_runs is off
     m = metrics(runner)
-    assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="workflow_state") == 12
-    assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="runs") == 0
-    assert sample(m, "flujo_exporter_job_success", job_name="cleanup") == 1
-    assert sample(m, "flujo_exporter_job_errors_total", job_name="cleanup") == 0
+    assert sample(m, "state_exporter_cleanup_deleted_rows_total", table="workflow_state") == 12
+    assert sample(m, "state_exporter_cleanup_deleted_rows_total", table="runs") == 0
+    assert sample(m, "state_exporter_job_success", job_name="cleanup") == 1
+    assert sample(m, "state_exporter_job_errors_total", job_name="cleanup") == 0
     # A second run finds nothing more.
     assert (await runner.run_job("cleanup")).success
-    assert sample(metrics(runner), "flujo_exporter_cleanup_deleted_rows_total", table="workflow_state") == 12
+    assert sample(metrics(runner), "state_exporter_cleanup_deleted_rows_total", table="workflow_state") == 12
 
 
 async def test_delete_runs_cascades_to_steps_and_spans(fixture_copy) -> None:
@@ -135,9 +135,9 @@ async def test_delete_runs_cascades_to_steps_and_spans(fixture_copy) -> None:
         assert count(db, table, runs_gone) == 0
     assert {t: count(db, t) for t in RUN_TABLES} == other_rows  # nothing else touched
     m = metrics(runner)
-    assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="runs") == len(runs_gone)
-    assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="spans") == child_rows["spans"]
-    assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="steps") == child_rows["steps"]
+    assert sample(m, "state_exporter_cleanup_deleted_rows_total", table="runs") == len(runs_gone)
+    assert sample(m, "state_exporter_cleanup_deleted_rows_total", table="spans") == child_rows["spans"]
+    assert sample(m, "state_exporter_cleanup_deleted_rows_total", table="steps") == child_rows["steps"]
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
 
@@ -172,7 +172,7 @@ async def test_layout_06_workflows_runs_evaluations(fixture_copy) -> None:
     m = metrics(runner)
     for table, n in children.items():
         assert count(db, table, runs_gone) == 0
-        assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table=table) == n
+        assert sample(m, "state_exporter_cleanup_deleted_rows_total", table=table) == n
 
 
 async def test_legacy_layout_only_workflow_state(fixture_copy) -> None:
@@ -187,8 +187,8 @@ async def test_legacy_layout_only_workflow_state(fixture_copy) -> None:
     assert stats.success, stats.last_error
     assert count(db, "workflow_state") == 0
     m = metrics(late)
-    assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="workflow_state") == 6
-    assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="runs") == 0
+    assert sample(m, "state_exporter_cleanup_deleted_rows_total", table="workflow_state") == 6
+    assert sample(m, "state_exporter_cleanup_deleted_rows_total", table="runs") == 0
 
 
 async def test_time_correct_instants_not_strings(fixture_copy) -> None:
@@ -269,8 +269,8 @@ async def test_dry_run_lists_the_same_and_changes_nothing(fixture_copy, tmp_path
     assert set(real.cleanup.last_report.run_ids) == set(dry_report.run_ids)
     assert real.cleanup.last_report.rows == dry_report.rows
     m = metrics(dry)
-    assert sample(m, "flujo_exporter_cleanup_would_delete_rows", table="workflow_state") == 12
-    assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="workflow_state") == 0
+    assert sample(m, "state_exporter_cleanup_would_delete_rows", table="workflow_state") == 12
+    assert sample(m, "state_exporter_cleanup_deleted_rows_total", table="workflow_state") == 0
 
 
 async def test_unexported_runs_are_never_deleted(fixture_copy) -> None:
@@ -300,12 +300,12 @@ async def test_unexported_runs_are_never_deleted(fixture_copy) -> None:
     assert not (exported_ok & ids(db, "SELECT run_id FROM runs"))
     assert (want - kept).isdisjoint(ids(db, "SELECT run_id FROM workflow_state"))
     m = metrics(runner)
-    assert sample(m, "flujo_exporter_cleanup_kept_unexported_runs") == len(kept)
+    assert sample(m, "state_exporter_cleanup_kept_unexported_runs") == len(kept)
     # Once exported, the next run deletes them.
     exported_ok |= kept
     assert (await runner.run_job("cleanup")).success
     assert not (kept & ids(db, "SELECT run_id FROM runs"))
-    assert sample(metrics(runner), "flujo_exporter_cleanup_kept_unexported_runs") == 0
+    assert sample(metrics(runner), "state_exporter_cleanup_kept_unexported_runs") == 0
 
 
 # -- read-only and locked DBs -------------------------------------------------------------------------
@@ -341,8 +341,8 @@ async def test_read_only_db_fails_clearly_and_is_retried_next_interval(fixture_c
         assert stats is not None and not stats.success and stats.errors == 1
         assert stats.last_error is not None and str(db) in stats.last_error and "read-only" in stats.last_error
         m = metrics(runner)  # metrics are still served
-        assert sample(m, "flujo_exporter_job_errors_total", job_name="cleanup") == 1
-        assert sample(m, "flujo_exporter_job_success", job_name="cleanup") == 0
+        assert sample(m, "state_exporter_job_errors_total", job_name="cleanup") == 1
+        assert sample(m, "state_exporter_job_success", job_name="cleanup") == 0
     assert count(db, "workflow_state") == 57
     clock.advance(1800)
     await scheduler.tick()  # not due yet

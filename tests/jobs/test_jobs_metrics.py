@@ -28,10 +28,10 @@ def test_known_labels_start_at_zero(tmp_path: Path) -> None:
     registry.register(runner.collector())
     s = parse_exposition(generate_latest(registry).decode())
     for job in JOB_NAMES:  # disabled jobs included
-        for family in ("flujo_exporter_job_runs_total", "flujo_exporter_job_errors_total"):
+        for family in ("state_exporter_job_runs_total", "state_exporter_job_errors_total"):
             assert sample(s, family, job_name=job) == 0
-        assert sample(s, "flujo_exporter_job_skipped_total", job_name=job) == 0
+        assert sample(s, "state_exporter_job_skipped_total", job_name=job) == 0
     for table in CLEANUP_TABLES:
-        assert sample(s, "flujo_exporter_cleanup_deleted_rows_total", table=table) == 0
+        assert sample(s, "state_exporter_cleanup_deleted_rows_total", table=table) == 0
     for outcome in OUTCOMES:
-        assert sample(s, "flujo_exporter_alert_deliveries_total", receiver="webhook", outcome=outcome) == 0
+        assert sample(s, "state_exporter_alert_deliveries_total", receiver="webhook", outcome=outcome) == 0

@@ -45,20 +45,20 @@ async def test_counters_carry_over_to_the_runner_built_by_a_reload(fixture_copy)
     first = runner(db)
     for _ in range(3):
         assert (await first.run_job("cleanup")).success
-    deleted = sample(metrics(first), "flujo_exporter_cleanup_deleted_rows_total", table="workflow_state")
+    deleted = sample(metrics(first), "state_exporter_cleanup_deleted_rows_total", table="workflow_state")
     assert deleted == 12
     second = runner(db, previous=first, interval="2h")  # a changed setting: a new runner
     m = metrics(second)
-    assert sample(m, "flujo_exporter_job_runs_total", job_name="cleanup") == 3
-    assert sample(m, "flujo_exporter_cleanup_deleted_rows_total", table="workflow_state") == deleted
+    assert sample(m, "state_exporter_job_runs_total", job_name="cleanup") == 3
+    assert sample(m, "state_exporter_cleanup_deleted_rows_total", table="workflow_state") == deleted
     assert (await second.run_job("cleanup")).success
-    assert sample(metrics(second), "flujo_exporter_job_runs_total", job_name="cleanup") == 4
+    assert sample(metrics(second), "state_exporter_job_runs_total", job_name="cleanup") == 4
 
 
 def job_runs(url: str) -> float:
     status, body = http_get(url + "/metrics")
     assert status == 200
-    return sample(parse_exposition(body), "flujo_exporter_job_runs_total", job_name="cleanup")
+    return sample(parse_exposition(body), "state_exporter_job_runs_total", job_name="cleanup")
 
 
 def test_sighup_keeps_job_counters(fixture_copy, tmp_path: Path) -> None:

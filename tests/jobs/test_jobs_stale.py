@@ -70,12 +70,12 @@ async def test_sample06_fails_exactly_what_flujo_failed(fixture_copy) -> None:
     for item in flujo["changed_rows_after"]:  # flujo's own result agrees on status and text
         assert (item["status"], item["background_error"]) == ("failed", FLUJO_TEXT)
     m = metrics(runner)
-    assert sample(m, "flujo_exporter_stale_tasks_failed_total") == 4
-    assert sample(m, "flujo_exporter_job_supported", job_name="stale_background_tasks") == 1
+    assert sample(m, "state_exporter_stale_tasks_failed_total") == 4
+    assert sample(m, "state_exporter_job_supported", job_name="stale_background_tasks") == 1
     # Idempotent: the next run changes nothing.
     assert (await runner.run_job("stale_background_tasks")).success
     assert rows(db) == after
-    assert sample(metrics(runner), "flujo_exporter_stale_tasks_failed_total") == 4
+    assert sample(metrics(runner), "state_exporter_stale_tasks_failed_total") == 4
 
 
 async def test_threshold_is_an_instant(fixture_copy) -> None:
@@ -106,8 +106,8 @@ async def test_layout_without_background_tasks_reported_once(fixture_copy, caplo
     assert len(lines) == 1 and lines[0].levelno == logging.INFO
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     m = metrics(runner)
-    assert sample(m, "flujo_exporter_job_supported", job_name="stale_background_tasks") == 0
-    assert sample(m, "flujo_exporter_job_success", job_name="stale_background_tasks") == 1
+    assert sample(m, "state_exporter_job_supported", job_name="stale_background_tasks") == 0
+    assert sample(m, "state_exporter_job_success", job_name="stale_background_tasks") == 1
     assert content_checksums(db) == before  # never opened for writing
 
 
@@ -122,9 +122,9 @@ async def test_locked_db_fails_clearly(fixture_copy) -> None:
         holder.execute("ROLLBACK")
         holder.close()
     assert not stats.success and stats.last_error is not None and "database is locked" in stats.last_error
-    assert sample(metrics(runner), "flujo_exporter_stale_tasks_failed_total") == 0
+    assert sample(metrics(runner), "state_exporter_stale_tasks_failed_total") == 0
     stats = await runner.run_job("stale_background_tasks")
-    assert stats.success and sample(metrics(runner), "flujo_exporter_stale_tasks_failed_total") == 4
+    assert stats.success and sample(metrics(runner), "state_exporter_stale_tasks_failed_total") == 4
 
 
 async def test_hybrid_layout_is_supported(fixture_copy) -> None:
@@ -135,5 +135,5 @@ async def test_hybrid_layout_is_supported(fixture_copy) -> None:
     before = rows(db)
     runner = make_runner(db, ManualClock(computed_at(SMALL)))
     assert (await runner.run_job("stale_background_tasks")).success
-    assert sample(metrics(runner), "flujo_exporter_job_supported", job_name="stale_background_tasks") == 1
+    assert sample(metrics(runner), "state_exporter_job_supported", job_name="stale_background_tasks") == 1
     assert rows(db) == before  # no background tasks in it

@@ -240,9 +240,9 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
         prometheus = stack.enter_context(running_prometheus(binary, tmp, prometheus_config(targets, [RULES])))
         # Both targets scraped, the export recovered from the injected failures, the jobs ran.
         wait_for_value(prometheus, f'count(up{{job="{JOB}"}} == 1) == 2')
-        wait_for_value(prometheus, "flujo_exporter_span_export_success == 1")
+        wait_for_value(prometheus, "state_exporter_span_export_success == 1")
         with contextlib.suppress(TimeoutError):  # without jobs, the tests that need their metrics fail by name
-            wait_for_value(prometheus, "count(flujo_exporter_job_runs_total > 0) == 3", timeout=10)
+            wait_for_value(prometheus, "count(state_exporter_job_runs_total > 0) == 3", timeout=10)
         # Live activity on top of the fixtures' history: finished runs in both DBs, after Prometheus has seen
         # the counters, so that their rates and the duration quantiles are finite.
         wait_for_value(prometheus, "flujo:runs_finished:rate5m")
@@ -256,6 +256,6 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
         # The new 0.6 runs' spans were exported by requests Prometheus saw happen.
         wait_for_value(
             prometheus,
-            "histogram_quantile(0.95, sum by (le) (rate(flujo_exporter_span_export_duration_seconds_bucket[1m]))) >= 0",
+            "histogram_quantile(0.95, sum by (le) (rate(state_exporter_span_export_duration_seconds_bucket[1m]))) >= 0",
         )
         yield OpsStack(prometheus, {"06": daemon06, "0435": daemon0435}, am, receiver)

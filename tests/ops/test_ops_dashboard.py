@@ -184,8 +184,8 @@ def test_dashboard_covers_the_issue_areas() -> None:
         "flujo_workflows_stuck",  # stuck runs
         'status="paused"',  # paused runs
         "flujo_background_tasks",
-        "flujo_exporter_span_export_failures_total",
-        "flujo_exporter_collector_success",
+        "state_exporter_span_export_failures_total",
+        "state_exporter_collector_success",
     ):
         assert needle in exprs, needle
 

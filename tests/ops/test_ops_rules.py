@@ -163,12 +163,12 @@ def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(ops_stack: 
     assert missing == {}, f"names not emitted by the daemon: {missing}"
     # And the other way round, as a reminder: families nothing shows.
     flujo = {name for name in emitted if name.startswith("flujo_")}
-    assert {"flujo_workflows_stuck", "flujo_exporter_job_success", "flujo_exporter_span_backlog_spans"} <= flujo
+    assert {"flujo_workflows_stuck", "state_exporter_job_success", "state_exporter_span_backlog_spans"} <= flujo
 
 
 def test_job_metrics_name_the_job_in_job_name(ops_stack: Any) -> None:
     """`job` stays the target's label (no exported_job renaming): the maintenance job is in job_name."""
-    result = promql(ops_stack.prometheus, "flujo_exporter_job_success")
+    result = promql(ops_stack.prometheus, "state_exporter_job_success")
     assert result, "no job metrics scraped"
     for series in result:
         assert series["metric"]["job"] == JOB

@@ -42,7 +42,7 @@ BAD = {"blob": "X'FF00'", "null": "NULL", "invalid_utf8": "CAST(X'C328' AS TEXT)
 # bad-value counter itself (checked apart) and the watermark-fed counters of the finish tracker,
 # which handles bad values on its own (exporter/tracking.py has its own tests).
 UNCOMPARED = re.compile(
-    r"^(flujo_exporter_|flujo_db_(wal_)?size_bytes|flujo_runs_finished|flujo_run_duration_seconds"
+    r"^(state_exporter_|flujo_db_(wal_)?size_bytes|flujo_runs_finished|flujo_run_duration_seconds"
     r"|flujo_steps_finished|flujo_step_duration_seconds)"
 )
 
@@ -96,7 +96,7 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 
 
 def exposed_bad(samples: Samples, table: str, column: str) -> float:
-    return samples.get(key("flujo_exporter_bad_values_total", table=table, column=column), 0.0)
+    return samples.get(key("state_exporter_bad_values_total", table=table, column=column), 0.0)
 
 
 def write(db: Path, table: str, column: str, rowid: int, expression: str) -> None:

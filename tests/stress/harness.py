@@ -150,13 +150,13 @@ class ScrapeChecker:
         for (name, labels), value in samples.items():
             series = f"{name}{dict(labels)}"
             tag = f"{series}={value}"
-            if name == "flujo_exporter_query_errors_total" and ("reason", "corrupt") in labels:
+            if name == "state_exporter_query_errors_total" and ("reason", "corrupt") in labels:
                 self.max_corrupt = max(self.max_corrupt, value)
                 if value:
                     self.violation(f"corrupt read reported: {tag}", f"corrupt {pid}")
-            if name == "flujo_exporter_bad_values_total" and value:
+            if name == "state_exporter_bad_values_total" and value:
                 self.violation(f"bad value read (the writers write none): {tag}", f"bad {pid} {series}")
-            if not name.startswith("flujo_") or name.startswith("flujo_exporter_"):
+            if not name.startswith("flujo_") or name.startswith("state_exporter_"):
                 continue
             if not math.isfinite(value) or value < 0:
                 self.violation(f"impossible value: {tag}", f"impossible value {series}")
@@ -195,13 +195,13 @@ class ScrapeChecker:
         with self._lock:
             for samples in self._last.values():
                 for (name, labels), value in samples.items():
-                    if name == "flujo_exporter_cleanup_deleted_rows_total":
+                    if name == "state_exporter_cleanup_deleted_rows_total":
                         self.cleanup_deleted += value
-                    elif name == "flujo_exporter_stale_tasks_failed_total":
+                    elif name == "state_exporter_stale_tasks_failed_total":
                         self.stale_failed += value
-                    elif name == "flujo_exporter_alert_deliveries_total" and ("outcome", "success") in labels:
+                    elif name == "state_exporter_alert_deliveries_total" and ("outcome", "success") in labels:
                         self.webhook_deliveries += value
-                    elif name == "flujo_exporter_spans_exported_total":
+                    elif name == "state_exporter_spans_exported_total":
                         self.spans_exported += value
 
     def bound_violations(self, bounds: Bounds) -> list[str]:
@@ -485,7 +485,7 @@ class DaemonKeeper:
     def start(self) -> Process:
         port = free_port()
         argv = [sys.executable, "-m", "exporter", "run", "--listen", f"127.0.0.1:{port}", "--config", str(self.config)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLUJO_EXPORTER_", "OTEL_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("STATE_EXPORTER_", "OTEL_"))}
         env["STATE_DIRECTORY"] = str(self.tmp / "state")
         log = self.tmp / f"daemon-{len(self.logs)}.log"
         self.logs.append(log)

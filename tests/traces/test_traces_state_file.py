@@ -97,12 +97,12 @@ def test_unusable_state_file_stops_export_visibly_and_logs_once(
         assert checksum(state) == before, "the exporter wrote to a file it could not use"
 
     s = metrics(tailer)
-    assert sample(s, "flujo_exporter_span_export_success") == 0
-    assert sample(s, "flujo_exporter_span_state_ok") == 0
-    assert sample(s, "flujo_exporter_span_state_errors_total", reason=damage) == 3
-    assert sample(s, "flujo_exporter_span_state_errors_total", reason="disk_full") == 0
+    assert sample(s, "state_exporter_span_export_success") == 0
+    assert sample(s, "state_exporter_span_state_ok") == 0
+    assert sample(s, "state_exporter_span_state_errors_total", reason=damage) == 3
+    assert sample(s, "state_exporter_span_state_errors_total", reason="disk_full") == 0
     # The watermark alert (time() - watermark > 600) can fire: it stays at the start of this process.
-    assert sample(s, "flujo_exporter_span_watermark_timestamp_seconds") == NOW.timestamp()
+    assert sample(s, "state_exporter_span_watermark_timestamp_seconds") == NOW.timestamp()
     spans, runs = tailer.backlog()  # the backlog is still counted (from the DB) instead of raising
     assert (spans, runs) == (len(wanted), 5)
 
@@ -116,8 +116,8 @@ def test_unusable_state_file_stops_export_visibly_and_logs_once(
     assert tailer.health().ok
     assert set(receiver.keys) == wanted
     s = metrics(tailer)
-    assert sample(s, "flujo_exporter_span_export_success") == 1
-    assert sample(s, "flujo_exporter_span_state_ok") == 1
+    assert sample(s, "state_exporter_span_export_success") == 1
+    assert sample(s, "state_exporter_span_state_ok") == 1
     assert any("works again" in r.getMessage() for r in caplog.records)
 
 
@@ -127,12 +127,12 @@ def test_every_known_failure_reason_is_exported_at_zero(tmp_path: Path, make_tai
     http_tailer, _ = make_tailer(w.path, NOW, protocol="http/protobuf")
     s = metrics(grpc_tailer)
     for reason in ("unavailable", "deadline_exceeded", "invalid_argument", "resource_exhausted", "unauthenticated"):
-        assert sample(s, "flujo_exporter_span_export_failures_total", reason=reason) == 0
+        assert sample(s, "state_exporter_span_export_failures_total", reason=reason) == 0
     for reason in ("corrupt", "foreign", "unwritable", "disk_full", "locked", "io", "deleted"):
-        assert sample(s, "flujo_exporter_span_state_errors_total", reason=reason) == 0
+        assert sample(s, "state_exporter_span_state_errors_total", reason=reason) == 0
     s = metrics(http_tailer)
     for reason in ("http_400", "http_429", "http_503", "http_5xx", "connection", "timeout"):
-        assert sample(s, "flujo_exporter_span_export_failures_total", reason=reason) == 0
+        assert sample(s, "state_exporter_span_export_failures_total", reason=reason) == 0
 
 
 # --- a full disk ----------------------------------------------------------------------------------
@@ -192,8 +192,8 @@ def test_full_disk_stops_sending_until_the_batch_is_recorded(
         # One batch went out (the collector accepted it); its record failed, so nothing more was sent.
         assert receiver.requests - requests_before == 1
         s = metrics(tailer)
-        assert sample(s, "flujo_exporter_span_export_success") == 0
-        assert sample(s, "flujo_exporter_span_state_errors_total", reason="disk_full") == 5
+        assert sample(s, "state_exporter_span_export_success") == 0
+        assert sample(s, "state_exporter_span_state_errors_total", reason="disk_full") == 5
         assert not tailer.health().ok and "disk full" in tailer.health().reason
         assert len(traces_errors(caplog)) == 1
 
@@ -204,8 +204,8 @@ def test_full_disk_stops_sending_until_the_batch_is_recorded(
     assert set(receiver.keys) == first | later
     assert duplicates == 0
     s = metrics(tailer)
-    assert sample(s, "flujo_exporter_spans_exported_total") == len(first | later)
-    assert sample(s, "flujo_exporter_span_export_success") == 1
+    assert sample(s, "state_exporter_spans_exported_total") == len(first | later)
+    assert sample(s, "state_exporter_span_export_success") == 1
 
 
 def test_full_disk_before_anything_is_sent_sends_nothing_and_logs_once(
@@ -250,7 +250,7 @@ def test_state_file_deleted_while_running_is_recreated_with_its_progress(
     clock.advance(5)
     assert tailer.run_once().exported == len(later)
     assert state.exists()
-    assert sample(metrics(tailer), "flujo_exporter_span_state_errors_total", reason="deleted") == 1
+    assert sample(metrics(tailer), "state_exporter_span_state_errors_total", reason="deleted") == 1
     tailer.close()
 
     restarted, _ = make_tailer(w.path, NOW + timedelta(seconds=10), state=state)

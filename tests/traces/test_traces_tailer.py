@@ -217,14 +217,14 @@ def test_metrics_backlog_and_watermark(tmp_path: Path, make_tailer, receiver: Re
     registry = CollectorRegistry()
     registry.register(tailer.collector())
     samples = parse_exposition(generate_latest(registry).decode())
-    assert sample(samples, "flujo_exporter_spans_exported_total") == total
-    assert sample(samples, "flujo_exporter_span_backlog_spans") == 0
-    assert sample(samples, "flujo_exporter_span_backlog_runs") == 0
-    assert sample(samples, "flujo_exporter_span_watermark_timestamp_seconds") == NOW.timestamp() + 5
-    assert sample(samples, "flujo_exporter_span_export_duration_seconds_count") >= 1
-    assert sample(samples, "flujo_exporter_spans_dead_lettered_total", reason="malformed") == 0
-    assert sample(samples, "flujo_exporter_span_export_success") == 1
-    assert sample(samples, "flujo_exporter_span_export_supported") == 1
+    assert sample(samples, "state_exporter_spans_exported_total") == total
+    assert sample(samples, "state_exporter_span_backlog_spans") == 0
+    assert sample(samples, "state_exporter_span_backlog_runs") == 0
+    assert sample(samples, "state_exporter_span_watermark_timestamp_seconds") == NOW.timestamp() + 5
+    assert sample(samples, "state_exporter_span_export_duration_seconds_count") >= 1
+    assert sample(samples, "state_exporter_spans_dead_lettered_total", reason="malformed") == 0
+    assert sample(samples, "state_exporter_span_export_success") == 1
+    assert sample(samples, "state_exporter_span_export_supported") == 1
     # a run that just finished holds the watermark at its end until it is exported
     spans, end = typical_run(RNG, NOW + timedelta(seconds=100))
     w.start_run("run_late", NOW + timedelta(seconds=100))

@@ -96,8 +96,8 @@ async def test_excess_checks_are_refused_at_once_with_retry_after(serve: Serve) 
         assert status == 200
         async with client.get(url, headers=basic("alice", PASSWORD)) as response:
             samples = parse_exposition(await response.text())
-    assert sample(samples, "flujo_exporter_http_auth_failures_total", reason="throttled") == len(refused)
-    assert sample(samples, "flujo_exporter_http_auth_failures_total", reason="invalid") == len(checked)
+    assert sample(samples, "state_exporter_http_auth_failures_total", reason="throttled") == len(refused)
+    assert sample(samples, "state_exporter_http_auth_failures_total", reason="invalid") == len(checked)
 
 
 async def test_valid_login_is_not_starved_by_a_guessing_flood(serve: Serve) -> None:

@@ -33,7 +33,7 @@ async def counts(base: str) -> dict[str, float]:
     async with aiohttp.ClientSession() as client, client.get(f"{base}/metrics") as response:
         samples = parse_exposition(await response.text())
     return {
-        reason.value: sample(samples, "flujo_exporter_http_bad_requests_total", reason=reason) for reason in BadRequest
+        reason.value: sample(samples, "state_exporter_http_bad_requests_total", reason=reason) for reason in BadRequest
     }
 
 

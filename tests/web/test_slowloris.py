@@ -40,8 +40,8 @@ async def test_half_open_connections_are_closed_after_the_header_timeout(serve: 
     assert still_open == []
     assert closed_after < 3.0  # 300 ms deadlines, checked on a busy machine
     text = await _metrics_text(served.base)
-    assert sample(text, "flujo_exporter_http_connections_dropped_total", reason="header_timeout") == 200
-    assert sample(text, "flujo_exporter_http_connections_dropped_total", reason="connection_limit") == 0
+    assert sample(text, "state_exporter_http_connections_dropped_total", reason="header_timeout") == 200
+    assert sample(text, "state_exporter_http_connections_dropped_total", reason="connection_limit") == 0
 
 
 async def test_a_stalled_tls_handshake_is_cut_at_the_header_timeout(serve: Serve, tmp_path: Path) -> None:
@@ -102,8 +102,8 @@ async def test_hundreds_of_half_open_connections_do_not_block_metrics(serve: Ser
         assert await scrape_status(f"{served.base}/readyz") == 200
         assert time.monotonic() - started < 2.0
         text = await _metrics_text(served.base)
-        assert sample(text, "flujo_exporter_http_open_connections") <= 50
-        assert sample(text, "flujo_exporter_http_connections_dropped_total", reason="connection_limit") >= 350
+        assert sample(text, "state_exporter_http_open_connections") <= 50
+        assert sample(text, "state_exporter_http_connections_dropped_total", reason="connection_limit") >= 350
 
 
 async def test_when_every_connection_is_busy_a_new_one_is_refused(serve: Serve) -> None:
@@ -134,7 +134,7 @@ async def test_when_every_connection_is_busy_a_new_one_is_refused(serve: Serve) 
     assert answers == [b"HTTP/1.1 200 OK"] * 2
     assert refused
     text = await _metrics_text(served.base)
-    assert sample(text, "flujo_exporter_http_connections_dropped_total", reason="connection_limit") == 1
+    assert sample(text, "state_exporter_http_connections_dropped_total", reason="connection_limit") == 1
 
 
 async def _metrics_text(base: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -169,12 +169,12 @@ def test_daemon_keeps_serving_under_a_half_open_flood(fixture_copy: Callable[[st
             flood = time.time()
             deadline = time.monotonic() + 15
             samples = parse_exposition(http_get(daemon.url + "/metrics", timeout=1.0)[1])
-            while sample(samples, "flujo_exporter_snapshot_timestamp_seconds") <= flood:
+            while sample(samples, "state_exporter_snapshot_timestamp_seconds") <= flood:
                 assert time.monotonic() < deadline, "no snapshot after the flood started"
                 time.sleep(0.2)
                 samples = parse_exposition(http_get(daemon.url + "/metrics", timeout=1.0)[1])
-            assert sample(samples, "flujo_exporter_collector_success", collector="snapshot") == 1
-            assert sample(samples, "flujo_exporter_http_connections_dropped_total", reason="connection_limit") > 0
+            assert sample(samples, "state_exporter_collector_success", collector="snapshot") == 1
+            assert sample(samples, "state_exporter_http_connections_dropped_total", reason="connection_limit") > 0
         assert "Too many open files" not in daemon.output()
     finally:
         daemon.stop()
@@ -201,7 +201,7 @@ async def test_a_client_that_does_not_read_the_response_is_cut_at_the_idle_timeo
             await asyncio.to_thread(sock.connect, ("127.0.0.1", bound_port(server)))
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
             deadline = time.monotonic() + 10
-            while stats.get_sample_value("flujo_exporter_http_open_connections") != 0:
+            while stats.get_sample_value("state_exporter_http_open_connections") != 0:
                 assert time.monotonic() < deadline, "the non-reading client is still connected"
                 await asyncio.sleep(0.1)
     finally:
