@@ -475,14 +475,14 @@ class QueryTiming:
 
 
 def diagnose(db: Path, repeats: int) -> list[QueryTiming]:
-    from exporter.reader import FlujoReader
-    from exporter.reader import runs as run_queries
-    from exporter.reader import spans as span_queries
-    from exporter.reader import workflows as wf
-    from exporter.reader.groups import value_counts
-    from exporter.tracking import FinishTracker
+    from exporter.engines.flujo import runs as run_queries
+    from exporter.engines.flujo import spans as span_queries
+    from exporter.engines.flujo import workflows as wf
+    from exporter.engines.flujo.groups import value_counts
+    from exporter.engines.flujo.tracking import FinishTracker
+    from exporter.reader import StateReader
 
-    reader = FlujoReader(db, naive_timezone=UTC, query_timeout=600)
+    reader = StateReader(db, naive_timezone=UTC, query_timeout=600)
     now = datetime.now(UTC)
     since = now - timedelta(hours=24)
     with reader.session() as s:

@@ -20,7 +20,7 @@ from exporter.collectors import View, build_registry
 from exporter.components import Component, ComponentsCollector, Service, state_directory
 from exporter.config import Config, ConfigError, load_config, require_db_path
 from exporter.exposition import CachedExposition
-from exporter.reader import DatabaseUnavailable, FlujoReader
+from exporter.reader import DatabaseUnavailable, StateReader
 from exporter.readiness import Readiness, component_failing
 from exporter.refresh import Refresher
 from exporter.timeparse import resolve_timezone
@@ -28,7 +28,7 @@ from exporter.traces.config import apply_otel_env, default_state_file
 from exporter.web import bound_port, build_app, start_server
 
 if TYPE_CHECKING:
-    from exporter.jobs.cleanup import ExportedFn
+    from exporter.engines.flujo.jobs.cleanup import ExportedFn
     from exporter.traces.tailer import SpanTailer
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ def make_job_runner(
     )
 
 
-def make_reader(config: Config, halt: threading.Event | None = None) -> FlujoReader:
+def make_reader(config: Config, halt: threading.Event | None = None) -> StateReader:
     """``halt``: set when the daemon stops, so that no read waits out its busy or query timeout."""
-    return FlujoReader(
+    return StateReader(
         require_db_path(config),
         naive_timezone=resolve_timezone(config.db.writer_timezone),
         busy_timeout=config.db.busy_timeout.total_seconds(),

@@ -26,19 +26,12 @@ from datetime import datetime, timedelta
 
 from exporter.clock import Clock
 from exporter.config import MetricsConfig
-from exporter.reader import (
-    AggregateStats,
-    CountStats,
-    DatabaseUnavailable,
-    FastStats,
-    FlujoReader,
-    Problem,
-    Schema,
-)
+from exporter.engines import engine
+from exporter.engines.base import EngineSchema, EngineStats, Tier
+from exporter.model import Overview
+from exporter.reader import DatabaseUnavailable, Problem, StateReader
 from exporter.reader.badvalues import BadValue
 from exporter.readiness import NO_SNAPSHOT, READY, REFRESH_FAILING, STALE_SNAPSHOT, Readiness
-from exporter.stuck import StuckPolicy
-from exporter.tracking import EMPTY_TOTALS, FinishedTotals, FinishTracker
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +53,12 @@ class PhaseHealth:
 
 @dataclass(frozen=True)
 class ExporterState:
-    schema: Schema | None = None
-    fast: FastStats | None = None
-    counts: CountStats | None = None
-    aggregates: AggregateStats | None = None
-    finished: FinishedTotals = EMPTY_TOTALS
+    schema: EngineSchema | None = None
+    fast: Tier | None = None  # the engine's snapshot tier
+    counts: Tier | None = None
+    aggregates: Tier | None = None
+    finished: object = None  # the engine's totals of runs seen finishing
+    overview: Overview | None = None
     db_bytes: int = 0
     wal_bytes: int = 0
     problem: DatabaseUnavailable | None = None  # the DB could not be read by the last refresh
@@ -98,11 +92,6 @@ def _load_libc() -> ctypes.CDLL | None:
 _LIBC = _load_libc()
 
 
-def stuck_policy(settings: MetricsConfig) -> StuckPolicy:
-    stuck = settings.stuck
-    return StuckPolicy(stuck.running_after, stuck.per_pipeline, stuck.paused_after)
-
-
 @dataclass
 class _Pass:
     """What one refresh builds, starting from the previous state's values."""
@@ -114,11 +103,11 @@ class _Pass:
     phases: dict[str, PhaseHealth]
     errors: Counter[str]
     bad_values: Counter[tuple[str, str]]
-    schema: Schema | None
-    fast: FastStats | None
-    counts: CountStats | None
-    aggregates: AggregateStats | None
-    finished: FinishedTotals
+    schema: EngineSchema | None
+    fast: Tier | None
+    counts: Tier | None
+    aggregates: Tier | None
+    finished: object
     problem: DatabaseUnavailable | None = None
     heavy: bool = False
 
@@ -145,24 +134,18 @@ class _Pass:
 
 
 class Refresher:
-    def __init__(self, reader: FlujoReader, settings: Callable[[], MetricsConfig], clock: Clock) -> None:
+    def __init__(self, reader: StateReader, settings: Callable[[], MetricsConfig], clock: Clock) -> None:
         self.reader = reader
         self._settings = settings
         self._clock = clock
         self._state = ExporterState()
         self._busy = threading.Lock()
-        self._tracker = self._new_tracker()
+        # The refresh tiers of the engine that wrote the file, made when it is first recognised.
+        self._stats: EngineStats | None = None
+        self._stats_engine: str | None = None
         self._generation = reader.generation
         self._logged_failures: set[tuple[str, str]] = set()
         self._logged_bad: set[tuple[str, str, str, str]] = set()
-
-    def _new_tracker(self) -> FinishTracker:
-        metrics = self._settings()
-        return FinishTracker(
-            max_pipelines=metrics.max_pipelines,
-            max_steps=metrics.max_steps,
-            duration_window=metrics.run_duration_window,
-        )
 
     @property
     def state(self) -> ExporterState:
@@ -220,8 +203,7 @@ class Refresher:
     def _refresh(self, force_all: bool) -> ExporterState:
         run = _Pass.starting_from(self._state, self._clock(), self._settings(), force_all)
         self._attempt(run, SNAPSHOT, self._snapshot)  # notices a file swapped in at the DB path
-        self._follow_file_swap()
-        run.heavy = not self._tracker.seeded  # the first pass seeds the watermark counters
+        run.heavy = self._stats is None or not self._stats.seeded  # the first pass seeds the counters
         if run.problem is None:
             self._attempt(run, WATERMARKS, self._watermarks)
         if run.problem is None and run.due(COUNTS, run.settings.counts_interval):
@@ -234,15 +216,22 @@ class Refresher:
             release_free_memory()
         return self._finish(run)
 
-    def _follow_file_swap(self) -> None:
-        """Another file at the DB path: the old file's rowid watermarks would miss its new rows.
+    def _stats_for(self, schema: EngineSchema) -> EngineStats:
+        """The tiers of the engine that wrote the file now at the DB path.
+
+        Another file of the same engine: the old file's rowid watermarks would miss its new rows.
         The counters go on from their current values (no reset, no double count): the new file's
-        rows present now are its seed, only what finishes from here on is added."""
-        if self.reader.generation == self._generation:
-            return
-        log.warning("%s was replaced by another file: following the new file's rows from now on", self.reader.path)
-        self._generation = self.reader.generation
-        self._tracker = self._tracker.restarted()
+        rows present now are its seed, only what finishes from here on is added.  A file of another
+        engine starts that engine's tiers afresh."""
+        if self._stats is None or self._stats_engine != schema.engine:
+            self._stats = engine(schema.engine).new_stats(self._settings())
+            self._stats_engine = schema.engine
+            self._generation = self.reader.generation
+        elif self.reader.generation != self._generation:
+            log.warning("%s was replaced by another file: following the new file's rows from now on", self.reader.path)
+            self._generation = self.reader.generation
+            self._stats = self._stats.restarted()
+        return self._stats
 
     def _attempt(self, run: _Pass, phase: str, work: Callable[[_Pass], None]) -> None:
         started = time.perf_counter()
@@ -284,20 +273,29 @@ class Refresher:
         )
 
     def _snapshot(self, run: _Pass) -> None:
-        run.schema, run.fast = self.reader.fast_stats(run.now, stuck_policy(run.settings))
+        with self.reader.session() as session:
+            run.schema = session.schema
+            run.fast = self._stats_for(session.schema).snapshot(session, run.now, run.settings)
 
     def _watermarks(self, run: _Pass) -> None:
         caught_up = False
         while not caught_up:
             with self.reader.session() as session:
-                caught_up = self._tracker.update(session.conn, session.schema, run.now)
-        run.finished = self._tracker.totals()
+                caught_up = self._stats_for(session.schema).follow_finished(session, run.now)
+        run.finished = self._current_stats().finished
 
     def _count(self, run: _Pass) -> None:
-        run.counts = self.reader.count_stats(run.now)
+        with self.reader.session() as session:
+            run.counts = self._stats_for(session.schema).counts(session, run.now, run.settings)
 
     def _aggregate(self, run: _Pass) -> None:
-        run.aggregates = self.reader.aggregate_stats(run.now)
+        with self.reader.session() as session:
+            run.aggregates = self._stats_for(session.schema).aggregates(session, run.now, run.settings)
+
+    def _current_stats(self) -> EngineStats:
+        if self._stats is None:  # every phase but the snapshot runs after a successful snapshot
+            raise RuntimeError("no engine recognised yet")
+        return self._stats
 
     def _finish(self, run: _Pass) -> ExporterState:
         previous = run.previous
@@ -308,7 +306,10 @@ class Refresher:
         ):
             if stats is not None and stats is not before:
                 self._report_bad_values(stats.bad_values, run.bad_values)
-        self._report_bad_values(self._tracker.take_bad_values(), run.bad_values)
+        overview = previous.overview
+        if self._stats is not None:
+            self._report_bad_values(self._stats.take_bad_values(), run.bad_values)
+            overview = self._stats.overview(run.fast, run.counts, run.settings)
         db_bytes, wal_bytes = self.reader.file_sizes()
         return ExporterState(
             schema=run.schema,
@@ -316,6 +317,7 @@ class Refresher:
             counts=run.counts,
             aggregates=run.aggregates,
             finished=run.finished,
+            overview=overview,
             db_bytes=db_bytes,
             wal_bytes=wal_bytes,
             problem=run.problem,

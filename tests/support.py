@@ -15,6 +15,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from exporter.config import MetricsConfig
+from exporter.engines.flujo.snapshot import AggregateStats, CountStats, FastStats
+from exporter.engines.flujo.stats import FlujoStats
+from exporter.reader import StateReader
+
 FIXTURES = Path(__file__).parent / "fixtures"
 T = TypeVar("T")
 SMALL = "sample-small.db"
@@ -194,3 +199,25 @@ def integrity_and_rows(db: Path, table: str = "app_test_writes") -> tuple[str, l
         return check, [row[0] for row in conn.execute(f"SELECT n FROM {table} ORDER BY n")]
     finally:
         conn.close()
+
+
+class FlujoTiers:
+    """Flujo's refresh tiers over a reader, driven as the refresher drives them (one stats object,
+    so its row cache lives across calls), each tier in its own read session."""
+
+    def __init__(self, reader: StateReader, settings: MetricsConfig | None = None) -> None:
+        self.reader = reader
+        self.settings = settings or MetricsConfig()
+        self.stats = FlujoStats(self.settings)
+
+    def fast(self, now: datetime) -> FastStats:
+        with self.reader.session() as session:
+            return self.stats.snapshot(session, now, self.settings)
+
+    def counts(self, now: datetime) -> CountStats:
+        with self.reader.session() as session:
+            return self.stats.counts(session, now, self.settings)
+
+    def aggregates(self, now: datetime) -> AggregateStats:
+        with self.reader.session() as session:
+            return self.stats.aggregates(session, now, self.settings)

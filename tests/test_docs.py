@@ -14,11 +14,15 @@ from exporter.clock import ManualClock
 from exporter.collectors import View, build_registry
 from exporter.components import ComponentsCollector
 from exporter.config import MetricsConfig
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 from exporter.refresh import Refresher
 from exporter.timeparse import UTC
 
 ROOT = Path(__file__).parent.parent
+
+
+# The engine's own families, the engine-neutral overview and the daemon's own health.
+METRIC_NAME = r"`((?:flujo|workflow|state_exporter)_[a-z0-9_]+)`"
 
 
 @functools.cache
@@ -32,7 +36,7 @@ def emitted_families() -> set[str]:
         for fixture in ALL_FIXTURES:
             copy = Path(tmp) / fixture
             shutil.copyfile(FIXTURES / fixture, copy)
-            refresher = Refresher(FlujoReader(copy, naive_timezone=UTC), lambda: settings, clock)
+            refresher = Refresher(StateReader(copy, naive_timezone=UTC), lambda: settings, clock)
             refresher.refresh()
             families += build_registry(View(lambda r=refresher: r.state, lambda: settings, clock)).collect()
     return {family.name + "_total" if family.type == "counter" else family.name for family in families}
@@ -40,7 +44,7 @@ def emitted_families() -> set[str]:
 
 def test_every_emitted_metric_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"`(flujo_[a-z0-9_]+)`", readme))
+    documented = set(re.findall(METRIC_NAME, readme))
     missing = sorted(emitted_families() - documented)
     assert missing == [], f"metrics emitted but not documented in README.md: {missing}"
     assert len(emitted_families()) > 25
@@ -48,5 +52,5 @@ def test_every_emitted_metric_is_in_the_readme() -> None:
 
 def test_readme_documents_no_phantom_metric() -> None:
     readme = (ROOT / "README.md").read_text()
-    table_names = set(re.findall(r"^\| `(flujo_[a-z0-9_]+)` \|", readme, re.M))
+    table_names = set(re.findall(rf"^\| {METRIC_NAME} \|", readme, re.M))
     assert table_names - emitted_families() == set()

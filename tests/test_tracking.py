@@ -16,8 +16,8 @@ import pytest
 from flujo_writes import Flujo0435Run, Flujo06Run
 from support import SMALL, SMALL06, computed_at
 
-from exporter.reader import FlujoReader
-from exporter.tracking import FULL_RECHECK_EVERY, FinishTracker
+from exporter.engines.flujo.tracking import FULL_RECHECK_EVERY, FinishTracker
+from exporter.reader import StateReader
 
 Step = tuple[str, Callable[[], None]]
 
@@ -26,7 +26,7 @@ class Observer:
     """A tracker fed by the real reader, as the refresher does it, after every write."""
 
     def __init__(self, db: Path, now: datetime) -> None:
-        self.reader = FlujoReader(db, naive_timezone=UTC)
+        self.reader = StateReader(db, naive_timezone=UTC)
         self.tracker = FinishTracker(max_pipelines=50, max_steps=100, duration_window=timedelta(hours=24))
         self.now = now
         self.refresh()

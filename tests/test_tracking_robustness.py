@@ -14,8 +14,8 @@ from flujo_writes import Flujo0435Run
 from support import FIXTURES, SMALL, SMALL06, computed_at
 from test_tracking import Observer
 
+from exporter.engines.flujo.tracking import MAX_UNKNOWN_STATUSES
 from exporter.labels import OTHER
-from exporter.tracking import MAX_UNKNOWN_STATUSES
 
 NOW = computed_at(SMALL)
 RUN_COLUMNS = "run_id, pipeline_name, pipeline_version, status, start_time, end_time"
@@ -213,7 +213,7 @@ def test_deleted_and_recreated_file_counts_new_runs(fixture_copy, caplog: pytest
     seeded = total(seen)
     remove_db(db)
     fresh_0435_db(db)
-    with caplog.at_level(logging.WARNING, logger="exporter.tracking"):
+    with caplog.at_level(logging.WARNING, logger="exporter.engines.flujo.tracking"):
         seen.refresh()
         seen.refresh()
     assert total(seen) == seeded  # never lower

@@ -56,6 +56,14 @@ class HealthCollector(ViewCollector):
         )
         ready.add_metric([], 0 if state.problem is not None or state.schema is None else 1)
         yield ready
+        if state.schema is not None:
+            engine = GaugeMetricFamily(
+                "state_exporter_engine_info",
+                "The engine that wrote the DB and its layout, recognised from the tables and columns present",
+                labels=["engine", "layout"],
+            )
+            engine.add_metric([state.schema.engine, str(state.schema.layout)], 1)
+            yield engine
         errors = CounterMetricFamily("state_exporter_query_errors", "Failed DB reads by reason", labels=["reason"])
         for problem in Problem:
             errors.add_metric([problem.value], state.errors.get(problem, 0))

@@ -41,13 +41,14 @@ import aiohttp
 
 from exporter.clock import Clock
 from exporter.config_types import format_duration
+from exporter.engines.flujo.layout import flujo_schema
+from exporter.engines.flujo.stuck import StuckPolicy, stuck_workflows
+from exporter.engines.flujo.workflows import ActiveWorkflow, active_workflows
 from exporter.jobs.config import StuckAlertsConfig
 from exporter.jobs.delivery import ALERTMANAGER, Receiver, deliver
 from exporter.jobs.metrics import JobMetrics
 from exporter.jobs.scheduler import JobError, Sleep
-from exporter.reader import DatabaseUnavailable, FlujoReader
-from exporter.reader.workflows import ActiveWorkflow, active_workflows
-from exporter.stuck import StuckPolicy, stuck_workflows
+from exporter.reader import DatabaseUnavailable, StateReader
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class StuckAlertsJob:
     def __init__(
         self,
         config: StuckAlertsConfig,
-        reader: FlujoReader,
+        reader: StateReader,
         clock: Clock,
         metrics: JobMetrics,
         *,
@@ -142,7 +143,7 @@ class StuckAlertsJob:
 
     def _read(self) -> list[ActiveWorkflow]:
         with self.reader.session() as s:
-            return active_workflows(s.conn, s.schema, s.naive_tz, [])
+            return active_workflows(s.conn, flujo_schema(s.schema), s.naive_tz, [])
 
     # -- the alert book ---------------------------------------------------------------------------
 

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
+from exporter.engines import detect
+from exporter.engines.base import EngineSchema
 from exporter.jobs.scheduler import JobError
-from exporter.reader.connection import open_readonly
+from exporter.reader.connection import open_readonly, read_catalogue
 from exporter.reader.errors import DatabaseUnavailable
-from exporter.reader.layout import Schema, detect_schema
 
 T = TypeVar("T")
 
@@ -148,9 +149,10 @@ def describe(exc: sqlite3.Error, target: Target, job: str, *, write: bool) -> Jo
     return JobError(f"{target.path}: {text}")
 
 
-def schema_of(conn: sqlite3.Connection, target: Target) -> Schema:
+def schema_of(conn: sqlite3.Connection, target: Target, engine: str) -> EngineSchema:
+    """The layout ``engine`` recognises in the target file; :class:`JobError` naming what is missing."""
     try:
-        return detect_schema(conn, target.path)
+        return detect(read_catalogue(conn, target.path), target.path, engine)
     except DatabaseUnavailable as exc:
         raise JobError(exc.message) from exc
 

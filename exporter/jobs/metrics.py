@@ -20,7 +20,7 @@ from exporter.jobs.scheduler import JobStats
 from exporter.labels import LabelCap
 
 if TYPE_CHECKING:
-    from exporter.jobs.cleanup import CleanupReport
+    from exporter.engines.flujo.jobs.cleanup import CleanupReport
 
 CLEANUP_TABLES = ("workflow_state", "runs", "steps", "spans", "traces", "evaluations")
 OUTCOMES = ("success", "retry", "failure")

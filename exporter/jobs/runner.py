@@ -11,15 +11,15 @@ from prometheus_client.registry import Collector
 
 from exporter.clock import Clock, system_clock
 from exporter.components import Health
+from exporter.engines.flujo.jobs.cleanup import CleanupJob, ExportedFn
+from exporter.engines.flujo.jobs.stale import StaleTasksJob
 from exporter.jobs.alerts import StuckAlertsJob
-from exporter.jobs.cleanup import CleanupJob, ExportedFn
 from exporter.jobs.config import JOB_NAMES, JobsConfig, JobSettings
 from exporter.jobs.db import Target
 from exporter.jobs.delivery import ALERTMANAGER, WEBHOOK
 from exporter.jobs.metrics import JobMetrics, JobsCollector
 from exporter.jobs.scheduler import JobStats, Schedule, Scheduler, Sleep
-from exporter.jobs.stale import StaleTasksJob
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 
 
 class JobRunner:
@@ -38,7 +38,7 @@ class JobRunner:
         config: JobsConfig,
         db_path: Path,
         writer_tz: tzinfo,
-        reader: FlujoReader,
+        reader: StateReader,
         clock: Clock = system_clock,
         exported: ExportedFn | None = None,
         *,

@@ -1,4 +1,4 @@
-"""The daemon's read-only view of a Flujo DB: never migrates, never writes."""
+"""The daemon's read-only view of an engine's state DB: never migrates, never writes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 
-from exporter.reader.active_cache import ActiveRowCache
+from exporter import engines
+from exporter.engines.base import EngineSchema
 from exporter.reader.connection import (
     begin_read,
     classify_error,
@@ -20,31 +21,11 @@ from exporter.reader.connection import (
     file_sizes,
     limit_queries,
     open_readonly,
+    read_catalogue,
 )
 from exporter.reader.errors import DatabaseUnavailable, Problem
-from exporter.reader.layout import Capability, Layout, Schema, detect_schema
-from exporter.reader.snapshot import (
-    AggregateStats,
-    CountStats,
-    FastStats,
-    aggregate_stats,
-    count_stats,
-    fast_stats,
-)
-from exporter.stuck import StuckPolicy
 
-__all__ = [
-    "AggregateStats",
-    "Capability",
-    "CountStats",
-    "DatabaseUnavailable",
-    "FastStats",
-    "FlujoReader",
-    "Layout",
-    "Problem",
-    "ReadSession",
-    "Schema",
-]
+__all__ = ["DatabaseUnavailable", "Problem", "ReadSession", "StateReader"]
 
 
 _BUSY_SLICE_S = 0.25  # SQLite's own busy wait per attempt: a stop is noticed within this
@@ -54,32 +35,35 @@ _BUSY_PAUSE_S = 0.02
 @dataclass(frozen=True)
 class ReadSession:
     conn: sqlite3.Connection
-    schema: Schema
+    schema: EngineSchema
     naive_tz: tzinfo
 
 
-class FlujoReader:
-    """Opens the DB afresh for every session: one short read transaction, then close."""
+class StateReader:
+    """Opens the DB afresh for every session: one short read transaction, then close.  Which engine
+    wrote the file is read from its catalogue (``engine``: ``auto`` or one engine's name)."""
 
     def __init__(
         self,
         path: Path,
         *,
         naive_timezone: tzinfo,
+        engine: str = "auto",
         busy_timeout: float = 1.0,
         query_timeout: float = 10.0,
         halt: threading.Event | None = None,
     ) -> None:
         self.path = path
+        self.engine = engine
         # Set when the daemon stops: waits for a lock and running queries end at once.
         self.halt = halt or threading.Event()
         self.naive_timezone = naive_timezone
         self.busy_timeout = busy_timeout
         self.query_timeout = query_timeout
-        self._active = ActiveRowCache()  # used by the single refresh thread only
-        # (file identity, PRAGMA schema_version) -> Schema: the catalogue is read again only after a change.
-        self._schema: tuple[tuple[int, int, int], Schema] | None = None
-        # Bumped when another file appears at ``path``: watermarks of the old file must be dropped.
+        # (file identity, PRAGMA schema_version) -> schema: the catalogue is read again only after a change.
+        self._schema: tuple[tuple[int, int, int], EngineSchema] | None = None
+        # Bumped when another file appears at ``path``: rowid caches and watermarks of the old file
+        # mean nothing for the new one.
         self.generation = 0
 
     @contextmanager
@@ -93,7 +77,7 @@ class FlujoReader:
         finally:
             end_read(conn)
 
-    def _start_session(self) -> tuple[sqlite3.Connection, Schema]:
+    def _start_session(self) -> tuple[sqlite3.Connection, EngineSchema]:
         """Open and take the shared lock, waiting up to ``busy_timeout`` for a writer in short slices,
         so that :attr:`halt` (set when the daemon stops) ends the wait within one slice."""
         deadline = time.monotonic() + self.busy_timeout
@@ -128,7 +112,7 @@ class FlujoReader:
         self.halt.wait(_BUSY_PAUSE_S)
         return True
 
-    def _current_schema(self, conn: sqlite3.Connection) -> Schema:
+    def _current_schema(self, conn: sqlite3.Connection) -> EngineSchema:
         identity = file_identity(self.path)
         key = (*identity, int(conn.execute("PRAGMA schema_version").fetchone()[0]))
         cached = self._schema
@@ -136,27 +120,14 @@ class FlujoReader:
             return cached[1]
         if cached is not None and cached[0][:2] != identity:
             # Deleted and recreated, or swapped in by a rename: its rowids mean nothing to the caches.
-            self._active = ActiveRowCache()
             self.generation += 1
-        schema = detect_schema(conn, self.path)
+        schema = engines.detect(read_catalogue(conn, self.path), self.path, self.engine)
         self._schema = (key, schema)
         return schema
 
-    def schema(self) -> Schema:
+    def schema(self) -> EngineSchema:
         with self.session() as s:
             return s.schema
-
-    def fast_stats(self, now: datetime, policy: StuckPolicy) -> tuple[Schema, FastStats]:
-        with self.session() as s:
-            return s.schema, fast_stats(s.conn, s.schema, now, s.naive_tz, policy, self._active)
-
-    def count_stats(self, now: datetime) -> CountStats:
-        with self.session() as s:
-            return count_stats(s.conn, s.schema, now, s.naive_tz)
-
-    def aggregate_stats(self, now: datetime) -> AggregateStats:
-        with self.session() as s:
-            return aggregate_stats(s.conn, s.schema, now)
 
     def file_sizes(self) -> tuple[int, int]:
         return file_sizes(self.path)

@@ -175,3 +175,18 @@ def file_sizes(path: Path) -> tuple[int, int]:
             return 0
 
     return size(str(path)), size(f"{path}-wal")
+
+
+def read_catalogue(conn: sqlite3.Connection, path: Path) -> dict[str, frozenset[str]]:
+    """Every table of the file with its columns: what engines recognise a file by."""
+    try:
+        tables = [
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        ]
+        return {
+            table: frozenset(row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,)))
+            for table in tables
+        }
+    except sqlite3.DatabaseError as exc:
+        raise classify_error(exc, path) from exc

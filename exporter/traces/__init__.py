@@ -10,7 +10,7 @@ stored ``parent_span_id``: a re-send carries identical ids.
 
 Time: 0.4.x epoch span times are exported as stored (float seconds -> integer nanoseconds; the float
 itself carries about 0.2 µs of precision at today's epochs).  0.6.x stores ``time.monotonic()``: each run
-is anchored by :func:`exporter.reader.spantime.clock_for_run`: the offset lies between ``runs.created_at``
+is anchored by :func:`exporter.engines.flujo.spantime.clock_for_run`: the offset lies between ``runs.created_at``
 (written before the root span starts) and the run's stored end or the spans' save time (written after it
 ends); the midpoint is exported and half the bracket is the error bound (about 1 ms on the 0.6.11
 fixture; live apps start the root 3-433 ms after ``created_at``, and the bracket covers it).  Without a
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from exporter.traces.config import TracesConfig, apply_otel_env, default_state_file, resolve_endpoint
 
 if TYPE_CHECKING:
-    from exporter.traces.backfill import ReplayResult, replay
+    from exporter.engines.flujo.traces.backfill import ReplayResult, replay
     from exporter.traces.metrics import TraceCollector, TraceStats
     from exporter.traces.tailer import SpanTailer
 
@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "TraceCollector": "exporter.traces.metrics",
     "TraceStats": "exporter.traces.metrics",
-    "ReplayResult": "exporter.traces.backfill",
-    "replay": "exporter.traces.backfill",
+    "ReplayResult": "exporter.engines.flujo.traces.backfill",
+    "replay": "exporter.engines.flujo.traces.backfill",
     "SpanTailer": "exporter.traces.tailer",
 }
 

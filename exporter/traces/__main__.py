@@ -31,9 +31,9 @@ from exporter import logs
 from exporter.clock import system_clock
 from exporter.components import state_directory
 from exporter.config import ConfigError, load_config, parse_duration
-from exporter.reader import DatabaseUnavailable, FlujoReader
+from exporter.engines.flujo.traces.backfill import replay
+from exporter.reader import DatabaseUnavailable, StateReader
 from exporter.timeparse import resolve_timezone
-from exporter.traces.backfill import replay
 from exporter.traces.config import TracesConfig, apply_otel_env, parse_key_values
 from exporter.traces.tailer import SpanTailer
 
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m exporter.traces")
     logs.configure(args.log_level, "text")  # redacts URLs like the daemon's logs
     try:
         config = build_config(args)
-        reader = FlujoReader(args.db, naive_timezone=resolve_timezone(args.timezone))
+        reader = StateReader(args.db, naive_timezone=resolve_timezone(args.timezone))
         now = system_clock()
         since = parse_when(getattr(args, "since", None), now)
         until = parse_when(getattr(args, "until", None), now)
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m exporter.traces")
 def _replay(
     args: argparse.Namespace,
     config: TracesConfig,
-    reader: FlujoReader,
+    reader: StateReader,
     since: datetime | None,
     until: datetime | None,
 ) -> int:
@@ -187,7 +187,7 @@ def _replay(
     return EXIT_OK if result.complete else EXIT_FAILED
 
 
-def _tail(args: argparse.Namespace, config: TracesConfig, reader: FlujoReader) -> int:
+def _tail(args: argparse.Namespace, config: TracesConfig, reader: StateReader) -> int:
     tailer = SpanTailer(config, reader, args.state)
     if args.once:
         try:

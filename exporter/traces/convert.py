@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from exporter.reader.spantime import SpanClock, is_monotonic
+from exporter.engines.flujo.spantime import SpanClock, is_monotonic
+from exporter.engines.flujo.traces.source import RunInfo, SpanRow
 from exporter.traces import attributes as attrs
 from exporter.traces import ids, wire
-from exporter.traces.source import RunInfo, SpanRow
 
 # Attributes added by the exporter (never taken from the stored attributes).
 RUN_ID = "flujo.run_id"

@@ -48,16 +48,18 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.clock import Clock, system_clock
 from exporter.components import Health
-from exporter.reader import DatabaseUnavailable, FlujoReader, ReadSession
+from exporter.engines.flujo.layout import flujo_schema
+from exporter.engines.flujo.traces import source
+from exporter.engines.flujo.traces.source import RunInfo
+from exporter.reader import DatabaseUnavailable, ReadSession, StateReader
 from exporter.redact import redact_url
-from exporter.traces import source, store, wire
+from exporter.traces import store, wire
 from exporter.traces.attributes import Limits
 from exporter.traces.batching import Batch, groups_by_size
 from exporter.traces.config import TracesConfig, resolve_endpoint
 from exporter.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
 from exporter.traces.delivery import DeadLetter, Deliverer
 from exporter.traces.metrics import TraceCollector, TraceStats, failure_reasons
-from exporter.traces.source import RunInfo
 from exporter.traces.transport import Stopped, Transport, make_transport
 
 log = logging.getLogger("exporter.traces")
@@ -112,7 +114,7 @@ class SpanTailer:
     def __init__(
         self,
         config: TracesConfig,
-        reader: FlujoReader,
+        reader: StateReader,
         state_path: Path,
         *,
         clock: Clock = system_clock,
@@ -510,7 +512,7 @@ class SpanTailer:
             finished_seen: list[tuple[str, float, str]] = []
             counts: list[tuple[str, int]] = []
             with self.reader.session() as s:
-                infos = source.run_infos(s.conn, s.schema, s.naive_tz, [p.run_id for p in page])
+                infos = source.run_infos(s.conn, flujo_schema(s.schema), s.naive_tz, [p.run_id for p in page])
             for p in page:
                 info = infos.get(p.run_id)
                 if info is None:

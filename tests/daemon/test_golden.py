@@ -80,8 +80,8 @@ def test_small_values(fixture_copy) -> None:
     assert cancelled == states["cancelled"]
     assert sample(s, "state_exporter_db_ready") == 1
     assert sample(s, "state_exporter_collector_success", collector="snapshot") == 1
-    for name, _labels in s:  # the engine's own prefix or the daemon's: nothing else
-        assert name.startswith(("flujo_", "state_exporter_")), name
+    for name, _labels in s:  # the engine's own prefix, the overview's or the daemon's: nothing else
+        assert name.startswith(("flujo_", "workflow_", "state_exporter_")), name
 
 
 def test_small06_values(fixture_copy) -> None:

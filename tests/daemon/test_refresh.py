@@ -10,14 +10,14 @@ from support import SMALL, SMALL06, computed_at
 
 from exporter.clock import ManualClock
 from exporter.config import MetricsConfig
-from exporter.reader import FlujoReader, Problem
+from exporter.reader import Problem, StateReader
 from exporter.refresh import AGGREGATES, SNAPSHOT, WATERMARKS, Refresher
 from exporter.timeparse import UTC
 
 
 def refresher(db: Path, clock: ManualClock, **settings: object) -> Refresher:
     metrics = MetricsConfig(**settings)  # type: ignore[arg-type]
-    return Refresher(FlujoReader(db, naive_timezone=UTC), lambda: metrics, clock)
+    return Refresher(StateReader(db, naive_timezone=UTC), lambda: metrics, clock)
 
 
 def finished(r: Refresher) -> dict[tuple[str, str], int]:

@@ -16,7 +16,8 @@ from support import SMALL, SMALL06, computed_at
 
 from exporter.clock import ManualClock
 from exporter.config import MetricsConfig
-from exporter.reader import FlujoReader, Problem
+from exporter.engines.flujo.stats import FlujoStats
+from exporter.reader import Problem, StateReader
 from exporter.readiness import Readiness
 from exporter.refresh import COUNTS, SNAPSHOT, WATERMARKS, Refresher
 from exporter.timeparse import UTC, resolve_timezone
@@ -24,7 +25,7 @@ from exporter.timeparse import UTC, resolve_timezone
 
 def refresher(db: Path, clock: ManualClock, tz: tzinfo = UTC, **settings: object) -> Refresher:
     metrics = MetricsConfig(**settings)  # type: ignore[arg-type]
-    return Refresher(FlujoReader(db, naive_timezone=tz), lambda: metrics, clock)
+    return Refresher(StateReader(db, naive_timezone=tz), lambda: metrics, clock)
 
 
 def execute(db: Path, *statements: str) -> None:
@@ -75,10 +76,10 @@ def test_an_unforeseen_error_in_a_phase_is_caught_counted_shown_and_retried(
     clock = ManualClock(computed_at(SMALL))
     r = refresher(db, clock, counts_interval=timedelta(seconds=15))
 
-    def broken(now: object) -> None:
+    def broken(*args: object) -> None:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(r.reader, "count_stats", broken)
+    monkeypatch.setattr(FlujoStats, "counts", broken)
     with caplog.at_level(logging.ERROR, logger="exporter.refresh"):
         for _ in range(3):
             state = r.refresh()

@@ -22,9 +22,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from support import FIXTURES, NOBODY, SMALL, app_writes, as_user, computed_at, integrity_and_rows
+from support import FIXTURES, NOBODY, SMALL, FlujoTiers, app_writes, as_user, computed_at, integrity_and_rows
 
-from exporter.reader import DatabaseUnavailable, FlujoReader, Problem
+from exporter.reader import DatabaseUnavailable, Problem, StateReader
 from exporter.timeparse import UTC
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the app and the reader as two users")
@@ -70,7 +70,7 @@ def journal_mode(db: Path) -> str:
 
 
 def read_workflows(db: Path) -> int:
-    stats = FlujoReader(db, naive_timezone=UTC).count_stats(computed_at(SMALL))
+    stats = FlujoTiers(StateReader(db, naive_timezone=UTC)).counts(computed_at(SMALL))
     return sum(stats.workflows_by_status.values())
 
 

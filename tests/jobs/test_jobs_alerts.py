@@ -22,7 +22,7 @@ from support import ALL_FIXTURES, SMALL, parse_exposition, require_tool, sample
 from exporter.clock import ManualClock
 from exporter.jobs import JobRunner, JobsConfig
 from exporter.jobs.alerts import rfc3339
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 
 
 async def no_sleep(_: float) -> None:
@@ -111,7 +111,7 @@ def make_runner(db: Path, clock: ManualClock, test: str, **alerts: Any) -> JobRu
         **alerts,
     }
     config = JobsConfig.model_validate({"stuck_alerts": settings})
-    return JobRunner(config, db, UTC, FlujoReader(db, naive_timezone=UTC), clock, sleep=no_sleep)
+    return JobRunner(config, db, UTC, StateReader(db, naive_timezone=UTC), clock, sleep=no_sleep)
 
 
 def exposition(runner: JobRunner) -> str:

@@ -15,7 +15,7 @@ from support import SMALL, SMALL06, computed_at, expected
 
 from exporter.clock import ManualClock
 from exporter.jobs import JobRunner, JobsConfig
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -36,7 +36,7 @@ async def no_sleep(_: float) -> None:
 def runner(db: Path, tz: tzinfo, jobs: dict[str, Any]) -> JobRunner:
     config = JobsConfig.model_validate({"write_busy_timeout": "200ms", **jobs})
     clock = ManualClock(computed_at(SMALL06 if "stale_background_tasks" in jobs else SMALL))
-    return JobRunner(config, db, tz, FlujoReader(db, naive_timezone=tz), clock, sleep=no_sleep)
+    return JobRunner(config, db, tz, StateReader(db, naive_timezone=tz), clock, sleep=no_sleep)
 
 
 def copy_rows(db: Path, template_run_id: str, rows: list[dict[str, Any]]) -> None:

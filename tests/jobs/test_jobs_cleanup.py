@@ -30,7 +30,7 @@ from support import (
 
 from exporter.clock import ManualClock
 from exporter.jobs import JobRunner, JobsConfig, writes_enabled
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 from exporter.timeparse import parse_instant
 
 RUN_TABLES = ("runs", "steps", "spans", "traces", "evaluations")
@@ -51,7 +51,7 @@ def make_runner(
 ) -> JobRunner:
     settings = {"enabled": True, "pause_between_batches": 0, "jitter": 0, **cleanup}
     config = JobsConfig.model_validate({"write_busy_timeout": busy, "cleanup": settings})
-    return JobRunner(config, db, tz, FlujoReader(db, naive_timezone=tz), clock, exported, sleep=no_sleep)
+    return JobRunner(config, db, tz, StateReader(db, naive_timezone=tz), clock, exported, sleep=no_sleep)
 
 
 def ids(db: Path, sql: str, params: Iterable[Any] = ()) -> set[str]:
@@ -249,7 +249,7 @@ async def test_dry_run_lists_the_same_and_changes_nothing(fixture_copy, tmp_path
     now = ManualClock(computed_at(SMALL))
     dry = make_runner(db, now, days_old=30, dry_run=True, delete_runs=delete_runs, batch_size=7)
     assert not writes_enabled(dry.config)
-    with caplog.at_level(logging.INFO, logger="exporter.jobs.cleanup"):
+    with caplog.at_level(logging.INFO, logger="exporter.engines.flujo.jobs.cleanup"):
         assert (await dry.run_job("cleanup")).success
     assert content_checksums(db) == before  # opened read-only
     assert dry.cleanup is not None and dry.cleanup.last_report is not None

@@ -12,7 +12,7 @@ from exporter.clock import ManualClock
 from exporter.jobs import JobRunner, JobsConfig
 from exporter.jobs.config import JOB_NAMES
 from exporter.jobs.metrics import CLEANUP_TABLES, OUTCOMES
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 
 
 def test_known_labels_start_at_zero(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_known_labels_start_at_zero(tmp_path: Path) -> None:
     config = JobsConfig.model_validate(
         {"stuck_alerts": {"enabled": True, "webhook": {"url": "http://127.0.0.1:9/hook"}}}  # only one job enabled
     )
-    runner = JobRunner(config, db, UTC, FlujoReader(db, naive_timezone=UTC), ManualClock(datetime.now(UTC)))
+    runner = JobRunner(config, db, UTC, StateReader(db, naive_timezone=UTC), ManualClock(datetime.now(UTC)))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(runner.collector())
     s = parse_exposition(generate_latest(registry).decode())

@@ -17,7 +17,7 @@ from support import SMALL, computed_at, parse_exposition, sample
 
 from exporter.clock import ManualClock
 from exporter.jobs import JobRunner, JobsConfig
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 from exporter.timeparse import UTC
 
 
@@ -30,7 +30,7 @@ def runner(db: Path, previous: JobRunner | None = None, **cleanup: Any) -> JobRu
         {"cleanup": {"enabled": True, "jitter": 0, "pause_between_batches": 0, "days_old": 30, **cleanup}}
     )
     clock = ManualClock(computed_at(SMALL))
-    reader = FlujoReader(db, naive_timezone=UTC)
+    reader = StateReader(db, naive_timezone=UTC)
     return JobRunner(config, db, UTC, reader, clock, sleep=no_sleep, previous=previous)
 
 

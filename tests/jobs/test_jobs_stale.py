@@ -16,7 +16,7 @@ from support import LEGACY, SMALL, SMALL06, computed_at, content_checksums, expe
 
 from exporter.clock import ManualClock
 from exporter.jobs import JobRunner, JobsConfig, writes_enabled
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 from exporter.timeparse import parse_instant
 
 FLUJO_TEXT = "Task timeout: process likely crashed"
@@ -31,7 +31,7 @@ def make_runner(db: Path, clock: ManualClock, **stale: Any) -> JobRunner:
         {"write_busy_timeout": "200ms", "stale_background_tasks": {"enabled": True, "jitter": 0, **stale}}
     )
     assert writes_enabled(config)
-    return JobRunner(config, db, UTC, FlujoReader(db, naive_timezone=UTC), clock, sleep=no_sleep)
+    return JobRunner(config, db, UTC, StateReader(db, naive_timezone=UTC), clock, sleep=no_sleep)
 
 
 def rows(db: Path) -> dict[str, tuple[Any, ...]]:

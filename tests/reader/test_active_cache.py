@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, timedelta
+from datetime import UTC
 from pathlib import Path
 
-from support import SMALL, SMALL06, computed_at
+from support import SMALL, SMALL06, FlujoTiers, computed_at
 
-from exporter.reader import FlujoReader
-from exporter.stuck import StuckPolicy
+from exporter.reader import StateReader
 
-POLICY = StuckPolicy(running_after=timedelta(hours=1))
 STUCK_RUN = "run_6c12ace8ae340454cac5b68c28f49481"  # long_job, running, last update 2026-10-17
 
 
-def stuck(reader: FlujoReader, now) -> dict[tuple[str, str], int]:  # type: ignore[no-untyped-def]
-    summary = reader.fast_stats(now, POLICY)[1].active
+def stuck(tiers: FlujoTiers, now) -> dict[tuple[str, str], int]:  # type: ignore[no-untyped-def]
+    summary = tiers.fast(now).active
     return {(p, s): g.stuck for (p, s, bg), g in summary.items() if not bg and g.stuck}
 
 
@@ -37,27 +35,27 @@ def flujo_save(db: Path, run_id: str, status: str, updated_at: str) -> None:
 def test_flujo_saves_are_seen(fixture_copy) -> None:
     db = fixture_copy(SMALL)
     now = computed_at(SMALL)
-    reader = FlujoReader(db, naive_timezone=UTC)
-    assert stuck(reader, now) == {("long_job", "running"): 3}
-    running_before = reader.fast_stats(now, POLICY)[1].active[("long_job", "running", False)].count
+    tiers = FlujoTiers(StateReader(db, naive_timezone=UTC))
+    assert stuck(tiers, now) == {("long_job", "running"): 3}
+    running_before = tiers.fast(now).active[("long_job", "running", False)].count
     flujo_save(db, STUCK_RUN, "running", now.replace(tzinfo=None).isoformat())  # it moved again
-    assert stuck(reader, now) == {("long_job", "running"): 2}
+    assert stuck(tiers, now) == {("long_job", "running"): 2}
     flujo_save(db, STUCK_RUN, "failed", now.replace(tzinfo=None).isoformat())
-    summary = reader.fast_stats(now, POLICY)[1].active
+    summary = tiers.fast(now).active
     assert summary[("long_job", "running", False)].count == running_before - 1
 
 
 def test_reused_top_rowid_is_reread(fixture_copy) -> None:
     db = fixture_copy(SMALL)
     now = computed_at(SMALL)
-    reader = FlujoReader(db, naive_timezone=UTC)
+    tiers = FlujoTiers(StateReader(db, naive_timezone=UTC))
     conn = sqlite3.connect(db)
     top = conn.execute("SELECT MAX(rowid) FROM workflow_state").fetchone()[0]
     conn.execute(
         "UPDATE workflow_state SET status = 'running', updated_at = '2026-01-01T00:00:00' WHERE rowid = ?", (top,)
     )
     conn.commit()
-    before = stuck(reader, now)
+    before = stuck(tiers, now)
     # the top row is deleted and SQLite hands its rowid to the next insert: a different, fresh row
     (pipeline,) = conn.execute("SELECT pipeline_name FROM workflow_state WHERE rowid = ?", (top,)).fetchone()
     conn.execute("DELETE FROM workflow_state WHERE rowid = ?", (top,))
@@ -69,15 +67,15 @@ def test_reused_top_rowid_is_reread(fixture_copy) -> None:
     assert conn.execute("SELECT rowid FROM workflow_state WHERE run_id = 'run_new'").fetchone()[0] == top
     conn.commit()
     conn.close()
-    after = stuck(reader, now)
+    after = stuck(tiers, now)
     assert sum(after.values()) == sum(before.values()) - 1
 
 
 def test_in_place_updates_of_06_are_seen(fixture_copy) -> None:
     db = fixture_copy(SMALL06)
     now = computed_at(SMALL06)
-    reader = FlujoReader(db, naive_timezone=UTC)
-    before = sum(stuck(reader, now).values())
+    tiers = FlujoTiers(StateReader(db, naive_timezone=UTC))
+    before = sum(stuck(tiers, now).values())
     conn = sqlite3.connect(db)
     conn.execute(
         "UPDATE workflow_state SET updated_at = ? WHERE run_id = 'run_e0c53cb83da9c2a90ed42f1a3d4cbf37'",
@@ -85,4 +83,4 @@ def test_in_place_updates_of_06_are_seen(fixture_copy) -> None:
     )
     conn.commit()
     conn.close()
-    assert sum(stuck(reader, now).values()) == before - 1
+    assert sum(stuck(tiers, now).values()) == before - 1

@@ -25,13 +25,13 @@ from support import LEGACY, SMALL, SMALL06, computed_at, parse_exposition
 from exporter.clock import ManualClock
 from exporter.collectors import View, build_registry
 from exporter.config import MetricsConfig
+from exporter.engines.flujo.active_cache import REREAD_TOP
+from exporter.engines.flujo.stuck import StuckPolicy, stuck_workflows
+from exporter.engines.flujo.workflows import active_workflows
 from exporter.exposition import CachedExposition
 from exporter.labels import OTHER
-from exporter.reader import FlujoReader
-from exporter.reader.active_cache import REREAD_TOP
-from exporter.reader.workflows import active_workflows
+from exporter.reader import StateReader
 from exporter.refresh import Refresher
-from exporter.stuck import StuckPolicy, stuck_workflows
 from exporter.timeparse import FUTURE_TOLERANCE, UTC, parse_instant
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -40,9 +40,10 @@ BAD = {"blob": "X'FF00'", "null": "NULL", "invalid_utf8": "CAST(X'C328' AS TEXT)
 
 # Families whose values legitimately differ between two copies (file sizes, timings), the
 # bad-value counter itself (checked apart) and the watermark-fed counters of the finish tracker,
-# which handles bad values on its own (exporter/tracking.py has its own tests).
+# which handles bad values on its own (tracking.py has its own tests), and the overview, derived
+# from the engine's families (the engine contract suite checks the two agree).
 UNCOMPARED = re.compile(
-    r"^(state_exporter_|flujo_db_(wal_)?size_bytes|flujo_runs_finished|flujo_run_duration_seconds"
+    r"^(state_exporter_|workflow_|flujo_db_(wal_)?size_bytes|flujo_runs_finished|flujo_run_duration_seconds"
     r"|flujo_steps_finished|flujo_step_duration_seconds)"
 )
 
@@ -62,7 +63,7 @@ def expose(db: Path, now: datetime, refreshes: int = 1, step: float = 60.0, **se
     each time (one reader: the active-row cache is kept between them)."""
     metrics = MetricsConfig(**settings)  # type: ignore[arg-type]
     clock = ManualClock(now)
-    refresher = Refresher(FlujoReader(db, naive_timezone=UTC), lambda: metrics, clock)
+    refresher = Refresher(StateReader(db, naive_timezone=UTC), lambda: metrics, clock)
     live = CollectorRegistry(auto_describe=False)
     registry = build_registry(View(lambda: refresher.state, lambda: metrics, clock), live=live)
     exposition = CachedExposition(registry, live, lambda: (refresher.state,))
@@ -455,7 +456,7 @@ def test_future_updated_at_of_an_active_run_is_never_stuck_nor_oldest(fixture_co
     assert diff == {}
     assert dirty.read_bad == {("workflow_state", "updated_at"): 1}
     # the alerts' path judges the same way
-    with FlujoReader(db, naive_timezone=UTC).session() as s:
+    with StateReader(db, naive_timezone=UTC).session() as s:
         active = active_workflows(s.conn, s.schema, s.naive_tz, [])
     assert run_id in {r.run_id for r in active}
     assert run_id not in {r.run_id for r in stuck_workflows(active, now, StuckPolicy(timedelta(hours=1)))}
@@ -579,7 +580,7 @@ def test_finished_counters_fold_new_statuses_stably(fixture_copy) -> None:
     now = now_for(SMALL)
     metrics = MetricsConfig(max_statuses=3)
     clock = ManualClock(now)
-    refresher = Refresher(FlujoReader(db, naive_timezone=UTC), lambda: metrics, clock)
+    refresher = Refresher(StateReader(db, naive_timezone=UTC), lambda: metrics, clock)
     live = CollectorRegistry(auto_describe=False)
     registry = build_registry(View(lambda: refresher.state, lambda: metrics, clock), live=live)
     exposition = CachedExposition(registry, live, lambda: (refresher.state,))

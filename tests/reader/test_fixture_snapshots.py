@@ -8,12 +8,13 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from support import LEGACY, SMALL, SMALL06, anchor_at, computed_at, expected, make_hybrid
+from support import LEGACY, SMALL, SMALL06, FlujoTiers, anchor_at, computed_at, expected, make_hybrid
 
-from exporter.reader import FlujoReader
-from exporter.reader import spans as span_queries
-from exporter.reader.workflows import WORKFLOW_STATUSES, active_workflows, created_before
-from exporter.stuck import StuckPolicy, stuck_workflows
+from exporter.engines.flujo import spans as span_queries
+from exporter.engines.flujo.statuses import WORKFLOW_STATUSES
+from exporter.engines.flujo.stuck import StuckPolicy, stuck_workflows
+from exporter.engines.flujo.workflows import active_workflows, created_before
+from exporter.reader import StateReader
 from exporter.timeparse import UTC
 
 POLICY = StuckPolicy(running_after=timedelta(hours=1))
@@ -23,8 +24,8 @@ class Stats:
     """Both index-bound tiers of a snapshot, and the active rows themselves."""
 
     def __init__(self, path, now) -> None:  # type: ignore[no-untyped-def]
-        reader = FlujoReader(path, naive_timezone=UTC)
-        fast, counts = reader.fast_stats(now, POLICY)[1], reader.count_stats(now)
+        reader = StateReader(path, naive_timezone=UTC)
+        fast, counts = FlujoTiers(reader).fast(now), FlujoTiers(reader).counts(now)
         with reader.session() as s:
             self.active = active_workflows(s.conn, s.schema, UTC, [])
         self.summary = fast.active
@@ -71,8 +72,8 @@ def test_small_0435(fixture_copy) -> None:
 
 def test_small_0435_aggregates(fixture_copy) -> None:
     exp = expected(SMALL)
-    reader = FlujoReader(fixture_copy(SMALL), naive_timezone=UTC)
-    agg = reader.aggregate_stats(computed_at(SMALL))
+    reader = StateReader(fixture_copy(SMALL), naive_timezone=UTC)
+    agg = FlujoTiers(reader).aggregates(computed_at(SMALL))
     assert agg.spans is not None
     assert agg.spans.total == exp["spans_total_via_get_spans"]
     assert agg.spans.unfinished == exp["spans_unfinished_end_time_null"]
@@ -133,8 +134,8 @@ def test_small_06_top_level_and_background_apart(fixture_copy) -> None:
 
 def test_small_06_aggregates(fixture_copy) -> None:
     exp = expected(SMALL06)
-    reader = FlujoReader(fixture_copy(SMALL06), naive_timezone=UTC)
-    agg = reader.aggregate_stats(computed_at(SMALL06))
+    reader = StateReader(fixture_copy(SMALL06), naive_timezone=UTC)
+    agg = FlujoTiers(reader).aggregates(computed_at(SMALL06))
     assert agg.spans is not None and agg.spans.unfinished == exp["spans_open_end_time_null"]
     assert agg.average_execution_time_ms == pytest.approx(exp["get_workflow_stats"]["average_execution_time_ms"])
     with reader.session() as s:
@@ -170,7 +171,7 @@ def test_writer_time_zone_setting_moves_the_windows(fixture_copy) -> None:
     db = fixture_copy(SMALL)
     now = computed_at(SMALL)
     utc = read(db, now)
-    la_reader = FlujoReader(db, naive_timezone=resolve_timezone("America/Los_Angeles"))
+    la_reader = StateReader(db, naive_timezone=resolve_timezone("America/Los_Angeles"))
     later = now + timedelta(hours=8)
-    assert la_reader.fast_stats(later, POLICY)[1].created_24h == utc.created_24h
-    assert la_reader.count_stats(later).failed_24h == utc.failed_24h
+    assert FlujoTiers(la_reader).fast(later).created_24h == utc.created_24h
+    assert FlujoTiers(la_reader).counts(later).failed_24h == utc.failed_24h

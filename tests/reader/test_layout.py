@@ -4,12 +4,13 @@ from pathlib import Path
 import pytest
 from support import FIXTURES, LEGACY, SMALL, SMALL06, make_hybrid
 
-from exporter.reader import Capability, DatabaseUnavailable, FlujoReader, Layout, Problem
+from exporter.engines.flujo.layout import Capability, Layout
+from exporter.reader import DatabaseUnavailable, Problem, StateReader
 from exporter.timeparse import UTC
 
 
-def reader(path: Path) -> FlujoReader:
-    return FlujoReader(path, naive_timezone=UTC)
+def reader(path: Path) -> StateReader:
+    return StateReader(path, naive_timezone=UTC)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ import stat
 import tempfile
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,24 +19,25 @@ from support import (
     NOBODY,
     SMALL,
     ExclusiveWriter,
+    FlujoTiers,
     as_user,
     checksums,
     computed_at,
     other_user,
 )
 
-from exporter.reader import DatabaseUnavailable, FlujoReader, Problem
-from exporter.reader import spans as span_queries
-from exporter.stuck import StuckPolicy
+from exporter.engines.flujo import spans as span_queries
+from exporter.reader import DatabaseUnavailable, Problem, StateReader
 from exporter.timeparse import UTC
 
 
 def read_everything(db: Path) -> None:
-    reader = FlujoReader(db, naive_timezone=UTC)
+    reader = StateReader(db, naive_timezone=UTC)
     now = computed_at(SMALL)
-    reader.fast_stats(now, StuckPolicy(timedelta(hours=1)))
-    reader.count_stats(now)
-    reader.aggregate_stats(now)
+    tiers = FlujoTiers(reader)
+    tiers.fast(now)
+    tiers.counts(now)
+    tiers.aggregates(now)
     with reader.session() as s:
         if s.schema.has("spans"):
             span_queries.per_run(s.conn, with_runs_table=s.schema.has("runs"))
@@ -82,7 +82,7 @@ def shared_dir() -> Iterator[Path]:
 
 
 def read_counts(db: Path) -> int:
-    stats = FlujoReader(db, naive_timezone=UTC).count_stats(computed_at(SMALL))
+    stats = FlujoTiers(StateReader(db, naive_timezone=UTC)).counts(computed_at(SMALL))
     return sum(stats.workflows_by_status.values())
 
 
@@ -139,7 +139,7 @@ def test_live_writer_db_wal_and_shm_unchanged(fixture_copy) -> None:
     for _ in range(3):
         read_everything(db)
     assert checksums(db) == before
-    stats = FlujoReader(db, naive_timezone=UTC).count_stats(computed_at(SMALL))
+    stats = FlujoTiers(StateReader(db, naive_timezone=UTC)).counts(computed_at(SMALL))
     assert stats.runs_by_status is not None and stats.runs_by_status["running"] == 6  # sees the WAL
     writer.close()
 
@@ -158,7 +158,7 @@ def test_bad_files_name_the_file_and_stay_unchanged(tmp_path: Path, content, pro
     if content is not None:
         db.write_bytes(content)
     with pytest.raises(DatabaseUnavailable) as info:
-        FlujoReader(db, naive_timezone=UTC).schema()
+        StateReader(db, naive_timezone=UTC).schema()
     assert info.value.problem is problem
     assert str(db) in info.value.message and text in info.value.message
     if content is not None:
@@ -169,13 +169,13 @@ def test_bad_files_name_the_file_and_stay_unchanged(tmp_path: Path, content, pro
 def test_locked_by_a_writer(fixture_copy) -> None:
     db = fixture_copy(SMALL)
     with ExclusiveWriter(db), pytest.raises(DatabaseUnavailable) as info:
-        FlujoReader(db, naive_timezone=UTC, busy_timeout=0.1).count_stats(computed_at(SMALL))
+        FlujoTiers(StateReader(db, naive_timezone=UTC, busy_timeout=0.1)).counts(computed_at(SMALL))
     assert info.value.problem is Problem.LOCKED and str(db) in info.value.message
 
 
 def test_query_timeout_interrupts(fixture_copy) -> None:
     db = fixture_copy(SMALL)
-    reader = FlujoReader(db, naive_timezone=UTC, query_timeout=0.05)
+    reader = StateReader(db, naive_timezone=UTC, query_timeout=0.05)
     with pytest.raises(DatabaseUnavailable) as info, reader.session() as s:
         s.conn.execute(
             "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT COUNT(*) FROM n"
@@ -184,19 +184,19 @@ def test_query_timeout_interrupts(fixture_copy) -> None:
 
 
 def test_reader_refuses_writes(fixture_copy) -> None:
-    reader = FlujoReader(fixture_copy(SMALL), naive_timezone=UTC)
+    reader = StateReader(fixture_copy(SMALL), naive_timezone=UTC)
     with pytest.raises(DatabaseUnavailable), reader.session() as s:
         s.conn.execute("DELETE FROM runs")
 
 
 def test_sessions_from_threads(fixture_copy) -> None:
-    reader = FlujoReader(fixture_copy(SMALL), naive_timezone=UTC)
+    reader = StateReader(fixture_copy(SMALL), naive_timezone=UTC)
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
             for _ in range(20):
-                reader.count_stats(computed_at(SMALL))
+                FlujoTiers(reader).counts(computed_at(SMALL))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from support import FIXTURES, SMALL06, expected
 
-from exporter.reader import FlujoReader
-from exporter.reader.spantime import (
+from exporter.engines.flujo.spantime import (
     EPOCH_CLOCK,
     RESOLUTION_S,
     SAVE_ANCHOR_ERROR_S,
     ClockKind,
     clock_for_run,
 )
+from exporter.reader import StateReader
 from exporter.timeparse import parse_instant
 
 FINISHED = ("completed", "failed")
@@ -23,7 +23,7 @@ LIVE06 = "live06-timing.db"
 
 
 def test_fixture_runs_are_bracketed_and_within_the_bound(fixture_copy) -> None:
-    reader = FlujoReader(fixture_copy(SMALL06), naive_timezone=UTC)
+    reader = StateReader(fixture_copy(SMALL06), naive_timezone=UTC)
     checked = 0
     bounds = []
     with reader.session() as s:
@@ -150,7 +150,7 @@ def test_live_flujo_06_runs_are_within_the_bound(fixture_copy) -> None:
     truth = json.loads((FIXTURES / f"{LIVE06}.truth.json").read_text())
     slack = truth["offset_max"] - truth["offset_min"]  # the true offset moved this much during the runs
     true_offset = (truth["offset_max"] + truth["offset_min"]) / 2
-    reader = FlujoReader(db, naive_timezone=UTC)
+    reader = StateReader(db, naive_timezone=UTC)
     created_errors = []
     with reader.session() as s:
         rows = s.conn.execute(

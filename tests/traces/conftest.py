@@ -11,7 +11,7 @@ import pytest
 from traces.receiver import Receiver
 
 from exporter.clock import ManualClock
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 from exporter.traces import SpanTailer, TracesConfig
 
 FAST_RETRY = {"initial_backoff": "10ms", "max_backoff": "50ms"}
@@ -49,7 +49,7 @@ def make_tailer(tmp_path: Path, receiver: Receiver) -> Iterator[Callable[..., tu
         db: Path, now: datetime, protocol: str = "grpc", state: Path | None = None, **overrides: Any
     ) -> tuple[SpanTailer, ManualClock]:
         clock = ManualClock(now)
-        reader = FlujoReader(db, naive_timezone=UTC)
+        reader = StateReader(db, naive_timezone=UTC)
         tailer = SpanTailer(
             make_config(receiver, protocol, **overrides),
             reader,

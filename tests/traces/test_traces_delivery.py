@@ -15,7 +15,7 @@ from traces.flujo_db import FlujoWriter, Span, new_span_id, span_hex, trace_hex,
 from traces.receiver import Receiver, TLSFiles
 
 from exporter.clock import ManualClock
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 from exporter.timeparse import UTC
 from exporter.traces import SpanTailer
 
@@ -177,7 +177,7 @@ def test_tls_mutual_auth_headers_and_gzip(tmp_path: Path, pki: dict[str, Path], 
             compression="gzip",
             tls={"ca_file": str(pki["ca"]), "cert_file": str(pki["client_cert"]), "key_file": str(pki["client_key"])},
         )
-        reader = FlujoReader(tmp_path / "flujo.db", naive_timezone=UTC)
+        reader = StateReader(tmp_path / "flujo.db", naive_timezone=UTC)
         tailer = SpanTailer(config, reader, tmp_path / "state.sqlite", clock=ManualClock(NOW))
         try:
             assert tailer.run_once().exported == len(stored)
@@ -198,7 +198,7 @@ def test_unverifiable_server_is_retried_not_skipped(tmp_path: Path, pki: dict[st
     tls = TLSFiles(pki["server_cert"], pki["server_key"])
     with Receiver(tls=tls) as secure:
         config = make_config(secure, "http/protobuf")
-        reader = FlujoReader(tmp_path / "flujo.db", naive_timezone=UTC)
+        reader = StateReader(tmp_path / "flujo.db", naive_timezone=UTC)
         tailer = SpanTailer(config, reader, tmp_path / "state.sqlite", clock=ManualClock(NOW))
         halt = threading.Event()
         timer = threading.Timer(0.5, halt.set)

@@ -16,7 +16,7 @@ from traces.flujo_db import span_hex, stored_spans, trace_hex
 from traces.receiver import ReceivedSpan, Receiver
 
 from exporter import __version__
-from exporter.reader.spantime import ClockKind
+from exporter.engines.flujo.spantime import ClockKind
 from exporter.timeparse import parse_instant
 
 FINISHED = ("completed", "failed", "cancelled")

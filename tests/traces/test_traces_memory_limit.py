@@ -22,7 +22,7 @@ from processes import running_daemon
 from traces.flujo_db import FlujoWriter, Span, new_span_id, span_hex, trace_hex
 from traces.receiver import Receiver
 
-from exporter.traces.source import TRUNCATED_KEY
+from exporter.engines.flujo.traces.source import TRUNCATED_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 BIG_MIB = 50

@@ -13,7 +13,7 @@ from traces.conftest import NOW
 from traces.flujo_db import FlujoWriter, span_hex, trace_hex, typical_run
 from traces.receiver import Receiver
 
-from exporter.traces.source import MAX_VALUE_BYTES, RAW_KEY, TRUNCATED_KEY, TRUNCATED_PREFIX_BYTES
+from exporter.engines.flujo.traces.source import MAX_VALUE_BYTES, RAW_KEY, TRUNCATED_KEY, TRUNCATED_PREFIX_BYTES
 
 
 def vm_kib(field: str) -> int:

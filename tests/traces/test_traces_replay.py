@@ -15,14 +15,14 @@ from traces.conftest import make_config
 from traces.flujo_db import FlujoWriter, Span, new_span_id, span_hex, stored_spans, trace_hex
 from traces.receiver import Receiver
 
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 from exporter.timeparse import parse_instant
 from exporter.traces import replay
 from exporter.traces.__main__ import main
 
 
-def reader(db: Path) -> FlujoReader:
-    return FlujoReader(db, naive_timezone=UTC)
+def reader(db: Path) -> StateReader:
+    return StateReader(db, naive_timezone=UTC)
 
 
 def all_keys(db: Path, run_ids: set[str] | None = None) -> set[tuple[str, str]]:

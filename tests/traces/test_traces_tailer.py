@@ -18,7 +18,7 @@ from traces.conftest import NOW, make_config
 from traces.flujo_db import FlujoWriter, Span, new_span_id, span_hex, trace_hex, typical_run
 from traces.receiver import Receiver
 
-from exporter.reader import FlujoReader
+from exporter.reader import StateReader
 from exporter.traces import SpanTailer
 
 RNG = random.Random(3)
@@ -245,7 +245,7 @@ def test_async_run_follows_the_db_until_stopped(tmp_path: Path, receiver: Receiv
     now = datetime.now(UTC)
     first = finished_run(w, "run_first", now - timedelta(minutes=3))
     config = make_config(receiver, poll_interval="50ms", settle_period="200ms")
-    tailer = SpanTailer(config, FlujoReader(w.path, naive_timezone=UTC), tmp_path / "state.sqlite")
+    tailer = SpanTailer(config, StateReader(w.path, naive_timezone=UTC), tmp_path / "state.sqlite")
 
     async def scenario() -> float:
         stop = asyncio.Event()
@@ -267,7 +267,7 @@ def test_stop_during_outage_is_prompt(tmp_path: Path, receiver: Receiver) -> Non
     finished_run(w, "run_o", NOW - timedelta(minutes=3))
     receiver.stop()
     config = make_config(receiver, poll_interval="50ms", retry={"initial_backoff": "1s", "max_backoff": "30s"})
-    tailer = SpanTailer(config, FlujoReader(w.path, naive_timezone=UTC), tmp_path / "state.sqlite")
+    tailer = SpanTailer(config, StateReader(w.path, naive_timezone=UTC), tmp_path / "state.sqlite")
 
     async def scenario() -> float:
         stop = asyncio.Event()
@@ -294,4 +294,4 @@ async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no
 def test_state_file_cannot_be_the_flujo_db(tmp_path: Path, receiver: Receiver) -> None:
     db = FlujoWriter(tmp_path / "flujo.db").path
     with pytest.raises(ValueError, match="the Flujo DB itself"):
-        SpanTailer(make_config(receiver), FlujoReader(db, naive_timezone=UTC), db)
+        SpanTailer(make_config(receiver), StateReader(db, naive_timezone=UTC), db)

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.base import ViewCollector, gauge_from
+from exporter.collectors.base import gauge_from
+from exporter.engines.flujo.collectors.base import FlujoCollector
+from exporter.engines.flujo.statuses import ACTIVE_STATUSES, WORKFLOW_STATUSES
+from exporter.engines.flujo.stuck import ActiveSummary
 from exporter.labels import OTHER, cap_statuses, fold, fold_statuses, top_values
-from exporter.reader.workflows import ACTIVE_STATUSES, WORKFLOW_STATUSES
-from exporter.stuck import ActiveSummary
 
 
 def status_samples(counts: Counter[str], limit: int) -> list[tuple[tuple[str], float]]:
@@ -18,9 +19,9 @@ def status_samples(counts: Counter[str], limit: int) -> list[tuple[tuple[str], f
     return [((s,), float(n)) for s, n in cap_statuses(counts, WORKFLOW_STATUSES, limit).items()]
 
 
-class WorkflowCollector(ViewCollector):
+class WorkflowCollector(FlujoCollector):
     def collect(self) -> Iterator[Metric]:
-        state = self.view.state()
+        state = self.flujo_state()
         settings = self.view.settings()
         counts = state.counts
         if counts is not None:

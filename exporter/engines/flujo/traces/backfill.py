@@ -26,14 +26,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-from exporter.reader import FlujoReader, ReadSession
-from exporter.traces import source, store
+from exporter.engines.flujo.layout import flujo_schema
+from exporter.engines.flujo.traces import source
+from exporter.engines.flujo.traces.source import RunInfo
+from exporter.reader import ReadSession, StateReader
+from exporter.traces import store
 from exporter.traces.batching import Batch
 from exporter.traces.config import TracesConfig
 from exporter.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
 from exporter.traces.delivery import DeadLetter, Delivered, Deliverer, Pipeline
 from exporter.traces.metrics import TraceStats
-from exporter.traces.source import RunInfo
 from exporter.traces.tailer import build_envelope, limits_of
 from exporter.traces.transport import Stopped, Transport, make_transport
 
@@ -68,7 +70,7 @@ def replay_key(db: Path, since: datetime | None, until: datetime | None, run_ids
 
 def replay(
     config: TracesConfig,
-    reader: FlujoReader,
+    reader: StateReader,
     state_path: Path,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -100,7 +102,7 @@ class _Replay:
     def __init__(
         self,
         config: TracesConfig,
-        reader: FlujoReader,
+        reader: StateReader,
         st: store.StateStore,
         transport: Transport,
         key: str,
@@ -136,7 +138,7 @@ class _Replay:
         args: list[object] = []
         if self.since is not None or self.until is not None:
             s.conn.create_function("flujo_epoch", 1, source.epoch_of, deterministic=True)
-            start_expr = source.run_start_sql(s.schema)
+            start_expr = source.run_start_sql(flujo_schema(s.schema))
             if self.since is not None:
                 clauses.append(f"flujo_epoch({start_expr}) >= ?")
                 args.append(self.since)
@@ -177,7 +179,7 @@ class _Replay:
             where, args = self._where(s)
             low = "r.rowid >= ?" if span is not None else "r.rowid > ?"
             infos = source.runs_with_counts(
-                s.conn, s.schema, s.naive_tz, f"{where} AND {low}", (*args, rowid), RUN_PAGE
+                s.conn, flujo_schema(s.schema), s.naive_tz, f"{where} AND {low}", (*args, rowid), RUN_PAGE
             )
             page: list[RunInfo] = []
             total = 0
@@ -185,7 +187,9 @@ class _Replay:
                 alone = info.span_count > self.chunk or (span is not None and info.rowid == rowid)
                 if alone:
                     if not page:  # read again with the span aggregates (for its clock), spans page by page
-                        page = list(source.run_infos(s.conn, s.schema, s.naive_tz, [info.run_id]).values())
+                        page = list(
+                            source.run_infos(s.conn, flujo_schema(s.schema), s.naive_tz, [info.run_id]).values()
+                        )
                     break
                 if page and total + info.span_count > budget:
                     break

@@ -15,10 +15,10 @@ import logging
 from datetime import datetime, timedelta, tzinfo
 
 from exporter.clock import Clock
+from exporter.engines.flujo.layout import ENGINE_NAME, Capability, Layout, Schema, flujo_schema
 from exporter.jobs.config import StaleTasksConfig
 from exporter.jobs.db import Target, schema_of, write_transaction
 from exporter.jobs.metrics import JobMetrics
-from exporter.reader.layout import Capability, Layout, Schema
 from exporter.timeparse import TimestampError, iso_utc, parse_instant
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class StaleTasksJob:
 
     def _find(self, cutoff: datetime) -> tuple[Schema, list[tuple[int, str, object]]]:
         with self.target.connect(JOB, write=False) as conn:
-            schema = schema_of(conn, self.target)
+            schema = flujo_schema(schema_of(conn, self.target, ENGINE_NAME))
             if not schema.supports(Capability.BACKGROUND_TASKS):
                 return schema, []
             stale = []

@@ -7,7 +7,7 @@ those running in ``runs`` through its status index; a paused one when its ``work
 saved again (flujo's ``INSERT OR REPLACE`` gives it a new rowid, found by a second watermark), and all
 of them every :data:`FULL_RECHECK_EVERY` refreshes.  The cost follows the write rate, not the DB size.
 
-A run counts once, when it has really ended (:func:`exporter.reader.runs.final_status`): a run paused
+A run counts once, when it has really ended (:func:`exporter.engines.flujo.runs.final_status`): a run paused
 for approval (``runs`` says completed, ``workflow_state`` paused) stays pending until it is resumed
 and ends, and is then counted with its final status and duration.  A pending run whose
 ``workflow_state`` turned final while its ``runs`` row did not change yet (flujo writes the state
@@ -27,54 +27,24 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from exporter.engines.flujo import runs as run_queries
+from exporter.engines.flujo.layout import Capability, Schema
+from exporter.engines.flujo.statuses import ACTIVE_STATUSES, FINISHED_STATUSES, STEP_STATUSES
 from exporter.labels import LabelCap
-from exporter.reader import Capability, Schema
-from exporter.reader import runs as run_queries
+from exporter.model import RUN_DURATION_BUCKETS, Histogram
 from exporter.reader.badvalues import BadValue
 
 log = logging.getLogger(__name__)
 
 BATCH = 5_000
 FULL_RECHECK_EVERY = 20  # refreshes between re-checks of every paused run (catches in-place UPDATEs)
-DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 STEP_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 MAX_UNKNOWN_STATUSES = 20
-KNOWN_RUN_STATUSES = frozenset(run_queries.FINISHED_RUN_STATUSES)
-KNOWN_STEP_STATUSES = frozenset(("completed", "failed"))
-
-
-@dataclass
-class Histogram:
-    """Cumulative bucket counts in the shape prometheus_client's HistogramMetricFamily wants."""
-
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.counts:
-            self.counts = [0] * (len(self.bounds) + 1)
-
-    def observe(self, value: float) -> None:
-        self.total += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-                return
-        self.counts[-1] += 1
-
-    def buckets(self) -> list[tuple[str, float]]:
-        cumulative, out = 0, []
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            cumulative += count
-            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(cumulative)))
-        return out
-
-    def copy(self) -> Histogram:
-        return Histogram(self.bounds, list(self.counts), self.total)
+KNOWN_RUN_STATUSES = frozenset(FINISHED_STATUSES)
+KNOWN_STEP_STATUSES = frozenset(STEP_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -301,7 +271,7 @@ class FinishTracker:
                 continue
             status = row.final_status
             if status is None:
-                held = row.fingerprint if row.status not in run_queries.ACTIVE_STATUSES else None
+                held = row.fingerprint if row.status not in ACTIVE_STATUSES else None
                 self._pending[row.rowid] = _Pending(row.run_id, held)
             else:
                 self._count_run(row, status)
@@ -341,7 +311,7 @@ class FinishTracker:
             self._observe_run(pipeline, row.duration_s)
 
     def _observe_run(self, pipeline: str, seconds: float) -> None:
-        self._run_hist.setdefault(pipeline, Histogram(DURATION_BUCKETS)).observe(seconds)
+        self._run_hist.setdefault(pipeline, Histogram(RUN_DURATION_BUCKETS)).observe(seconds)
 
     def _observe_step(self, step: str, seconds: float) -> None:
         self._step_hist.setdefault(step, Histogram(STEP_DURATION_BUCKETS)).observe(seconds)

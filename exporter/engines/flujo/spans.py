@@ -6,8 +6,8 @@ import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 
+from exporter.engines.flujo.groups import group_labels
 from exporter.reader.badvalues import BadValue
-from exporter.reader.groups import group_labels
 
 
 @dataclass(frozen=True)

@@ -7,25 +7,25 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from exporter.collectors.base import View, ViewCollector, gauge_from, printable
+from exporter.collectors.base import View, gauge_from, printable
+from exporter.engines.flujo.collectors.base import FlujoCollector
+from exporter.engines.flujo.statuses import FINISHED_STATUSES, RUNNING, STEP_STATUSES
 from exporter.labels import LabelCap, cap_statuses, fold, fold_statuses
-from exporter.reader.runs import FINISHED_RUN_STATUSES
-from exporter.tracking import Histogram
+from exporter.model import Histogram
 
-RUN_STATUSES = ("running", "completed", "failed", "cancelled")
-STEP_STATUSES = ("completed", "failed")
+RUN_STATUSES = (RUNNING, *FINISHED_STATUSES)
 
 
-class RunCollector(ViewCollector):
+class RunCollector(FlujoCollector):
     def __init__(self, view: View) -> None:
         super().__init__(view)
         # Counters fold statuses with a stable allocation, so that no series ever goes down.
         limit = view.settings().max_statuses
-        self._finished_statuses = LabelCap(limit, FINISHED_RUN_STATUSES)
+        self._finished_statuses = LabelCap(limit, FINISHED_STATUSES)
         self._step_statuses = LabelCap(limit, STEP_STATUSES)
 
     def collect(self) -> Iterator[Metric]:
-        state = self.view.state()
+        state = self.flujo_state()
         settings = self.view.settings()
         counts = state.counts
         if counts is None or counts.runs_by_status is None:

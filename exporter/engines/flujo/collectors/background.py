@@ -6,13 +6,14 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.base import ViewCollector, gauge_from
-from exporter.collectors.workflows import status_samples
+from exporter.collectors.base import gauge_from
+from exporter.engines.flujo.collectors.base import FlujoCollector
+from exporter.engines.flujo.collectors.workflows import status_samples
 
 
-class BackgroundTaskCollector(ViewCollector):
+class BackgroundTaskCollector(FlujoCollector):
     def collect(self) -> Iterator[Metric]:
-        state = self.view.state()
+        state = self.flujo_state()
         counts = state.counts
         if counts is None or counts.background_by_status is None:
             return

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
 
 from exporter.clock import Clock
+from exporter.engines.flujo.layout import ENGINE_NAME, Schema, flujo_schema
 from exporter.jobs.config import CleanupConfig
 from exporter.jobs.db import (
     Cursor,
@@ -39,7 +40,6 @@ from exporter.jobs.db import (
 )
 from exporter.jobs.metrics import JobMetrics
 from exporter.jobs.scheduler import JobError, Sleep
-from exporter.reader.layout import Schema
 from exporter.timeparse import TimestampError, parse_instant, text_upper_bound
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class CleanupJob:
         runs_cutoff = _before(self.clock(), cfg.runs_retention_days or cfg.days_old)
         db = JobConnection(self.target, JOB, write=not cfg.dry_run)
         try:
-            schema = await db.call(lambda conn: schema_of(conn, self.target))
+            schema = await db.call(lambda conn: flujo_schema(schema_of(conn, self.target, ENGINE_NAME)))
             if workflow_cutoff is not None:
                 await self._workflows(db, schema, workflow_cutoff, report)
                 if cfg.delete_runs and runs_cutoff is not None and schema.has("runs", "run_id"):

@@ -12,17 +12,17 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.base import ViewCollector
+from exporter.engines.flujo.collectors.base import FlujoCollector
+from exporter.engines.flujo.statuses import WORKFLOW_STATUSES
 from exporter.labels import cap_statuses
-from exporter.reader.workflows import WORKFLOW_STATUSES
 
 
-class FlujoCompatCollector(ViewCollector):
+class FlujoCompatCollector(FlujoCollector):
     def collect(self) -> Iterator[Metric]:
         settings = self.view.settings()
         if not settings.flujo_compat:
             return
-        state = self.view.state()
+        state = self.flujo_state()
         counts = state.counts
         if counts is None:
             return

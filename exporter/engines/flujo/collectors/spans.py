@@ -6,16 +6,17 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.base import ViewCollector, gauge_from
+from exporter.collectors.base import gauge_from
+from exporter.engines.flujo.collectors.base import FlujoCollector
 from exporter.labels import cap_statuses
 
 # flujo's span statuses ("error" and "unknown" come from its fallback paths).
 SPAN_STATUSES = ("running", "completed", "failed", "error", "unknown")
 
 
-class SpanCollector(ViewCollector):
+class SpanCollector(FlujoCollector):
     def collect(self) -> Iterator[Metric]:
-        state = self.view.state()
+        state = self.flujo_state()
         if state.counts is None or state.counts.spans_total is None:
             return
         stored = GaugeMetricFamily("flujo_spans_stored", self.counted("Rows of the spans table"))

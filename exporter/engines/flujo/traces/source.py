@@ -23,15 +23,16 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Any, TypeGuard
 
-from exporter.reader.layout import Capability, Schema
-from exporter.reader.spantime import EPOCH_CLOCK, SpanClock, clock_for_run, is_monotonic
+from exporter.engines.flujo.layout import Capability, Schema
+from exporter.engines.flujo.spantime import EPOCH_CLOCK, SpanClock, clock_for_run, is_monotonic
+from exporter.engines.flujo.statuses import ACTIVE_SQL, FINISHED_SQL, FINISHED_STATUSES
 from exporter.timeparse import TimestampError, parse_instant, to_epoch
 
 log = logging.getLogger("exporter.traces")
 
-FINISHED = frozenset(("completed", "failed", "cancelled"))
+FINISHED = frozenset(FINISHED_STATUSES)
 MAX_VALUE_BYTES = 1 << 20  # one stored value (attributes, name...) read as is up to this size
 TRUNCATED_PREFIX_BYTES = 16 * 1024  # what is kept of a larger attributes value
 RAW_KEY = "flujo.attributes.raw"
@@ -48,8 +49,14 @@ def lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def supported(schema: Schema) -> bool:
-    return schema.supports(Capability.RUNS) and schema.supports(Capability.SPANS) and schema.has("runs", "status")
+def supported(schema: object) -> TypeGuard[Schema]:
+    """A Flujo file whose layout stores spans (``schema`` may be any engine's)."""
+    return (
+        isinstance(schema, Schema)
+        and schema.supports(Capability.RUNS)
+        and schema.supports(Capability.SPANS)
+        and schema.has("runs", "status")
+    )
 
 
 _UNSET: Any = object()
@@ -422,7 +429,7 @@ def unfinished_runs_upto(conn: sqlite3.Connection, rowid: int) -> list[tuple[int
     rows = conn.execute(
         "SELECT r.rowid, r.run_id, r.status, ws.status FROM runs r LEFT JOIN workflow_state ws"
         " ON ws.run_id = r.run_id WHERE r.rowid <= ?"
-        " AND (r.status NOT IN ('completed', 'failed', 'cancelled') OR ws.status IN ('running', 'paused'))",
+        f" AND (r.status NOT IN {FINISHED_SQL} OR ws.status IN {ACTIVE_SQL})",
         (rowid,),
     )
     result = []

@@ -19,18 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from exporter.engines.flujo.groups import grouped_counts
+from exporter.engines.flujo.layout import Schema
+from exporter.engines.flujo.statuses import ACTIVE_SQL, ACTIVE_STATUSES, FINISHED_SQL, FINISHED_STATUSES
+from exporter.engines.flujo.workflows import UNKNOWN_PIPELINE
 from exporter.labels import label_text
 from exporter.reader.badvalues import BadValue, shown
-from exporter.reader.groups import grouped_counts
-from exporter.reader.layout import Schema
-from exporter.reader.workflows import UNKNOWN_PIPELINE
 from exporter.timeparse import TimestampError, parse_instant, text_lower_bound
 
-FINISHED_RUN_STATUSES = ("completed", "failed", "cancelled")
-ACTIVE_STATUSES = ("running", "paused")
 _IN_CHUNK = 500
-_ACTIVE_SQL = "('running', 'paused')"
-_FINAL_SQL = "('completed', 'failed', 'cancelled')"
 
 
 @dataclass(frozen=True)
@@ -114,7 +111,7 @@ def final_status(run_status: str, workflow_status: str | None) -> str | None:
         return None
     if workflow_status in ACTIVE_STATUSES:
         return None if run_status == "completed" else run_status
-    if workflow_status in FINISHED_RUN_STATUSES:
+    if workflow_status in FINISHED_STATUSES:
         return workflow_status
     return run_status
 
@@ -191,11 +188,11 @@ def finished_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[GroupCou
     caps keep the busiest.  One scan of ``runs`` with a primary-key probe of ``workflow_state`` per row:
     the seed pass only."""
     sql = (
-        f"SELECT r.pipeline_name, r.status, CASE WHEN w.status IN {_FINAL_SQL} THEN w.status END,"
+        f"SELECT r.pipeline_name, r.status, CASE WHEN w.status IN {FINISHED_SQL} THEN w.status END,"
         " COUNT(*), MIN(r.run_id)"
         " FROM runs r NOT INDEXED LEFT JOIN workflow_state w ON w.run_id = r.run_id"
-        f" WHERE r.rowid <= ? AND NOT COALESCE(r.status IN {_ACTIVE_SQL}"
-        f" OR (r.status = 'completed' AND w.status IN {_ACTIVE_SQL}), 0)"
+        f" WHERE r.rowid <= ? AND NOT COALESCE(r.status IN {ACTIVE_SQL}"
+        f" OR (r.status = 'completed' AND w.status IN {ACTIVE_SQL}), 0)"
         " GROUP BY 1, 2, 3 ORDER BY 4 DESC"
     )
     found = []
@@ -211,21 +208,19 @@ def finished_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[GroupCou
 
 def active_rowids(conn: sqlite3.Connection) -> set[int]:
     """Rowids of runs whose ``runs.status`` is running/paused: from the status index alone."""
-    return {int(r) for (r,) in conn.execute(f"SELECT rowid FROM runs WHERE status IN {_ACTIVE_SQL}")}
+    return {int(r) for (r,) in conn.execute(f"SELECT rowid FROM runs WHERE status IN {ACTIVE_SQL}")}
 
 
 def pending_runs(conn: sqlite3.Connection, schema: Schema, up_to_rowid: int) -> list[PendingRun]:
     """Runs not ended at ``up_to_rowid``: running in ``runs`` (status index), or final in ``runs``
     but running/paused in ``workflow_state`` (its status index, then a ``runs`` primary-key probe)."""
-    active = conn.execute(
-        f"SELECT rowid, run_id FROM runs WHERE status IN {_ACTIVE_SQL} AND rowid <= ?", (up_to_rowid,)
-    )
+    active = conn.execute(f"SELECT rowid, run_id FROM runs WHERE status IN {ACTIVE_SQL} AND rowid <= ?", (up_to_rowid,))
     found = [PendingRun(int(r), _run_id(i), None) for r, i in active]
     held_sql = (
         # CROSS JOIN keeps workflow_state's status index as the outer loop (else SQLite may walk every
         # completed run through the runs status index)
         "SELECT r.rowid FROM workflow_state w CROSS JOIN runs r ON r.run_id = w.run_id"
-        f" WHERE w.status IN {_ACTIVE_SQL} AND r.status = 'completed' AND r.rowid <= ?"
+        f" WHERE w.status IN {ACTIVE_SQL} AND r.status = 'completed' AND r.rowid <= ?"
     )
     held = [int(r) for (r,) in conn.execute(held_sql, (up_to_rowid,))]
     for row in runs_by_rowid(conn, schema, held):
@@ -327,7 +322,7 @@ def _run_row(schema: Schema, row: Sequence[object]) -> RunRow:
     start = _instant(start_raw, "runs", start_column, run_id, bad)
     end = _instant(end_raw, "runs", end_column, run_id, bad)
     duration = max((end - start).total_seconds(), 0.0) if start and end else None
-    workflow_status = workflow_raw if workflow_raw in (*ACTIVE_STATUSES, *FINISHED_RUN_STATUSES) else None
+    workflow_status = workflow_raw if workflow_raw in (*ACTIVE_STATUSES, *FINISHED_STATUSES) else None
     return RunRow(
         int(rowid),  # type: ignore[call-overload]
         run_id,

@@ -13,13 +13,14 @@ The SQL fragments below are built only from fixed column names chosen here, neve
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
-from exporter.reader.connection import classify_error
+from exporter.engines.flujo.statuses import FINISHED_SQL
 from exporter.reader.errors import DatabaseUnavailable, Problem
+
+ENGINE_NAME = "flujo"
 
 REQUIRED_WORKFLOW_COLUMNS = ("run_id", "status", "created_at", "updated_at")
 
@@ -44,7 +45,8 @@ class Capability(StrEnum):
 @dataclass(frozen=True)
 class Schema:
     layout: Layout
-    columns: dict[str, frozenset[str]]
+    columns: Mapping[str, frozenset[str]]
+    engine: str = ENGINE_NAME
 
     def has(self, table: str, column: str | None = None) -> bool:
         cols = self.columns.get(table)
@@ -81,10 +83,7 @@ class Schema:
     def run_end_expr(self) -> str:
         """When a run finished: ``end_time`` where written, else 0.6's last update of a final row."""
         if self.has("runs", "updated_at"):
-            return (
-                "COALESCE(NULLIF(end_time, ''), CASE WHEN status IN ('completed', 'failed', 'cancelled')"
-                " THEN NULLIF(updated_at, '') END)"
-            )
+            return f"COALESCE(NULLIF(end_time, ''), CASE WHEN status IN {FINISHED_SQL} THEN NULLIF(updated_at, '') END)"
         return "end_time"
 
     @property
@@ -96,38 +95,29 @@ class Schema:
         return "duration_ms" if self.has("steps", "duration_ms") else "execution_time_ms"
 
 
-def detect_schema(conn: sqlite3.Connection, path: Path) -> Schema:
-    """Read the table/column catalogue and classify it; :class:`DatabaseUnavailable` if not Flujo."""
-    try:
-        tables = [
-            row[0]
-            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-        ]
-        columns = {
-            table: frozenset(row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,)))
-            for table in tables
-        }
-    except sqlite3.DatabaseError as exc:
-        raise classify_error(exc, path) from exc
-    return Schema(layout=_classify(columns, path), columns=columns)
+def recognise(columns: Mapping[str, frozenset[str]]) -> Schema | str:
+    """The Flujo layout of a file with these tables and columns, or what it lacks to be one."""
+    layout = _classify(columns)
+    return Schema(layout, columns) if isinstance(layout, Layout) else layout
 
 
-def _classify(columns: dict[str, frozenset[str]], path: Path) -> Layout:
+def flujo_schema(schema: object) -> Schema:
+    """``schema`` as a Flujo schema, for code that serves Flujo files only (its write jobs, its spans)."""
+    if isinstance(schema, Schema):
+        return schema
+    engine = getattr(schema, "engine", "another engine")
+    raise DatabaseUnavailable(Problem.UNKNOWN_LAYOUT, f"this is a {engine} state DB; only Flujo DBs have this")
+
+
+def _classify(columns: Mapping[str, frozenset[str]]) -> Layout | str:
     workflow = columns.get("workflow_state")
     if workflow is None:
-        found = ", ".join(sorted(columns)) or "none"
-        raise DatabaseUnavailable(
-            Problem.UNKNOWN_LAYOUT,
-            f"{path}: no workflow_state table, not a Flujo state DB (tables: {found})",
-        )
+        return "no workflow_state table"
     missing = [c for c in REQUIRED_WORKFLOW_COLUMNS if c not in workflow]
     if "pipeline_name" not in workflow and "pipeline_id" not in workflow:
         missing.append("pipeline_name")
     if missing:
-        raise DatabaseUnavailable(
-            Problem.UNKNOWN_LAYOUT,
-            f"{path}: table workflow_state lacks column(s) {', '.join(missing)}; unknown Flujo layout",
-        )
+        return f"table workflow_state lacks column(s) {', '.join(missing)}"
     runs = columns.get("runs")
     if runs is None:
         return Layout.LEGACY_0432
@@ -137,7 +127,4 @@ def _classify(columns: dict[str, frozenset[str]], path: Path) -> Layout:
         return Layout.V0435
     if "created_at" in runs:
         return Layout.V06
-    raise DatabaseUnavailable(
-        Problem.UNKNOWN_LAYOUT,
-        f"{path}: table runs has neither start_time (0.4.x) nor created_at (0.6.x); unknown Flujo layout",
-    )
+    return "table runs has neither start_time (0.4.x) nor created_at (0.6.x)"

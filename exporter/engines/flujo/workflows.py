@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
+from exporter.engines.flujo.groups import grouped_counts, value_counts
+from exporter.engines.flujo.layout import Capability, Schema
+from exporter.engines.flujo.statuses import ACTIVE_SQL
 from exporter.labels import label_text
 from exporter.reader.badvalues import BadValue, shown
-from exporter.reader.groups import grouped_counts, value_counts
-from exporter.reader.layout import Capability, Schema
 from exporter.timeparse import TimestampError, not_after, parse_instant, text_lower_bound, text_upper_bound
 
-WORKFLOW_STATUSES = ("running", "paused", "completed", "failed", "cancelled")
-ACTIVE_STATUSES = ("running", "paused")
 UNKNOWN_PIPELINE = "unknown"
 
 
@@ -122,7 +121,7 @@ ActiveRow = tuple[str, str, str, object, int]  # run_id, pipeline, status, raw u
 def active_rows(conn: sqlite3.Connection, schema: Schema, bad: list[BadValue]) -> Iterator[ActiveRow]:
     """Running and paused rows, streamed (there can be tens of thousands of crashed runs).  A row
     whose pipeline is not text is left out and counted as a bad value."""
-    for _rowid, *row in conn.execute(_active_sql(schema, "ws.status IN ('running', 'paused')")):
+    for _rowid, *row in conn.execute(_active_sql(schema, f"ws.status IN {ACTIVE_SQL}")):
         active = _active_row(row, schema, bad)
         if active is not None:
             yield active
@@ -133,7 +132,7 @@ def active_rows_by_rowid(
 ) -> Iterator[tuple[int, ActiveRow]]:
     for start in range(0, len(rowids), 500):
         chunk = rowids[start : start + 500]
-        where = f"ws.rowid IN ({','.join('?' * len(chunk))}) AND ws.status IN ('running', 'paused')"
+        where = f"ws.rowid IN ({','.join('?' * len(chunk))}) AND ws.status IN {ACTIVE_SQL}"
         for rowid, *row in conn.execute(_active_sql(schema, where), chunk):
             active = _active_row(row, schema, bad)
             if active is not None:

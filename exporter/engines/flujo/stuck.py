@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from exporter.reader.workflows import ActiveWorkflow
+from exporter.engines.flujo.workflows import ActiveWorkflow
 
 if TYPE_CHECKING:
-    from exporter.reader.active_cache import ParsedRow
+    from exporter.config import MetricsConfig
+    from exporter.engines.flujo.active_cache import ParsedRow
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,8 @@ def summarize_active(rows: Iterable[ParsedRow], now: datetime, policy: StuckPoli
         if limit is not None and updated < limit:
             group.stuck += 1
     return summary
+
+
+def stuck_policy(settings: MetricsConfig) -> StuckPolicy:
+    stuck = settings.stuck
+    return StuckPolicy(stuck.running_after, stuck.per_pipeline, stuck.paused_after)

@@ -17,13 +17,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
-from exporter.reader import runs, spans, workflows
-from exporter.reader.active_cache import ActiveRowCache
+from exporter.engines.flujo import runs, spans, workflows
+from exporter.engines.flujo.active_cache import ActiveRowCache
+from exporter.engines.flujo.groups import value_counts
+from exporter.engines.flujo.layout import Capability, Schema
+from exporter.engines.flujo.stuck import ActiveSummary, StuckPolicy, summarize_active
+from exporter.engines.flujo.workflows import WindowCounts
 from exporter.reader.badvalues import BadValue
-from exporter.reader.groups import value_counts
-from exporter.reader.layout import Capability, Schema
-from exporter.reader.workflows import WindowCounts
-from exporter.stuck import ActiveSummary, StuckPolicy, summarize_active
 
 DAY = timedelta(hours=24)
 

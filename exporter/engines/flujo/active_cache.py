@@ -16,9 +16,10 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime, tzinfo
 
-from exporter.reader import workflows
+from exporter.engines.flujo import workflows
+from exporter.engines.flujo.layout import Layout, Schema
+from exporter.engines.flujo.statuses import ACTIVE_SQL
 from exporter.reader.badvalues import BadValue, shown
-from exporter.reader.layout import Layout, Schema
 from exporter.timeparse import TimestampError, not_after, parse_instant
 
 REREAD_TOP = 10_000
@@ -43,7 +44,7 @@ class ActiveRowCache:
                 yield _parse(row, naive_tz, now, bad)[0]
             return
         top = int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM workflow_state").fetchone()[0]) - REREAD_TOP
-        current = conn.execute("SELECT rowid, status FROM workflow_state WHERE status IN ('running', 'paused')")
+        current = conn.execute(f"SELECT rowid, status FROM workflow_state WHERE status IN {ACTIVE_SQL}")
         kept: dict[int, ParsedRow] = {}
         served: list[ParsedRow] = []
         missing: list[int] = []

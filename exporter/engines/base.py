@@ -1,0 +1,91 @@
+"""What an engine brings to the daemon: recognising its files, its refresh tiers, its collectors.
+
+The framework (reader, refresher, scrape, readiness) only knows these shapes; everything an engine
+knows about its own tables, statuses and rules stays in its package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from exporter.model import Overview, PhaseMap, StuckReason
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+    from exporter.collectors.base import View
+    from exporter.config import MetricsConfig
+    from exporter.reader import ReadSession
+    from exporter.reader.badvalues import BadValue
+
+# table -> its columns, as read from the file's catalogue
+Catalogue = Mapping[str, frozenset[str]]
+
+
+class EngineSchema(Protocol):
+    """What an engine recognised in a file: which engine, which of its layouts."""
+
+    @property
+    def engine(self) -> str: ...
+
+    @property
+    def layout(self) -> str: ...
+
+
+class Tier(Protocol):
+    """One refresh tier's result: when it was read and the rows it had to skip."""
+
+    @property
+    def taken_at(self) -> datetime: ...
+
+    @property
+    def bad_values(self) -> Sequence[BadValue]: ...
+
+
+class EngineStats(Protocol):
+    """The refresh tiers over one file.  Owned by the single refresh thread; holds whatever the
+    engine keeps between refreshes (row caches, the finished-run cursor)."""
+
+    def snapshot(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> Tier:
+        """Cheap, every refresh: active runs, stuck judgement."""
+
+    def counts(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> Tier:
+        """Index counts, every ``counts_interval``."""
+
+    def aggregates(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> Tier:
+        """Whole-table aggregates, every ``aggregate_interval``."""
+
+    def follow_finished(self, session: ReadSession, now: datetime) -> bool:
+        """Advance the finished-run cursor by one batch; ``True`` once caught up."""
+
+    @property
+    def finished(self) -> object:
+        """Totals of runs seen finishing, for this engine's collectors."""
+
+    @property
+    def seeded(self) -> bool:
+        """``False`` until the first full pass over finished runs is done."""
+
+    def take_bad_values(self) -> Sequence[BadValue]:
+        """Bad values the finished-run cursor skipped since last asked."""
+
+    def restarted(self) -> EngineStats:
+        """For another file at the same path: caches dropped, counters going on from their values."""
+
+    def overview(self, snapshot: Tier | None, counts: Tier | None, settings: MetricsConfig) -> Overview:
+        """The engine's state in canonical terms (see :mod:`exporter.model`)."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str  # lower case: the ``engine`` label, ``db.engine``, ``--engine``
+    title: str  # as the project spells it, for messages
+    summary: str  # one line for ``--help`` and the README
+    phases: PhaseMap
+    stuck_reasons: tuple[StuckReason, ...]  # the reasons this engine judges
+    recognise: Callable[[Catalogue], EngineSchema | str]  # its schema, or what the file lacks
+    new_stats: Callable[[MetricsConfig], EngineStats]
+    collectors: Callable[[View], Sequence[Collector]]  # the engine's own metric families
