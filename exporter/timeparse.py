@@ -1,9 +1,9 @@
-"""Turn every timestamp convention found in Flujo DBs into real instants.
+"""Turn every timestamp convention found in the engines' DBs into real instants.
 
-Flujo mixes conventions in one file (see the project's SCHEMA notes):
+One engine may mix conventions in one file (Flujo does, see the project's SCHEMA notes):
 
-* ISO-8601 naive in the writer's *local* time (``workflow_state`` in 0.4.x),
-* ISO-8601 naive in UTC (``runs``/``steps`` in 0.4.x),
+* ISO-8601 naive in the writer's *local* time (Flujo 0.4.x's run state table),
+* ISO-8601 naive in UTC (Flujo 0.4.x's runs and steps),
 * ISO-8601 with an offset (0.6.x, ``+00:00``),
 * ``YYYY-MM-DD HH:MM:SS`` from SQLite ``datetime('now')`` (UTC),
 * epoch seconds as REAL (``spans`` in 0.4.x).
@@ -61,8 +61,8 @@ def resolve_timezone(name: str | None) -> tzinfo:
 def parse_instant(value: object, naive_tz: tzinfo = UTC) -> datetime | None:
     """Parse a stored timestamp into an aware UTC datetime; ``None`` for NULL or empty text.
 
-    ``naive_tz`` is the zone a naive ISO string was written in (the writer's local zone for
-    ``workflow_state``, UTC elsewhere).  Numbers and numeric text are epoch seconds.
+    ``naive_tz`` is the zone a naive ISO string was written in (the writer's local zone where the
+    engine writes local times, UTC elsewhere).  Numbers and numeric text are epoch seconds.
     Raises :class:`TimestampError` for anything else.
     """
     if value is None:

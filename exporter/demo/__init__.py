@@ -10,7 +10,7 @@ from pathlib import Path
 from exporter import logs
 from exporter.config import Config, load_config
 from exporter.daemon import Daemon
-from exporter.demo.simulator import Simulator
+from exporter.engines.flujo.simulator import Simulator
 from exporter.state import SQLiteBackend
 
 log = logging.getLogger(__name__)

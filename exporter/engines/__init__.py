@@ -48,13 +48,13 @@ def detect(catalogue: Catalogue, path: Path, wanted: str = AUTO) -> EngineSchema
         if not isinstance(recognised, str):
             return recognised
         missing[candidate.title] = recognised
-    raise DatabaseUnavailable(Problem.UNKNOWN_LAYOUT, unrecognised_message(path, catalogue, missing))
+    raise DatabaseUnavailable(Problem.UNKNOWN_LAYOUT, unrecognised_message(path, catalogue, missing, wanted))
 
 
-def unrecognised_message(path: Path, catalogue: Catalogue, missing: Mapping[str, str]) -> str:
+def unrecognised_message(path: Path, catalogue: Catalogue, missing: Mapping[str, str], wanted: str) -> str:
     """``missing``: per engine title, what the file lacks to be that engine's."""
     tables = ", ".join(sorted(catalogue)) or "none"
-    if len(missing) == 1:
+    if wanted != AUTO:
         [(title, why)] = missing.items()
         return f"{path}: not a {title} state DB: {why} (tables: {tables})"
     reasons = "; ".join(f"{title}: {why}" for title, why in missing.items())

@@ -25,7 +25,7 @@ from exporter.reader import StateReader
 class JobRunner:
     """Runs the enabled jobs until stopped.
 
-    ``writer_tz`` is the zone of naive ``workflow_state`` times (``db.writer_timezone``).  ``exported``
+    ``writer_tz`` is the zone of naive local times the engine writes (``db.writer_timezone``).  ``exported``
     comes from the span exporter (e.g. ``Tailer.exported_run_ids``): given run ids, it returns those
     whose spans are all exported; the cleanup never deletes the others.  It is only asked about runs
     that have span rows, from a worker thread (it must be thread-safe; it may do blocking I/O).

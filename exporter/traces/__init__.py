@@ -23,7 +23,7 @@ child's end, else at its own start), flagged ``flujo.exporter.end_time_inferred 
 
 Content: the span name; status (completed -> OK, failed/error -> ERROR with the failure feedback as
 description, anything else UNSET; the stored value in ``flujo.span.status``); stored attributes
-flattened (:mod:`exporter.traces.attributes`) within the configured limits; ``flujo.run_id``,
+flattened (:mod:`exporter.engines.flujo.traces.attributes`) within the configured limits; ``flujo.run_id``,
 ``flujo.pipeline.name``, ``flujo.pipeline.version`` and ``flujo.run.status`` on root spans.
 
 See :mod:`exporter.traces.tailer` for the delivery guarantees and :mod:`exporter.traces.metrics` for

@@ -6,7 +6,7 @@ One cycle (every ``poll_interval``):
    file) with the mark, in one transaction.  If the row at the mark is no longer the run recorded there
    (the newest runs were deleted and rowids reused, or the DB was VACUUMed), the mark is moved back:
    at worst runs are exported twice, never skipped.
-2. *Decide*, per pending run, from one read of the runs/workflow_state rows and the span aggregates:
+2. *Decide*, per pending run, from one read of its run rows and the span aggregates:
    finished, and seen so (by this exporter's clock) with an unchanged span signature for
    ``settle_period`` -> FINAL (every span; open spans closed at the run's end, flagged); in progress
    for more than ``abandon_after`` -> ABANDON (the same, open spans closed at their last child's end;
@@ -50,14 +50,14 @@ from exporter.clock import Clock, system_clock
 from exporter.components import Health
 from exporter.engines.flujo.layout import flujo_schema
 from exporter.engines.flujo.traces import source
+from exporter.engines.flujo.traces.attributes import Limits
+from exporter.engines.flujo.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
 from exporter.engines.flujo.traces.source import RunInfo
-from exporter.reader import DatabaseUnavailable, ReadSession, StateReader
+from exporter.reader import DatabaseUnavailable, StateReader
 from exporter.redact import redact_url
 from exporter.traces import store, wire
-from exporter.traces.attributes import Limits
 from exporter.traces.batching import Batch, groups_by_size
 from exporter.traces.config import TracesConfig, resolve_endpoint
-from exporter.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
 from exporter.traces.delivery import DeadLetter, Deliverer
 from exporter.traces.metrics import TraceCollector, TraceStats, failure_reasons
 from exporter.traces.transport import Stopped, Transport, make_transport
@@ -414,7 +414,7 @@ class SpanTailer:
                     top = source.max_run_rowid(s.conn)
                     unfinished = source.unfinished_runs_upto(s.conn, top)
                     counts = source.span_counts(s.conn, [run_id for _, run_id in unfinished])
-                    top_id = self._run_id_at(s, top)
+                    top_id = source.run_id_at(s.conn, top)
                 st.add_pending([(r, i, counts.get(i, 0)) for r, i in unfinished], top, top_id or "", now)
                 log.info("traces: starting at the end of the DB (runs rowid %d, %d in progress)", top, len(unfinished))
                 return len(unfinished)
@@ -434,11 +434,6 @@ class SpanTailer:
             if len(rows) < DISCOVERY_PAGE:
                 return found
 
-    @staticmethod
-    def _run_id_at(s: ReadSession, rowid: int) -> str | None:
-        row = s.conn.execute("SELECT run_id FROM runs WHERE rowid = ?", (rowid,)).fetchone()
-        return None if row is None else str(row[0])
-
     def _check_hwm(self, st: store.StateStore, hwm: int) -> int:
         """Move the mark back when the run recorded at it moved or vanished (rowid reuse, VACUUM)."""
         self._last_hwm = hwm
@@ -446,16 +441,12 @@ class SpanTailer:
         if hwm == 0 or not expected:
             return hwm
         with self.reader.session() as s:
-            if self._run_id_at(s, hwm) == expected:
+            if source.run_id_at(s.conn, hwm) == expected:
                 return hwm
-            row = s.conn.execute("SELECT rowid FROM runs WHERE run_id = ?", (expected,)).fetchone()
-            if row is not None:
-                moved = int(row[0])
-            else:
-                moved = int(
-                    s.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM runs WHERE rowid < ?", (hwm,)).fetchone()[0]
-                )
-            moved_id = self._run_id_at(s, moved)
+            moved = source.rowids_of(s.conn, [expected]).get(expected)
+            if moved is None:
+                moved = source.max_run_rowid_below(s.conn, hwm)
+            moved_id = source.run_id_at(s.conn, moved)
         log.warning(
             "traces: runs rowids changed under the discovery mark (%d -> %d); re-scanning from there", hwm, moved
         )

@@ -80,7 +80,7 @@ def utf8(text: str) -> bytes:
 
 
 def any_value(value: AttrValue) -> bytes:
-    """Encoded ``AnyValue`` for an already-valid attribute value (see :mod:`exporter.traces.attributes`)."""
+    """Encoded ``AnyValue`` for an already-valid attribute value (made valid by the engine's span reader)."""
     kind = type(value)
     if kind is str:
         return field_bytes(b"\x0a", utf8(value))  # type: ignore[arg-type]

@@ -48,7 +48,7 @@ def other_application_db(path: Path) -> None:
         ("missing", Problem.MISSING, "does not exist"),
         ("empty", Problem.EMPTY, "empty"),
         ("corrupt", Problem.NOT_SQLITE, "not a SQLite database"),
-        ("other-app", Problem.UNKNOWN_LAYOUT, "not a Flujo state DB"),
+        ("other-app", Problem.UNKNOWN_LAYOUT, "no supported engine recognises this file (Flujo: no workflow_state"),
     ],
 )
 def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, reason: str) -> None:

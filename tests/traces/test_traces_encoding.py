@@ -18,10 +18,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from traces.receiver import any_value
 
 from exporter.engines.flujo.spantime import EPOCH_CLOCK
+from exporter.engines.flujo.traces.attributes import MAX_DEPTH, Limits
+from exporter.engines.flujo.traces.convert import Mode, SpanEncoder
 from exporter.engines.flujo.traces.source import RunInfo
 from exporter.traces import ids, wire
-from exporter.traces.attributes import MAX_DEPTH, Limits
-from exporter.traces.convert import Mode, SpanEncoder
 
 
 def info(run_id: str = "run_1", status: str = "completed", end: float | None = 1_795_000_010.0) -> RunInfo:

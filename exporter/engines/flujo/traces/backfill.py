@@ -28,12 +28,12 @@ from tqdm import tqdm
 
 from exporter.engines.flujo.layout import flujo_schema
 from exporter.engines.flujo.traces import source
+from exporter.engines.flujo.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
 from exporter.engines.flujo.traces.source import RunInfo
 from exporter.reader import ReadSession, StateReader
 from exporter.traces import store
 from exporter.traces.batching import Batch
 from exporter.traces.config import TracesConfig
-from exporter.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
 from exporter.traces.delivery import DeadLetter, Delivered, Deliverer, Pipeline
 from exporter.traces.metrics import TraceStats
 from exporter.traces.tailer import build_envelope, limits_of

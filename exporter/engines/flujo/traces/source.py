@@ -176,6 +176,15 @@ def max_run_rowid(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM runs").fetchone()[0])
 
 
+def max_run_rowid_below(conn: sqlite3.Connection, rowid: int) -> int:
+    return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM runs WHERE rowid < ?", (rowid,)).fetchone()[0])
+
+
+def run_id_at(conn: sqlite3.Connection, rowid: int) -> str | None:
+    row = conn.execute("SELECT run_id FROM runs WHERE rowid = ?", (rowid,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def runs_after(conn: sqlite3.Connection, rowid: int, limit: int) -> list[tuple[int, str]]:
     return [
         (int(r), str(i))

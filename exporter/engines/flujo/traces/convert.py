@@ -15,8 +15,8 @@ from enum import StrEnum
 from typing import Any
 
 from exporter.engines.flujo.spantime import SpanClock, is_monotonic
+from exporter.engines.flujo.traces import attributes as attrs
 from exporter.engines.flujo.traces.source import RunInfo, SpanRow
-from exporter.traces import attributes as attrs
 from exporter.traces import ids, wire
 
 # Attributes added by the exporter (never taken from the stored attributes).
