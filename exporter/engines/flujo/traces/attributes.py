@@ -47,7 +47,7 @@ def parse(raw: object) -> tuple[dict[str, Any], bool]:
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     if not isinstance(raw, str):
-        return {NON_OBJECT_KEY: _json_text(raw)}, False
+        return {NON_OBJECT_KEY: json_text(raw)}, False
     try:
         decoded = json.loads(raw)
     except (ValueError, RecursionError):
@@ -56,7 +56,7 @@ def parse(raw: object) -> tuple[dict[str, Any], bool]:
         return decoded, True
     if decoded is None:
         return {}, True
-    return {NON_OBJECT_KEY: _json_text(decoded)}, False
+    return {NON_OBJECT_KEY: json_text(decoded)}, False
 
 
 def flatten(
@@ -90,7 +90,7 @@ def _leaves(obj: Mapping[str, Any], prefix: str, depth: int) -> Iterator[tuple[s
             continue
         elif isinstance(value, Mapping):
             if depth + 1 >= MAX_DEPTH:
-                yield key, _json_text(value)
+                yield key, json_text(value)
             else:
                 yield from _leaves(value, key + ".", depth + 1)
         elif isinstance(value, list | tuple):
@@ -108,7 +108,7 @@ def _scalar(value: object) -> AttrValue:
         return float(value)
     if isinstance(value, str):
         return str(value)
-    return _json_text(value)
+    return json_text(value)
 
 
 def _array(values: list[Any] | tuple[Any, ...]) -> AttrValue:
@@ -121,7 +121,7 @@ def _array(values: list[Any] | tuple[Any, ...]) -> AttrValue:
         return list(values)
     if kinds == {int, float}:
         return [float(v) for v in values]
-    return _json_text(list(values))
+    return json_text(list(values))
 
 
 def truncate(value: AttrValue, limit: int) -> AttrValue:
@@ -134,7 +134,7 @@ def truncate(value: AttrValue, limit: int) -> AttrValue:
     return value
 
 
-def _json_text(value: object) -> str:
+def json_text(value: object) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, default=str, allow_nan=True)
     except (ValueError, RecursionError):

@@ -85,7 +85,7 @@ def status_of(stored: str, attributes: Mapping[str, Any], limit: int) -> tuple[i
         for key in _FEEDBACK_KEYS:
             value = attributes.get(key)
             if value is not None and value != "":
-                text = value if isinstance(value, str) else attrs._json_text(value)
+                text = value if isinstance(value, str) else attrs.json_text(value)
                 return wire.STATUS_ERROR, text[:limit] if limit else text
         return wire.STATUS_ERROR, None
     return wire.STATUS_UNSET, None
