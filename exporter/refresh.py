@@ -274,6 +274,10 @@ class Refresher:
 
     def _snapshot(self, run: _Pass) -> None:
         with self.reader.session() as session:
+            if run.schema is not None and run.schema.engine != session.schema.engine:
+                # Another engine's file took the path: the old tiers describe nothing here any more.
+                run.counts = run.aggregates = run.finished = None
+                run.force_all = True
             run.schema = session.schema
             run.fast = self._stats_for(session.schema).snapshot(session, run.now, run.settings)
 
