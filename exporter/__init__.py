@@ -1,3 +1,3 @@
-"""Observability daemon for the SQLite state DB of Flujo workflow engines."""
+"""Observability daemon for the state DBs of Python workflow engines (one package per engine)."""
 
 __version__ = "0.1.0"

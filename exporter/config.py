@@ -108,7 +108,7 @@ class _Section(BaseModel):
 
 class DatabaseConfig(_Section):
     path: Path | None = None  # None: must come from --db
-    writer_timezone: str = "local"  # zone of naive local timestamps written by Flujo
+    writer_timezone: str = "local"  # zone of the naive local timestamps the engine writes
     busy_timeout: Duration = timedelta(seconds=1)
     query_timeout: PositiveDuration = timedelta(seconds=10)
 

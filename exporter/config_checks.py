@@ -1,5 +1,5 @@
 """Checks that look beyond the configuration's text: the listen host resolves, TLS files hold PEM data
-that loads, the span-export state file is not the Flujo DB, the ``OTEL_*`` variables parse.
+that loads, the span-export state file is not the state DB, the ``OTEL_*`` variables parse.
 
 :func:`exporter.config.load_config` runs :func:`environment_problems` after the schema validation, so
 ``check-config``, ``run`` and a SIGHUP reload refuse the same configurations, before anything starts.
@@ -141,7 +141,7 @@ def _db(db: DatabaseConfig) -> Iterator[Problem]:
     if db.path is None:
         return
     if db.path.is_dir():
-        yield Problem(("db", "path"), f"{db.path} is a directory: give the Flujo SQLite DB file")
+        yield Problem(("db", "path"), f"{db.path} is a directory: give the engine's SQLite state DB file")
     elif (blocker := _non_directory_ancestor(db.path)) is not None:
         yield Problem(("db", "path"), f"{blocker} is not a directory")
 
@@ -227,10 +227,10 @@ def _state_file(config: Config, configured: Path | None) -> Iterator[Problem]:
         return
     if _same_files(state, db):
         yield Problem(
-            loc, f"{shown} is the Flujo DB {db} or one of its -wal, -shm or -journal files: use a file of its own"
+            loc, f"{shown} is the state DB {db} or one of its -wal, -shm or -journal files: use a file of its own"
         )
     elif db.resolve() in state.resolve().parents:
-        yield Problem(loc, f"{shown} lies below the Flujo DB path {db}: use a file of its own")
+        yield Problem(loc, f"{shown} lies below the state DB path {db}: use a file of its own")
 
 
 _SIDECARS = ("", "-wal", "-shm", "-journal")

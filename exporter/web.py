@@ -130,8 +130,8 @@ def _render_metrics(render: Renderer, accept: str, encodings: str) -> tuple[byte
 
 # Relative links, so the page also works behind a reverse proxy that adds a path prefix.
 _LANDING = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Flujo state exporter</title></head>
-<body><h1>Flujo state exporter</h1><p>Version {version}</p><ul>
+<html lang="en"><head><meta charset="utf-8"><title>state-exporter</title></head>
+<body><h1>state-exporter</h1><p>Version {version}</p><ul>
 <li><a href="metrics">/metrics</a>: Prometheus metrics</li>
 <li><a href="healthz">/healthz</a>: liveness</li>
 <li><a href="readyz">/readyz</a>: readiness</li>
