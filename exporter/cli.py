@@ -1,4 +1,4 @@
-"""``state-exporter``: run the daemon, check a config, print one snapshot, run the demo."""
+"""state-exporter: run the daemon, check a config, print one snapshot, replay stored spans, run the demo."""
 
 from __future__ import annotations
 
@@ -60,7 +60,10 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, description=wrapped, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
     parser = argparse.ArgumentParser(
-        prog="state-exporter", description=__doc__, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="state-exporter",
+        description=textwrap.fill(__doc__ or "", 79),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"state-exporter {__version__}")
     sub = parser.add_subparsers(dest="command")
