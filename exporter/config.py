@@ -115,7 +115,7 @@ def engine_choices() -> str:
 
 class DatabaseConfig(_Section):
     path: Path | None = None  # None: must come from --db
-    # "auto": the first engine of ENGINE_NAMES that recognises the file, detected again at every read.
+    # "auto": the first engine of ENGINE_NAMES that recognises the file (again after the file or its schema changes).
     engine: str = AUTO
     writer_timezone: str = "local"  # zone of naive local timestamps written by Flujo
     busy_timeout: Duration = timedelta(seconds=1)

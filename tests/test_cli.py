@@ -156,7 +156,7 @@ def test_replay_of_a_file_no_engine_knows(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert f"state-exporter: {db}: not a Flujo state DB: no workflow_state table (tables: invoices)" in err
     assert main([*base, "--engine", "nosuch"]) == 2
-    assert capsys.readouterr().err == f"state-exporter: {BAD_ENGINE}\n"
+    assert capsys.readouterr().err == f"state-exporter: invalid configuration:\n{BAD_ENGINE}\n"
     config = tmp_path / "config.yaml"
     config.write_text("db:\n  engine: nosuch\n")
     assert main([*base, "--config", str(config)]) == 2

@@ -118,7 +118,10 @@ def run(args: argparse.Namespace, prog: str) -> int:
         now = system_clock()
         since = parse_when(getattr(args, "since", None), now)
         until = parse_when(getattr(args, "until", None), now)
-    except (ConfigError, ValidationError, ValueError) as exc:
+    except ConfigError as exc:  # as the other commands of state-exporter report it
+        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValidationError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.state is None:
