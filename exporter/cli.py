@@ -1,4 +1,4 @@
-"""``state-exporter``: run the daemon, check a config, print one snapshot, run the demo."""
+"""state-exporter: run the daemon, check a config, print one snapshot, replay stored spans, run the demo."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,19 +17,15 @@ from exporter import __version__, logs
 from exporter.clock import ManualClock, system_clock
 from exporter.config import ConfigError, load_config
 from exporter.config_checks import db_path_problems, listen_problems
+from exporter.engines import AUTO, engines
+from exporter.traces.cli import REPLAY_DESCRIPTION, REPLAY_HELP, add_engine_flag, add_replay_flags
 
 EXIT_CONFIG = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["replay"]:
-        # replay has its own flags (transport, filters): its parser takes the whole command line.
-        from exporter.traces.__main__ import main as traces_main
-
-        return traces_main(argv, prog="state-exporter")
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
@@ -36,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "check-config": _check_config,
         "snapshot": _snapshot,
+        "replay": _replay,
         "demo": _demo,
     }[args.command]
     try:
@@ -45,20 +43,41 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
 
+def engines_epilog() -> str:
+    """The registered engines, one line each, for ``--help``."""
+    listed = engines()
+    width = max(len(e.name) for e in listed)
+    lines = [f"  {e.name:<{width}}  {e.summary}" for e in listed]
+    return "\n".join([f"engines (db.engine or --engine; {AUTO}, the default, detects the DB's):", *lines])
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="state-exporter", description=__doc__)
+    epilog = engines_epilog()
+
+    def command(name: str, description: str | None = None, **kwargs: Any) -> argparse.ArgumentParser:
+        # Raw text keeps the epilog's one line per engine; the description is wrapped here instead.
+        wrapped = textwrap.fill(description, 79) if description else None
+        return sub.add_parser(name, description=wrapped, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    parser = argparse.ArgumentParser(
+        prog="state-exporter",
+        description=textwrap.fill(__doc__ or "", 79),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"state-exporter {__version__}")
     sub = parser.add_subparsers(dest="command")
 
     def db_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="YAML config file (see config.example.yaml)")
-        p.add_argument("--db", type=Path, help="Flujo SQLite DB (overrides db.path)")
+        p.add_argument("--db", type=Path, help="the state DB, SQLite (overrides db.path)")
+        add_engine_flag(p)
         p.add_argument("--timezone", help="writer's time zone for naive timestamps (overrides db.writer_timezone)")
 
-    run = sub.add_parser("run", help="serve /metrics until stopped")
+    run = command("run", help="serve /metrics until stopped", epilog=epilog)
     db_flags(run)
     run.add_argument("--listen", help="HOST:PORT (overrides web.listen_address)")
-    check = sub.add_parser(
+    check = command(
         "check-config",
         help="validate a config file as `run` would (without binding the port); exit 2 on error",
         description="Validate FILE: exit 2 with file:line: key: message for every problem `run` would refuse."
@@ -71,13 +90,15 @@ def _parser() -> argparse.ArgumentParser:
         help="also apply this environment, as `run` does: STATE_EXPORTER_* overrides and OTEL_* variables",
     )
     check.add_argument("--db", type=Path, help="as `run --db`")
+    check.add_argument("--engine", metavar="NAME", help="as `run --engine`")
     check.add_argument("--timezone", help="as `run --timezone`")
     check.add_argument("--listen", help="as `run --listen`")
-    snapshot = sub.add_parser("snapshot", help="print the metrics exposition once and exit")
+    snapshot = command("snapshot", help="print the metrics exposition once and exit", epilog=epilog)
     db_flags(snapshot)
     snapshot.add_argument("--now", help="pin the clock (ISO-8601, e.g. 2026-11-21T11:14:44+00:00)")
-    sub.add_parser("replay", help="backfill stored spans over OTLP, resumable (see: state-exporter replay --help)")
-    demo = sub.add_parser("demo", help="run the daemon on a demo DB kept busy by a simulated Flujo app")
+    replay = command("replay", help=REPLAY_HELP, description=REPLAY_DESCRIPTION, epilog=epilog)
+    add_replay_flags(replay)
+    demo = command("demo", help="run the daemon on a demo DB kept busy by a simulated Flujo app")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="where the demo DB lives")
     demo.add_argument("--listen", default="127.0.0.1:10078")
     return parser
@@ -87,6 +108,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if getattr(args, "db", None) is not None:
         overrides.setdefault("db", {})["path"] = str(args.db)
+    if getattr(args, "engine", None) is not None:
+        overrides.setdefault("db", {})["engine"] = args.engine
     if getattr(args, "timezone", None):
         overrides.setdefault("db", {})["writer_timezone"] = args.timezone
     if getattr(args, "listen", None):
@@ -135,6 +158,13 @@ def _parse_now(text: str) -> datetime:
     except ValueError:
         raise ConfigError([f"--now: not an ISO-8601 instant: {text!r}"]) from None
     return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    # grpc and protobuf load only now: the other commands never pay for them.
+    from exporter.traces.__main__ import run
+
+    return run(args, "state-exporter")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -51,6 +51,7 @@ from exporter.config_types import (
 from exporter.config_types import (
     parse_duration as parse_duration,
 )
+from exporter.engines import AUTO, ENGINE_NAMES
 from exporter.timeparse import resolve_timezone
 
 if TYPE_CHECKING:
@@ -106,8 +107,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
+def engine_choices() -> str:
+    """The values of ``db.engine`` as an error message lists them: ``'auto' or 'flujo'``."""
+    quoted = [repr(name) for name in (AUTO, *ENGINE_NAMES)]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
 class DatabaseConfig(_Section):
     path: Path | None = None  # None: must come from --db
+    # "auto": the first engine of ENGINE_NAMES that recognises the file (again after the file or its schema changes).
+    engine: str = AUTO
     writer_timezone: str = "local"  # zone of the naive local timestamps the engine writes
     busy_timeout: Duration = timedelta(seconds=1)
     query_timeout: PositiveDuration = timedelta(seconds=10)
@@ -118,6 +127,14 @@ class DatabaseConfig(_Section):
         if not value.strip():
             raise ValueError("must be 'local' or an IANA time zone name such as Europe/Berlin")
         resolve_timezone(value)
+        return value
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, value: Any) -> Any:
+        # A plain string checked here rather than a Literal: the names come from the engine registry.
+        if value != AUTO and value not in ENGINE_NAMES:
+            raise ValueError(f"must be one of {engine_choices()}, got {describe_value(value)}")
         return value
 
 

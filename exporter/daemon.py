@@ -78,6 +78,7 @@ def make_reader(config: Config, halt: threading.Event | None = None) -> StateRea
     return StateReader(
         require_db_path(config),
         naive_timezone=resolve_timezone(config.db.writer_timezone),
+        engine=config.db.engine,
         busy_timeout=config.db.busy_timeout.total_seconds(),
         query_timeout=config.db.query_timeout.total_seconds(),
         halt=halt,

@@ -329,6 +329,16 @@ BROKEN = [
         id="bad-logging-format",
     ),
     pytest.param(
+        "db:\n  path: x.db\n  engine: nosuch\n",
+        ["config.yaml:3: db.engine: must be one of 'auto' or 'flujo', got 'nosuch'"],
+        id="unknown-engine",
+    ),
+    pytest.param(
+        "db:\n  engine: [flujo]\n",
+        ["config.yaml:2: db.engine: must be one of 'auto' or 'flujo', got a list"],
+        id="engine-not-a-name",
+    ),
+    pytest.param(
         "metrics:\n  stuck:\n    per_pipeline:\n      nightly: 6h\n      ingest: soon\n",
         ["config.yaml:5: metrics.stuck.per_pipeline.ingest: invalid duration 'soon' (use e.g. 30s, 5m, 1h)"],
         id="bad-per-pipeline-duration",
@@ -603,6 +613,21 @@ def test_env_bad_value_names_the_variable() -> None:
         "invalid duration 'fast' (use e.g. 30s, 5m, 1h)",
         f"environment STATE_EXPORTER_WEB__BASIC_AUTH_USERS: web.basic_auth_users.alice: not a bcrypt hash "
         f"({BCRYPT_HINT})",
+    ]
+
+
+def test_engine_from_each_source() -> None:
+    """Names are exact (the registry's spelling): "Flujo" is as unknown as a typo."""
+    assert load_config(None, env={}).db.engine == "auto"
+    assert load_config(None, env={"STATE_EXPORTER_DB__ENGINE": "flujo"}).db.engine == "flujo"
+    assert load_config(None, env={}, overrides={"db": {"engine": "flujo"}}).db.engine == "flujo"
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"STATE_EXPORTER_DB__ENGINE": "Flujo"}, overrides={"db": {"engine": "nosuch"}})
+    assert caught.value.errors == ["command line: db.engine: must be one of 'auto' or 'flujo', got 'nosuch'"]
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"STATE_EXPORTER_DB__ENGINE": "Flujo"})
+    assert caught.value.errors == [
+        "environment STATE_EXPORTER_DB__ENGINE: db.engine: must be one of 'auto' or 'flujo', got 'Flujo'"
     ]
 
 

@@ -1,4 +1,5 @@
-"""Names stay in sync: every metric the daemon emits is documented in the README."""
+"""Names stay in sync: every metric the daemon emits is documented in the README, and so is every engine
+(with config.example.yaml)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from exporter.clock import ManualClock
 from exporter.collectors import View, build_registry
 from exporter.components import ComponentsCollector
 from exporter.config import MetricsConfig
+from exporter.engines import ENGINE_NAMES, engines
 from exporter.reader import StateReader
 from exporter.refresh import Refresher
 from exporter.timeparse import UTC
@@ -54,3 +56,20 @@ def test_readme_documents_no_phantom_metric() -> None:
     readme = (ROOT / "README.md").read_text()
     table_names = set(re.findall(rf"^\| {METRIC_NAME} \|", readme, re.M))
     assert table_names - emitted_families() == set()
+
+
+def test_readme_lists_every_engine_with_its_summary() -> None:
+    section = (ROOT / "README.md").read_text().split("## Running it on your DB")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \| (.+) \|$", section, re.M)
+    assert rows == [(engine.name, engine.summary) for engine in engines()]
+    for documented in ("`db.engine`", "`--engine`", "`STATE_EXPORTER_DB__ENGINE`", "`auto`", "unknown_layout"):
+        assert documented in section, documented
+
+
+def test_example_config_names_every_engine() -> None:
+    text = (ROOT / "config.example.yaml").read_text()
+    comment = text.split("\n  engine: auto\n")[0].rsplit("\n\n", 1)[1]
+    listed = re.search(
+        r"Engines: ([a-z0-9_]+(?:, [a-z0-9_]+)*)", " ".join(line.strip(" #") for line in comment.splitlines())
+    )
+    assert listed is not None and tuple(listed[1].split(", ")) == ENGINE_NAMES

@@ -1,6 +1,6 @@
 """``python -m exporter.traces replay|tail``: the span export without the daemon.
 
-    state-exporter replay --db flujo_ops.db --endpoint http://localhost:4317 \\
+    state-exporter replay --db flujo_ops.db --endpoint http://localhost:4317 [--engine NAME] \\
         [--since 2026-11-01 | --since 7d] [--until ...] [--run-id ID ...] [--state traces-state.sqlite]
     python -m exporter.traces tail --db flujo_ops.db --state traces-state.sqlite --endpoint ...
 
@@ -34,6 +34,7 @@ from exporter.config import ConfigError, load_config, parse_duration
 from exporter.engines.flujo.traces.backfill import replay
 from exporter.reader import DatabaseUnavailable, StateReader
 from exporter.timeparse import resolve_timezone
+from exporter.traces.cli import REPLAY_DESCRIPTION, REPLAY_HELP, TAIL_HELP, add_replay_flags, add_tail_flags
 from exporter.traces.config import TracesConfig, apply_otel_env, parse_key_values
 from exporter.traces.tailer import SpanTailer
 
@@ -44,42 +45,8 @@ log = logging.getLogger("exporter.traces")
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", type=Path, required=True, help="the Flujo SQLite DB (opened read-only)")
-        p.add_argument(
-            "--state",
-            type=Path,
-            help="the exporter's state file (created if missing; default: traces.state_file, else one named"
-            " after the DB in $STATE_DIRECTORY or ./var/state)",
-        )
-        p.add_argument("--config", type=Path, help="YAML config; its traces: section is used")
-        p.add_argument("--endpoint", help="collector endpoint (traces.endpoint)")
-        p.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="traces.protocol")
-        p.add_argument("--insecure", action="store_true", default=None, help="gRPC without TLS (traces.tls.insecure)")
-        p.add_argument("--header", action="append", default=[], metavar="K=V", help="request header (repeatable)")
-        p.add_argument("--compression", choices=("none", "gzip"))
-        p.add_argument("--timeout", help="per request, e.g. 10s")
-        p.add_argument("--batch-size", type=int, help="spans per request (traces.batch_size)")
-        p.add_argument("--service-name", help="resource service.name (traces.service_name)")
-        p.add_argument("--timezone", default=None, help="zone of naive workflow_state times (default: local)")
-        p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-
-    rep = sub.add_parser("replay", help="backfill stored spans (resumable)")
-    common(rep)
-    rep.add_argument("--since", help="runs started at or after: ISO-8601 instant or a duration ago (7d)")
-    rep.add_argument("--until", help="runs started before: ISO-8601 instant or a duration ago")
-    rep.add_argument("--run-id", action="append", default=[], help="only this run (repeatable)")
-    rep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    rep.add_argument("--restart", action="store_true", help="start a finished or interrupted replay over")
-
-    tail = sub.add_parser("tail", help="follow the DB and export runs as they finish (like the daemon)")
-    common(tail)
-    tail.add_argument("--poll-interval", help="traces.poll_interval, e.g. 1s")
-    tail.add_argument("--grace-period", help="traces.grace_period")
-    tail.add_argument("--settle-period", help="traces.settle_period")
-    tail.add_argument("--start-at", choices=("beginning", "end"))
-    tail.add_argument("--once", action="store_true", help="one cycle, then exit")
+    add_replay_flags(sub.add_parser("replay", help=REPLAY_HELP, description=REPLAY_DESCRIPTION))
+    add_tail_flags(sub.add_parser("tail", help=TAIL_HELP))
     return parser
 
 
@@ -98,8 +65,15 @@ def parse_when(text: str | None, now: datetime) -> datetime | None:
     return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
 
 
-def build_config(args: argparse.Namespace) -> TracesConfig:
-    data: dict[str, Any] = dict(load_config(args.config).traces) if args.config else {}
+def load_settings(args: argparse.Namespace) -> tuple[TracesConfig, str]:
+    """The span export settings and the engine of the DB: ``--config`` (with the ``STATE_EXPORTER_*``
+    environment, as ``run`` reads it; without it, neither), then the flags, then ``OTEL_*``."""
+    loaded = load_config(args.config, env=None if args.config else {}, overrides={"db": {"engine": args.engine}})
+    return build_config(args, dict(loaded.traces) if args.config else {}), loaded.db.engine
+
+
+def build_config(args: argparse.Namespace, data: dict[str, Any]) -> TracesConfig:
+    """``data``: the ``traces:`` settings of the config file, which the flags override."""
     overrides: dict[str, Any] = {
         "endpoint": args.endpoint,
         "protocol": args.protocol,
@@ -132,16 +106,23 @@ def default_state_file(db: Path) -> Path:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m exporter.traces") -> int:
-    args = _parser(prog).parse_args(argv)
+    return run(_parser(prog).parse_args(argv), prog)
+
+
+def run(args: argparse.Namespace, prog: str) -> int:
+    """The parsed ``replay`` or ``tail`` command (``args.command``), whichever parser read it."""
     logs.configure(args.log_level, "text")  # redacts URLs like the daemon's logs
     try:
-        config = build_config(args)
-        reader = StateReader(args.db, naive_timezone=resolve_timezone(args.timezone))
+        config, engine = load_settings(args)
+        reader = StateReader(args.db, naive_timezone=resolve_timezone(args.timezone), engine=engine)
         now = system_clock()
         since = parse_when(getattr(args, "since", None), now)
         until = parse_when(getattr(args, "until", None), now)
-    except (ConfigError, ValidationError, ValueError) as exc:
-        print(f"exporter.traces: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # as the other commands of state-exporter report it
+        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValidationError, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.state is None:
         args.state = config.state_file or default_state_file(args.db)
@@ -151,7 +132,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m exporter.traces")
             return _replay(args, config, reader, since, until)
         return _tail(args, config, reader)
     except DatabaseUnavailable as exc:
-        print(f"exporter.traces: {exc.message}", file=sys.stderr)
+        print(f"{prog}: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -49,18 +49,20 @@ def other_application_db(path: Path) -> None:
         ("empty", Problem.EMPTY, "empty"),
         ("corrupt", Problem.NOT_SQLITE, "not a SQLite database"),
         ("other-app", Problem.UNKNOWN_LAYOUT, "no supported engine recognises this file (Flujo: no workflow_state"),
+        ("other-app-engine-flujo", Problem.UNKNOWN_LAYOUT, "not a Flujo state DB: no workflow_state table"),
     ],
 )
 def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, reason: str) -> None:
     db = tmp_path / "flujo_ops.db"
+    engine = ("--engine", kind.rpartition("engine-")[2]) if "-engine-" in kind else ()
     if kind == "empty":
         db.write_bytes(b"")
     elif kind == "corrupt":
         db.write_bytes(b"This is not a valid SQLite database")
-    elif kind == "other-app":
+    elif kind.startswith("other-app"):
         other_application_db(db)
     before = content_checksums(db) if db.exists() else {}
-    with running_daemon(tmp_path, "--db", str(db), config=FAST + "web:\n  readyz_detail: full\n") as daemon:
+    with running_daemon(tmp_path, "--db", str(db), *engine, config=FAST + "web:\n  readyz_detail: full\n") as daemon:
         status, body = http_get(daemon.url + "/readyz")
         assert status == 503 and body.startswith(f"{problem.value}: ") and reason in body and str(db) in body
         assert http_get(daemon.url + "/healthz")[0] == 200
