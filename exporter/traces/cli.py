@@ -51,7 +51,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", help="per request, e.g. 10s")
     parser.add_argument("--batch-size", type=int, help="spans per request (traces.batch_size)")
     parser.add_argument("--service-name", help="resource service.name (traces.service_name)")
-    parser.add_argument("--timezone", default=None, help="zone of the naive local times the engine writes (default: local)")
+    parser.add_argument(
+        "--timezone", default=None, help="zone of the naive local times the engine writes (default: local)"
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
