@@ -149,3 +149,18 @@ def test_variable_query_returns_values(ops_stack: Any, name: str) -> None:
         assert values == {ops_stack.instance(fixture) for fixture in ALL_FIXTURES}
     else:
         assert values == {ENGINE}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reported, not fixed here (exporter/ is edited elsewhere): FlujoStats.overview() emits finished and "
+    "duration zeros on the 0.4.32 legacy layout, which has no runs table (flujo_runs_finished_total is absent "
+    "there). When fixed, add the finished-run panels of the legacy fixture to NO_DATA and drop this mark.",
+)
+def test_legacy_layout_has_no_finished_run_families(ops_stack: Any) -> None:
+    """A layout without finished runs has no finished-run families: a 0 would claim that nothing finishes (and let
+    WorkflowNoRunsFinishing fire) where nothing can be seen finishing."""
+    instance = ops_stack.instance(LEGACY)
+    assert promql(ops_stack.prometheus, f'flujo_runs_finished_total{{instance="{instance}"}}') == []
+    for name in ("workflow_runs_finished_total", "workflow_run_duration_seconds_count"):
+        assert promql(ops_stack.prometheus, f'{name}{{instance="{instance}"}}') == [], name

@@ -389,3 +389,28 @@ def test_prometheusrule_keeps_its_metadata() -> None:
     assert manifest["metadata"]["name"] == "flujo-state-exporter"
     assert manifest["metadata"]["labels"]["app.kubernetes.io/name"] == "flujo-state-exporter"
     assert set(manifest) == {"apiVersion", "kind", "metadata", "spec"}
+
+
+# ---- the docs ----
+
+
+def readme_section() -> str:
+    text = (REPO / "README.md").read_text()
+    return text.split("\n## Alerting rules and dashboard\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_lists_every_rules_file_dashboard_and_alert() -> None:
+    """README's "Alerting rules and dashboard" names every file and alert; prometheus/README.md has a table row
+    for every alert."""
+    section = readme_section()
+    shipped = [*RULE_FILES, *RULE_FILES.values(), *(REPO / "grafana").glob("*.json")]
+    for path in shipped:
+        assert f"`{path.relative_to(REPO)}`" in section, path.name
+    table = (REPO / "prometheus" / "README.md").read_text()
+    for rule in alerts():
+        assert f"`{rule['alert']}`" in section, rule["alert"]
+        [row] = [line for line in table.splitlines() if line.startswith(f"| `{rule['alert']}` |")]
+        cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+        assert (cells[1], cells[3]) == (rule["labels"]["severity"], rule.get("for", "-")), row
+    documented = set(re.findall(r"`((?:Flujo|Workflow|StateExporter)[A-Z]\w+)`", section))
+    assert documented - {"FlujoRunStuck"} <= {rule["alert"] for rule in alerts()}, "README names no phantom alert"
