@@ -10,7 +10,7 @@ Three daemons, one per Flujo fixture, are scraped by one Prometheus job, like th
 * ``0435``: sample-small.db (Flujo 0.4.35: step durations);
 * ``legacy``: sample-v0.4.32-legacy.db (Flujo 0.4.32: no ``runs`` table, so no finished runs nor durations).
 
-A writer then finishes runs in both DBs the way Flujo records them (0.6.x ``runs`` rows; 0.4.35 ``runs`` and
+A writer then finishes runs in the 06 and 0435 DBs the way Flujo records them (0.6.x ``runs`` rows; 0.4.35 ``runs`` and
 ``steps`` rows with durations), so that rates, ratios and quantiles have finite values, not only zeros and NaN.
 Every process is stopped by PID.
 """
