@@ -1,15 +1,16 @@
 """The ops stack of tests/ops: real daemons over copies of real Flujo fixtures, a real Prometheus evaluating
-prometheus/flujo.rules.yml, a real Alertmanager and a real OTLP receiver.
+prometheus/flujo.rules.yml and prometheus/workflow.rules.yml, a real Alertmanager and a real OTLP receiver.
 
-Two daemons are scraped by one Prometheus job, like two Flujo apps:
+Three daemons, one per Flujo fixture, are scraped by one Prometheus job, like three Flujo apps:
 
 * ``06``: sample06-small.db (Flujo 0.6.x: background tasks), span export to a real OTLP receiver that fails the
   first requests (so the failure metrics have data too), and every job enabled: cleanup as a dry run, the stale
   background-task timeout with a threshold no task reaches (it writes nothing), stuck-run alerts to a real
   Alertmanager;
-* ``0435``: sample-small.db (Flujo 0.4.35: step durations).
+* ``0435``: sample-small.db (Flujo 0.4.35: step durations);
+* ``legacy``: sample-v0.4.32-legacy.db (Flujo 0.4.32: no ``runs`` table, so no finished runs nor durations).
 
-A writer then finishes runs in both DBs the way Flujo records them (0.6.x ``runs`` rows; 0.4.35 ``runs`` and
+A writer then finishes runs in the 06 and 0435 DBs the way Flujo records them (0.6.x ``runs`` rows; 0.4.35 ``runs`` and
 ``steps`` rows with durations), so that rates, ratios and quantiles have finite values, not only zeros and NaN.
 Every process is stopped by PID.
 """
@@ -31,11 +32,12 @@ from typing import Any
 import processes
 import pytest
 from processes import Process, promql, running_daemon, running_prometheus
-from support import FIXTURES, SMALL, SMALL06, require_tool
+from support import FIXTURES, LEGACY, SMALL, SMALL06, require_tool
 from traces.receiver import Receiver
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "prometheus" / "flujo.rules.yml"
+WORKFLOW_RULES = REPO / "prometheus" / "workflow.rules.yml"
 RULES_TEST = REPO / "prometheus" / "flujo.rules.test.yml"
 DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
 PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
@@ -218,16 +220,25 @@ class OpsStack:
     daemons: dict[str, Process]
     alertmanager: Process
     receiver: Receiver
+    # The fixture each daemon serves a copy of, by the daemon's key.
+    fixtures: dict[str, str]
+
+    def instance(self, fixture: str) -> str:
+        """The ``instance`` label of the daemon serving ``fixture``."""
+        [key] = [key for key, name in self.fixtures.items() if name == fixture]
+        return self.daemons[key].url.removeprefix("http://")
 
 
 @pytest.fixture(scope="session")
 def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
     binary = require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("ops-stack")
-    db06, db0435 = tmp / SMALL06, tmp / SMALL
-    shutil.copyfile(FIXTURES / SMALL06, db06)
-    shutil.copyfile(FIXTURES / SMALL, db0435)
+    fixtures = {"06": SMALL06, "0435": SMALL, "legacy": LEGACY}
+    db06, db0435, db_legacy = (tmp / name for name in fixtures.values())
+    for name in fixtures.values():
+        shutil.copyfile(FIXTURES / name, tmp / name)
     (tmp / "06").mkdir()
+    (tmp / "legacy").mkdir()
     receiver = Receiver()
     receiver.failures_to_inject = 3  # the first export requests fail: failure metrics get data too
     with contextlib.ExitStack() as stack:
@@ -236,10 +247,14 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
         config06 = daemon_config(db06, traces=traces_config(receiver, tmp / "06"), jobs=jobs_config(am.url))
         daemon06 = stack.enter_context(running_daemon(tmp / "06", config=config06, wait_path="/readyz"))
         daemon0435 = stack.enter_context(running_daemon(tmp, config=daemon_config(db0435), wait_path="/readyz"))
-        targets = [d.url.removeprefix("http://") for d in (daemon06, daemon0435)]
-        prometheus = stack.enter_context(running_prometheus(binary, tmp, prometheus_config(targets, [RULES])))
-        # Both targets scraped, the export recovered from the injected failures, the jobs ran.
-        wait_for_value(prometheus, f'count(up{{job="{JOB}"}} == 1) == 2')
+        config_legacy = daemon_config(db_legacy)
+        daemon_legacy = stack.enter_context(running_daemon(tmp / "legacy", config=config_legacy, wait_path="/readyz"))
+        daemons = {"06": daemon06, "0435": daemon0435, "legacy": daemon_legacy}
+        targets = [d.url.removeprefix("http://") for d in daemons.values()]
+        config = prometheus_config(targets, [RULES, WORKFLOW_RULES])
+        prometheus = stack.enter_context(running_prometheus(binary, tmp, config))
+        # Every target scraped, the export recovered from the injected failures, the jobs ran.
+        wait_for_value(prometheus, f'count(up{{job="{JOB}"}} == 1) == 3')
         wait_for_value(prometheus, "state_exporter_span_export_success == 1")
         with contextlib.suppress(TimeoutError):  # without jobs, the tests that need their metrics fail by name
             wait_for_value(prometheus, "count(state_exporter_job_runs_total > 0) == 3", timeout=10)
@@ -258,4 +273,10 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
             prometheus,
             "histogram_quantile(0.95, sum by (le) (rate(state_exporter_span_export_duration_seconds_bucket[1m]))) >= 0",
         )
-        yield OpsStack(prometheus, {"06": daemon06, "0435": daemon0435}, am, receiver)
+        # The overview's duration quantiles over the same runs.
+        wait_for_value(
+            prometheus,
+            "count(histogram_quantile(0.5, sum by (instance, le)"
+            " (rate(workflow_run_duration_seconds_bucket[1h]))) >= 0) >= 2",
+        )
+        yield OpsStack(prometheus, daemons, am, receiver, fixtures)

@@ -1,6 +1,7 @@
-"""grafana/: an importable dashboard and its provisioning files; every panel target and every alert expression,
-evaluated by a real Prometheus that scrapes real daemons over copies of the real Flujo fixtures (the ops_stack
-fixture of conftest.py), returns data, and the rules run without errors.
+"""grafana/: importable dashboards and their provisioning files; every panel target of the Flujo dashboard and
+every alert expression of both rules files, evaluated by a real Prometheus that scrapes real daemons over copies of
+the real Flujo fixtures (the ops_stack fixture of conftest.py), returns data, and the rules run without errors.
+The overview dashboard's queries are checked per fixture in test_ops_overview.py.
 
 Grafana's variables are substituted the way Grafana does for "All" (``.*``); ``$__rate_interval`` becomes 1m,
 which covers the test's whole life at a 1 s scrape interval.
@@ -17,57 +18,67 @@ from typing import Any
 import pytest
 import yaml
 from processes import http_get, promql
+from support import ALL_FIXTURES, SMALL, SMALL06
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "prometheus" / "flujo.rules.yml"
+RULE_FILES = (REPO / "prometheus" / "workflow.rules.yml", RULES)
 DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
+OVERVIEW = REPO / "grafana" / "workflow-overview.json"
+DASHBOARDS = {"flujo-state-exporter": DASHBOARD, "workflow-overview": OVERVIEW}
 PROVISIONING = REPO / "grafana" / "provisioning"
 JOB = "flujo-state-exporter"
 GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
-# Alerts the stack is expected to be in: the fixtures hold runs stuck for days and running background tasks last
-# updated days ago; everything else is healthy (the span export recovered, every job succeeds).
-EXPECTED_ALERTS = {"FlujoRunsStuck", "FlujoBackgroundTasksStale"}
+# Alerts the stack is expected to be in: the fixtures hold runs stuck for days, active runs last updated days ago
+# and running background tasks last updated days ago; everything else is healthy (the span export recovered, every
+# job succeeds, runs keep finishing).
+EXPECTED_ALERTS = {"FlujoRunsStuck", "FlujoBackgroundTasksStale", "WorkflowRunsStuck", "WorkflowOldestActiveRunIdle"}
 
 
-def dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+IDLE_ALERT = "WorkflowOldestActiveRunIdle"
+
+
+def dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
-def panels() -> list[dict[str, Any]]:
+def panels(path: Path = DASHBOARD) -> list[dict[str, Any]]:
     found = []
-    for panel in dashboard()["panels"]:
+    for panel in dashboard(path)["panels"]:
         found.append(panel)
         found.extend(panel.get("panels", []))
     return found
 
 
-def targets() -> list[tuple[str, str]]:
+def targets(path: Path = DASHBOARD) -> list[tuple[str, str]]:
     """(panel title / refId, expression) of every panel target."""
     return [
         (f"{panel['title']} / {target['refId']}", target["expr"])
-        for panel in panels()
+        for panel in panels(path)
         for target in panel.get("targets", [])
     ]
 
 
-def variables() -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for v in dashboard()["templating"]["list"]}
+def variables(path: Path = DASHBOARD) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard(path)["templating"]["list"]}
 
 
-def substitute(expr: str) -> str:
+def substitute(expr: str, path: Path = DASHBOARD, values: dict[str, str] | None = None) -> str:
+    """Grafana's substitution: each variable's value from ``values``, else "All" (allValue ``.*``)."""
     for name, value in GRAFANA_INTERVALS.items():
         expr = expr.replace(name, value)
-    for name in variables():
+    for name in variables(path):
         if name != "datasource":
-            expr = re.sub(rf"\$\{{?{name}\}}?\b", ".*", expr)  # "All" (allValue .*)
+            value = (values or {}).get(name, ".*")
+            expr = re.sub(rf"\$\{{?{name}\}}?\b", lambda _, value=value: value, expr)
     assert "$" not in expr, f"unsubstituted variable in {expr!r}"
     return expr
 
 
 def alerts() -> list[dict[str, Any]]:
-    data = yaml.safe_load(RULES.read_text())
-    return [rule for group in data["groups"] for rule in group["rules"] if "alert" in rule]
+    data = [yaml.safe_load(path.read_text()) for path in RULE_FILES]
+    return [rule for rules in data for group in rules["groups"] for rule in group["rules"] if "alert" in rule]
 
 
 # ---- splitting alert expressions into what each side selects ----
@@ -128,17 +139,21 @@ def test_operands() -> None:
 # ---- the dashboard file ----
 
 
-def test_dashboard_is_importable() -> None:
-    data = dashboard()
-    assert data["uid"] == "flujo-state-exporter" and len(data["uid"]) <= 40
+@pytest.mark.parametrize(("uid", "path"), DASHBOARDS.items(), ids=list(DASHBOARDS))
+def test_dashboard_is_importable(uid: str, path: Path) -> None:
+    data = dashboard(path)
+    assert data["uid"] == uid and len(data["uid"]) <= 40
     assert data["title"] and data["schemaVersion"] >= 36
     assert "id" not in data or data["id"] is None, "an importable dashboard has no database id"
     assert "__inputs" not in data, "the data source is a template variable, so provisioning works as well"
-    assert "${DS_" not in DASHBOARD.read_text()
-    datasource = variables()["datasource"]
+    assert "${DS_" not in path.read_text()
+    datasource = variables(path)["datasource"]
     assert datasource["type"] == "datasource" and datasource["query"] == "prometheus"
-    ids = [p["id"] for p in panels()]
+    ids = [p["id"] for p in panels(path)]
     assert len(ids) == len(set(ids))
+    titles = [p["title"] for p in panels(path)]
+    assert len(titles) == len(set(titles)), "targets are named by panel title"
+    assert {d["title"] for d in map(dashboard, DASHBOARDS.values())} == {"Flujo state", "Workflow overview"}
 
 
 def test_variables() -> None:
@@ -153,9 +168,10 @@ def test_variables() -> None:
     assert "flujo_runs_finished_total" in found["pipeline"]["query"]
 
 
-def test_every_panel_uses_the_datasource_variable_and_fits_the_grid() -> None:
+@pytest.mark.parametrize("path", DASHBOARDS.values(), ids=list(DASHBOARDS))
+def test_every_panel_uses_the_datasource_variable_and_fits_the_grid(path: Path) -> None:
     occupied: set[tuple[int, int]] = set()
-    for panel in panels():
+    for panel in panels(path):
         grid = panel["gridPos"]
         assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
         x0, y0 = grid["x"], grid["y"]
@@ -191,7 +207,10 @@ def test_dashboard_covers_the_issue_areas() -> None:
 
 
 def test_provisioning_files() -> None:
-    dashboards = yaml.safe_load((PROVISIONING / "dashboards.yaml").read_text())
+    text = (PROVISIONING / "dashboards.yaml").read_text()
+    assert all(path.name in text for path in DASHBOARDS.values()), "the provisioning file names every dashboard"
+    assert {path.name for path in DASHBOARD.parent.glob("*.json")} == {path.name for path in DASHBOARDS.values()}
+    dashboards = yaml.safe_load(text)
     assert dashboards["apiVersion"] == 1
     [provider] = dashboards["providers"]
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
@@ -246,7 +265,7 @@ def test_rules_are_healthy_and_only_the_expected_alerts_are_active(ops_stack: An
     assert status == 200
     groups = json.loads(body)["data"]["groups"]
     loaded = [rule for group in groups for rule in group["rules"]]
-    assert len(loaded) == sum(len(g["rules"]) for g in yaml.safe_load(RULES.read_text())["groups"])
+    assert len(loaded) == sum(len(g["rules"]) for p in RULE_FILES for g in yaml.safe_load(p.read_text())["groups"])
     for rule in loaded:
         assert rule["health"] == "ok" and not rule.get("lastError"), rule
     status, body = http_get(f"{ops_stack.prometheus.url}/api/v1/alerts")
@@ -254,3 +273,13 @@ def test_rules_are_healthy_and_only_the_expected_alerts_are_active(ops_stack: An
     assert {alert["labels"]["alertname"] for alert in active} == EXPECTED_ALERTS
     stuck = {a["labels"]["pipeline"] for a in active if a["labels"]["alertname"] == "FlujoRunsStuck"}
     assert {"long_job", "doc_ingest"} <= stuck
+    # The engine-neutral alerts: the 0.4.35 and 0.6 fixtures' idle runs; the old active runs of all three.
+    by_instance = {ops_stack.instance(name): name for name in ops_stack.fixtures.values()}
+    stuck = {
+        (by_instance[a["labels"]["instance"]], a["labels"]["engine"], a["labels"]["reason"])
+        for a in active
+        if a["labels"]["alertname"] == "WorkflowRunsStuck"
+    }
+    assert stuck == {(SMALL, "flujo", "idle"), (SMALL06, "flujo", "idle")}
+    idle = {by_instance[a["labels"]["instance"]] for a in active if a["labels"]["alertname"] == IDLE_ALERT}
+    assert idle == set(ALL_FIXTURES)

@@ -1,10 +1,12 @@
 """End to end: a writer leaves a run stuck in a copy of a real Flujo fixture; the daemon serves it and sends its
 own stuck-run alert to a real Alertmanager; a real Prometheus scrapes the daemon, evaluates
-prometheus/flujo.rules.yml and sends its alerts to the same Alertmanager; both stuck-run alerts fire there.
+prometheus/flujo.rules.yml and prometheus/workflow.rules.yml and sends its alerts to the same Alertmanager; the
+daemon's per-run alert, Flujo's per-pipeline alert and the engine-neutral per-reason alert all fire there.
 
-Prometheus evaluates a copy of the real rules file in which every ``for:`` is rewritten to ``0s`` (the real
-FlujoRunsStuck waits 15 minutes); nothing else is changed.  The stuck thresholds are 4 s for the writer's pipeline
-and ten years for every other one, so the fixture's own long-stuck runs stay out of the picture.
+Prometheus evaluates copies of the real rules files in which every ``for:`` is rewritten to ``0s`` (the real
+FlujoRunsStuck and WorkflowRunsStuck wait 15 minutes); nothing else is changed.  The stuck thresholds are 4 s for
+the writer's pipeline and ten years for every other one, so the fixture's own long-stuck runs stay out of the
+picture.
 """
 
 from __future__ import annotations
@@ -21,22 +23,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ops.conftest import daemon_config
 from processes import Process, http_get, promql, running_daemon, running_prometheus
 from support import SMALL, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "prometheus" / "flujo.rules.yml"
+RULE_FILES = (REPO / "prometheus" / "flujo.rules.yml", REPO / "prometheus" / "workflow.rules.yml")
+STUCK_ALERTS = ["FlujoRunStuck", "FlujoRunsStuck", "WorkflowRunsStuck"]
 PIPELINE = "e2e_stuck"
 THRESHOLD = "4s"
 
 
-def rules_without_for(tmp: Path) -> Path:
-    text, count = re.subn(r"^(\s+for:\s*)\S+$", r"\g<1>0s", RULES.read_text(), flags=re.M)
-    assert count >= 10, "every alert of the real file has a for:"
-    path = tmp / "flujo.rules.for-0s.yml"
-    path.write_text(text)
-    return path
+def rules_without_for(tmp: Path) -> list[Path]:
+    paths = []
+    for rules in RULE_FILES:
+        text, count = re.subn(r"^(\s+for:\s*)\S+$", r"\g<1>0s", rules.read_text(), flags=re.M)
+        alerts = [rule for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]]
+        assert count == len([rule for rule in alerts if "for" in rule]) >= 5, f"{rules.name}: every for: rewritten"
+        path = tmp / rules.name.replace(".rules.yml", ".rules.for-0s.yml")
+        path.write_text(text)
+        paths.append(path)
+    return paths
 
 
 def e2e_config(db: Path, alertmanager: str) -> str:
@@ -99,7 +107,7 @@ def am_alerts(am: Process) -> list[dict[str, Any]]:
     status, body = http_get(f"{am.url}/api/v2/alerts?{query}")
     assert status == 200, body
     alerts: list[dict[str, Any]] = json.loads(body)
-    return [a for a in alerts if a["labels"]["alertname"] in ("FlujoRunStuck", "FlujoRunsStuck")]
+    return [a for a in alerts if a["labels"]["alertname"] in STUCK_ALERTS]
 
 
 def value(prometheus: Process, query: str) -> float | None:
@@ -129,7 +137,7 @@ def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanag
         running_daemon(tmp_path, config=e2e_config(db, am.url), wait_path="/readyz") as daemon,
     ):
         config = prometheus_config_factory(
-            [daemon.url.removeprefix("http://")], [rules_without_for(tmp_path)], am.url.removeprefix("http://")
+            [daemon.url.removeprefix("http://")], rules_without_for(tmp_path), am.url.removeprefix("http://")
         )
         with running_prometheus(binary, tmp_path, config) as prometheus:
 
@@ -150,7 +158,7 @@ def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanag
 
             wait_for(seen_active_not_stuck, 20, "the writer's run never showed up as active", logs)
             assert am_alerts(am) == []
-            assert promql(prometheus, 'ALERTS{alertname="FlujoRunsStuck"}') == []
+            assert promql(prometheus, 'ALERTS{alertname=~"FlujoRunsStuck|WorkflowRunsStuck"}') == []
 
             # The writer dies: the run stays 'running' and is never updated again.
             died = time.monotonic()
@@ -158,11 +166,11 @@ def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanag
             def both() -> list[dict[str, Any]] | None:
                 found = am_alerts(am)
                 names = sorted(a["labels"]["alertname"] for a in found)
-                return found if names == ["FlujoRunStuck", "FlujoRunsStuck"] else None
+                return found if names == STUCK_ALERTS else None
 
             def arrived() -> str:
                 names = sorted(a["labels"]["alertname"] for a in am_alerts(am))
-                return f"only {names} of ['FlujoRunStuck', 'FlujoRunsStuck'] reached Alertmanager"
+                return f"only {names} of {STUCK_ALERTS} reached Alertmanager"
 
             alerts = wait_for(both, 30, arrived, logs)
             assert time.monotonic() - died >= 3.0, "alerted before the 4 s threshold could have passed"
@@ -182,3 +190,13 @@ def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanag
     assert "run_id" not in prometheus_alert["labels"]
     assert prometheus_alert["annotations"]["summary"] == f"Flujo pipeline {PIPELINE} has 1 stuck running run(s)"
     assert prometheus_alert["status"]["state"] == "active"
+    # Prometheus' engine-neutral alert from prometheus/workflow.rules.yml: per engine and reason, no pipeline.
+    neutral = by_name["WorkflowRunsStuck"]
+    assert {k: v for k, v in neutral["labels"].items() if k != "instance"} == {
+        "alertname": "WorkflowRunsStuck",
+        "engine": "flujo",
+        "reason": "idle",
+        "job": "flujo-state-exporter",
+        "severity": "warning",
+    }
+    assert neutral["annotations"]["summary"] == "1 flujo run(s) stuck (idle)"

@@ -1,6 +1,7 @@
-"""prometheus/flujo.rules.yml: promtool checks it and runs its unit tests (firing and not-firing cases for every
-alert); every metric name the rules and the Grafana dashboard use is emitted by the real daemon; the Kubernetes
-PrometheusRule carries exactly the same groups.
+"""prometheus/flujo.rules.yml and prometheus/workflow.rules.yml: promtool checks them and runs their unit tests
+(firing and not-firing cases for every alert); every metric name the rules and the Grafana dashboards use is emitted
+by the real daemon; the engine-neutral rules and overview dashboard use only the engine-neutral families; the
+Kubernetes PrometheusRule carries exactly the groups of both files.
 
 Regenerate deploy/kubernetes/prometheusrule.yaml after editing the rules with
 ``UPDATE_PROMETHEUSRULE=1 .venv/bin/pytest tests/ops/test_ops_rules.py -k prometheusrule``.
@@ -23,8 +24,15 @@ from support import parse_exposition, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "prometheus" / "flujo.rules.yml"
-RULES_TEST = REPO / "prometheus" / "flujo.rules.test.yml"
+WORKFLOW_RULES = REPO / "prometheus" / "workflow.rules.yml"
+# Each rules file and its promtool unit tests; the PrometheusRule carries their groups in this order.
+RULE_FILES = {
+    WORKFLOW_RULES: REPO / "prometheus" / "workflow.rules.test.yml",
+    RULES: REPO / "prometheus" / "flujo.rules.test.yml",
+}
 DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
+OVERVIEW = REPO / "grafana" / "workflow-overview.json"
+DASHBOARDS = (DASHBOARD, OVERVIEW)
 PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
 JOB = "flujo-state-exporter"  # the scrape job the "exporter down" alerts match
 
@@ -37,17 +45,24 @@ SEVERITIES = {"critical", "warning", "info"}
 
 
 @cache
-def rules() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(RULES.read_text())
+def rules(path: Path = RULES) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
     return data
 
 
-def all_rules() -> list[dict[str, Any]]:
-    return [rule for group in rules()["groups"] for rule in group["rules"]]
+def all_rules(path: Path | None = None) -> list[dict[str, Any]]:
+    """The rules of one file, or of every file."""
+    paths = [path] if path else list(RULE_FILES)
+    return [rule for p in paths for group in rules(p)["groups"] for rule in group["rules"]]
 
 
-def alerts() -> list[dict[str, Any]]:
-    return [rule for rule in all_rules() if "alert" in rule]
+def alerts(path: Path | None = None) -> list[dict[str, Any]]:
+    return [rule for rule in all_rules(path) if "alert" in rule]
+
+
+def rules_file_of(alert: str) -> Path:
+    [path] = [path for path in RULE_FILES if alert in {rule["alert"] for rule in alerts(path)}]
+    return path
 
 
 def recorded_names() -> set[str]:
@@ -55,22 +70,22 @@ def recorded_names() -> set[str]:
 
 
 @cache
-def dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+def dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
-def dashboard_panels() -> list[dict[str, Any]]:
+def dashboard_panels(path: Path = DASHBOARD) -> list[dict[str, Any]]:
     found = []
-    for panel in dashboard()["panels"]:
+    for panel in dashboard(path)["panels"]:
         found.append(panel)
         found.extend(panel.get("panels", []))  # collapsed rows nest their panels
     return found
 
 
-def dashboard_expressions() -> list[str]:
-    exprs = [t["expr"] for p in dashboard_panels() for t in p.get("targets", []) if t.get("expr")]
-    for variable in dashboard()["templating"]["list"]:
+def dashboard_expressions(path: Path = DASHBOARD) -> list[str]:
+    exprs = [t["expr"] for p in dashboard_panels(path) for t in p.get("targets", []) if t.get("expr")]
+    for variable in dashboard(path)["templating"]["list"]:
         if variable["type"] == "query":
             query = variable["query"]
             exprs.append(query["query"] if isinstance(query, dict) else query)
@@ -125,15 +140,41 @@ def test_metric_name_extraction() -> None:
 
 
 def used_names() -> dict[str, set[str]]:
-    """Where each name is used: 'rules' and/or 'dashboard'."""
+    """Where each name is used: the rules files and dashboards (by file name) that use it."""
     used: dict[str, set[str]] = {}
-    for rule in all_rules():
-        for name in metric_names(str(rule["expr"])):
-            used.setdefault(name, set()).add("rules")
-    for expr in dashboard_expressions():
-        for name in metric_names(expr):
-            used.setdefault(name, set()).add("dashboard")
+    for path in RULE_FILES:
+        for rule in all_rules(path):
+            for name in metric_names(str(rule["expr"])):
+                used.setdefault(name, set()).add(path.name)
+    for path in DASHBOARDS:
+        for expr in dashboard_expressions(path):
+            for name in metric_names(expr):
+                used.setdefault(name, set()).add(path.name)
     return used
+
+
+# The engine-neutral families (and the scrape's own up): all the overview dashboard and the generic rules may use.
+NEUTRAL = re.compile(r"(?:workflow|state_exporter)_[a-z0-9_]+|up")
+OVERVIEW_FAMILIES = {
+    "workflow_runs",
+    "workflow_runs_stuck",
+    "workflow_runs_finished_total",
+    "workflow_run_duration_seconds_bucket",
+    "workflow_oldest_active_update_timestamp_seconds",
+    "state_exporter_engine_info",
+}
+
+
+def test_engine_neutral_files_use_only_engine_neutral_families() -> None:
+    uses = {name for expr in dashboard_expressions(OVERVIEW) for name in metric_names(expr)}
+    assert uses >= OVERVIEW_FAMILIES, sorted(OVERVIEW_FAMILIES - uses)
+    assert {name for name in uses if not NEUTRAL.fullmatch(name)} == set()
+    uses = {name for rule in all_rules(WORKFLOW_RULES) for name in metric_names(str(rule["expr"]))}
+    assert OVERVIEW_FAMILIES - {"workflow_run_duration_seconds_bucket", "state_exporter_engine_info"} <= uses
+    assert {name for name in uses if not NEUTRAL.fullmatch(name)} == set()
+    assert recorded_names() == {rule["record"] for rule in all_rules(RULES) if "record" in rule}, (
+        "the engine-neutral rules need no recording rule: the alerts load on their own"
+    )
 
 
 def test_dashboard_and_rules_use_only_defined_recording_rules() -> None:
@@ -159,6 +200,7 @@ def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(ops_stack: 
     emitted = daemon_sample_names(ops_stack)
     used = {name: where for name, where in used_names().items() if name not in recorded_names()}
     assert len(used) > 40
+    assert {path.name for path in (*RULE_FILES, *DASHBOARDS)} == set().union(*used.values())
     missing = {name: sorted(where) for name, where in used.items() if name not in emitted | PROMETHEUS_SERIES}
     assert missing == {}, f"names not emitted by the daemon: {missing}"
     # And the other way round, as a reminder: families nothing shows.
@@ -183,37 +225,44 @@ def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
     return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
 
 
-def test_promtool_check_rules() -> None:
-    result = run_promtool("check", "rules", str(RULES))
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda path: path.name)
+def test_promtool_check_rules(path: Path) -> None:
+    result = run_promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
+    assert f"SUCCESS: {len(all_rules(path))} rules found" in result.stdout
 
 
-def test_promtool_test_rules() -> None:
-    result = run_promtool("test", "rules", RULES_TEST.name, cwd=RULES_TEST.parent)
+@pytest.mark.parametrize("path", RULE_FILES.values(), ids=lambda path: path.name)
+def test_promtool_test_rules(path: Path) -> None:
+    result = run_promtool("test", "rules", path.name, cwd=path.parent)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
-def test_promtool_test_rules_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda path: path.name)
+def test_promtool_test_rules_fails_on_a_wrong_expectation(tmp_path: Path, path: Path) -> None:
     """Control: the unit tests do check something (a firing case expected not to fire fails)."""
-    (tmp_path / RULES.name).write_text(RULES.read_text())
-    text = RULES_TEST.read_text()
+    tests = RULE_FILES[path]
+    assert yaml.safe_load(tests.read_text())["rule_files"] == [path.name], "each test file loads its rules file"
+    (tmp_path / path.name).write_text(path.read_text())
+    text = tests.read_text()
     broken = re.sub(r"(eval_time: 20m\n\s+exp_alerts:)\n(?:\s+- exp_labels:(?:\n\s{10,}.*)+)", r"\1 []", text, count=1)
     assert broken != text
-    (tmp_path / RULES_TEST.name).write_text(broken)
-    result = run_promtool("test", "rules", RULES_TEST.name, cwd=tmp_path)
+    (tmp_path / tests.name).write_text(broken)
+    result = run_promtool("test", "rules", tests.name, cwd=tmp_path)
     assert result.returncode != 0
 
 
-def unit_tests() -> list[dict[str, Any]]:
-    tests: list[dict[str, Any]] = yaml.safe_load(RULES_TEST.read_text())["tests"]
+def unit_tests(path: Path = RULES) -> list[dict[str, Any]]:
+    tests: list[dict[str, Any]] = yaml.safe_load(RULE_FILES[path].read_text())["tests"]
     return tests
 
 
 @pytest.mark.parametrize("alert", [rule["alert"] for rule in alerts()])
 def test_every_alert_has_firing_and_not_firing_unit_tests(alert: str) -> None:
-    cases = [case for test in unit_tests() for case in test.get("alert_rule_test", []) if case["alertname"] == alert]
+    """In the unit tests of the file the alert lives in (promtool only evaluates that file's rules there)."""
+    tests = unit_tests(rules_file_of(alert))
+    cases = [case for test in tests for case in test.get("alert_rule_test", []) if case["alertname"] == alert]
     firing = [case for case in cases if case.get("exp_alerts")]
     assert firing, f"{alert}: no firing case"
     assert [case for case in cases if not case.get("exp_alerts")], f"{alert}: no not-firing case"
@@ -238,55 +287,86 @@ def test_recording_rules_are_unit_tested() -> None:
 
 @pytest.mark.parametrize("rule", alerts(), ids=lambda rule: rule["alert"])
 def test_alert_conventions(rule: dict[str, Any]) -> None:
-    assert re.fullmatch(r"Flujo[A-Z][A-Za-z]+", rule["alert"])
+    """Flujo's alerts are named Flujo*; the engine-neutral ones Workflow*, the daemon's own StateExporter*."""
+    if rules_file_of(rule["alert"]) == RULES:
+        assert re.fullmatch(r"Flujo[A-Z][A-Za-z]+", rule["alert"])
+    else:
+        assert re.fullmatch(r"(?:Workflow|StateExporter)[A-Z][A-Za-z]+", rule["alert"])
     assert rule["labels"]["severity"] in SEVERITIES
     assert {"summary", "description"} <= set(rule["annotations"])
     assert len(rule["annotations"]["description"]) > 100, "runbook-style description"
     text = json.dumps(rule)
     assert "run_id" not in text, "run ids never become labels or annotation templates here"
     templated = set(re.findall(r"\$labels\.(\w+)", text))
-    assert templated <= {"instance", "pipeline", "status", "collector", "job_name"}
+    assert templated <= {"instance", "pipeline", "status", "collector", "job_name", "engine", "reason"}
 
 
 def test_rule_groups_and_names_are_unique() -> None:
+    """Across both files: Prometheus (and the PrometheusRule) load them together."""
     names = [rule.get("alert") or rule.get("record") for rule in all_rules()]
     assert len(names) == len(set(names))
-    assert len({group["name"] for group in rules()["groups"]}) == len(rules()["groups"])
+    groups = [group["name"] for path in RULE_FILES for group in rules(path)["groups"]]
+    assert len(set(groups)) == len(groups)
 
 
 def test_issue_alerts_are_all_there() -> None:
     expected = {
-        "FlujoRunsStuck",  # stuck runs
-        "FlujoPipelineFailureRatioHigh",  # a high failure ratio per pipeline
-        "FlujoBackgroundTasksStale",  # stale background tasks
-        "FlujoSpanExportBacklog",  # span export backlog
-        "FlujoSpanExportFailing",  # span export failures
-        "FlujoExporterRefreshFailing",  # snapshot refresh failing
-        "FlujoExporterDown",  # exporter down
-        "FlujoExporterTargetMissing",
-        "FlujoExporterDBNotReady",
-        "FlujoExporterJobFailing",  # a job failing
+        RULES: {
+            "FlujoRunsStuck",  # stuck runs, by pipeline
+            "FlujoPipelineFailureRatioHigh",  # a high failure ratio per pipeline
+            "FlujoBackgroundTasksStale",  # stale background tasks
+            "FlujoSpanExportBacklog",  # span export backlog
+            "FlujoSpanExportFailing",  # span export failures
+            "FlujoSpanExportDroppingSpans",
+        },
+        WORKFLOW_RULES: {
+            "WorkflowRunsStuck",  # stuck runs, by engine and reason
+            "WorkflowFailureRatioHigh",
+            "WorkflowNoRunsFinishing",
+            "WorkflowOldestActiveRunIdle",
+            "StateExporterRefreshFailing",  # snapshot refresh failing
+            "StateExporterSnapshotStale",
+            "StateExporterDown",  # exporter down
+            "StateExporterTargetMissing",
+            "StateExporterDBNotReady",
+            "StateExporterJobFailing",  # a job failing
+        },
     }
-    assert expected <= {rule["alert"] for rule in alerts()}
+    for path, names in expected.items():
+        assert {rule["alert"] for rule in alerts(path)} == names, path.name
+    groups = {group["name"]: {rule["alert"] for rule in group["rules"]} for group in rules(WORKFLOW_RULES)["groups"]}
+    assert groups["state-exporter"] == {name for name in expected[WORKFLOW_RULES] if name.startswith("StateExporter")}
+
+
+def test_no_alert_uses_the_old_daemon_names() -> None:
+    """The daemon's health alerts were renamed FlujoExporter* -> StateExporter*: no file still names the old ones."""
+    for path in (*RULE_FILES, *RULE_FILES.values(), *DASHBOARDS, PROMETHEUS_RULE, REPO / "README.md"):
+        assert "FlujoExporter" not in path.read_text(), path.name
+    for path in (REPO / "prometheus" / "README.md", REPO / "deploy" / "README.md"):
+        assert "FlujoExporter" not in path.read_text(), path.name
 
 
 def test_exporter_down_alerts_match_the_documented_job() -> None:
     exprs = {rule["alert"]: str(rule["expr"]) for rule in alerts()}
-    assert exprs["FlujoExporterDown"] == f'up{{job="{JOB}"}} == 0'
-    assert exprs["FlujoExporterTargetMissing"] == f'absent(up{{job="{JOB}"}})'
-    assert f"job_name` `{JOB}`" not in RULES.read_text()  # documented in plain words at the top instead
-    assert f"`{JOB}`" in RULES.read_text().split("groups:")[0]
+    assert exprs["StateExporterDown"] == f'up{{job="{JOB}"}} == 0'
+    assert exprs["StateExporterTargetMissing"] == f'absent(up{{job="{JOB}"}})'
+    assert f"job_name` `{JOB}`" not in WORKFLOW_RULES.read_text()  # documented in plain words at the top instead
+    assert f"`{JOB}`" in WORKFLOW_RULES.read_text().split("groups:")[0]
+    assert [rule["alert"] for rule in alerts() if JOB in str(rule["expr"])] == [
+        "StateExporterDown",
+        "StateExporterTargetMissing",
+    ]
 
 
 # ---- the Kubernetes PrometheusRule ----
 
 
 def prometheusrule_text() -> str:
-    """The PrometheusRule: its header and metadata as they are, spec.groups = the rules file's groups (verbatim,
-    comments included)."""
+    """The PrometheusRule: its header and metadata as they are, spec.groups = the rules files' groups (verbatim,
+    comments included): the engine-neutral and daemon groups, then Flujo's."""
     current = PROMETHEUS_RULE.read_text()
     head = current.split("\nspec:\n", 1)[0]
-    body = RULES.read_text().split("\ngroups:\n", 1)[1]
+    body = "\n".join(path.read_text().split("\ngroups:\n", 1)[1].rstrip("\n") + "\n" for path in RULE_FILES)
     indented = "\n".join(("  " + line) if line.strip() else "" for line in body.splitlines())
     return f"{head}\nspec:\n  groups:\n{indented}\n"
 
@@ -295,8 +375,8 @@ def test_prometheusrule_groups_are_the_rules_file_groups() -> None:
     if os.environ.get("UPDATE_PROMETHEUSRULE") == "1":
         PROMETHEUS_RULE.write_text(prometheusrule_text())
     manifest = yaml.safe_load(PROMETHEUS_RULE.read_text())
-    assert manifest["spec"]["groups"] == rules()["groups"], (
-        "deploy/kubernetes/prometheusrule.yaml drifted from prometheus/flujo.rules.yml; regenerate it with "
+    assert manifest["spec"]["groups"] == [group for path in RULE_FILES for group in rules(path)["groups"]], (
+        "deploy/kubernetes/prometheusrule.yaml drifted from prometheus/*.rules.yml; regenerate it with "
         "UPDATE_PROMETHEUSRULE=1 .venv/bin/pytest tests/ops/test_ops_rules.py -k prometheusrule"
     )
     assert PROMETHEUS_RULE.read_text() == prometheusrule_text()
@@ -309,3 +389,28 @@ def test_prometheusrule_keeps_its_metadata() -> None:
     assert manifest["metadata"]["name"] == "flujo-state-exporter"
     assert manifest["metadata"]["labels"]["app.kubernetes.io/name"] == "flujo-state-exporter"
     assert set(manifest) == {"apiVersion", "kind", "metadata", "spec"}
+
+
+# ---- the docs ----
+
+
+def readme_section() -> str:
+    text = (REPO / "README.md").read_text()
+    return text.split("\n## Alerting rules and dashboard\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_lists_every_rules_file_dashboard_and_alert() -> None:
+    """README's "Alerting rules and dashboard" names every file and alert; prometheus/README.md has a table row
+    for every alert."""
+    section = readme_section()
+    shipped = [*RULE_FILES, *RULE_FILES.values(), *(REPO / "grafana").glob("*.json")]
+    for path in shipped:
+        assert f"`{path.relative_to(REPO)}`" in section, path.name
+    table = (REPO / "prometheus" / "README.md").read_text()
+    for rule in alerts():
+        assert f"`{rule['alert']}`" in section, rule["alert"]
+        [row] = [line for line in table.splitlines() if line.startswith(f"| `{rule['alert']}` |")]
+        cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+        assert (cells[1], cells[3]) == (rule["labels"]["severity"], rule.get("for", "-")), row
+    documented = set(re.findall(r"`((?:Flujo|Workflow|StateExporter)[A-Z]\w+)`", section))
+    assert documented - {"FlujoRunStuck"} <= {rule["alert"] for rule in alerts()}, "README names no phantom alert"
