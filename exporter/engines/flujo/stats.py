@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from exporter.engines.flujo.active_cache import ActiveRowCache
-from exporter.engines.flujo.layout import ENGINE_NAME, flujo_schema
+from exporter.engines.flujo.layout import ENGINE_NAME, Capability, flujo_schema
 from exporter.engines.flujo.snapshot import (
     AggregateStats,
     CountStats,
@@ -35,6 +35,9 @@ STUCK_REASONS = {RUNNING: StuckReason.IDLE, PAUSED: StuckReason.PAUSED_TOO_LONG}
 class FlujoStats:
     def __init__(self, settings: MetricsConfig) -> None:
         self._active = ActiveRowCache()
+        # 0.4.32 has no runs table: no run can be seen finishing, so the overview has no finished
+        # families rather than zeros that would claim nothing finishes.
+        self._sees_finished_runs = False
         self._tracker = FinishTracker(
             max_pipelines=settings.max_pipelines,
             max_steps=settings.max_steps,
@@ -43,6 +46,7 @@ class FlujoStats:
 
     def snapshot(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> FastStats:
         schema = flujo_schema(session.schema)
+        self._sees_finished_runs = schema.supports(Capability.RUNS)
         return fast_stats(session.conn, schema, now, session.naive_tz, stuck_policy(settings), self._active)
 
     def counts(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> CountStats:
@@ -85,7 +89,7 @@ class FlujoStats:
                     oldest = group.oldest_update
         runs = PHASES.fold(counts.workflows_by_status.items()) if isinstance(counts, CountStats) else None
         finished = self._tracker.totals()
-        if not finished.seeded:
+        if not finished.seeded or not self._sees_finished_runs:
             return Overview(engine=ENGINE_NAME, runs=runs, stuck=stuck, oldest_active_update=oldest)
         durations = Histogram()
         for histogram in finished.run_durations.values():
