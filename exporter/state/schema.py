@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.engines.flujo.layout import Layout as FlujoLayout
+from exporter.engines.flujo.layout import Schema
 from exporter.state.errors import StateBackendError
 
 log = logging.getLogger(__name__)
@@ -234,12 +236,9 @@ class Layout:
         """Old-style steps table (``step_run_id`` key, ``start_time``/``duration_ms``/``*_blob``)."""
         return self.has("steps", "step_run_id")
 
-    @property
-    def runs_start_expr(self) -> str:
-        """SQL (alias ``r``) for a run's start: ``created_at`` (0.6) or ``start_time`` (0.4)."""
-        if self.has("runs", "start_time"):
-            return "COALESCE(NULLIF(r.created_at, ''), r.start_time)"
-        return "r.created_at"
+    def run_start_sql(self, alias: str = "") -> str:
+        """SQL for a run's start: the shared Flujo definition (:meth:`Schema.run_start_sql`)."""
+        return Schema(FlujoLayout.V06, {t: frozenset(c) for t, c in self.tables.items()}).run_start_sql(alias)
 
 
 def check_header(path: Path) -> None:

@@ -209,8 +209,10 @@ class CleanupJob:
     async def _runs(
         self, db: JobConnection, schema: Schema, workflow_cutoff: datetime, cutoff: datetime, report: CleanupReport
     ) -> None:
-        column = "start_time" if schema.has("runs", "start_time") else "created_at"
-        fallback = "r.created_at" if column == "start_time" and schema.has("runs", "created_at") else "NULL"
+        # Paged through the index of the first start column; an empty value falls through to the
+        # next one in Python, in the order of Schema.run_start_sql.
+        column, *rest = schema.run_start_columns
+        fallback = f"r.{rest[0]}" if rest else "NULL"
         select = f"r.rowid, r.{column}, r.run_id, {fallback}, ws.run_id IS NOT NULL, ws.created_at"
         children = [t for t in RUN_CHILD_TABLES if schema.has(t, "run_id")]
         has_spans = "spans" in children
