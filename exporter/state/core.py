@@ -22,7 +22,7 @@ import aiosqlite
 
 from exporter.clock import Clock, system_clock
 from exporter.state.errors import StateBackendError
-from exporter.state.schema import Layout, initialize
+from exporter.state.schema import StateLayout, initialize
 from exporter.timeparse import iso_utc, resolve_timezone
 
 log = logging.getLogger("exporter.state")
@@ -52,7 +52,7 @@ class BackendCore:
         self._conn: aiosqlite.Connection | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self._layout: Layout | None = None
+        self._layout: StateLayout | None = None
         self._init_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -69,7 +69,7 @@ class BackendCore:
 
     # -- schema -----------------------------------------------------------------------------------
 
-    def ensure_layout_sync(self) -> Layout:
+    def ensure_layout_sync(self) -> StateLayout:
         """Validate/migrate the file once (thread-safe); the layout is cached until shutdown."""
         layout = self._layout
         if layout is not None:
@@ -80,7 +80,7 @@ class BackendCore:
             return self._layout
 
     @property
-    def layout(self) -> Layout | None:
+    def layout(self) -> StateLayout | None:
         """The detected layout, once the backend has been used (None before)."""
         return self._layout
 
@@ -93,7 +93,7 @@ class BackendCore:
             self._lock_loop = loop
         return self._lock
 
-    async def _open(self) -> tuple[aiosqlite.Connection, Layout]:
+    async def _open(self) -> tuple[aiosqlite.Connection, StateLayout]:
         layout = await asyncio.to_thread(self.ensure_layout_sync)
         if self._conn is None:
             pending = aiosqlite.connect(str(self.db_path), timeout=self.busy_timeout_ms / 1000, isolation_level=None)
@@ -121,7 +121,7 @@ class BackendCore:
         return StateBackendError(f"{operation} failed on {self.db_path}: {exc}", path=self.db_path)
 
     @contextlib.asynccontextmanager
-    async def session(self, operation: str) -> AsyncIterator[tuple[aiosqlite.Connection, Layout]]:
+    async def session(self, operation: str) -> AsyncIterator[tuple[aiosqlite.Connection, StateLayout]]:
         """Exclusive use of the shared connection (autocommit; no transaction open)."""
         async with self._get_lock():
             try:
@@ -133,7 +133,7 @@ class BackendCore:
                 raise self._error(operation, exc) from exc
 
     @contextlib.asynccontextmanager
-    async def transaction(self, operation: str) -> AsyncIterator[tuple[aiosqlite.Connection, Layout]]:
+    async def transaction(self, operation: str) -> AsyncIterator[tuple[aiosqlite.Connection, StateLayout]]:
         """Like :meth:`session` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
         async with self.session(operation) as (conn, layout):
             await conn.execute("BEGIN IMMEDIATE")

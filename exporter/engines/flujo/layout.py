@@ -30,6 +30,7 @@ REQUIRED_WORKFLOW_COLUMNS = ("run_id", "status", "created_at", "updated_at")
 # start: so ``start_time`` first, an empty value falls through to ``created_at``
 # (tests/reader/test_layout.py::test_run_start_order_on_real_files shows it on the fixtures).
 RUN_START_COLUMNS = ("start_time", "created_at")
+STEPS_V04_KEY = "step_run_id"
 
 
 def run_start_value(row: Mapping[str, object]) -> object:
@@ -119,6 +120,12 @@ class Schema:
         if self.has("runs", "updated_at"):
             return f"COALESCE(NULLIF(end_time, ''), CASE WHEN status IN {FINISHED_SQL} THEN NULLIF(updated_at, '') END)"
         return "end_time"
+
+    @property
+    def steps_v04(self) -> bool:
+        """Old-style (0.4.35) steps table: ``step_run_id`` key, ``start_time``/``duration_ms``/``*_blob``;
+        0.6 keeps it as it is when it opens a 0.4.35 file."""
+        return self.has("steps", STEPS_V04_KEY)
 
     @property
     def step_time_expr(self) -> str:
