@@ -13,10 +13,10 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -28,6 +28,7 @@ from exporter.timeparse import iso_utc, resolve_timezone
 log = logging.getLogger("exporter.state")
 
 Row = sqlite3.Row
+T = TypeVar("T")
 
 
 class BackendCore:
@@ -150,6 +151,21 @@ class BackendCore:
                 with contextlib.suppress(sqlite3.Error):
                     await conn.rollback()
                 raise
+
+    async def run_plain(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in a worker thread on a short-lived plain ``sqlite3`` connection (autocommit),
+        holding the backend's lock: the Flujo write core shared with the daemon's jobs
+        (``exporter/engines/flujo/jobs/core.py``) is synchronous and owns its short transactions."""
+        async with self.session(operation):
+            return await asyncio.to_thread(self._with_plain_connection, work)
+
+    def _with_plain_connection(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = sqlite3.connect(str(self.db_path), timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            return work(conn)
+        finally:
+            conn.close()
 
     async def shutdown(self) -> None:
         """Close the shared connection; the next call reopens it (and re-checks the schema)."""

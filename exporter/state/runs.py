@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from exporter.engines.flujo.jobs.core import RUN_CHILD_TABLES
 from exporter.engines.flujo.layout import run_start_value
 from exporter.state.core import BackendCore, Row, execute, fetchall, fetchone, row_dict
 from exporter.state.serialization import dumps, dumps_or_none, loads_or_raw
@@ -194,7 +195,7 @@ class RunsMixin(BackendCore):
         evaluations.  The workflow_state row is kept, like flujo."""
         rid = required_str("run_id", run_id)
         async with self.transaction("delete_run") as (conn, _):
-            for table in ("evaluations", "traces", "spans", "steps", "runs"):
+            for table in (*RUN_CHILD_TABLES, "runs"):
                 await execute(conn, f"DELETE FROM {table} WHERE run_id = ?", (rid,))
 
     # -- steps --------------------------------------------------------------------------------------
