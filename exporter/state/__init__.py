@@ -16,6 +16,12 @@ Deviations from flujo, on purpose:
 * SQL errors (constraint failures, unknown run for steps/spans/traces/evaluations: foreign keys are
   always on) are raised as :class:`StateBackendError` naming the file.
 * ``list_runs`` filters and reports ``runs.status`` (0.4.35 semantics) and adds ``workflow_status``.
+* ``cleanup_old_workflows`` and ``cleanup_stale_background_tasks`` share the daemon's write jobs
+  core (``exporter/engines/flujo/jobs/core.py``): they change at most 500 rows per short write
+  transaction (the whole call is not one transaction), and a row the application re-saved after it was
+  read is left alone.  Any non-zero ``is_background_task`` counts as a background task.
+* A run's start (``list_runs`` order, ``start_time``/``created_at`` keys) is ``runs.start_time`` where
+  non-empty, else ``runs.created_at``: in a 0.4.35 file upgraded by 0.6 ``created_at`` is ``''``.
 """
 
 from exporter.state.backend import SQLiteBackend

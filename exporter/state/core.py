@@ -13,21 +13,22 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from exporter.clock import Clock, system_clock
 from exporter.state.errors import StateBackendError
-from exporter.state.schema import Layout, initialize
+from exporter.state.schema import StateLayout, initialize
 from exporter.timeparse import iso_utc, resolve_timezone
 
 log = logging.getLogger("exporter.state")
 
 Row = sqlite3.Row
+T = TypeVar("T")
 
 
 class BackendCore:
@@ -52,7 +53,7 @@ class BackendCore:
         self._conn: aiosqlite.Connection | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self._layout: Layout | None = None
+        self._layout: StateLayout | None = None
         self._init_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -69,7 +70,7 @@ class BackendCore:
 
     # -- schema -----------------------------------------------------------------------------------
 
-    def ensure_layout_sync(self) -> Layout:
+    def ensure_layout_sync(self) -> StateLayout:
         """Validate/migrate the file once (thread-safe); the layout is cached until shutdown."""
         layout = self._layout
         if layout is not None:
@@ -80,7 +81,7 @@ class BackendCore:
             return self._layout
 
     @property
-    def layout(self) -> Layout | None:
+    def layout(self) -> StateLayout | None:
         """The detected layout, once the backend has been used (None before)."""
         return self._layout
 
@@ -93,7 +94,7 @@ class BackendCore:
             self._lock_loop = loop
         return self._lock
 
-    async def _open(self) -> tuple[aiosqlite.Connection, Layout]:
+    async def _open(self) -> tuple[aiosqlite.Connection, StateLayout]:
         layout = await asyncio.to_thread(self.ensure_layout_sync)
         if self._conn is None:
             pending = aiosqlite.connect(str(self.db_path), timeout=self.busy_timeout_ms / 1000, isolation_level=None)
@@ -121,7 +122,7 @@ class BackendCore:
         return StateBackendError(f"{operation} failed on {self.db_path}: {exc}", path=self.db_path)
 
     @contextlib.asynccontextmanager
-    async def session(self, operation: str) -> AsyncIterator[tuple[aiosqlite.Connection, Layout]]:
+    async def session(self, operation: str) -> AsyncIterator[tuple[aiosqlite.Connection, StateLayout]]:
         """Exclusive use of the shared connection (autocommit; no transaction open)."""
         async with self._get_lock():
             try:
@@ -133,7 +134,7 @@ class BackendCore:
                 raise self._error(operation, exc) from exc
 
     @contextlib.asynccontextmanager
-    async def transaction(self, operation: str) -> AsyncIterator[tuple[aiosqlite.Connection, Layout]]:
+    async def transaction(self, operation: str) -> AsyncIterator[tuple[aiosqlite.Connection, StateLayout]]:
         """Like :meth:`session` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
         async with self.session(operation) as (conn, layout):
             await conn.execute("BEGIN IMMEDIATE")
@@ -150,6 +151,21 @@ class BackendCore:
                 with contextlib.suppress(sqlite3.Error):
                     await conn.rollback()
                 raise
+
+    async def run_plain(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in a worker thread on a short-lived plain ``sqlite3`` connection (autocommit),
+        holding the backend's lock: the Flujo write core shared with the daemon's jobs
+        (``exporter/engines/flujo/jobs/core.py``) is synchronous and owns its short transactions."""
+        async with self.session(operation):
+            return await asyncio.to_thread(self._with_plain_connection, work)
+
+    def _with_plain_connection(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = sqlite3.connect(str(self.db_path), timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            return work(conn)
+        finally:
+            conn.close()
 
     async def shutdown(self) -> None:
         """Close the shared connection; the next call reopens it (and re-checks the schema)."""

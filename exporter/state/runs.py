@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from exporter.engines.flujo.jobs.core import RUN_CHILD_TABLES
+from exporter.engines.flujo.layout import run_start_value
 from exporter.state.core import BackendCore, Row, execute, fetchall, fetchone, row_dict
 from exporter.state.serialization import dumps, dumps_or_none, loads_or_raw
 from exporter.state.validation import (
@@ -59,7 +61,7 @@ def _run_extras(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _run_dict(row: Row) -> dict[str, Any]:
     item = row_dict(row)
-    start = item.get("created_at") or item.get("start_time")
+    start = run_start_value(item)
     return {
         "run_id": item["run_id"],
         "pipeline_id": item.get("pipeline_id"),
@@ -173,7 +175,7 @@ class RunsMixin(BackendCore):
         where, params = where_clause({"r.status": status, "r.pipeline_name": pipeline_name}, fixed=conds, params=values)
         clause, extra = limit_clause(lim, off)
         async with self.session("list_runs") as (conn, layout):
-            start = layout.runs_start_expr
+            start = layout.run_start_sql("r")
             sql = (
                 f"SELECT r.*, {start} AS start_key, ws.status AS workflow_status "
                 f"FROM runs r LEFT JOIN workflow_state ws ON ws.run_id = r.run_id{where}"
@@ -193,7 +195,7 @@ class RunsMixin(BackendCore):
         evaluations.  The workflow_state row is kept, like flujo."""
         rid = required_str("run_id", run_id)
         async with self.transaction("delete_run") as (conn, _):
-            for table in ("evaluations", "traces", "spans", "steps", "runs"):
+            for table in (*RUN_CHILD_TABLES, "runs"):
                 await execute(conn, f"DELETE FROM {table} WHERE run_id = ?", (rid,))
 
     # -- steps --------------------------------------------------------------------------------------

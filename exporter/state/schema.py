@@ -1,4 +1,5 @@
-"""DDL, layout detection and in-place migration of Flujo state DBs.
+"""DDL and in-place migration of Flujo state DBs (which layout a file has is the shared model of
+exporter/engines/flujo/layout.py).
 
 New files get the flujo 0.6.11 layout (``schemas/v0.6.11-github-fresh.sql``) plus a few indexes of our
 own.  Existing files are recognised from ``PRAGMA table_info`` (never from ``user_version`` alone) and
@@ -24,10 +25,10 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.engines.flujo.layout import STEPS_V04_KEY, Layout, Schema, recognise
 from exporter.state.errors import StateBackendError
 
 log = logging.getLogger(__name__)
@@ -217,29 +218,12 @@ STEPS_V04_COLUMNS: tuple[tuple[str, str], ...] = (("raw_response", "TEXT"),)
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Column names per table of an initialised DB (after migration)."""
+class StateLayout(Schema):
+    """An initialised (migrated) DB as the backend sees it: the shared Flujo layout model
+    (:class:`exporter.engines.flujo.layout.Schema`: layout, columns, SQL that differs per layout) plus
+    ``kind``, what the file was before the backend first opened it."""
 
-    tables: Mapping[str, tuple[str, ...]]
-    kind: str
-
-    def columns(self, table: str) -> tuple[str, ...]:
-        return self.tables.get(table, ())
-
-    def has(self, table: str, column: str) -> bool:
-        return column in self.tables.get(table, ())
-
-    @property
-    def steps_v04(self) -> bool:
-        """Old-style steps table (``step_run_id`` key, ``start_time``/``duration_ms``/``*_blob``)."""
-        return self.has("steps", "step_run_id")
-
-    @property
-    def runs_start_expr(self) -> str:
-        """SQL (alias ``r``) for a run's start: ``created_at`` (0.6) or ``start_time`` (0.4)."""
-        if self.has("runs", "start_time"):
-            return "COALESCE(NULLIF(r.created_at, ''), r.start_time)"
-        return "r.created_at"
+    kind: str = ""
 
 
 def check_header(path: Path) -> None:
@@ -287,7 +271,7 @@ def _plan(conn: sqlite3.Connection) -> list[str]:
         elif table == "runs":
             wanted = RUNS_COLUMNS
         elif table == "steps":
-            wanted = STEPS_V04_COLUMNS if "step_run_id" in cols else STEPS_V06_COLUMNS
+            wanted = STEPS_V04_COLUMNS if STEPS_V04_KEY in cols else STEPS_V06_COLUMNS
         for name, definition in wanted:
             if name not in cols:
                 stmts.append(f'ALTER TABLE {table} ADD COLUMN "{name}" {definition}')
@@ -312,22 +296,28 @@ def _plan(conn: sqlite3.Connection) -> list[str]:
     return stmts
 
 
-def _classify(tables: Mapping[str, tuple[str, ...]], before: set[str]) -> str:
+def _kind(schema: Schema, before: set[str]) -> str:
+    """What the file was before the backend migrated it, told from the migrated layout."""
     if not before:
         return "fresh"
     if "runs" not in before:
         return "legacy-workflow-state-only"
-    if "step_run_id" in tables.get("steps", ()) or "start_time" in tables.get("runs", ()):
+    if schema.layout is Layout.HYBRID or schema.steps_v04:
         return "v0.4-upgraded"
     return "v0.6"
 
 
-def read_layout(conn: sqlite3.Connection, kind: str = "") -> Layout:
-    tables = {name: _columns(conn, name) for name in TABLE_DDL}
-    return Layout(tables=tables, kind=kind)
+def read_layout(conn: sqlite3.Connection, path: Path, before: set[str]) -> StateLayout:
+    """The migrated file's layout, recognised by the shared Flujo rules."""
+    tables = {name for name, kind in _user_objects(conn).items() if kind == "table"}
+    columns = {name: frozenset(_columns(conn, name)) for name in tables}
+    schema = recognise(columns)
+    if isinstance(schema, str):
+        raise StateBackendError(f"{path}: not a Flujo layout after migration ({schema})", path=path)
+    return StateLayout(schema.layout, schema.columns, kind=_kind(schema, before))
 
 
-def initialize(path: Path, *, busy_timeout_ms: int = 5000) -> Layout:
+def initialize(path: Path, *, busy_timeout_ms: int = 5000) -> StateLayout:
     """Open (creating if needed), validate and migrate the DB at ``path``; return its layout.
 
     Idempotent and safe to run concurrently from several threads/processes: changes are applied in a
@@ -377,8 +367,7 @@ def initialize(path: Path, *, busy_timeout_ms: int = 5000) -> Layout:
                 raise
             if stmts:
                 log.info("prepared state DB %s (%d schema statements)", path, len(stmts))
-        layout = read_layout(conn)
-        return Layout(tables=layout.tables, kind=_classify(layout.tables, before))
+        return read_layout(conn, path, before)
     except sqlite3.DatabaseError as exc:
         raise StateBackendError(f"cannot prepare SQLite database {path}: {exc}", path=path) from exc
     finally:

@@ -9,6 +9,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
+from exporter.engines.flujo.jobs import core as flujo_writes
+from exporter.engines.flujo.jobs.core import STALE_TASK_ERROR
+from exporter.jobs.db import Cursor, write_transaction
 from exporter.state.core import BackendCore, Row, execute, executemany, fetchall, fetchone, log, row_dict
 from exporter.state.serialization import dumps, dumps_or_none, loads_or_raw
 from exporter.state.validation import (
@@ -27,7 +30,7 @@ from exporter.state.windows import (
     lower_text,
     upper_text,
 )
-from exporter.timeparse import TimestampError, parse_instant
+from exporter.timeparse import TimestampError, iso_utc, parse_instant
 
 STATE_COLUMNS = (
     "run_id",
@@ -92,7 +95,8 @@ BACKGROUND_KEYS = (
 )
 _BACKGROUND_COLS = ", ".join(BACKGROUND_KEYS)
 
-STALE_TASK_ERROR = "Task timeout: process likely crashed"
+# Rows per write transaction of cleanup_old_workflows / cleanup_stale_background_tasks.
+WRITE_BATCH = 500
 
 # The hot statistics queries (get_workflow_stats and get_workflow_stats_sync).  Each one is answered
 # from an index alone (tests check EXPLAIN QUERY PLAN): no scan of the workflow_state table.
@@ -214,6 +218,10 @@ def assemble_stats(
         "top_level_status_counts": top_level,
     }
     return stats, bad
+
+
+def _warn_bad(run_id: object, column: str, value: object) -> None:
+    log.warning("skipping workflow_state.%s of run_id=%r: not a timestamp (%r)", column, run_id, value)
 
 
 def _warn_unparsable(column: str, items: Iterable[tuple[object, object]]) -> None:
@@ -381,20 +389,38 @@ class WorkflowStateMixin(BackendCore):
 
     async def cleanup_old_workflows(self, days_old: float = 30) -> int:
         """Delete workflow_state rows created more than ``days_old`` days ago (real instants);
-        returns how many were deleted.  runs/steps/spans are not touched (like flujo)."""
+        returns how many were deleted.  runs/steps/spans are not touched (like flujo).
+
+        The daemon's cleanup job and this method share one core (``engines/flujo/jobs/core.py``):
+        keyset pages over the created_at index, one short write transaction per page, a row re-saved
+        meanwhile is kept.  Unlike the job, pages follow each other without pause or span-export gate."""
         days = non_negative_number("days_old", days_old)
         threshold = instant_before(self.now(), days * 86400)
         bound = upper_text(threshold)
-        async with self.transaction("cleanup_old_workflows") as (conn, _):
+
+        def work(conn: sqlite3.Connection) -> int:
             if threshold is None or bound is None:
                 return 0
-            rows = await fetchall(conn, "SELECT run_id, created_at FROM workflow_state WHERE created_at < ?", (bound,))
-            old = _window_filter(rows, "created_at", threshold, self.naive_timezone, newer=False)
-            if not old:
-                return 0
-            return await executemany(
-                conn, "DELETE FROM workflow_state WHERE run_id = ?", [(r["run_id"],) for _, r in old]
-            )
+            deleted = 0
+            cursor: Cursor | None = None
+            while True:
+                page = flujo_writes.old_workflows_page(
+                    conn,
+                    cutoff=threshold,
+                    bound=bound,
+                    after=cursor,
+                    limit=WRITE_BATCH,
+                    tz=self.naive_timezone,
+                    on_bad=_warn_bad,
+                )
+                cursor = page.cursor
+                if page.old:
+                    with write_transaction(conn):
+                        deleted += len(flujo_writes.delete_workflow_rows(conn, page.old))
+                if page.scanned < WRITE_BATCH:
+                    return deleted
+
+        return await self.run_plain("cleanup_old_workflows", work)
 
     # -- background tasks (0.6) ---------------------------------------------------------------------
 
@@ -438,27 +464,26 @@ class WorkflowStateMixin(BackendCore):
 
     async def cleanup_stale_background_tasks(self, stale_hours: float = 24) -> int:
         """Mark running background tasks not updated for ``stale_hours`` hours as failed
-        (``background_error='Task timeout: process likely crashed'``); returns how many."""
+        (``background_error='Task timeout: process likely crashed'``); returns how many.
+
+        Same core as the daemon's stale-task job (``engines/flujo/jobs/core.py``): candidates through
+        the status index, a guarded UPDATE by rowid and the updated_at read, short transactions."""
         hours = non_negative_number("stale_hours", stale_hours)
         now = self.now()
         threshold = instant_before(now, hours * 3600)
         bound = upper_text(threshold)
-        async with self.transaction("cleanup_stale_background_tasks") as (conn, _):
+
+        def work(conn: sqlite3.Connection) -> int:
             if threshold is None or bound is None:
                 return 0
-            rows = await fetchall(
-                conn,
-                "SELECT run_id, updated_at FROM workflow_state "
-                "WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?",
-                (bound,),
+            stale = flujo_writes.stale_tasks(
+                conn, cutoff=threshold, tz=self.naive_timezone, on_bad=_warn_bad, bound=bound
             )
-            stale = _window_filter(rows, "updated_at", threshold, self.naive_timezone, newer=False)
-            if not stale:
-                return 0
-            now_iso = now.isoformat()
-            return await executemany(
-                conn,
-                "UPDATE workflow_state SET status = 'failed', background_error = ?, updated_at = ? "
-                "WHERE run_id = ? AND status = 'running'",
-                [(STALE_TASK_ERROR, now_iso, r["run_id"]) for _, r in stale],
-            )
+            changed = 0
+            for start in range(0, len(stale), WRITE_BATCH):
+                with write_transaction(conn):
+                    batch = stale[start : start + WRITE_BATCH]
+                    changed += len(flujo_writes.fail_stale_rows(conn, batch, STALE_TASK_ERROR, iso_utc(now)))
+            return changed
+
+        return await self.run_plain("cleanup_stale_background_tasks", work)

@@ -45,7 +45,39 @@ def test_hybrid_left_by_06_on_a_0435_file(fixture_copy) -> None:
     schema = reader(db).schema()
     assert schema.layout is Layout.HYBRID
     assert Capability.BACKGROUND_TASKS in schema.capabilities
-    assert "COALESCE" in schema.run_start_expr  # old rows have start_time, new ones created_at
+    assert "COALESCE" in schema.run_start_expr  # both columns exist: the first non-empty one wins
+
+
+def _starts(db: Path, schema_sql: str) -> list[tuple[object, object, object]]:
+    """(start_time or None, created_at or None, the shared run-start expression) per run."""
+    conn = sqlite3.connect(db)
+    try:
+        cols = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        pick = [c if c in cols else "NULL" for c in ("start_time", "created_at")]
+        return conn.execute(f"SELECT {pick[0]}, {pick[1]}, {schema_sql} FROM runs r ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+
+
+def test_run_start_order_on_real_files(fixture_copy) -> None:
+    """Why start_time comes first: in the hybrid 0.6 leaves, every row 0.4.35 wrote keeps its real start
+    in start_time while the appended created_at holds '' (never back-filled); 0.6 files have created_at
+    only, 0.4.35 files start_time only.  One definition gives the real start on all three."""
+    small = fixture_copy(SMALL)
+    plain = _starts(small, reader(small).schema().run_start_sql("r"))
+    make_hybrid(small)
+    schema = reader(small).schema()
+    assert schema.run_start_columns == ("start_time", "created_at")
+    hybrid = _starts(small, schema.run_start_sql("r"))
+    assert len(hybrid) == 60
+    assert {created for _, created, _ in hybrid} == {""}  # what the hybrid holds in created_at
+    assert all(isinstance(start, str) and start.startswith("20") for start, _, _ in hybrid)
+    assert [expr for _, _, expr in hybrid] == [start for start, _, _ in hybrid] == [e for _, _, e in plain]
+    small06 = fixture_copy(SMALL06)
+    schema06 = reader(small06).schema()
+    assert schema06.run_start_columns == ("created_at",)
+    rows06 = _starts(small06, schema06.run_start_sql("r"))
+    assert rows06 and all(expr == created and created for _, created, expr in rows06)
 
 
 def test_schema_dumps_from_real_flujo(tmp_path: Path) -> None:

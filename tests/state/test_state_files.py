@@ -16,7 +16,10 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from exporter.engines.flujo.layout import Layout, Schema
+from exporter.reader import StateReader
 from exporter.state import SQLiteBackend, StateBackendError
+from exporter.timeparse import UTC
 
 MakeState = Callable[..., dict[str, Any]]
 
@@ -497,3 +500,31 @@ def test_forgotten_shutdown_does_not_hang_interpreter_exit(db_path: Path) -> Non
         assert conn.execute("SELECT run_id FROM workflow_state").fetchall() == [("r",)]
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "layout", "kind"),
+    [
+        ("sample-small.db", Layout.HYBRID, "v0.4-upgraded"),
+        ("sample06-small.db", Layout.V06, "v0.6"),
+        ("sample-v0.4.32-legacy.db", Layout.V06, "legacy-workflow-state-only"),
+    ],
+)
+async def test_backend_and_reader_share_one_layout_model(
+    fixture_copy: Callable[[str], Path], name: str, layout: Layout, kind: str
+) -> None:
+    """The backend's idea of a file (after its migration) is the reader's: same layout, same columns."""
+    path = fixture_copy(name)
+    b = SQLiteBackend(path, naive_timezone="UTC")
+    try:
+        await b.list_workflows()
+        assert b.layout is not None
+        backend_layout = b.layout
+    finally:
+        await b.shutdown()
+    schema = StateReader(path, naive_timezone=UTC).schema()
+    assert isinstance(schema, Schema) and isinstance(backend_layout, Schema)
+    assert (backend_layout.layout, backend_layout.kind) == (layout, kind)
+    assert schema.layout is backend_layout.layout
+    assert schema.columns == backend_layout.columns
+    assert schema.run_start_sql("r") == backend_layout.run_start_sql("r")

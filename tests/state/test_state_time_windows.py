@@ -238,3 +238,35 @@ async def test_unparsable_timestamps_are_skipped_with_a_warning(
     assert any("workflow_state.updated_at" in m and "bad_ts" in m for m in messages)
     loaded = await backend.load_state("bad_ts")
     assert loaded is not None and loaded["created_at"] == "yesterday-ish"
+
+
+async def test_cleanup_and_stale_page_through_more_than_one_batch(tmp_path: Path) -> None:
+    """The backend's cleanup and stale timeout run on the jobs' core: keyset pages and one short write
+    transaction per batch.  Many rows sharing one created_at (ties across page borders) are all found."""
+    from exporter.state.workflows import WRITE_BATCH
+
+    path = tmp_path / "many.db"
+    b = SQLiteBackend(path, clock=_at("2026-11-21T12:00:00+00:00"), naive_timezone="UTC")
+    try:
+        await b.list_workflows()  # creates the file
+        old, fresh = "2026-10-01T00:00:00+00:00", "2026-11-21T11:00:00+00:00"
+        count = 2 * WRITE_BATCH + 7
+        rows = [(f"old{i}", "running", old, old, 1) for i in range(count)]
+        rows += [(f"new{i}", "running", fresh, fresh, 1) for i in range(3)]
+        conn = sqlite3.connect(path)
+        conn.executemany(
+            "INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, "
+            "current_step_index, pipeline_context, status, created_at, updated_at, is_background_task) "
+            "VALUES (?, 'p', 'p', '1', 0, '{}', ?, ?, ?, ?)",
+            rows,
+        )
+        conn.commit()
+        conn.close()
+        assert await b.cleanup_stale_background_tasks(24) == count
+        failed = await b.list_background_tasks(status="failed")
+        assert len(failed) == count and {t["updated_at"] for t in failed} == {"2026-11-21T12:00:00+00:00"}
+        assert await b.cleanup_stale_background_tasks(24) == 0
+        assert await b.cleanup_old_workflows(30) == count
+        assert sorted(w["run_id"] for w in await b.list_workflows()) == ["new0", "new1", "new2"]
+    finally:
+        await b.shutdown()

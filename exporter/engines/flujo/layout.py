@@ -24,6 +24,26 @@ ENGINE_NAME = "flujo"
 
 REQUIRED_WORKFLOW_COLUMNS = ("run_id", "status", "created_at", "updated_at")
 
+# Where a run's start is, most trusted first.  0.4.35 writes ``runs.start_time``; 0.6 writes
+# ``runs.created_at`` only.  When 0.6 opens a 0.4.35 file (the hybrid) it appends ``created_at`` with
+# DEFAULT '' and never fills it for the existing rows, while ``start_time`` (NOT NULL) keeps the real
+# start: so ``start_time`` first, an empty value falls through to ``created_at``
+# (tests/reader/test_layout.py::test_run_start_order_on_real_files shows it on the fixtures).
+RUN_START_COLUMNS = ("start_time", "created_at")
+STEPS_V04_KEY = "step_run_id"
+
+
+def run_start_value(row: Mapping[str, object]) -> object:
+    """A run's start from a ``runs`` row read as a mapping: the Python twin of
+    :meth:`Schema.run_start_sql` (first non-empty value of :data:`RUN_START_COLUMNS`)."""
+    empty = None
+    for column in RUN_START_COLUMNS:
+        value = row.get(column)
+        if value is not None and value != "":
+            return value
+        empty = value if value is not None else empty
+    return empty  # '' when a column holds '' (what flujo's own list_runs returns then)
+
 
 class Layout(StrEnum):
     LEGACY_0432 = "0.4.32-legacy"
@@ -74,10 +94,25 @@ class Schema:
         return "pipeline_name" if self.has("workflow_state", "pipeline_name") else "pipeline_id"
 
     @property
+    def run_start_columns(self) -> tuple[str, ...]:
+        """The ``runs`` columns holding a run's start, in the order they are trusted (see
+        :data:`RUN_START_COLUMNS`): the first non-empty one is the start."""
+        return tuple(c for c in RUN_START_COLUMNS if self.has("runs", c))
+
+    @property
     def run_start_expr(self) -> str:
-        if self.has("runs", "start_time") and self.has("runs", "created_at"):
-            return "COALESCE(NULLIF(start_time, ''), NULLIF(created_at, ''))"
-        return "start_time" if self.has("runs", "start_time") else "created_at"
+        """SQL for a run's start on ``runs`` (unqualified column names)."""
+        return self.run_start_sql()
+
+    def run_start_sql(self, alias: str = "") -> str:
+        """SQL for a run's start on ``runs`` (columns qualified with ``alias`` when given): the one
+        definition the reader, the span exporter, the jobs and the state backend use."""
+        prefix = f"{alias}." if alias else ""
+        columns = self.run_start_columns or RUN_START_COLUMNS[-1:]
+        if len(columns) == 1:
+            return f"{prefix}{columns[0]}"
+        parts = [f"NULLIF({prefix}{column}, '')" for column in columns]
+        return f"COALESCE({', '.join(parts)})"
 
     @property
     def run_end_expr(self) -> str:
@@ -85,6 +120,12 @@ class Schema:
         if self.has("runs", "updated_at"):
             return f"COALESCE(NULLIF(end_time, ''), CASE WHEN status IN {FINISHED_SQL} THEN NULLIF(updated_at, '') END)"
         return "end_time"
+
+    @property
+    def steps_v04(self) -> bool:
+        """Old-style (0.4.35) steps table: ``step_run_id`` key, ``start_time``/``duration_ms``/``*_blob``;
+        0.6 keeps it as it is when it opens a 0.4.35 file."""
+        return self.has("steps", STEPS_V04_KEY)
 
     @property
     def step_time_expr(self) -> str:

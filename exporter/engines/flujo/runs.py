@@ -315,7 +315,7 @@ def _run_row(schema: Schema, row: Sequence[object]) -> RunRow:
         bad.append(BadValue("runs", "pipeline_name", run_id, shown(pipeline_raw)))
     if status is None:
         bad.append(BadValue("runs", "status", run_id, shown(status_raw)))
-    start_column = "start_time" if schema.has("runs", "start_time") else "created_at"
+    start_column = schema.run_start_columns[0]
     end_column = (
         "end_time" if schema.has("runs", "start_time") or not schema.has("runs", "updated_at") else "updated_at"
     )

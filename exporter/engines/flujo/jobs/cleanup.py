@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
 
 from exporter.clock import Clock
+from exporter.engines.flujo.jobs import core
 from exporter.engines.flujo.layout import ENGINE_NAME, Schema, flujo_schema
 from exporter.jobs.config import CleanupConfig
 from exporter.jobs.db import (
@@ -40,13 +41,13 @@ from exporter.jobs.db import (
 )
 from exporter.jobs.metrics import JobMetrics
 from exporter.jobs.scheduler import JobError, Sleep
-from exporter.timeparse import TimestampError, parse_instant, text_upper_bound
+from exporter.timeparse import text_upper_bound
 
 log = logging.getLogger(__name__)
 
 JOB = "cleanup"
 TABLES = ("workflow_state", "runs", "steps", "spans", "traces", "evaluations")
-RUN_CHILD_TABLES = ("evaluations", "traces", "spans", "steps")
+RUN_CHILD_TABLES = core.RUN_CHILD_TABLES
 ExportedFn = Callable[[Iterable[str]], set[str]]
 _BAD_LOGGED = 5
 MAX_REPORTED_IDS = 10_000  # run ids kept in CleanupReport (the counts are always complete)
@@ -71,13 +72,6 @@ class _Page:
     cursor: Cursor | None
     candidates: list[tuple[int, str, object]]  # (rowid, run_id, stored value re-checked on delete)
     with_spans: set[str]
-
-
-def _instant(value: object, tz: tzinfo) -> datetime | None:
-    """Parsed instant; None for NULL/empty; raises TimestampError."""
-    if isinstance(value, str) and not value.strip():
-        return None
-    return parse_instant(value, tz)
 
 
 def _before(now: datetime, days: float) -> datetime | None:
@@ -170,37 +164,25 @@ class CleanupJob:
         report: CleanupReport,
         conn: sqlite3.Connection,
     ) -> _Page:
-        rows = keyset_page(
+        found = core.old_workflows_page(
             conn,
-            select="rowid, created_at, run_id",
-            source="workflow_state",
-            column="created_at",
+            cutoff=cutoff,
             bound=bound,
             after=cursor,
             limit=limit,
+            tz=self.writer_tz,
+            on_bad=lambda run_id, column, value: self._bad("workflow_state", column, run_id, value, report),
         )
-        candidates = []
-        for rowid, raw, run_id in rows:
-            instant = self._parse(raw, self.writer_tz, "workflow_state", "created_at", run_id, report)
-            if instant is not None and instant < cutoff:
-                candidates.append((int(rowid), str(run_id), raw))  # type: ignore[call-overload]
-        with_spans = _with_spans(conn, [c[1] for c in candidates]) if has_spans else set()
-        return _Page(len(rows), next_cursor(rows), candidates, with_spans)
+        with_spans = _with_spans(conn, [c[1] for c in found.old]) if has_spans else set()
+        return _Page(found.scanned, found.cursor, found.old, with_spans)
 
     @staticmethod
     def _delete_workflows(
         db: JobConnection, rows: Sequence[tuple[int, str, object]], conn: sqlite3.Connection
     ) -> tuple[list[str], float]:
-        """Delete the rows still as read, set-based: a few statements (and GIL hand-offs) while the
-        write lock is held, not one per row.  A row the application re-saved since has a new rowid
-        (INSERT OR REPLACE) or a new created_at (now, never one of the old values read): it stays."""
-        marks = placeholders(len(rows))
-        where = f"rowid IN ({marks}) AND created_at IN ({marks})"
-        params = [rowid for rowid, _, _ in rows] + [raw for _, _, raw in rows]
+        """Delete the rows still as read (:func:`.core.delete_workflow_rows`) in one short transaction."""
         with write_transaction(conn) as held:
-            deleted = [row[0] for row in conn.execute(f"SELECT run_id FROM workflow_state WHERE {where}", params)]
-            if deleted:
-                conn.execute(f"DELETE FROM workflow_state WHERE {where}", params)
+            deleted = core.delete_workflow_rows(conn, rows)
         db.checkpoint(conn)
         return deleted, held[0]
 
@@ -209,8 +191,10 @@ class CleanupJob:
     async def _runs(
         self, db: JobConnection, schema: Schema, workflow_cutoff: datetime, cutoff: datetime, report: CleanupReport
     ) -> None:
-        column = "start_time" if schema.has("runs", "start_time") else "created_at"
-        fallback = "r.created_at" if column == "start_time" and schema.has("runs", "created_at") else "NULL"
+        # Paged through the index of the first start column; an empty value falls through to the
+        # next one in Python, in the order of Schema.run_start_sql.
+        column, *rest = schema.run_start_columns
+        fallback = f"r.{rest[0]}" if rest else "NULL"
         select = f"r.rowid, r.{column}, r.run_id, {fallback}, ws.run_id IS NOT NULL, ws.created_at"
         children = [t for t in RUN_CHILD_TABLES if schema.has(t, "run_id")]
         has_spans = "spans" in children
@@ -261,10 +245,9 @@ class CleanupJob:
     ) -> list[tuple[int, str, object]]:
         candidates = []
         for rowid, start, run_id, fallback, has_workflow, workflow_created in rows:
-            try:
-                instant = _instant(start, UTC) or _instant(fallback, UTC)
-            except TimestampError:
-                instant = None
+            # The first non-blank start column is the start (Schema.run_start_sql); it must parse.
+            blank = start is None or (isinstance(start, str) and not start.strip())
+            instant = core.stored_instant(fallback if blank else start, UTC)
             if instant is None:
                 self._bad("runs", "start_time", run_id, start, report)
                 continue
@@ -339,10 +322,7 @@ class CleanupJob:
     def _parse(
         self, value: object, tz: tzinfo, table: str, column: str, run_id: object, report: CleanupReport
     ) -> datetime | None:
-        try:
-            instant = _instant(value, tz)
-        except TimestampError:
-            instant = None
+        instant = core.stored_instant(value, tz)
         if instant is None:
             self._bad(table, column, run_id, value, report)
         return instant

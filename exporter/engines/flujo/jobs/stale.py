@@ -15,24 +15,17 @@ import logging
 from datetime import datetime, timedelta, tzinfo
 
 from exporter.clock import Clock
+from exporter.engines.flujo.jobs import core
 from exporter.engines.flujo.layout import ENGINE_NAME, Capability, Layout, Schema, flujo_schema
 from exporter.jobs.config import StaleTasksConfig
 from exporter.jobs.db import Target, schema_of, write_transaction
 from exporter.jobs.metrics import JobMetrics
-from exporter.timeparse import TimestampError, iso_utc, parse_instant
+from exporter.timeparse import iso_utc
 
 log = logging.getLogger(__name__)
 
 JOB = "stale_background_tasks"
 BATCH = 500
-_CANDIDATES_SQL = (
-    "SELECT rowid, run_id, updated_at FROM workflow_state"
-    " WHERE status = 'running' AND COALESCE(is_background_task, 0) != 0"
-)
-_FAIL_SQL = (
-    "UPDATE workflow_state SET status = 'failed', background_error = ?, updated_at = ?"
-    " WHERE rowid = ? AND run_id = ? AND status = 'running' AND updated_at IS ?"
-)
 
 
 class StaleTasksJob:
@@ -81,30 +74,19 @@ class StaleTasksJob:
                 schema.layout.value,
             )
 
-    def _find(self, cutoff: datetime) -> tuple[Schema, list[tuple[int, str, object]]]:
+    def _find(self, cutoff: datetime) -> tuple[Schema, list[core.Candidate]]:
         with self.target.connect(JOB, write=False) as conn:
             schema = flujo_schema(schema_of(conn, self.target, ENGINE_NAME))
             if not schema.supports(Capability.BACKGROUND_TASKS):
                 return schema, []
-            stale = []
-            for rowid, run_id, raw in conn.execute(_CANDIDATES_SQL):
-                try:
-                    instant = parse_instant(raw, self.writer_tz)
-                except TimestampError:
-                    instant = None
-                if instant is None:
-                    log.warning(
-                        "stale_background_tasks: skipping run_id=%r: updated_at %r is not a timestamp", run_id, raw
-                    )
-                elif instant < cutoff:
-                    stale.append((int(rowid), str(run_id), raw))
+            stale = core.stale_tasks(conn, cutoff=cutoff, tz=self.writer_tz, on_bad=_log_bad)
         return schema, stale
 
-    def _fail(self, rows: list[tuple[int, str, object]], now: datetime) -> list[str]:
+    def _fail(self, rows: list[core.Candidate], now: datetime) -> list[str]:
         now_iso = iso_utc(now)
-        changed = []
         with self.target.connect(JOB, write=True) as conn, write_transaction(conn):
-            for rowid, run_id, raw in rows:
-                if conn.execute(_FAIL_SQL, (self.config.error_message, now_iso, rowid, run_id, raw)).rowcount:
-                    changed.append(run_id)
-        return changed
+            return core.fail_stale_rows(conn, rows, self.config.error_message, now_iso)
+
+
+def _log_bad(run_id: object, column: str, value: object) -> None:
+    log.warning("stale_background_tasks: skipping run_id=%r: %s %r is not a timestamp", run_id, column, value)

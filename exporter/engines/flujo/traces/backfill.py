@@ -138,7 +138,7 @@ class _Replay:
         args: list[object] = []
         if self.since is not None or self.until is not None:
             s.conn.create_function("flujo_epoch", 1, source.epoch_of, deterministic=True)
-            start_expr = source.run_start_sql(flujo_schema(s.schema))
+            start_expr = flujo_schema(s.schema).run_start_sql("r")
             if self.since is not None:
                 clauses.append(f"flujo_epoch({start_expr}) >= ?")
                 args.append(self.since)

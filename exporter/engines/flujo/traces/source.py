@@ -149,22 +149,12 @@ class RunInfo:
 
 def _qualified_exprs(schema: Schema) -> tuple[str, str, str]:
     """SQL for (run start, run end, last update) on ``runs r``, per layout."""
-    if schema.has("runs", "start_time") and schema.has("runs", "created_at"):
-        start = "COALESCE(NULLIF(r.start_time, ''), NULLIF(r.created_at, ''))"
-    elif schema.has("runs", "start_time"):
-        start = "r.start_time"
-    else:
-        start = "r.created_at"
+    start = schema.run_start_sql("r")
     end = "r.end_time" if schema.has("runs", "end_time") else "NULL"
     if schema.has("runs", "updated_at"):
         end = f"COALESCE(NULLIF({end}, ''), NULLIF(r.updated_at, ''))"
     ws_updated = "ws.updated_at" if schema.has("workflow_state", "updated_at") else "NULL"
     return start, end, ws_updated
-
-
-def run_start_sql(schema: Schema) -> str:
-    """SQL for a run's start time on ``runs r``."""
-    return _qualified_exprs(schema)[0]
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
