@@ -279,4 +279,8 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
             "count(histogram_quantile(0.5, sum by (instance, le)"
             " (rate(workflow_run_duration_seconds_bucket[1h]))) >= 0) >= 2",
         )
+        # Before the live runs finished, the static fixtures' running runs looked like "nothing finishes" to
+        # WorkflowNoRunsFinishing; wait for a rule evaluation that has seen the finishes.
+        wait_for_value(prometheus, "count(sum by (instance) (increase(workflow_runs_finished_total[3h])) > 0) >= 2")
+        wait_for_value(prometheus, 'absent(ALERTS{alertname="WorkflowNoRunsFinishing"})')
         yield OpsStack(prometheus, daemons, am, receiver, fixtures)

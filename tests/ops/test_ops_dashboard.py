@@ -270,7 +270,9 @@ def test_rules_are_healthy_and_only_the_expected_alerts_are_active(ops_stack: An
         assert rule["health"] == "ok" and not rule.get("lastError"), rule
     status, body = http_get(f"{ops_stack.prometheus.url}/api/v1/alerts")
     active = json.loads(body)["data"]["alerts"]
-    assert {alert["labels"]["alertname"] for alert in active} == EXPECTED_ALERTS
+    assert {alert["labels"]["alertname"] for alert in active} == EXPECTED_ALERTS, [
+        a for a in active if a["labels"]["alertname"] not in EXPECTED_ALERTS
+    ]
     stuck = {a["labels"]["pipeline"] for a in active if a["labels"]["alertname"] == "FlujoRunsStuck"}
     assert {"long_job", "doc_ingest"} <= stuck
     # The engine-neutral alerts: the 0.4.35 and 0.6 fixtures' idle runs; the old active runs of all three.
