@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections import Counter
@@ -442,3 +445,15 @@ async def test_the_stuck_metric_and_the_stuck_alert_judge_alike(fixture_copy) ->
         roles["slow_paused_short"],
     }
     assert {alert.run.run_id for alert in runner.alerts.resolved.values()} <= {roles["etl_idle"]}
+
+
+def test_the_alert_job_knows_no_engine() -> None:
+    """Importing the stuck-run alert job loads no engine: it reaches the one that wrote the file
+    through the registry (``exporter.engines.engine(schema.engine)``) only."""
+    code = (
+        "import sys, exporter.jobs.alerts, exporter.jobs.config\n"
+        "print(sorted(m for m in sys.modules if m.startswith('exporter.engines.')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "['exporter.engines.base']"
