@@ -154,6 +154,10 @@ def resolve_keys(root: type[BaseModel], parts: Sequence[str], *, fold_case: bool
             return (*keys, part), "empty key name (separate nested keys with exactly two underscores)"
         if model is not None:
             if name not in model.model_fields:
+                # A model lists the keys it used to have, with where their setting lives now.
+                retired: Mapping[str, str] = getattr(model, "retired_keys", {})
+                if name in retired:
+                    return (*keys, name), retired[name]
                 valid = sorted(model.model_fields)
                 close = difflib.get_close_matches(part.lower(), valid, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(valid)}"

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from exporter import __version__, logs
 from exporter.clock import Clock, system_clock
 from exporter.collectors import View, build_registry
 from exporter.components import Component, ComponentsCollector, Service, state_directory
-from exporter.config import Config, ConfigError, load_config, require_db_path
+from exporter.config import Config, ConfigError, MetricsConfig, load_config, require_db_path
 from exporter.exposition import CachedExposition
 from exporter.reader import DatabaseUnavailable, StateReader
 from exporter.readiness import Readiness, component_failing
@@ -59,7 +59,10 @@ def make_job_runner(
     exported: ExportedFn | None,
     previous: Service | None = None,
     halt: threading.Event | None = None,
+    settings: Callable[[], MetricsConfig] | None = None,
 ) -> Service:
+    """``settings``: the current ``metrics`` section (default: ``config``'s); the stuck-run alerts read
+    ``metrics.stuck`` from it at every run, so a reload changing it alone needs no restart."""
     from exporter.jobs.runner import JobRunner
 
     return JobRunner(
@@ -69,6 +72,7 @@ def make_job_runner(
         make_reader(config, halt),
         clock,
         exported,
+        settings=settings or (lambda: config.metrics),
         previous=previous if isinstance(previous, JobRunner) else None,
     )
 
@@ -181,7 +185,10 @@ class Daemon:
                 self._start("traces", self._tailer)
         if any_job_enabled(self.config) and (only is None or "jobs" in only):
             exported = self._tailer.exported_run_ids if self._tailer is not None else None
-            self._start("jobs", make_job_runner(self.config, self._clock, exported, previous.get("jobs"), self.halt))
+            runner = make_job_runner(
+                self.config, self._clock, exported, previous.get("jobs"), self.halt, lambda: self.config.metrics
+            )
+            self._start("jobs", runner)
 
     def _start(self, name: str, service: Service) -> None:
         component = Component(name, service, self.live_registry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 # Run durations from seconds to a day: the same buckets for every engine, so the overview
@@ -45,6 +46,27 @@ class StuckReason(StrEnum):
     RUNNER_DEAD = "runner_dead"  # its runner's heartbeat stopped
     PID_DEAD = "pid_dead"  # the process that owns it is gone
     PENDING_TIMEOUT = "pending_timeout"  # queued for longer than the engine allows
+
+
+@dataclass(frozen=True, slots=True)
+class StuckRun:
+    """One run the engine's stuck rule judges stuck, for the stuck-run alerts.
+
+    ``run_id`` goes into alerts and logs only, never into a metric label.  ``group`` is what the
+    engine groups runs by (Flujo: the pipeline name); ``status`` the engine's raw status.  The run
+    counts as stuck from ``updated_at + threshold`` on."""
+
+    run_id: str
+    group: str
+    status: str
+    phase: Phase
+    reason: StuckReason
+    updated_at: datetime  # the run's last update (timezone-aware)
+    threshold: timedelta  # how long the rule allowed for this run without an update
+
+    @property
+    def stuck_since(self) -> datetime:
+        return self.updated_at + self.threshold
 
 
 @dataclass(frozen=True)

@@ -597,6 +597,42 @@ def test_env_retired_prefix_is_an_error_naming_the_new_spelling() -> None:
     ]
 
 
+MOVED = (
+    "moved: set metrics.stuck.{} instead "
+    "(one stuck threshold for the stuck metrics and the stuck-run alerts, so that they cannot disagree)"
+)
+
+
+def test_stuck_alert_thresholds_moved_to_metrics_stuck(workdir: Path) -> None:
+    """The alert job used to have its own thresholds: an old config fails naming each key and its
+    new place, rather than silently alerting on other thresholds than the ones it sets."""
+    text = (
+        "metrics:\n  stuck:\n    running_after: 2h\n"
+        "jobs:\n  stuck_alerts:\n    enabled: true\n    running_after: 2h\n"
+        "    per_pipeline: {nightly: 6h}\n    paused_after: 1d\n"
+    )
+    assert errors_of(text) == [
+        f"config.yaml:7: jobs.stuck_alerts.running_after: {MOVED.format('running_after')}",
+        f"config.yaml:8: jobs.stuck_alerts.per_pipeline: {MOVED.format('per_pipeline')}",
+        f"config.yaml:9: jobs.stuck_alerts.paused_after: {MOVED.format('paused_after')}",
+    ]
+    env = {
+        "STATE_EXPORTER_JOBS__STUCK_ALERTS__RUNNING_AFTER": "2h",
+        "STATE_EXPORTER_JOBS__STUCK_ALERTS__PER_PIPELINE__nightly": "6h",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env=env)
+    assert caught.value.errors == [
+        "environment STATE_EXPORTER_JOBS__STUCK_ALERTS__PER_PIPELINE__nightly: jobs.stuck_alerts.per_pipeline: "
+        + MOVED.format("per_pipeline"),
+        "environment STATE_EXPORTER_JOBS__STUCK_ALERTS__RUNNING_AFTER: jobs.stuck_alerts.running_after: "
+        + MOVED.format("running_after"),
+    ]
+    # The one setting, in its place, serves both.
+    config = load_text("metrics:\n  stuck:\n    running_after: 2h\njobs:\n  stuck_alerts:\n    enabled: true\n")
+    assert config.metrics.stuck.running_after == timedelta(hours=2)
+
+
 def test_env_bad_value_names_the_variable() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(
@@ -785,7 +821,6 @@ def test_example_has_no_unknown_keys() -> None:
         "metrics.stuck.per_pipeline.",
         "traces.headers.",
         "traces.resource_attributes.",
-        "jobs.stuck_alerts.per_pipeline.",
         "jobs.stuck_alerts.labels.",
         "jobs.stuck_alerts.webhook.headers.",
     )

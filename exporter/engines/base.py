@@ -1,4 +1,5 @@
-"""What an engine brings to the daemon: recognising its files, its refresh tiers, its collectors.
+"""What an engine brings to the daemon: recognising its files, its refresh tiers, its collectors,
+its stuck-run judgement for the alerts.
 
 The framework (reader, refresher, scrape, readiness) only knows these shapes; everything an engine
 knows about its own tables, statuses and rules stays in its package.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from exporter.model import Overview, PhaseMap, StuckReason
+from exporter.model import Overview, PhaseMap, StuckReason, StuckRun
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
@@ -89,3 +90,7 @@ class Engine:
     recognise: Callable[[Catalogue], EngineSchema | str]  # its schema, or what the file lacks
     new_stats: Callable[[MetricsConfig], EngineStats]
     collectors: Callable[[View], Sequence[Collector]]  # the engine's own metric families
+    # The active runs the engine's stuck rule judges stuck now (the rule behind its stuck metric and
+    # ``workflow_runs_stuck``, with the same ``metrics.stuck`` settings), for the stuck-run alerts.
+    stuck_runs: Callable[[ReadSession, datetime, MetricsConfig], list[StuckRun]]
+    stuck_alert_name: str  # ``alertname`` of the daemon's per-run stuck alerts

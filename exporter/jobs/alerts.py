@@ -1,8 +1,9 @@
 """Stuck-run alerts: one alert per stuck run, to metrics, Alertmanager's v2 API and a JSON webhook.
 
-Every run reads a short read-only snapshot of the active runs (:func:`active_workflows`), judges them
-with the same :func:`stuck_workflows` as the ``flujo_workflows_stuck`` metric, and keeps the firing
-alerts in memory.
+Every run opens a short read-only session, asks the engine that wrote the file for its stuck runs
+(:attr:`Engine.stuck_runs <exporter.engines.base.Engine.stuck_runs>`: the rule and the
+``metrics.stuck`` settings behind its stuck metrics, so an alert and the metric never disagree),
+and keeps the firing alerts in memory.  Nothing here knows an engine's tables or statuses.
 
 * Alertmanager: new alerts are posted at once, firing ones re-posted every ``resend_interval`` with
   ``endsAt = now + 4 x max(resend_interval, interval)`` (Alertmanager resolves them itself if the
@@ -11,6 +12,9 @@ alerts in memory.
 * Webhook: one payload ``{status: firing, alerts: [...]}`` when alerts start and one
   ``{status: resolved, ...}`` when they end (the shape of Alertmanager's webhook payload).
 
+Labels: ``alertname`` (the engine's, e.g. ``FlujoRunStuck``), ``engine``, ``pipeline`` (what the
+engine groups runs by), ``status`` (the engine's raw status), ``reason`` (a canonical
+:class:`~exporter.model.StuckReason`), ``severity``, ``run_id`` and the configured static labels.
 Alertmanager identifies an alert by its label set, so ``run_id`` is an alert *label* (besides an
 annotation): without it all stuck runs of a pipeline would merge into one alert, and one run
 finishing would resolve the others.  Alerts are short-lived objects there, not time series; route
@@ -34,35 +38,42 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from exporter import engines
 from exporter.clock import Clock
 from exporter.config_types import format_duration
-from exporter.engines.flujo.layout import flujo_schema
-from exporter.engines.flujo.stuck import StuckPolicy, stuck_workflows
-from exporter.engines.flujo.workflows import ActiveWorkflow, active_workflows
 from exporter.jobs.config import StuckAlertsConfig
 from exporter.jobs.delivery import ALERTMANAGER, Receiver, deliver
 from exporter.jobs.metrics import JobMetrics
 from exporter.jobs.scheduler import JobError, Sleep
+from exporter.model import StuckRun
 from exporter.reader import DatabaseUnavailable, StateReader
+
+if TYPE_CHECKING:
+    from exporter.config import MetricsConfig
+    from exporter.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
 JOB = "stuck_alerts"
-ALERT_NAME = "FlujoRunStuck"
 WEBHOOK_RECEIVER = "flujo-state-exporter"
 ZERO_TIME = "0001-01-01T00:00:00Z"
 MAX_ALERTS_PER_REQUEST = 500
 
-Key = tuple[str, str]  # (run_id, status)
+# What tells one alert from another (the labels that vary): engine, pipeline, run_id, status, reason.
+Key = tuple[str, str, str, str, str]
 
 
 def rfc3339(instant: datetime) -> str:
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def alert_key(engine: Engine, run: StuckRun) -> Key:
+    return (engine.name, run.group, run.run_id, run.status, run.reason.value)
 
 
 @dataclass(slots=True)
@@ -70,18 +81,19 @@ class Alert:
     """One stuck run's alert.  Labels and annotations are built when a request is (memory: a mass
     stall keeps tens of thousands of these)."""
 
-    run_id: str
-    pipeline: str
-    status: str
-    updated_at: datetime
-    threshold: timedelta
+    engine: Engine
+    run: StuckRun  # as last judged: its update time and threshold may move while it stays stuck
     ends_at: datetime | None = None  # set once resolved
     sent: dict[str, datetime] | None = None  # receiver -> last delivered while firing
     resolved_sent: tuple[str, ...] = ()
 
     @property
+    def name(self) -> str:
+        return self.engine.stuck_alert_name
+
+    @property
     def starts_at(self) -> datetime:
-        return self.updated_at + self.threshold
+        return self.run.stuck_since
 
     def sent_to(self, receiver: str) -> datetime | None:
         return None if self.sent is None else self.sent.get(receiver)
@@ -102,12 +114,16 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 
 class StuckAlertsJob:
+    """``settings`` gives the current ``metrics`` section: the stuck rule's thresholds
+    (``metrics.stuck``) are read at every run, so after a reload the alerts follow the metric at once."""
+
     def __init__(
         self,
         config: StuckAlertsConfig,
         reader: StateReader,
         clock: Clock,
         metrics: JobMetrics,
+        settings: Callable[[], MetricsConfig],
         *,
         sleep: Sleep = asyncio.sleep,
         session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
@@ -116,9 +132,9 @@ class StuckAlertsJob:
         self.reader = reader
         self.clock = clock
         self.metrics = metrics
+        self.settings = settings
         self.sleep = sleep
         self.session_factory = session_factory
-        self.policy = StuckPolicy(config.running_after, dict(config.per_pipeline), config.paused_after)
         self.receivers: list[Receiver] = []
         if config.alertmanager is not None:
             self.receivers.append(Receiver.alertmanager(config.alertmanager))
@@ -132,67 +148,77 @@ class StuckAlertsJob:
     async def __call__(self) -> None:
         now = self.clock()
         try:
-            active = await asyncio.to_thread(self._read)
+            engine, stuck = await asyncio.to_thread(self._read, now)
         except DatabaseUnavailable as exc:
             raise JobError(exc.message) from exc
-        self.update(stuck_workflows(active, now, self.policy), now)
-        self.metrics.alerts_firing(Counter(alert.pipeline for alert in self.firing.values()))
+        self.update(engine, stuck, now)
+        self.metrics.alerts_firing(Counter(alert.run.group for alert in self.firing.values()))
         errors = await self.send(now)
         if errors:
             raise JobError("alert delivery failed: " + "; ".join(errors))
 
-    def _read(self) -> list[ActiveWorkflow]:
+    def _read(self, now: datetime) -> tuple[Engine, list[StuckRun]]:
         with self.reader.session() as s:
-            return active_workflows(s.conn, flujo_schema(s.schema), s.naive_tz, [])
+            engine = engines.engine(s.schema.engine)
+            return engine, engine.stuck_runs(s, now, self.settings())
 
     # -- the alert book ---------------------------------------------------------------------------
 
-    def update(self, stuck: list[ActiveWorkflow], now: datetime) -> None:
-        current: dict[Key, ActiveWorkflow] = {(run.run_id, run.status): run for run in stuck}
+    def update(self, engine: Engine, stuck: list[StuckRun], now: datetime) -> None:
+        current = {alert_key(engine, run): run for run in stuck}
         for key, run in current.items():
             alert = self.firing.get(key)
-            threshold = self.policy.threshold(run)
-            assert threshold is not None and run.updated_at is not None  # stuck_workflows guarantees both
             if alert is None:
                 self.resolved.pop(key, None)  # stuck again after resolving: a new alert
-                self.firing[key] = Alert(run.run_id, run.pipeline, run.status, run.updated_at, threshold)
-                log.info("stuck_alerts: run %s of pipeline %s is stuck (%s)", run.run_id, run.pipeline, run.status)
+                self.firing[key] = Alert(engine, run)
+                log.info(
+                    "stuck_alerts: %s run %s of pipeline %s is stuck (%s, %s)",
+                    engine.title,
+                    run.run_id,
+                    run.group,
+                    run.status,
+                    run.reason.value,
+                )
             else:
-                alert.updated_at, alert.threshold = run.updated_at, threshold
+                alert.run = run
         for key in [k for k in self.firing if k not in current]:
             alert = self.firing.pop(key)
             alert.ends_at = now
             self.resolved[key] = alert
-            log.info("stuck_alerts: run %s is no longer stuck (finished, updated or deleted)", key[0])
+            log.info("stuck_alerts: run %s is no longer stuck (finished, updated or deleted)", alert.run.run_id)
         for key, alert in list(self.resolved.items()):
             assert alert.ends_at is not None
             pending = [r.name for r in self.receivers if self._owes_resolution(alert, r.name)]
             if not pending:
                 del self.resolved[key]
             elif now - alert.ends_at > self._hold:
-                log.warning("stuck_alerts: giving up sending the resolution of run %s to %s", key[0], pending)
+                log.warning("stuck_alerts: giving up sending the resolution of run %s to %s", alert.run.run_id, pending)
                 del self.resolved[key]
 
     def _labels(self, alert: Alert) -> dict[str, str]:
+        run = alert.run
         return {
             **self.config.labels,
-            "alertname": ALERT_NAME,
-            "pipeline": alert.pipeline,
+            "alertname": alert.name,
+            "engine": alert.engine.name,
+            "pipeline": run.group,
             "severity": self.config.severity,
-            "status": alert.status,
-            "run_id": alert.run_id,
+            "status": run.status,
+            "reason": run.reason.value,
+            "run_id": run.run_id,
         }
 
     @staticmethod
     def _annotations(alert: Alert) -> dict[str, str]:
-        since = rfc3339(alert.updated_at)
-        limit = format_duration(alert.threshold)
+        run = alert.run
+        since = rfc3339(run.updated_at)
+        limit = format_duration(run.threshold)
         return {
-            "run_id": alert.run_id,
+            "run_id": run.run_id,
             "since": since,
             "threshold": limit,
-            "summary": f"Flujo run {alert.run_id} of pipeline {alert.pipeline} is {alert.status} without an update "
-            f"since {since} (threshold {limit})",
+            "summary": f"{alert.engine.title} run {run.run_id} of pipeline {run.group} is {run.status} without an "
+            f"update since {since} (threshold {limit}, reason {run.reason.value})",
         }
 
     @staticmethod
@@ -242,8 +268,17 @@ class StuckAlertsJob:
     @staticmethod
     def _requests(receiver: str, firing: list[Alert], resolved: list[Alert]) -> Iterator[list[Alert]]:
         """The alerts of each request: firing and resolved together for Alertmanager, apart for the
-        webhook (its payload has one status), at most MAX_ALERTS_PER_REQUEST each."""
-        groups = [firing + resolved] if receiver == ALERTMANAGER else [firing, resolved]
+        webhook (its payload has one status and one alert name: a file replaced by another engine's
+        can leave alerts of both), at most MAX_ALERTS_PER_REQUEST each."""
+        if receiver == ALERTMANAGER:
+            groups = [firing + resolved]
+        else:
+            groups = []
+            for alerts in (firing, resolved):
+                by_name: dict[str, list[Alert]] = {}
+                for alert in alerts:
+                    by_name.setdefault(alert.name, []).append(alert)
+                groups += by_name.values()
         for group in groups:
             for start in range(0, len(group), MAX_ALERTS_PER_REQUEST):
                 yield group[start : start + MAX_ALERTS_PER_REQUEST]
@@ -272,6 +307,7 @@ class StuckAlertsJob:
         return body
 
     def _webhook_body(self, status: str, alerts: list[Alert]) -> dict[str, Any]:
+        name = alerts[0].name  # one per request (see _requests)
         items: list[dict[str, Any]] = []
         common_labels: set[tuple[str, str]] | None = None
         common_annotations: set[tuple[str, str]] | None = None
@@ -294,11 +330,11 @@ class StuckAlertsJob:
             )
         return {
             "version": "4",
-            "groupKey": f'{{}}:{{alertname="{ALERT_NAME}"}}',
+            "groupKey": f'{{}}:{{alertname="{name}"}}',
             "truncatedAlerts": 0,
             "status": status,
             "receiver": WEBHOOK_RECEIVER,
-            "groupLabels": {"alertname": ALERT_NAME},
+            "groupLabels": {"alertname": name},
             "commonLabels": dict(common_labels or ()),
             "commonAnnotations": dict(common_annotations or ()),
             "externalURL": self.config.generator_url or "",

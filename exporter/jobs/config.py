@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,7 +20,7 @@ from exporter.redact import redact_url
 STALE_TASK_ERROR = "Task timeout: process likely crashed"  # flujo 0.6.11's text
 
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RESERVED_LABELS = frozenset({"alertname", "pipeline", "severity", "status", "run_id"})
+_RESERVED_LABELS = frozenset({"alertname", "engine", "pipeline", "severity", "status", "reason", "run_id"})
 # An API path where the base URL belongs (the exporter appends /api/v2/alerts itself).
 _AM_API_PATH = re.compile(r"/api(/v[12](/alerts)?)?/?$")
 
@@ -220,26 +220,31 @@ class WebhookConfig(_Model):
         return self
 
 
+def _moved_to_metrics_stuck(key: str) -> str:
+    return (
+        f"moved: set metrics.stuck.{key} instead (one stuck threshold for the stuck metrics and the "
+        "stuck-run alerts, so that they cannot disagree)"
+    )
+
+
 class StuckAlertsConfig(JobSettings):
-    """Alerts for runs that are running (optionally paused) and were not updated for too long."""
+    """Alerts for the runs the engine's stuck rule judges stuck: the same rule and the same settings
+    (``metrics.stuck``) as the stuck metrics.  This section is only about delivering them."""
+
+    # Keys that used to be here, and the message the config loader gives for them (an old config
+    # must fail loudly, not silently lose its thresholds).
+    retired_keys: ClassVar[dict[str, str]] = {
+        key: _moved_to_metrics_stuck(key) for key in ("running_after", "per_pipeline", "paused_after")
+    }
 
     interval: PositiveDuration = _interval(timedelta(minutes=1))
     jitter: Duration = _jitter(timedelta(seconds=5))
     timeout: PositiveDuration = _timeout(timedelta(minutes=1))
-    running_after: PositiveDuration = Field(
-        default=timedelta(hours=1), description="A running run not updated for this long is stuck."
-    )
-    per_pipeline: dict[str, PositiveDuration] = Field(
-        default_factory=dict, description="Per-pipeline overrides of running_after: {pipeline name: duration}."
-    )
-    paused_after: PositiveDuration | None = Field(
-        default=None, description="A paused run not updated for this long is stuck too; unset: paused runs never are."
-    )
     severity: str = Field(default="warning", min_length=1, description="Value of the alerts' severity label.")
     labels: dict[str, str] = Field(
         default_factory=dict,
         description="Extra static labels on every alert, e.g. {team: data}. Cannot override alertname, "
-        "pipeline, severity, status or run_id.",
+        "engine, pipeline, severity, status, reason or run_id.",
     )
     resend_interval: PositiveDuration = Field(
         default=timedelta(minutes=5),
@@ -287,7 +292,8 @@ class JobsConfig(_Model):
         default_factory=StaleTasksConfig, description="Fail background tasks that stopped updating (0.6 layouts)."
     )
     stuck_alerts: StuckAlertsConfig = Field(
-        default_factory=StuckAlertsConfig, description="Alert on stuck runs: metrics, Alertmanager, webhook."
+        default_factory=StuckAlertsConfig,
+        description="Alert on the runs metrics.stuck judges stuck: metrics, Alertmanager, webhook.",
     )
 
 

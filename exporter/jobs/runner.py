@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from datetime import tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client.registry import Collector
 
@@ -21,6 +23,9 @@ from exporter.jobs.metrics import JobMetrics, JobsCollector
 from exporter.jobs.scheduler import JobStats, Schedule, Scheduler, Sleep
 from exporter.reader import StateReader
 
+if TYPE_CHECKING:
+    from exporter.config import MetricsConfig
+
 
 class JobRunner:
     """Runs the enabled jobs until stopped.
@@ -29,6 +34,8 @@ class JobRunner:
     comes from the span exporter (e.g. ``Tailer.exported_run_ids``): given run ids, it returns those
     whose spans are all exported; the cleanup never deletes the others.  It is only asked about runs
     that have span rows, from a worker thread (it must be thread-safe; it may do blocking I/O).
+    ``settings`` gives the current ``metrics`` section, whose ``metrics.stuck`` is the stuck rule of
+    both the stuck metrics and the stuck-run alerts (default: the defaults).
     ``sleep`` and ``rng`` are for tests (the clock alone drives the schedule).  ``previous`` is the
     runner this one replaces after a config reload: its counters are carried over.
     """
@@ -42,6 +49,7 @@ class JobRunner:
         clock: Clock = system_clock,
         exported: ExportedFn | None = None,
         *,
+        settings: Callable[[], MetricsConfig] | None = None,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
         previous: JobRunner | None = None,
@@ -70,7 +78,9 @@ class JobRunner:
             self.stale = StaleTasksJob(config.stale_background_tasks, target, writer_tz, clock, self.metrics)
             self.scheduler.add("stale_background_tasks", self.stale, _schedule(config.stale_background_tasks))
         if alerts.enabled:
-            self.alerts = StuckAlertsJob(alerts, reader, clock, self.metrics, sleep=sleep)
+            self.alerts = StuckAlertsJob(
+                alerts, reader, clock, self.metrics, settings or _default_settings, sleep=sleep
+            )
             self.scheduler.add("stuck_alerts", self.alerts, _schedule(alerts))
         if previous is not None:
             self._carry_over(previous)
@@ -110,6 +120,12 @@ class JobRunner:
             if stats.unexpected and not stats.success:
                 broken.append(f"job {name} failing: {stats.last_error}")
         return Health(not broken, "; ".join(broken) or "ok")
+
+
+def _default_settings() -> MetricsConfig:
+    from exporter.config import MetricsConfig  # not at import time: exporter.config imports exporter.jobs.config
+
+    return MetricsConfig()
 
 
 def _schedule(job: JobSettings) -> Schedule:

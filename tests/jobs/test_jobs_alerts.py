@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +24,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from support import ALL_FIXTURES, SMALL, parse_exposition, require_tool, sample
 
 from exporter.clock import ManualClock
+from exporter.collectors import View, build_registry
+from exporter.config import MetricsConfig
 from exporter.jobs import JobRunner, JobsConfig
 from exporter.jobs.alerts import rfc3339
 from exporter.reader import StateReader
+from exporter.refresh import Refresher
 
 
 async def no_sleep(_: float) -> None:
@@ -95,14 +102,17 @@ def prepare(db: Path, now: datetime) -> dict[str, str]:
     return roles
 
 
-def make_runner(db: Path, clock: ManualClock, test: str, **alerts: Any) -> JobRunner:
+STUCK = {"running_after": "1h", "per_pipeline": {"slow": "4h"}, "paused_after": "2h"}
+
+
+def make_runner(
+    db: Path, clock: ManualClock, test: str, stuck: dict[str, Any] | None = None, **alerts: Any
+) -> JobRunner:
+    """The alert job with ``metrics.stuck`` = :data:`STUCK` updated with ``stuck``."""
     settings = {
         "enabled": True,
         "jitter": 0,
         "interval": "30s",
-        "running_after": "1h",
-        "per_pipeline": {"slow": "4h"},
-        "paused_after": "2h",
         "severity": "critical",
         "labels": {"test": test},
         "resend_interval": "1m",
@@ -111,7 +121,9 @@ def make_runner(db: Path, clock: ManualClock, test: str, **alerts: Any) -> JobRu
         **alerts,
     }
     config = JobsConfig.model_validate({"stuck_alerts": settings})
-    return JobRunner(config, db, UTC, StateReader(db, naive_timezone=UTC), clock, sleep=no_sleep)
+    metrics = MetricsConfig.model_validate({"stuck": {**STUCK, **(stuck or {})}})
+    reader = StateReader(db, naive_timezone=UTC)
+    return JobRunner(config, db, UTC, reader, clock, settings=lambda: metrics, sleep=no_sleep)
 
 
 def exposition(runner: JobRunner) -> str:
@@ -150,9 +162,11 @@ async def test_firing_resent_and_resolved_in_real_alertmanager(fixture_copy, tmp
                 threshold = timedelta(hours=1 if status == "running" else 2)
                 assert alert["labels"] == {
                     "alertname": "FlujoRunStuck",
+                    "engine": "flujo",
                     "pipeline": "etl",
                     "severity": "critical",
                     "status": status,
+                    "reason": "idle" if status == "running" else "paused_too_long",
                     "run_id": run_id,
                     "test": "firing",
                 }
@@ -171,6 +185,13 @@ async def test_firing_resent_and_resolved_in_real_alertmanager(fixture_copy, tmp
             assert payload["status"] == "firing" and payload["version"] == "4"
             assert sorted(a["labels"]["run_id"] for a in payload["alerts"]) == expected_ids
             assert payload["commonLabels"]["alertname"] == "FlujoRunStuck"
+            assert payload["commonLabels"]["engine"] == "flujo"
+            assert payload["groupLabels"] == {"alertname": "FlujoRunStuck"}
+            reasons = {a["labels"]["run_id"]: a["labels"]["reason"] for a in payload["alerts"]}
+            assert reasons == {roles["stuck"]: "idle", roles["paused_stuck"]: "paused_too_long"}
+            summaries = {a["labels"]["run_id"]: a["annotations"]["summary"] for a in payload["alerts"]}
+            assert summaries[roles["stuck"]].startswith(f"Flujo run {roles['stuck']} of pipeline etl is running")
+            assert summaries[roles["stuck"]].endswith("(threshold 1h, reason idle)")
 
             text = exposition(runner)
             assert "run_id" not in text  # never a metric label
@@ -274,7 +295,10 @@ async def test_metrics_only_and_unreadable_db(fixture_copy, tmp_path: Path) -> N
     assert not stats.success and stats.last_error is not None and str(missing) in stats.last_error
 
 
-@pytest.mark.parametrize("bad", [{"labels": {"run_id": "x"}}, {"labels": {"bad-name": "x"}}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"labels": {name: "x"}} for name in ("run_id", "engine", "reason", "bad-name")],
+)
 def test_reserved_or_invalid_alert_labels_rejected(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         JobsConfig.model_validate({"stuck_alerts": bad})
@@ -292,10 +316,10 @@ async def test_every_layout_alerts_on_its_running_runs(fixture_copy, name: str) 
             for s in ("running", "paused")
         )
     clock = ManualClock(datetime(2027, 6, 1, tzinfo=UTC))
-    runner = make_runner(db, clock, name, per_pipeline={}, paused_after=None)
+    runner = make_runner(db, clock, name, {"per_pipeline": {}, "paused_after": None})
     assert (await runner.run_job("stuck_alerts")).success
     assert runner.alerts is not None and len(runner.alerts.firing) == running
-    with_paused = make_runner(db, clock, name, per_pipeline={})
+    with_paused = make_runner(db, clock, name, {"per_pipeline": {}})
     assert (await with_paused.run_job("stuck_alerts")).success
     assert with_paused.alerts is not None and len(with_paused.alerts.firing) == running + paused
     m = parse_exposition(exposition(with_paused))
@@ -327,3 +351,109 @@ async def test_a_mass_stall_is_sent_in_bounded_requests(tmp_path: Path) -> None:
     m = parse_exposition(exposition(runner))
     assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 3
     assert sample(m, "state_exporter_alert_deliveries_total", receiver="webhook", outcome="success") == 3
+
+
+# (status, pipeline, hours since the last update): judged against running_after 1h, per_pipeline
+# slow: 4h and paused_after 2h, then against a reloaded metrics.stuck.
+AGREEMENT_RUNS = {
+    "etl_idle": ("running", "etl", 3),
+    "etl_fresh": ("running", "etl", 0.5),
+    "slow_under_override": ("running", "slow", 3),  # stuck by running_after alone, not by the override
+    "slow_over_override": ("running", "slow", 5),
+    "etl_paused_long": ("paused", "etl", 3),
+    "slow_paused_short": ("paused", "slow", 1.5),
+}
+
+
+def stuck_metrics(refresher: Refresher, settings: MetricsConfig, clock: ManualClock) -> dict[str, Counter[str]]:
+    """What the metrics say after a refresh: flujo_workflows_stuck by pipeline/status and
+    workflow_runs_stuck by reason."""
+    refresher.refresh(force_all=True)
+    registry = build_registry(View(lambda: refresher.state, lambda: settings, clock))
+    m = parse_exposition(generate_latest(registry).decode())
+    found: dict[str, Counter[str]] = {"by_status": Counter(), "by_reason": Counter()}
+    for (name, labels), value in m.items():
+        labels_ = dict(labels)
+        if name == "flujo_workflows_stuck":
+            found["by_status"][f"{labels_['pipeline']}/{labels_['status']}"] += int(value)
+        elif name == "workflow_runs_stuck":
+            assert labels_["engine"] == "flujo"
+            found["by_reason"][labels_["reason"]] += int(value)
+    return {kind: +counts for kind, counts in found.items()}  # +: drops the zeros
+
+
+def alerted(runner: JobRunner) -> dict[str, Counter[str]]:
+    assert runner.alerts is not None
+    labels = [runner.alerts._labels(alert) for alert in runner.alerts.firing.values()]
+    assert all(label["engine"] == "flujo" and label["alertname"] == "FlujoRunStuck" for label in labels)
+    return {
+        "by_status": Counter(f"{label['pipeline']}/{label['status']}" for label in labels),
+        "by_reason": Counter(label["reason"] for label in labels),
+    }
+
+
+async def test_the_stuck_metric_and_the_stuck_alert_judge_alike(fixture_copy) -> None:
+    """One setting, metrics.stuck, for both: the same runs are stuck in flujo_workflows_stuck,
+    workflow_runs_stuck and the alerts, with a per-pipeline override and paused_after, and after a
+    reload that changes them (the alert job reads the current settings at every run)."""
+    db = fixture_copy(SMALL)
+    now = datetime.now(UTC)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE workflow_state SET status = 'completed' WHERE status IN ('running', 'paused')")
+        run_ids = [r[0] for r in conn.execute("SELECT run_id FROM workflow_state ORDER BY run_id")]
+        roles = dict(zip(AGREEMENT_RUNS, run_ids, strict=False))
+        for role, (status, pipeline, hours) in AGREEMENT_RUNS.items():
+            conn.execute(
+                "UPDATE workflow_state SET status = ?, pipeline_name = ?, updated_at = ? WHERE run_id = ?",
+                (status, pipeline, naive_utc(now - timedelta(hours=hours)), roles[role]),
+            )
+        conn.commit()
+    clock = ManualClock(now)
+    current = [MetricsConfig.model_validate({"stuck": STUCK})]
+    refresher = Refresher(StateReader(db, naive_timezone=UTC), lambda: current[0], clock)
+    alerts = JobsConfig.model_validate({"stuck_alerts": {"enabled": True, "jitter": 0}})
+    reader = StateReader(db, naive_timezone=UTC)
+    runner = JobRunner(alerts, db, UTC, reader, clock, settings=lambda: current[0], sleep=no_sleep)
+
+    assert (await runner.run_job("stuck_alerts")).success
+    expected = {
+        "by_status": Counter({"etl/running": 1, "slow/running": 1, "etl/paused": 1}),
+        "by_reason": Counter({"idle": 2, "paused_too_long": 1}),
+    }
+    assert stuck_metrics(refresher, current[0], clock) == alerted(runner) == expected
+    assert runner.alerts is not None
+    assert {alert.run.run_id for alert in runner.alerts.firing.values()} == {
+        roles["etl_idle"],
+        roles["slow_over_override"],
+        roles["etl_paused_long"],
+    }
+
+    # A reload: slow runs get 2h, paused ones 1h; running_after 4h spares the idle etl run.
+    current[0] = MetricsConfig.model_validate(
+        {"stuck": {"running_after": "4h", "per_pipeline": {"slow": "2h"}, "paused_after": "1h"}}
+    )
+    assert (await runner.run_job("stuck_alerts")).success
+    expected = {
+        "by_status": Counter({"slow/running": 2, "etl/paused": 1, "slow/paused": 1}),
+        "by_reason": Counter({"idle": 2, "paused_too_long": 2}),
+    }
+    assert stuck_metrics(refresher, current[0], clock) == alerted(runner) == expected
+    assert {alert.run.run_id for alert in runner.alerts.firing.values()} == {
+        roles["slow_under_override"],
+        roles["slow_over_override"],
+        roles["etl_paused_long"],
+        roles["slow_paused_short"],
+    }
+    assert {alert.run.run_id for alert in runner.alerts.resolved.values()} <= {roles["etl_idle"]}
+
+
+def test_the_alert_job_knows_no_engine() -> None:
+    """Importing the stuck-run alert job loads no engine: it reaches the one that wrote the file
+    through the registry (``exporter.engines.engine(schema.engine)``) only."""
+    code = (
+        "import sys, exporter.jobs.alerts, exporter.jobs.config\n"
+        "print(sorted(m for m in sys.modules if m.startswith('exporter.engines.')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "['exporter.engines.base']"

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,46 @@ def test_sighup_keeps_job_counters(fixture_copy, tmp_path: Path) -> None:
     assert min(seen) >= before and seen == sorted(seen)
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def stuck_seen(url: str) -> tuple[float, float, float]:
+    """(stuck-alert job runs, alerts firing for pipeline etl, flujo_workflows_stuck of etl's running runs)."""
+    status, body = http_get(url + "/metrics")
+    assert status == 200
+    m = parse_exposition(body)
+    return (
+        sample(m, "state_exporter_job_runs_total", job_name="stuck_alerts"),
+        m.get(("state_exporter_stuck_alerts_firing", frozenset({("pipeline", "etl")})), 0.0),
+        m.get(("flujo_workflows_stuck", frozenset({("pipeline", "etl"), ("status", "running")})), 0.0),
+    )
+
+
+def test_sighup_changing_metrics_stuck_moves_the_alerts_with_the_metric(fixture_copy, tmp_path: Path) -> None:
+    """metrics.stuck is the alerts' setting too: a reload that changes only it changes both."""
+    db = fixture_copy(SMALL)
+    three_hours_ago = (datetime.now(UTC) - timedelta(hours=3)).replace(tzinfo=None).isoformat()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE workflow_state SET status = 'completed' WHERE status IN ('running', 'paused')")
+        conn.execute(
+            "UPDATE workflow_state SET status = 'running', pipeline_name = 'etl', updated_at = ? "
+            "WHERE run_id = (SELECT MIN(run_id) FROM workflow_state)",
+            (three_hours_ago,),
+        )
+        conn.commit()
+    config = (
+        f"db:\n  path: {db}\n  writer_timezone: UTC\n"
+        "metrics:\n  refresh_interval: 1s\n  counts_interval: 1s\n  stuck:\n    running_after: 1d\n"
+        "jobs:\n  stuck_alerts:\n    enabled: true\n    interval: 1s\n    jitter: 0s\n"
+    )
+    with running_daemon(tmp_path, config=config) as daemon:
+        deadline = time.monotonic() + 20
+        while stuck_seen(daemon.url)[0] < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stuck_seen(daemon.url)[1:] == (0, 0)  # 3 h idle is not stuck under 1d
+        config_file = next(tmp_path.glob("daemon-*.yaml"))
+        config_file.write_text(config.replace("running_after: 1d", "running_after: 1h"))
+        os.kill(daemon.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while stuck_seen(daemon.url)[1:] != (1, 1) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stuck_seen(daemon.url)[1:] == (1, 1), daemon.output()[-3000:]

@@ -56,8 +56,6 @@ def e2e_config(db: Path, alertmanager: str) -> str:
     enabled: true
     interval: 1s
     jitter: 0s
-    running_after: 3650d
-    per_pipeline: {{{PIPELINE}: {THRESHOLD}}}
     labels: {{source: daemon}}
     alertmanager:
       url: {alertmanager}

@@ -462,7 +462,6 @@ jobs:
     enabled: true
     interval: 1s
     jitter: 0s
-    running_after: 2s
     resend_interval: 3s
     attempts: 1
     webhook:

@@ -126,7 +126,6 @@ jobs:
     enabled: true
     interval: 2s
     jitter: 0s
-    running_after: 1h
     alertmanager:
       url: {alertmanager}
 """

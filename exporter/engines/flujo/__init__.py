@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from exporter.engines.base import Engine
 from exporter.engines.flujo.layout import ENGINE_NAME, recognise
-from exporter.engines.flujo.stats import STUCK_REASONS, FlujoStats
+from exporter.engines.flujo.stats import FlujoStats
 from exporter.engines.flujo.statuses import PHASES
+from exporter.engines.flujo.stuck import STUCK_REASONS, stuck_runs
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,4 +39,6 @@ ENGINE = Engine(
     recognise=recognise,
     new_stats=FlujoStats,
     collectors=_collectors,
+    stuck_runs=stuck_runs,
+    stuck_alert_name="FlujoRunStuck",
 )

@@ -17,8 +17,8 @@ from exporter.engines.flujo.snapshot import (
     count_stats,
     fast_stats,
 )
-from exporter.engines.flujo.statuses import PAUSED, PHASES, RUNNING
-from exporter.engines.flujo.stuck import stuck_policy
+from exporter.engines.flujo.statuses import PHASES
+from exporter.engines.flujo.stuck import STUCK_REASONS, stuck_policy
 from exporter.engines.flujo.tracking import FinishedTotals, FinishTracker
 from exporter.model import Histogram, Overview, StuckReason
 
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     from exporter.engines.base import Tier
     from exporter.reader import ReadSession
     from exporter.reader.badvalues import BadValue
-
-# Flujo's stuck rule is one: no update for longer than the status's threshold.
-STUCK_REASONS = {RUNNING: StuckReason.IDLE, PAUSED: StuckReason.PAUSED_TOO_LONG}
 
 
 class FlujoStats:

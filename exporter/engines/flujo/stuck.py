@@ -1,4 +1,5 @@
-"""Which active runs count as stuck: shared by the metrics and the stuck-run alerts."""
+"""Which active runs count as stuck: one rule, one setting (``metrics.stuck``), shared by the
+``flujo_workflows_stuck`` / ``workflow_runs_stuck`` metrics and the stuck-run alerts."""
 
 from __future__ import annotations
 
@@ -7,11 +8,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from exporter.engines.flujo.workflows import ActiveWorkflow
+from exporter.engines.flujo.layout import flujo_schema
+from exporter.engines.flujo.statuses import PAUSED, PHASES, RUNNING
+from exporter.engines.flujo.workflows import ActiveWorkflow, active_workflows
+from exporter.model import StuckReason, StuckRun
 
 if TYPE_CHECKING:
     from exporter.config import MetricsConfig
     from exporter.engines.flujo.active_cache import ParsedRow
+    from exporter.reader import ReadSession
+
+# Flujo's stuck rule is one: no update for longer than the status's threshold.
+STUCK_REASONS = {RUNNING: StuckReason.IDLE, PAUSED: StuckReason.PAUSED_TOO_LONG}
 
 
 @dataclass(frozen=True)
@@ -24,9 +32,9 @@ class StuckPolicy:
     paused_after: timedelta | None = None
 
     def threshold_for(self, pipeline: str, status: str) -> timedelta | None:
-        if status == "running":
+        if status == RUNNING:
             return self.per_pipeline.get(pipeline, self.running_after)
-        if status == "paused":
+        if status == PAUSED:
             return self.paused_after
         return None
 
@@ -89,3 +97,26 @@ def summarize_active(rows: Iterable[ParsedRow], now: datetime, policy: StuckPoli
 def stuck_policy(settings: MetricsConfig) -> StuckPolicy:
     stuck = settings.stuck
     return StuckPolicy(stuck.running_after, stuck.per_pipeline, stuck.paused_after)
+
+
+def stuck_runs(session: ReadSession, now: datetime, settings: MetricsConfig) -> list[StuckRun]:
+    """The stuck top-level runs of a Flujo file, judged exactly as the metrics judge them."""
+    policy = stuck_policy(settings)
+    active = active_workflows(session.conn, flujo_schema(session.schema), session.naive_tz, [])
+    found = []
+    for run in stuck_workflows(active, now, policy):
+        threshold = policy.threshold(run)
+        # stuck_workflows only returns runs with an update time and a threshold.
+        assert threshold is not None and run.updated_at is not None
+        found.append(
+            StuckRun(
+                run_id=run.run_id,
+                group=run.pipeline,
+                status=run.status,
+                phase=PHASES.phases[run.status],
+                reason=STUCK_REASONS[run.status],
+                updated_at=run.updated_at,
+                threshold=threshold,
+            )
+        )
+    return found
