@@ -103,12 +103,12 @@ class ConnectionTable:
                 return False
             victim.drop(Dropped.CONNECTION_LIMIT)
         self._open[connection] = None
-        self._stats.open_connections = len(self._open)
+        self._stats.open_connections(len(self._open))
         return True
 
     def remove(self, connection: GuardedConnection) -> None:
         self._open.pop(connection, None)
-        self._stats.open_connections = len(self._open)
+        self._stats.open_connections(len(self._open))
 
 
 class GuardedConnection(asyncio.Protocol):

@@ -1,15 +1,14 @@
 """Counters of the HTTP layer's defences: malformed requests, dropped connections, refused logins.
 
 Every label has a fixed set of values, all present from the start at 0. The counts change on the event
-loop and are read by a scrape in a worker thread: each is a single int, replaced atomically.
+loop and are read by a scrape in a worker thread: prometheus_client metrics (:mod:`exporter.selfmetrics`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from enum import StrEnum
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from exporter.selfmetrics import SelfMetrics
 
 
 class BadRequest(StrEnum):
@@ -32,49 +31,39 @@ class AuthFailure(StrEnum):
     THROTTLED = "throttled"  # too many checks pending: 429
 
 
-class HttpStats:
+class HttpStats(SelfMetrics):
     """A prometheus_client collector; register it on a registry rendered at every scrape."""
 
     def __init__(self) -> None:
-        self.bad_requests = dict.fromkeys(BadRequest, 0)
-        self.dropped = dict.fromkeys(Dropped, 0)
-        self.auth_failures = dict.fromkeys(AuthFailure, 0)
-        self.open_connections = 0
-
-    def bad_request(self, reason: BadRequest) -> None:
-        self.bad_requests[reason] += 1
-
-    def drop(self, reason: Dropped) -> None:
-        self.dropped[reason] += 1
-
-    def auth_failure(self, reason: AuthFailure) -> None:
-        self.auth_failures[reason] += 1
-
-    def collect(self) -> Iterator[Metric]:
-        bad = CounterMetricFamily(
+        super().__init__()
+        self._bad_requests = self.counter(
             "state_exporter_http_bad_requests",
             "Malformed HTTP requests answered 400, by reason",
-            labels=["reason"],
+            ["reason"],
+            [(reason.value,) for reason in BadRequest],
         )
-        for reason, count in self.bad_requests.items():
-            bad.add_metric([reason.value], count)
-        yield bad
-        dropped = CounterMetricFamily(
+        self._dropped = self.counter(
             "state_exporter_http_connections_dropped",
             "Connections the server closed: headers too slow (header_timeout) or too many open (connection_limit)",
-            labels=["reason"],
+            ["reason"],
+            [(reason.value,) for reason in Dropped],
         )
-        for dropped_reason, count in self.dropped.items():
-            dropped.add_metric([dropped_reason.value], count)
-        yield dropped
-        auth = CounterMetricFamily(
+        self._auth_failures = self.counter(
             "state_exporter_http_auth_failures",
             "Requests refused by basic auth: invalid credentials (401) or too many checks pending (429)",
-            labels=["reason"],
+            ["reason"],
+            [(reason.value,) for reason in AuthFailure],
         )
-        for auth_reason, count in self.auth_failures.items():
-            auth.add_metric([auth_reason.value], count)
-        yield auth
-        yield GaugeMetricFamily(
-            "state_exporter_http_open_connections", "Open HTTP connections", value=self.open_connections
-        )
+        self._open_connections = self.gauge("state_exporter_http_open_connections", "Open HTTP connections")
+
+    def bad_request(self, reason: BadRequest) -> None:
+        self._bad_requests.labels(reason.value).inc()
+
+    def drop(self, reason: Dropped) -> None:
+        self._dropped.labels(reason.value).inc()
+
+    def auth_failure(self, reason: AuthFailure) -> None:
+        self._auth_failures.labels(reason.value).inc()
+
+    def open_connections(self, count: int) -> None:
+        self._open_connections.set(count)

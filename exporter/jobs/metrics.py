@@ -1,15 +1,13 @@
-"""In-memory job metrics, and a collector that renders fresh metric families from them on every scrape.
+"""Job metrics: what the jobs did (prometheus_client metrics, :mod:`exporter.selfmetrics`), and a collector
+adding every job's run statistics from the scheduler.
 
-Jobs update :class:`JobMetrics` under a lock; a scrape (in the web server's executor thread) copies
-it under the same lock.  Nothing here touches the DB.  No run id ever becomes a label.
+Nothing here touches the DB.  No run id ever becomes a label.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,6 +16,7 @@ from prometheus_client.registry import Collector
 from exporter.jobs.config import JOB_NAMES
 from exporter.jobs.scheduler import JobStats
 from exporter.labels import LabelCap
+from exporter.selfmetrics import SelfMetrics, counts
 
 if TYPE_CHECKING:
     from exporter.engines.flujo.jobs.cleanup import CleanupReport
@@ -27,78 +26,99 @@ OUTCOMES = ("success", "retry", "failure")
 MAX_ALERT_PIPELINES = 50
 
 
-@dataclass
-class _Values:
-    supported: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(JOB_NAMES, True))
-    deleted: Counter[str] = field(default_factory=Counter)
-    would_delete: dict[str, int] | None = None
-    kept_unexported: int = 0
-    stale_failed: int = 0
-    firing: dict[str, int] = field(default_factory=dict)
-    deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
+class JobMetrics(SelfMetrics):
+    """Counters are prometheus_client's (thread-safe); the results of the last cleanup dry run and of the
+    last stuck-alert evaluation are plain attributes, each replaced whole, read at scrape time."""
 
-
-class JobMetrics:
     def __init__(self, enabled: Mapping[str, bool], receivers: tuple[str, ...] = ()) -> None:
+        super().__init__()
         self.enabled = dict(enabled)
         self.receivers = receivers
-        self._values = _Values()
-        self._lock = threading.Lock()
+        self.would_delete: dict[str, int] | None = None  # by table; None until a dry run
+        self.firing: dict[str, int] = {}  # by pipeline label
         self._pipelines = LabelCap(MAX_ALERT_PIPELINES)
+        self._deleted = self.counter(
+            "state_exporter_cleanup_deleted_rows",
+            "Rows deleted by the cleanup job, by table",
+            ["table"],
+            [(table,) for table in CLEANUP_TABLES],
+        )
+        self.scrape_gauge(
+            "state_exporter_cleanup_would_delete_rows",
+            "Rows the last dry run of the cleanup job would have deleted, by table",
+            self._would_delete,
+            ["table"],
+        )
+        self._kept = self.gauge(
+            "state_exporter_cleanup_kept_unexported_runs",
+            "Old runs the last cleanup kept because their spans were not exported yet",
+        )
+        self._stale = self.counter(
+            "state_exporter_stale_tasks_failed",
+            "Running background tasks set to failed by the stale_background_tasks job (timed out)",
+        )
+        self.scrape_gauge(
+            "state_exporter_stuck_alerts_firing",
+            f"Stuck-run alerts currently firing, by pipeline (more than {MAX_ALERT_PIPELINES} pipelines: 'other')",
+            lambda: {(pipeline,): count for pipeline, count in sorted(self.firing.items())},
+            ["pipeline"],
+        )
+        self._deliveries = self.counter(
+            "state_exporter_alert_deliveries",
+            "Alert deliveries by receiver and outcome: success, retry (an attempt failed and was retried), "
+            "failure (all attempts of a run failed; retried at the next run)",
+            ["receiver", "outcome"],
+            [(receiver, outcome) for receiver in receivers for outcome in OUTCOMES],
+        )
+        self._supported = self.gauge(
+            "state_exporter_job_supported",
+            "0 when the DB layout cannot support the job (it then does nothing), else 1",
+            ["job_name"],
+        )
+        for job in JOB_NAMES:
+            self._supported.labels(job).set(1)
 
     def inherit(self, previous: JobMetrics) -> None:
         """Carry the counters over from the metrics this one replaces (a config reload): counters never
-        reset while the process lives."""
-        old = previous.snapshot()
-        with self._lock:
-            self._values.deleted.update(old.deleted)
-            self._values.stale_failed += old.stale_failed
-            self._values.deliveries.update(old.deliveries)
-            self._values.firing = dict.fromkeys(old.firing, 0)
+        reset while the process lives.  Deliveries go on for the receivers still configured."""
+        for (table,), rows in counts(previous._deleted).items():
+            self._deleted.labels(table).inc(rows)
+        for _, failed in counts(previous._stale).items():
+            self._stale.inc(failed)
+        for (receiver, outcome), delivered in counts(previous._deliveries).items():
+            if receiver in self.receivers:
+                self._deliveries.labels(receiver, outcome).inc(delivered)
+        self.firing = dict.fromkeys(previous.firing, 0)
         self._pipelines = previous._pipelines.copy()
 
     def set_supported(self, job: str, supported: bool) -> None:
-        with self._lock:
-            self._values.supported[job] = supported
+        self._supported.labels(job).set(1 if supported else 0)
 
     def cleanup_deleted(self, rows: Mapping[str, int]) -> None:
-        with self._lock:
-            self._values.deleted.update(rows)
+        for table, count in rows.items():
+            self._deleted.labels(table).inc(count)
 
     def cleanup_finished(self, report: CleanupReport) -> None:
-        with self._lock:
-            self._values.kept_unexported = len(report.kept_unexported)
-            if report.dry_run:
-                self._values.would_delete = {t: report.rows.get(t, 0) for t in CLEANUP_TABLES}
+        self._kept.set(len(report.kept_unexported))
+        if report.dry_run:
+            self.would_delete = {t: report.rows.get(t, 0) for t in CLEANUP_TABLES}
 
     def stale_failed(self, count: int) -> None:
-        with self._lock:
-            self._values.stale_failed += count
+        self._stale.inc(count)
 
     def alerts_firing(self, pipelines: Counter[str]) -> None:
         """Currently firing stuck-run alerts per pipeline; pipelines seen before stay at 0."""
         folded: Counter[str] = Counter()
         for pipeline, count in pipelines.items():
             folded[self._pipelines.label(pipeline)] += count
-        with self._lock:
-            self._values.firing = {p: 0 for p in self._values.firing} | dict(folded)
+        self.firing = dict.fromkeys(self.firing, 0) | dict(folded)
 
     def delivery(self, receiver: str, outcome: str) -> None:
-        with self._lock:
-            self._values.deliveries[(receiver, outcome)] += 1
+        self._deliveries.labels(receiver, outcome).inc()
 
-    def snapshot(self) -> _Values:
-        with self._lock:
-            v = self._values
-            return _Values(
-                dict(v.supported),
-                Counter(v.deleted),
-                None if v.would_delete is None else dict(v.would_delete),
-                v.kept_unexported,
-                v.stale_failed,
-                dict(v.firing),
-                Counter(v.deliveries),
-            )
+    def _would_delete(self) -> dict[tuple[str, ...], float] | None:
+        would_delete = self.would_delete
+        return None if would_delete is None else {(table,): rows for table, rows in would_delete.items()}
 
 
 class JobsCollector(Collector):
@@ -113,60 +133,7 @@ class JobsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._job_families()
-        v = self._metrics.snapshot()
-        deleted = CounterMetricFamily(
-            "state_exporter_cleanup_deleted_rows", "Rows deleted by the cleanup job, by table", labels=["table"]
-        )
-        for table in CLEANUP_TABLES:
-            deleted.add_metric([table], v.deleted.get(table, 0))
-        yield deleted
-        if v.would_delete is not None:
-            would = GaugeMetricFamily(
-                "state_exporter_cleanup_would_delete_rows",
-                "Rows the last dry run of the cleanup job would have deleted, by table",
-                labels=["table"],
-            )
-            for table in CLEANUP_TABLES:
-                would.add_metric([table], v.would_delete.get(table, 0))
-            yield would
-        kept = GaugeMetricFamily(
-            "state_exporter_cleanup_kept_unexported_runs",
-            "Old runs the last cleanup kept because their spans were not exported yet",
-        )
-        kept.add_metric([], v.kept_unexported)
-        yield kept
-        stale = CounterMetricFamily(
-            "state_exporter_stale_tasks_failed",
-            "Running background tasks set to failed by the stale_background_tasks job (timed out)",
-        )
-        stale.add_metric([], v.stale_failed)
-        yield stale
-        firing = GaugeMetricFamily(
-            "state_exporter_stuck_alerts_firing",
-            f"Stuck-run alerts currently firing, by pipeline (more than {MAX_ALERT_PIPELINES} pipelines: 'other')",
-            labels=["pipeline"],
-        )
-        for pipeline, count in sorted(v.firing.items()):
-            firing.add_metric([pipeline], count)
-        yield firing
-        deliveries = CounterMetricFamily(
-            "state_exporter_alert_deliveries",
-            "Alert deliveries by receiver and outcome: success, retry (an attempt failed and was retried), "
-            "failure (all attempts of a run failed; retried at the next run)",
-            labels=["receiver", "outcome"],
-        )
-        for receiver in self._metrics.receivers:
-            for outcome in OUTCOMES:
-                deliveries.add_metric([receiver, outcome], v.deliveries.get((receiver, outcome), 0))
-        yield deliveries
-        supported = GaugeMetricFamily(
-            "state_exporter_job_supported",
-            "0 when the DB layout cannot support the job (it then does nothing), else 1",
-            labels=["job_name"],
-        )
-        for job in JOB_NAMES:
-            supported.add_metric([job], 1 if v.supported.get(job, True) else 0)
-        yield supported
+        yield from self._metrics.collect()
 
     def _job_families(self) -> Iterator[Metric]:
         enabled = GaugeMetricFamily(

@@ -39,12 +39,11 @@ from exporter.traces.config import TracesConfig, apply_otel_env, default_state_f
 
 if TYPE_CHECKING:
     from exporter.engines.flujo.traces.backfill import ReplayResult, replay
-    from exporter.traces.metrics import TraceCollector, TraceStats
+    from exporter.traces.metrics import TraceStats
     from exporter.traces.tailer import SpanTailer
 
 # grpc and protobuf cost ~12 MB and ~85 ms to import: loaded only when span export is used.
 _LAZY = {
-    "TraceCollector": "exporter.traces.metrics",
     "TraceStats": "exporter.traces.metrics",
     "ReplayResult": "exporter.engines.flujo.traces.backfill",
     "replay": "exporter.engines.flujo.traces.backfill",
@@ -62,7 +61,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ReplayResult",
     "SpanTailer",
-    "TraceCollector",
     "TraceStats",
     "TracesConfig",
     "apply_otel_env",

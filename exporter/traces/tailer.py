@@ -59,7 +59,7 @@ from exporter.traces import store, wire
 from exporter.traces.batching import Batch, groups_by_size
 from exporter.traces.config import TracesConfig, resolve_endpoint
 from exporter.traces.delivery import DeadLetter, Deliverer
-from exporter.traces.metrics import TraceCollector, TraceStats, failure_reasons
+from exporter.traces.metrics import TraceStats, failure_reasons
 from exporter.traces.transport import Stopped, Transport, make_transport
 
 log = logging.getLogger("exporter.traces")
@@ -143,7 +143,7 @@ class SpanTailer:
 
     # --- public API ---------------------------------------------------------------------------
     def collector(self) -> Collector:
-        return TraceCollector(self.stats)
+        return self.stats
 
     def health(self) -> Health:
         """Not ok while the state file cannot be used (nothing is exported meanwhile)."""
@@ -289,7 +289,7 @@ class SpanTailer:
     def _state_failed(self, problem: store.StateError) -> None:
         """Stop exporting until the state file works; one log line per new problem."""
         self.stats.state_failed(problem.reason)
-        if self.stats.snapshot().watermark is None:
+        if self.stats.watermark is None:
             # Nothing is known to be exported since this process started: let the watermark alert fire.
             self.stats.set_watermark(self._started_at)
         if self._state_problem is None or self._state_problem.reason != problem.reason:

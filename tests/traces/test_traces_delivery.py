@@ -13,6 +13,7 @@ import trustme
 from traces.conftest import NOW, make_config
 from traces.flujo_db import FlujoWriter, Span, new_span_id, span_hex, trace_hex, typical_run
 from traces.receiver import Receiver, TLSFiles
+from traces.scraped import DEAD, EXPORTED, FAILURES, by_reason, counter
 
 from exporter.clock import ManualClock
 from exporter.reader import StateReader
@@ -61,10 +62,10 @@ def test_failures_are_retried_until_accepted(tmp_path: Path, make_tailer, receiv
     report = tailer.run_once()
     assert report.exported == len(stored) and receiver.received() == len(stored)
     assert max(receiver.keys.values()) == 1, "a failed request was not counted as received"
-    stats = tailer.stats.snapshot()
-    assert stats.failures == {"unavailable" if protocol == "grpc" else "http_503": 3}
-    assert stats.failed_spans == 3 * len(stored)
-    assert stats.exported == len(stored)
+    stats = tailer.stats
+    assert by_reason(stats, FAILURES) == {"unavailable" if protocol == "grpc" else "http_503": 3}
+    assert counter(stats, "state_exporter_spans_failed") == 3 * len(stored)
+    assert counter(stats, EXPORTED) == len(stored)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -81,7 +82,7 @@ def test_poison_span_is_dead_lettered_while_the_rest_flows(
     assert set(receiver.keys) == good and max(receiver.keys.values()) == 1
     assert report.dead_lettered == 1 and report.exported == len(good)
     assert dead_letters(state) == [(bad[0][0], bad[0][1].span_id, "malformed")]
-    assert tailer.stats.snapshot().dead == {"malformed": 1}
+    assert by_reason(tailer.stats, DEAD) == {"malformed": 1}
     assert tailer.exported_run_ids(["run_007"]) == {"run_007"}, "dead-lettered counts as handled"
     clock.advance(60)
     requests = receiver.requests
@@ -115,7 +116,7 @@ def test_unusable_rows_are_dead_lettered_locally(tmp_path: Path, make_tailer, re
     assert dead_letters(state) == [("run_bad", spans[1].span_id, "invalid_start_time")]
     renamed = receiver.by_key()[key("run_bad", spans[2])]
     assert renamed.name == "load\ufffd"
-    assert tailer.stats.snapshot().dead == {"invalid_start_time": 1}
+    assert by_reason(tailer.stats, DEAD) == {"invalid_start_time": 1}
 
 
 def test_partial_success_is_counted_and_committed(tmp_path: Path, make_tailer, receiver: Receiver) -> None:
@@ -123,9 +124,9 @@ def test_partial_success_is_counted_and_committed(tmp_path: Path, make_tailer, r
     receiver.partial_reject = 1
     tailer, clock = make_tailer(tmp_path / "flujo.db", NOW, batch_size=5)
     tailer.run_once()
-    stats = tailer.stats.snapshot()
     requests = receiver.requests
-    assert stats.rejected == requests and stats.exported == len(stored) - requests
+    assert counter(tailer.stats, "state_exporter_spans_rejected") == requests
+    assert counter(tailer.stats, EXPORTED) == len(stored) - requests
     clock.advance(60)
     assert tailer.run_once().exported == 0, "a partial success is final: not re-sent"
 
@@ -209,7 +210,7 @@ def test_unverifiable_server_is_retried_not_skipped(tmp_path: Path, pki: dict[st
             timer.cancel()
             tailer.close()
         assert report.interrupted and secure.received() == 0
-        assert tailer.stats.snapshot().failures.get("connection", 0) >= 1
+        assert by_reason(tailer.stats, FAILURES).get("connection", 0) >= 1
         assert tailer.exported_run_ids(["run_000"]) == set()
 
 

@@ -191,5 +191,5 @@ def test_legacy_layout_reported_once(fixture_copy, make_tailer, receiver: Receiv
     messages = [r.getMessage() for r in caplog.records if "not supported by this DB layout" in r.getMessage()]
     assert len(messages) == 1 and "0.4.32-legacy" in messages[0]
     assert receiver.requests == 0
-    assert tailer.stats.snapshot().supported is False
+    assert tailer.stats.supported is False
     assert tailer.exported_run_ids(["run_legacy_0001"]) == {"run_legacy_0001"}  # nothing to wait for

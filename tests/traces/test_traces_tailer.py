@@ -17,6 +17,7 @@ from support import parse_exposition, sample
 from traces.conftest import NOW, make_config
 from traces.flujo_db import FlujoWriter, Span, new_span_id, span_hex, trace_hex, typical_run
 from traces.receiver import Receiver
+from traces.scraped import FAILURES, by_reason, counter
 
 from exporter.reader import StateReader
 from exporter.traces import SpanTailer
@@ -154,7 +155,7 @@ def test_run_deleted_before_export_counts_as_vanished(tmp_path: Path, make_taile
     tailer.run_once()
     w.delete_run("run_v")
     tailer.run_once()
-    assert tailer.stats.snapshot().vanished == 1
+    assert counter(tailer.stats, "state_exporter_span_runs_vanished") == 1
     assert tailer.backlog() == (0, 0)
 
 
@@ -232,11 +233,11 @@ def test_metrics_backlog_and_watermark(tmp_path: Path, make_tailer, receiver: Re
     w.save_spans("run_late", spans)
     clock.set(end + timedelta(seconds=1))
     tailer.run_once()
-    assert tailer.stats.snapshot().watermark == end.timestamp()
+    assert tailer.stats.watermark == end.timestamp()
     assert tailer.backlog() == (len(spans), 1)
     clock.set(end + timedelta(seconds=30))
     tailer.run_once()
-    assert tailer.stats.snapshot().watermark == (end + timedelta(seconds=30)).timestamp()
+    assert tailer.stats.watermark == (end + timedelta(seconds=30)).timestamp()
     assert tailer.backlog() == (0, 0)
 
 
@@ -272,7 +273,7 @@ def test_stop_during_outage_is_prompt(tmp_path: Path, receiver: Receiver) -> Non
     async def scenario() -> float:
         stop = asyncio.Event()
         task = asyncio.create_task(tailer.run(stop))
-        await wait_for(lambda: tailer.stats.snapshot().failures.get("unavailable", 0) >= 1)
+        await wait_for(lambda: by_reason(tailer.stats, FAILURES).get("unavailable", 0) >= 1)
         stop.set()
         started = time.monotonic()
         await asyncio.wait_for(task, 10)
