@@ -84,7 +84,7 @@ def _pynenc_bad_status(prefix: str) -> Callable[[Path], tuple[str, str]]:
         conn = sqlite3.connect(db)
         try:
             conn.execute(
-                f'UPDATE "{table}" SET status = X\'FF00\' WHERE invocation_id = (SELECT MIN(i.invocation_id) '
+                f"UPDATE \"{table}\" SET status = X'FF00' WHERE invocation_id = (SELECT MIN(i.invocation_id) "
                 f'FROM "{table}" i JOIN "{prefix}state_backend_invocations" s ON s.invocation_id = i.invocation_id '
                 "WHERE s.parent_invocation_id IS NULL)"
             )

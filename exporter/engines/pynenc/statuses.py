@@ -55,13 +55,13 @@ PHASES = PhaseMap(
         RUNNING_RECOVERY: Phase.QUEUED,  # its runner died; about to be routed again
         PAUSED: Phase.PAUSED,
         RESUMED: Phase.RUNNING,
-        KILLED: Phase.CANCELLED,
+        KILLED: Phase.QUEUED,  # not final: pynenc's only way out of killed is rerouted
         SUCCESS: Phase.SUCCEEDED,
         FAILED: Phase.FAILED,
         RETRY: Phase.QUEUED,  # failed an attempt, waits for the next one
     }
 )
-ACTIVE_STATUSES = tuple(s for s in STATUSES_01 if s not in FINAL_STATUSES and s != KILLED)
+ACTIVE_STATUSES = tuple(s for s in STATUSES_01 if s not in FINAL_STATUSES)
 
 
 def sql_list(statuses: tuple[str, ...]) -> str:
