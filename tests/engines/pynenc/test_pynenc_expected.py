@@ -176,7 +176,9 @@ def test_duration_histograms_within_the_window(exposed: Samples, fixture: str) -
     for app, truth in apps(fixture):
         recent = [f for f in truth["finished"] if datetime.fromisoformat(f["finished_at_utc"]) >= window_start]
         assert 0 < len(recent) < len(truth["finished"])  # the back-dated phase is outside
-        _assert_histograms(_histogram(exposed, "pynenc_invocation_run_duration_seconds", app), _want(recent, "run_seconds"))
+        _assert_histograms(
+            _histogram(exposed, "pynenc_invocation_run_duration_seconds", app), _want(recent, "run_seconds")
+        )
         _assert_histograms(
             _histogram(exposed, "pynenc_invocation_queue_wait_seconds", app), _want(recent, "queue_wait_seconds")
         )
