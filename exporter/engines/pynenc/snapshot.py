@@ -224,6 +224,7 @@ def _queues(conn: sqlite3.Connection, app: AppTables, bad: list[BadValue]) -> di
             bad.append(BadValue(app.name(BROKER), "queue_name", "", shown(name), int(depth)))
             continue
         queues[label] = Queue(int(depth), julian_to_epoch(oldest))
+    queues.setdefault(DEFAULT_QUEUE, Queue(0, None))  # an idle broker still shows its depth
     return queues
 
 

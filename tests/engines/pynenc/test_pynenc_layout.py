@@ -212,3 +212,21 @@ def test_state_backend_tables_only_fall_back_to_the_latest_history_row(fixture_c
     assert family(samples, "state_exporter_engine_info") == {frozenset({("engine", "pynenc"), ("layout", "0.1.0")}): 1}
     finished = Counter(f["status"] for f in truth["finished"])
     assert by(samples, "pynenc_invocations_finished_total", "status", app="seed_app") == finished
+
+
+def test_a_0_1_0_file_shared_by_two_apps_cannot_tell_them_apart(fixture_copy) -> None:
+    db = fixture_copy(V010)
+    now = computed_at(V010)
+    execute(db, "INSERT INTO state_backend_app_info VALUES ('other_app', '{\"app_id\": \"other_app\"}')")
+    samples = expose(db, now)
+    assert family(samples, "pynenc_app_info") == {frozenset({("app", "mixed"), ("layout", "0.1.0")}): 1}
+    execute(db, "DELETE FROM state_backend_app_info")
+    assert set(by(expose(db, now), "pynenc_app_info", "app")) == {"default"}
+
+
+def test_an_idle_broker_shows_an_empty_default_queue(fixture_copy) -> None:
+    db = fixture_copy(V040)
+    execute(db, f'DELETE FROM "{SEED}broker_message_queue"')
+    samples = expose(db, computed_at(V040))
+    assert family(samples, "pynenc_broker_queue_depth") == {frozenset({("app", "seed_app"), ("queue", "default")}): 0}
+    assert family(samples, "pynenc_broker_oldest_message_timestamp_seconds") == {}
