@@ -12,6 +12,7 @@ import pytest
 from engines.pynenc.helpers import ORACLE_LAYOUTS, by, computed_at, execute, expected, expose, family
 
 from exporter import engines
+from exporter.config import MetricsConfig
 from exporter.engines.pynenc.layout import Layout, Schema, recognise, table_prefix
 from exporter.reader import DatabaseUnavailable, Problem
 from exporter.reader.connection import read_catalogue
@@ -230,3 +231,19 @@ def test_an_idle_broker_shows_an_empty_default_queue(fixture_copy) -> None:
     samples = expose(db, computed_at(V040))
     assert family(samples, "pynenc_broker_queue_depth") == {frozenset({("app", "seed_app"), ("queue", "default")}): 0}
     assert family(samples, "pynenc_broker_oldest_message_timestamp_seconds") == {}
+
+
+def test_task_labels_are_capped(fixture_copy) -> None:
+    db = fixture_copy(V040)
+    truth = expected(V040)["apps"][0]
+    samples = expose(db, computed_at(V040), MetricsConfig(max_pipelines=2))
+    tasks = by(samples, "pynenc_invocations", "task", app="seed_app")
+    assert tasks == {"seed_tasks.add": 8, "seed_tasks.divide": 3, "other": truth["invocations_total"] - 11}
+    assert by(samples, "pynenc_invocations", "status", app="seed_app") == Counter(truth["status_counts_all"])
+    finished = by(samples, "pynenc_invocations_finished_total", "task", app="seed_app")
+    assert len(set(finished) - {"other"}) == 2 and "other" in finished
+    # the counters share one stable allocation per app: a task keeps its label once given
+    assert set(by(samples, "pynenc_invocation_retries_total", "task", app="seed_app")) <= set(finished)
+    assert sum(by(samples, "pynenc_invocations_finished_total", "task", app="seed_app").values()) == len(
+        truth["finished"]
+    )
