@@ -6,13 +6,15 @@ adding its cases here.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from support import LEGACY, SMALL, SMALL06, computed_at
+from support import FIXTURES, LEGACY, SMALL, SMALL06, computed_at
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,58 @@ def _flujo(fixture: str, now: datetime, layout: str, *, runs_table: bool) -> Cas
     )
 
 
+PYNENC_FIXTURES = {  # fixture -> (layout, its table prefix)
+    "pynenc/pynenc-0.4.0-sample.db": ("0.2.4+", "seed_app_d000b1ab__"),
+    "pynenc/pynenc-0.1.1-sample.db": ("0.1.1-0.2.3", "seed_app_d000b1ab__"),
+    "pynenc/pynenc-0.1.0-sample.db": ("0.1.0", ""),
+}
+
+
+def pynenc_expected(fixture: str) -> dict[str, Any]:
+    with (FIXTURES / f"{fixture}.expected.json").open() as handle:
+        data: dict[str, Any] = json.load(handle)
+    return data
+
+
+def _pynenc_bad_status(prefix: str) -> Callable[[Path], tuple[str, str]]:
+    def corrupt(db: Path) -> tuple[str, str]:
+        """A BLOB where pynenc writes the status of a top-level invocation (one no row names as parent)."""
+        table = f"{prefix}orchestrator_invocations"
+        conn = sqlite3.connect(db)
+        try:
+            conn.execute(
+                f"UPDATE \"{table}\" SET status = X'FF00' WHERE invocation_id = (SELECT MIN(i.invocation_id) "
+                f'FROM "{table}" i JOIN "{prefix}state_backend_invocations" s ON s.invocation_id = i.invocation_id '
+                "WHERE s.parent_invocation_id IS NULL)"
+            )
+            conn.commit()
+        finally:
+            conn.close()
+        return table, "status"
+
+    return corrupt
+
+
+def _pynenc(fixture: str) -> Case:
+    layout, prefix = PYNENC_FIXTURES[fixture]
+    return Case(
+        engine="pynenc",
+        fixture=fixture,
+        now=datetime.fromisoformat(pynenc_expected(fixture)["computed_at_utc"]),
+        layout=layout,
+        runs_family="pynenc_runs",
+        status_label="status",
+        stuck_family="pynenc_invocations_stuck",
+        finished_family="pynenc_runs_finished_total",
+        duration_family="pynenc_run_duration_seconds",
+        corrupt=_pynenc_bad_status(prefix),
+        has_spans=False,  # the pynenc traces come later
+    )
+
+
 CASES = (
     _flujo(SMALL, computed_at(SMALL), "0.4.35", runs_table=True),
     _flujo(SMALL06, computed_at(SMALL06), "0.6", runs_table=True),
     _flujo(LEGACY, computed_at(SMALL), "0.4.32-legacy", runs_table=False),
+    *(_pynenc(fixture) for fixture in PYNENC_FIXTURES),
 )
