@@ -157,3 +157,18 @@ def test_span_ids_are_stable(case: Case, fixture_copy, tmp_path: Path) -> None:
             assert set(receiver.keys.values()) == {1} and len(receiver.keys) == result.spans_exported
             keys.append(set(receiver.keys))
     assert keys[0] == keys[1]
+
+
+@every_case
+def test_stuck_alerts_judge_what_the_metrics_judge(case: Case, fixture_copy) -> None:
+    """The stuck-run alert job's list and the stuck gauge come from one rule with one setting."""
+    db = fixture_copy(case.fixture)
+    samples = expose(db, case)
+    engine = engines.engine(case.engine)
+    with StateReader(db, naive_timezone=UTC).session() as session:
+        runs = engine.stuck_runs(session, case.now, MetricsConfig())
+    listed = Counter(run.reason.value for run in runs)
+    gauge = by_label(samples, "workflow_runs_stuck", "reason")
+    assert {reason: listed[reason] for reason in gauge} == gauge
+    assert all(run.updated_at + run.threshold < case.now for run in runs)
+    assert all(engine.phases.phase_of(run.status) is run.phase for run in runs)

@@ -14,6 +14,7 @@ from exporter.engines.pynenc.layout import ENGINE_NAME, recognise
 from exporter.engines.pynenc.snapshot import STUCK_REASONS
 from exporter.engines.pynenc.stats import PynencStats
 from exporter.engines.pynenc.statuses import PHASES
+from exporter.engines.pynenc.stuck import STUCK_ALERT_NAME, stuck_runs
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -39,4 +40,6 @@ ENGINE = Engine(
     recognise=recognise,
     new_stats=PynencStats,
     collectors=_collectors,
+    stuck_runs=stuck_runs,
+    stuck_alert_name=STUCK_ALERT_NAME,
 )

@@ -122,29 +122,37 @@ def _app_snapshot(
 
 
 def _running_on_dead_runners(conn: sqlite3.Connection, app: AppTables, dead_before: float, bad: list[BadValue]) -> int:
+    return len(running_on_dead_runners(conn, app, dead_before, bad))
+
+
+def running_on_dead_runners(
+    conn: sqlite3.Connection, app: AppTables, dead_before: float, bad: list[BadValue]
+) -> list[tuple[str, float, float | None]]:
     """pynenc's ``get_running_invocations_for_recovery``: running, owned by a runner that has no
-    heartbeat row or whose last heartbeat is older than the app's threshold."""
+    heartbeat row or whose last heartbeat is older than the app's threshold.  Returns (invocation
+    id, status time, last heartbeat or ``None``) per such invocation."""
     if app.has(HEARTBEATS):
         sql = (
-            f"SELECT i.invocation_id, h.runner_id IS NOT NULL, h.last_heartbeat FROM {app.q(INVOCATIONS)} i "
-            f"LEFT JOIN {app.q(HEARTBEATS)} h ON h.runner_id = i.status_runner_id "
+            f"SELECT i.invocation_id, i.status_timestamp, h.runner_id IS NOT NULL, h.last_heartbeat "
+            f"FROM {app.q(INVOCATIONS)} i LEFT JOIN {app.q(HEARTBEATS)} h ON h.runner_id = i.status_runner_id "
             f"WHERE i.status = '{RUNNING}' AND i.status_runner_id IS NOT NULL"
         )
     else:
         sql = (
-            f"SELECT invocation_id, 0, NULL FROM {app.q(INVOCATIONS)} "
+            f"SELECT invocation_id, status_timestamp, 0, NULL FROM {app.q(INVOCATIONS)} "
             f"WHERE status = '{RUNNING}' AND status_runner_id IS NOT NULL"
         )
-    dead = 0
-    for invocation_id, has_heartbeat, last in conn.execute(sql):
+    dead: list[tuple[str, float, float | None]] = []
+    for invocation_id, since, has_heartbeat, last in conn.execute(sql):
+        status_time = epoch(since) or 0.0
         if not has_heartbeat:
-            dead += 1
+            dead.append((str(invocation_id), status_time, None))
             continue
         heartbeat = epoch(last)
         if heartbeat is None:
             bad.append(BadValue(app.name(HEARTBEATS), "last_heartbeat", str(invocation_id), shown(last)))
         elif heartbeat < dead_before:
-            dead += 1
+            dead.append((str(invocation_id), status_time, heartbeat))
     return dead
 
 
@@ -159,6 +167,16 @@ def _pending_too_long(conn: sqlite3.Connection, app: AppTables, limit: float, ba
     if unreadable:
         bad.append(BadValue(app.name(INVOCATIONS), "status_timestamp", "", "not a number", int(unreadable)))
     return int(stuck)
+
+
+def pending_too_long(conn: sqlite3.Connection, app: AppTables, limit: float) -> list[tuple[str, float]]:
+    """The invocations :func:`_pending_too_long` counts: (invocation id, pending since)."""
+    numeric = NUMERIC.format(col="status_timestamp")
+    sql = (
+        f"SELECT invocation_id, status_timestamp FROM {app.q(INVOCATIONS)} "
+        f"WHERE status = '{PENDING}' AND {numeric} AND status_timestamp <= ?"
+    )
+    return [(str(invocation_id), float(since)) for invocation_id, since in conn.execute(sql, (limit,))]
 
 
 def _oldest_active_top_level(conn: sqlite3.Connection, app: AppTables) -> float | None:
