@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 import exporter.engines.flujo.jobs.cleanup as cleanup_module  # noqa: E402
 from exporter.clock import ManualClock  # noqa: E402
 from exporter.engines.flujo.jobs.cleanup import CleanupJob  # noqa: E402
-from exporter.jobs.config import CleanupConfig  # noqa: E402
+from exporter.engines.flujo.jobs.config import CleanupConfig  # noqa: E402
 from exporter.jobs.db import JobConnection, Target  # noqa: E402
 from exporter.jobs.metrics import JobMetrics  # noqa: E402
 

@@ -1,7 +1,7 @@
 """The engines the daemon understands, and which of them wrote a given file.
 
-Each engine is one package, ``exporter/engines/<name>/``, whose ``ENGINE`` attribute is an
-:class:`~exporter.engines.base.Engine`.  This module imports them only when first asked, so that
+Each engine is one package, ``exporter/engines/<name>/``, whose ``engine`` module's ``ENGINE`` is
+an :class:`~exporter.engines.base.Engine`.  This module imports them only when first asked, so that
 configuration can name the engines without importing any of their code.
 """
 
@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from exporter.reader.errors import DatabaseUnavailable, Problem
 
 if TYPE_CHECKING:
     from exporter.engines.base import Catalogue, Engine, EngineSchema
@@ -27,7 +25,7 @@ AUTO = "auto"
 def engine(name: str) -> Engine:
     if name not in ENGINE_NAMES:
         raise KeyError(f"unknown engine {name!r} (known: {', '.join(ENGINE_NAMES)})")
-    found: Engine = importlib.import_module(f"exporter.engines.{name}").ENGINE
+    found: Engine = importlib.import_module(f"exporter.engines.{name}.engine").ENGINE
     return found
 
 
@@ -41,6 +39,9 @@ def detect(catalogue: Catalogue, path: Path, wanted: str = AUTO) -> EngineSchema
     ``wanted`` is ``auto`` (try every engine in :data:`ENGINE_NAMES` order) or one engine's name.
     A file nobody recognises raises :class:`DatabaseUnavailable` naming the file and, per engine,
     what it missed."""
+    # Imported here: configuration reads ENGINE_NAMES without loading the reader.
+    from exporter.reader.errors import DatabaseUnavailable, Problem
+
     candidates = engines() if wanted == AUTO else (engine(wanted),)
     missing: dict[str, str] = {}
     for candidate in candidates:

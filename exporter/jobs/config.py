@@ -1,23 +1,23 @@
 """The ``jobs:`` section of the YAML config: every key is documented in its ``Field(description=...)``.
 
-Every job is disabled by default.  ``cleanup`` and ``stale_background_tasks`` write to the user's DB
-(see :func:`writes_enabled`); ``stuck_alerts`` only reads it.
+Every job is disabled by default.  ``cleanup`` and ``stale_background_tasks`` are Flujo's write jobs
+(their settings live with them in :mod:`exporter.engines.flujo.jobs.config`) and write to the user's
+DB (see :func:`writes_enabled`); ``stuck_alerts`` only reads it, for any engine.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import timedelta
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from exporter.config_types import Duration, HeaderName, HeaderValue, PositiveDuration
+from exporter.engines.flujo.jobs.config import CleanupConfig, StaleTasksConfig
+from exporter.jobs.settings import JobSettings, SettingsModel, interval_field, jitter_field, timeout_field
 from exporter.redact import redact_url
-
-STALE_TASK_ERROR = "Task timeout: process likely crashed"  # flujo 0.6.11's text
 
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_LABELS = frozenset({"alertname", "engine", "pipeline", "severity", "status", "reason", "run_id"})
@@ -47,120 +47,15 @@ def has_userinfo(url: str) -> bool:
     return "@" in urlsplit(url).netloc
 
 
-def _finite_days(value: float) -> float:
-    if not math.isfinite(value) or value > 36500:
-        raise ValueError(f"must be a finite number of days up to 36500, got {value!r}")
-    return value
-
-
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
-Days = Annotated[float, Field(gt=0), AfterValidator(_finite_days)]
 
 
-class _Model(BaseModel):
-    # hide_input_in_errors: a ValidationError printed anywhere must not show a password or a URL.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
-
-_INTERVAL_DOC = "Time between the starts of two runs, e.g. 30s, 5m, 1h."
-_JITTER_DOC = (
-    "A random delay of 0..jitter added to every start (also to the first one after startup), "
-    "so several exporters do not hit the DB at the same moment."
-)
-_TIMEOUT_DOC = (
-    "A run still going after this long is cancelled and counted as an error; the next run starts at the next interval."
-)
-
-
-def _interval(default: timedelta) -> timedelta:
-    return Field(default=default, description=_INTERVAL_DOC)
-
-
-def _jitter(default: timedelta) -> timedelta:
-    return Field(default=default, description=_JITTER_DOC)
-
-
-def _timeout(default: timedelta) -> timedelta:
-    return Field(default=default, description=_TIMEOUT_DOC)
-
-
-class JobSettings(_Model):
-    enabled: bool = Field(default=False, description="Run this job inside the daemon.")
-    interval: PositiveDuration = Field(description=_INTERVAL_DOC)
-    jitter: Duration = Field(description=_JITTER_DOC)
-    timeout: PositiveDuration = Field(description=_TIMEOUT_DOC)
-
-
-class CleanupConfig(JobSettings):
-    """Deletes old workflows like flujo's ``cleanup_old_workflows(days_old)``, comparing real instants."""
-
-    interval: PositiveDuration = _interval(timedelta(hours=1))
-    jitter: Duration = _jitter(timedelta(minutes=5))
-    timeout: PositiveDuration = _timeout(timedelta(minutes=30))
-    days_old: Days = Field(
-        default=30.0,
-        description="Delete workflow_state rows whose created_at is more than this many days (a float) before now. "
-        "Like flujo, created_at is the time of the last save for runs that were never resumed.",
-    )
-    delete_runs: bool = Field(
-        default=False,
-        description="Also delete runs and their steps, spans (and on 0.6 traces and evaluations), like flujo's "
-        "delete_run, once the run has no workflow_state row left and started more than runs_retention_days ago.",
-    )
-    runs_retention_days: Days | None = Field(
-        default=None,
-        description="Age in days (float) after which a run without workflow_state row is deleted when "
-        "delete_runs is on; default: days_old.",
-    )
-    batch_size: int = Field(
-        default=500,
-        ge=1,
-        le=5000,
-        description="At most this many workflows (or runs, with their child rows) per delete transaction.",
-    )
-    max_transaction: PositiveDuration = Field(
-        default=timedelta(milliseconds=20),
-        description="Target for how long one delete transaction may hold the write lock: a slower transaction "
-        "halves the next batch, fast ones grow it back up to batch_size.",
-    )
-    pause_between_batches: Duration = Field(
-        default=timedelta(milliseconds=20),
-        description="Pause after every transaction, so that the application writing the DB gets the write lock.",
-    )
-    dry_run: bool = Field(
-        default=False,
-        description="Delete nothing: log the run ids that would be deleted (one line per batch) and export "
-        "state_exporter_cleanup_would_delete_rows. The DB is then only opened read-only.",
-    )
-
-
-class StaleTasksConfig(JobSettings):
-    """Like flujo 0.6.11's ``cleanup_stale_background_tasks(stale_hours)``, comparing real instants."""
-
-    interval: PositiveDuration = _interval(timedelta(minutes=15))
-    jitter: Duration = _jitter(timedelta(minutes=1))
-    timeout: PositiveDuration = _timeout(timedelta(minutes=5))
-    stale_hours: float = Field(
-        default=24.0,
-        gt=0,
-        le=876000,
-        description="Running background tasks whose updated_at is more than this many hours (a float) before now "
-        "are set to status 'failed'.",
-    )
-    error_message: str = Field(
-        default=STALE_TASK_ERROR,
-        min_length=1,
-        max_length=1000,
-        description="Text written to background_error of a timed-out task (flujo's own text by default).",
-    )
-
-
-class BasicAuth(_Model):
+class BasicAuth(SettingsModel):
     username: str = Field(min_length=1, description="User name for HTTP basic authentication.")
     password: str = Field(description="Password for HTTP basic authentication.")
 
 
-class AlertmanagerConfig(_Model):
+class AlertmanagerConfig(SettingsModel):
     url: HttpUrl = Field(
         description="Base URL of Alertmanager, e.g. http://alertmanager:9093; alerts go to <url>/api/v2/alerts."
     )
@@ -200,7 +95,7 @@ class AlertmanagerConfig(_Model):
         return self
 
 
-class WebhookConfig(_Model):
+class WebhookConfig(SettingsModel):
     url: HttpUrl = Field(
         description="URL that receives a POST with an Alertmanager-style JSON payload. Logged with user:password@"
         " and query values masked."
@@ -237,9 +132,9 @@ class StuckAlertsConfig(JobSettings):
         key: _moved_to_metrics_stuck(key) for key in ("running_after", "per_pipeline", "paused_after")
     }
 
-    interval: PositiveDuration = _interval(timedelta(minutes=1))
-    jitter: Duration = _jitter(timedelta(seconds=5))
-    timeout: PositiveDuration = _timeout(timedelta(minutes=1))
+    interval: PositiveDuration = interval_field(timedelta(minutes=1))
+    jitter: Duration = jitter_field(timedelta(seconds=5))
+    timeout: PositiveDuration = timeout_field(timedelta(minutes=1))
     severity: str = Field(default="warning", min_length=1, description="Value of the alerts' severity label.")
     labels: dict[str, str] = Field(
         default_factory=dict,
@@ -279,7 +174,7 @@ class StuckAlertsConfig(JobSettings):
         return value
 
 
-class JobsConfig(_Model):
+class JobsConfig(SettingsModel):
     """The ``jobs:`` section."""
 
     write_busy_timeout: Duration = Field(

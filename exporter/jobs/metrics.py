@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.engines.flujo.jobs.config import CLEANUP_TABLES
 from exporter.jobs.config import JOB_NAMES
 from exporter.jobs.scheduler import JobStats
 from exporter.labels import LabelCap
@@ -21,7 +22,6 @@ from exporter.selfmetrics import SelfMetrics, counts
 if TYPE_CHECKING:
     from exporter.engines.flujo.jobs.cleanup import CleanupReport
 
-CLEANUP_TABLES = ("workflow_state", "runs", "steps", "spans", "traces", "evaluations")
 OUTCOMES = ("success", "retry", "failure")
 MAX_ALERT_PIPELINES = 50
 

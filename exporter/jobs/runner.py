@@ -16,11 +16,12 @@ from exporter.components import Health
 from exporter.engines.flujo.jobs.cleanup import CleanupJob, ExportedFn
 from exporter.engines.flujo.jobs.stale import StaleTasksJob
 from exporter.jobs.alerts import StuckAlertsJob
-from exporter.jobs.config import JOB_NAMES, JobsConfig, JobSettings
+from exporter.jobs.config import JOB_NAMES, JobsConfig
 from exporter.jobs.db import Target
 from exporter.jobs.delivery import ALERTMANAGER, WEBHOOK
 from exporter.jobs.metrics import JobMetrics, JobsCollector
 from exporter.jobs.scheduler import JobStats, Schedule, Scheduler, Sleep
+from exporter.jobs.settings import JobSettings
 from exporter.reader import StateReader
 
 if TYPE_CHECKING:

@@ -449,11 +449,13 @@ async def test_the_stuck_metric_and_the_stuck_alert_judge_alike(fixture_copy) ->
 
 def test_the_alert_job_knows_no_engine() -> None:
     """Importing the stuck-run alert job loads no engine: it reaches the one that wrote the file
-    through the registry (``exporter.engines.engine(schema.engine)``) only."""
+    through the registry (``exporter.engines.engine(schema.engine)``) only.  The ``jobs:`` section
+    does name Flujo's write-job settings, and nothing else of Flujo."""
     code = (
         "import sys, exporter.jobs.alerts, exporter.jobs.config\n"
         "print(sorted(m for m in sys.modules if m.startswith('exporter.engines.')))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == "['exporter.engines.base']"
+    flujo_settings = ["exporter.engines.flujo", "exporter.engines.flujo.jobs", "exporter.engines.flujo.jobs.config"]
+    assert out.stdout.strip() == str(["exporter.engines.base", *flujo_settings])

@@ -9,9 +9,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from support import parse_exposition, sample
 
 from exporter.clock import ManualClock
+from exporter.engines.flujo.jobs.config import CLEANUP_TABLES
 from exporter.jobs import JobRunner, JobsConfig
 from exporter.jobs.config import JOB_NAMES
-from exporter.jobs.metrics import CLEANUP_TABLES, OUTCOMES
+from exporter.jobs.metrics import OUTCOMES
 from exporter.reader import StateReader
 
 

@@ -27,8 +27,8 @@ from functools import partial
 
 from exporter.clock import Clock
 from exporter.engines.flujo.jobs import core
+from exporter.engines.flujo.jobs.config import CleanupConfig
 from exporter.engines.flujo.layout import ENGINE_NAME, Schema, flujo_schema
-from exporter.jobs.config import CleanupConfig
 from exporter.jobs.db import (
     Cursor,
     JobConnection,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from exporter.jobs.config import STALE_TASK_ERROR
+from exporter.engines.flujo.jobs.config import STALE_TASK_ERROR
 from exporter.jobs.db import Cursor, keyset_page, next_cursor, placeholders
 from exporter.timeparse import TimestampError, parse_instant
 

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta, tzinfo
 
 from exporter.clock import Clock
 from exporter.engines.flujo.jobs import core
+from exporter.engines.flujo.jobs.config import StaleTasksConfig
 from exporter.engines.flujo.layout import ENGINE_NAME, Capability, Layout, Schema, flujo_schema
-from exporter.jobs.config import StaleTasksConfig
 from exporter.jobs.db import Target, schema_of, write_transaction
 from exporter.jobs.metrics import JobMetrics
 from exporter.timeparse import iso_utc

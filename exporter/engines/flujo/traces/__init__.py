@@ -1,0 +1,1 @@
+"""Reading Flujo's stored spans and turning them into OTLP spans."""
