@@ -31,7 +31,7 @@ from typing import Any
 import processes
 import pytest
 from processes import Process, promql, running_daemon, running_prometheus
-from support import FIXTURES, SMALL, SMALL06, require_tool
+from support import FIXTURES, SMALL, SMALL06, require_tool, wait_for
 from traces.receiver import Receiver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,14 +202,12 @@ def finish_runs_0435(db: Path, pipeline: str, statuses: list[str]) -> None:
 
 def wait_for_value(prometheus: Process, query: str, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Wait until ``query`` returns a series (use a comparison in the query to wait for a value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = promql(prometheus, query)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no result for {query!r} after {timeout}s:\n{prometheus.output()[-3000:]}")
-        time.sleep(0.3)
+    return wait_for(
+        lambda: promql(prometheus, query),
+        timeout,
+        lambda: f"a result for {query!r}:\n{prometheus.output()[-3000:]}",
+        interval=0.3,
+    )
 
 
 @dataclass
