@@ -22,12 +22,11 @@ from exporter.state.validation import (
 )
 from exporter.state.windows import (
     caller_timestamp,
-    instant_before,
     instant_of,
     lower_text,
     upper_text,
 )
-from exporter.timeparse import TimestampError, parse_instant
+from exporter.timeparse import TimestampError, instant_before, parse_instant
 
 STATE_COLUMNS = (
     "run_id",
