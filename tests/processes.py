@@ -131,11 +131,12 @@ def promql(prometheus: Process, query: str) -> list[dict[str, Any]]:
 
 
 def wait_for_series(prometheus: Process, query: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Wait until ``query`` returns a series (use a comparison in the query to wait for a value)."""
     return wait_for(
         lambda: promql(prometheus, query),
         timeout,
-        lambda: f"data for {query!r}:\n{prometheus.output()[-2000:]}",
-        interval=0.5,
+        lambda: f"data for {query!r}:\n{prometheus.output()[-3000:]}",
+        interval=0.3,
     )
 
 
