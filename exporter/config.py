@@ -7,9 +7,7 @@ Every error names where the bad value came from: ``file:line: key.path: message`
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -52,12 +50,12 @@ from exporter.config_types import (
     parse_duration as parse_duration,
 )
 from exporter.engines import AUTO, ENGINE_NAMES
+from exporter.listen_address import DEFAULT_PORT, parse_listen_address
 from exporter.timeparse import resolve_timezone
 
 if TYPE_CHECKING:
     from exporter.config_checks import Check
 
-DEFAULT_PORT = 10078
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 ENV_PREFIX = "STATE_EXPORTER_"
 # The prefix before the daemon served more than Flujo: a variable left under it would be ignored
@@ -74,32 +72,6 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(self.errors)
-
-
-_HOSTNAME = re.compile(r"([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?)?")
-
-
-def check_listen_address(value: str) -> str:
-    """``HOST:PORT``; ``[v6addr]:PORT`` for IPv6; an empty host listens on all interfaces."""
-    bad = f"invalid listen address {value!r}"
-    hint = f"expected HOST:PORT, e.g. 0.0.0.0:{DEFAULT_PORT}, :{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}"
-    ipv6 = value.startswith("[")
-    host, sep, port = value[1:].partition("]:") if ipv6 else value.rpartition(":")
-    if not sep:
-        raise ValueError(f"{bad}: no port ({hint})")
-    try:
-        if ipv6:
-            ipaddress.IPv6Address(host)
-        elif re.fullmatch(r"[0-9.]+", host):
-            ipaddress.IPv4Address(host)
-        elif not _HOSTNAME.fullmatch(host):
-            raise ValueError(host)
-    except ValueError:
-        hint += "; IPv6 addresses go in brackets" if ":" in host else ""
-        raise ValueError(f"{bad}: invalid host {host!r} ({hint})") from None
-    if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{bad}: invalid port {port!r} (use 1-65535)")
-    return value
 
 
 class _Section(BaseModel):
@@ -172,7 +144,9 @@ class WebConfig(_Section):
     def _listen(cls, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             raise ValueError(f"invalid listen address {value}: expected HOST:PORT, e.g. ':{value}'")
-        return check_listen_address(value) if isinstance(value, str) else value
+        if isinstance(value, str):
+            parse_listen_address(value)
+        return value
 
     @field_validator("probe_listen_address")
     @classmethod

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exporter.components import state_directory
+from exporter.listen_address import parse_listen_address
 from exporter.traces.config import DEFAULT_STATE_FILE_NAME, OtelEnvError, TLSConfig, apply_otel_env_traced
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def db_path_problems(config: Config) -> list[Problem]:
 
 def listen_problems(config: Config) -> list[Problem]:
     """Binds the listen address once, so that a taken port or a foreign address is a config error."""
-    host, port = _listen_host_port(config.web.listen_address)
+    host, port = parse_listen_address(config.web.listen_address)
     try:
         addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:
@@ -75,13 +76,8 @@ def listen_problems(config: Config) -> list[Problem]:
 # --- web -------------------------------------------------------------------------------------------------
 
 
-def _listen_host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
 def _web(web: WebConfig) -> Iterator[Problem]:
-    host, _ = _listen_host_port(web.listen_address)
+    host, _ = parse_listen_address(web.listen_address)
     if host and not _is_ip(host):
         try:
             socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

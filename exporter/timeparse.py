@@ -99,6 +99,15 @@ def iso_utc(instant: datetime) -> str:
     return instant.astimezone(UTC).isoformat()
 
 
+def instant_before(now: datetime, seconds: float) -> datetime | None:
+    """The start of a window reaching ``seconds`` back from ``now``; None when that is before year 1,
+    which leaves the window without a lower bound (a user may ask for "everything older than 1e9 days")."""
+    try:
+        return now - timedelta(seconds=seconds)
+    except OverflowError:
+        return None
+
+
 def text_lower_bound(instant: datetime) -> str:
     """A string ``s`` such that every text timestamp of an instant >= ``instant`` sorts >= ``s``.
 

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter.config import TLSServerConfig, WebConfig
+from exporter.listen_address import parse_listen_address
 from exporter.readiness import Readiness
 from exporter.web_auth import RETRY_AFTER_S, BasicAuth, Verdict
 from exporter.web_connections import ConnectionLimits, ConnectionTable, connection_of, make_protocol_factory
@@ -94,18 +95,6 @@ def _check_pem(path: Path, key: str, marker: bytes, what: str) -> None:
         raise TLSConfigError(f"tls_server_config.{key} {path}: cannot read: {exc.strerror or exc}") from exc
     if marker not in data:
         raise TLSConfigError(f"tls_server_config.{key} {path}: does not contain {what}")
-
-
-def parse_listen_address(address: str) -> tuple[str | None, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (all interfaces, returned as host None)."""
-    host, sep, port_text = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host or "[" in host or "]" in host:
-        raise ValueError(f"listen_address {address!r}: write IPv6 addresses as [ADDRESS]:PORT")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"listen_address {address!r}: expected HOST:PORT with a port 0-65535")
-    return host or None, int(port_text)
 
 
 Renderer = Callable[[str], tuple[bytes, str]]  # Accept header -> (body, content type)
@@ -302,7 +291,7 @@ async def _listen(
     handshake_timeout: float,
     max_connections: int,
 ) -> asyncio.AbstractServer:
-    host, port = parse_listen_address(address)
+    host, port = parse_listen_address(address, allow_port_zero=True)  # port 0: the tests' ephemeral port
     loop = asyncio.get_running_loop()
     try:
         return await loop.create_server(

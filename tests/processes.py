@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from support import wait_for
 
 
 def free_port() -> int:
@@ -62,16 +63,14 @@ def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = No
 
 
 def wait_until_up(process: Process, path: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if process.proc.poll() is not None:
             raise RuntimeError(f"process exited with {process.proc.returncode}:\n{process.output()}")
         with contextlib.suppress(OSError):
-            status, _ = http_get(process.url + path, timeout=1.0)
-            if status == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{process.url}{path} not up after {timeout}s:\n{process.output()}")
+            return http_get(process.url + path, timeout=1.0)[0] == 200
+        return False
+
+    wait_for(up, timeout, lambda: f"{process.url}{path} to answer 200:\n{process.output()}")
 
 
 def start(argv: list[str], log: Path, url: str, env: dict[str, str] | None = None) -> Process:
@@ -132,13 +131,13 @@ def promql(prometheus: Process, query: str) -> list[dict[str, Any]]:
 
 
 def wait_for_series(prometheus: Process, query: str, timeout: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = promql(prometheus, query)
-        if result:
-            return result
-        time.sleep(0.5)
-    raise TimeoutError(f"no data for {query!r} after {timeout}s:\n{prometheus.output()[-2000:]}")
+    """Wait until ``query`` returns a series (use a comparison in the query to wait for a value)."""
+    return wait_for(
+        lambda: promql(prometheus, query),
+        timeout,
+        lambda: f"data for {query!r}:\n{prometheus.output()[-3000:]}",
+        interval=0.3,
+    )
 
 
 ALERTMANAGER_CONFIG = "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"

@@ -8,6 +8,7 @@ import os
 import pickle
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -84,6 +85,24 @@ def make_hybrid(db: Path) -> None:
     )
     conn.commit()
     conn.close()
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str | Callable[[], str], *, interval: float = 0.1) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that.
+
+    ``what`` names what is awaited ("/readyz to answer 200"); a callable is called only on failure, so the
+    message can show the state at that moment (counts, logs).  An exception from ``condition`` ends the
+    wait at once: a condition raises when waiting longer is pointless (the process exited).  From a
+    coroutine, run it in a thread (``await asyncio.to_thread(wait_for, ...)``) so the loop keeps running.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what() if callable(what) else what}")
+        time.sleep(interval)
 
 
 def in_ci() -> bool:

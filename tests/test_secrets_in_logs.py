@@ -12,16 +12,15 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import bcrypt
 from processes import Process, daemon_env, free_port, http_get, start, wait_until_up
-from support import SMALL, parse_exposition, sample
+from support import SMALL, parse_exposition, sample, wait_for
 
 
 def secret(name: str) -> str:
@@ -62,15 +61,6 @@ class FailingReceiver:
 
     def seen(self, prefix: str) -> list[tuple[str, dict[str, str]]]:
         return [request for request in list(self.requests) if request[0].startswith(prefix)]
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def make_stuck_run(db: Path) -> None:
@@ -157,12 +147,12 @@ jobs:
         write_config(otlp, hook, headers)
         with daemon(tmp_path, config, env) as process:
             # The secrets are really in use: the receivers get them.
-            wait_for(lambda: len(receiver.seen("/v1/traces")) >= 3, "OTLP requests")
+            wait_for(lambda: len(receiver.seen("/v1/traces")) >= 3, 30, "OTLP requests")
             path, sent = receiver.seen("/v1/traces")[0]
             assert path == f"/v1/traces?api-key={s['otlp-query']}"
             assert sent["authorization"] == f"Bearer {s['otlp-header']}"
             assert sent["x-api-key"] == s["otel-env-header"]
-            wait_for(lambda: len(receiver.seen("/hook")) >= 2, "webhook requests")
+            wait_for(lambda: len(receiver.seen("/hook")) >= 2, 30, "webhook requests")
             path, sent = receiver.seen("/hook")[0]
             assert path == f"/hook?token={s['webhook-token']}"
             basic = base64.b64encode(f"{s['webhook-user']}:{s['webhook-password']}".encode()).decode()
@@ -179,11 +169,11 @@ jobs:
                 )
                 return status == 200 and counted >= 1
 
-            wait_for(alertmanager_failed, "a refused Alertmanager delivery")
+            wait_for(alertmanager_failed, 30, "a refused Alertmanager delivery")
             # A good reload: span export now meets a refused connection.
             write_config(f"http://127.0.0.1:{refused}/v1/traces?api-key={s['otlp-query']}", hook, headers)
             os.kill(process.pid, signal.SIGHUP)
-            wait_for(lambda: "connection" in process.output().split("config reloaded")[-1], "refused OTLP export")
+            wait_for(lambda: "connection" in process.output().split("config reloaded")[-1], 30, "refused OTLP export")
             # A bad reload, with new secrets in the rejected values.
             write_config(
                 f"http://user:{s['reload-password']}@127.0.0.1:{receiver.port}/v1/traces",
@@ -191,7 +181,7 @@ jobs:
                 f'{{x-token: "{s["reload-header"]}\\r\\nX-Injected: 1"}}',
             )
             os.kill(process.pid, signal.SIGHUP)
-            wait_for(lambda: "config reload rejected" in process.output(), "the rejected reload")
+            wait_for(lambda: "config reload rejected" in process.output(), 30, "the rejected reload")
     output = process.output()
     lines = output.splitlines()
     assert len(lines) > 20, output
@@ -243,7 +233,7 @@ def test_replay_against_a_failing_receiver_logs_no_secret(fixture_copy, tmp_path
         argv += ["--no-progress", "--timezone", "UTC", "--timeout", "1s", "--log-level", "debug"]
         replay = subprocess.Popen([sys.executable, "-m", "exporter", *argv], stderr=subprocess.PIPE, text=True, env=env)
         try:
-            wait_for(lambda: len(receiver.seen("/v1/traces")) >= 2, "two refused requests")
+            wait_for(lambda: len(receiver.seen("/v1/traces")) >= 2, 30, "two refused requests")
         finally:
             replay.send_signal(signal.SIGTERM)
             try:

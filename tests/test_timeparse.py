@@ -4,6 +4,7 @@ import pytest
 
 from exporter.timeparse import (
     TimestampError,
+    instant_before,
     parse_instant,
     resolve_timezone,
     text_lower_bound,
@@ -99,3 +100,15 @@ def test_epoch_out_of_range_is_a_timestamp_error(seconds: object) -> None:
 def test_text_bounds_at_the_ends_of_the_calendar() -> None:
     assert text_lower_bound(datetime(1, 1, 1, 5, tzinfo=UTC)) == ""
     assert text_upper_bound(datetime(9999, 12, 31, 20, tzinfo=UTC)) > "9999-12-31T23:59:59"
+
+
+def test_instant_before_is_the_window_start() -> None:
+    now = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)
+    assert instant_before(now, 24 * 3600) == datetime(2026, 12, 5, 2, 0, tzinfo=UTC)
+    assert instant_before(now, 0.5) == now - timedelta(milliseconds=500)
+    assert instant_before(now, 0) == now
+
+
+@pytest.mark.parametrize("seconds", [2026 * 366 * 86400, 1e9 * 86400, 1e300])
+def test_instant_before_year_one_leaves_the_window_unbounded(seconds: float) -> None:
+    assert instant_before(datetime(2026, 12, 6, tzinfo=UTC), seconds) is None

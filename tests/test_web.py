@@ -33,7 +33,6 @@ from exporter.web import (
     bound_port,
     build_app,
     build_ssl_context,
-    parse_listen_address,
     start_server,
 )
 
@@ -557,29 +556,6 @@ async def test_start_server_with_bad_key_fails_clearly(
     app = build_app(registry=registry, readiness=always_ready, web_config=config, version="x")
     with pytest.raises(TLSConfigError, match=r"bad\.key"):
         await start_server(app, config)
-
-
-# --- listen address -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("address", "expected"),
-    [
-        ("0.0.0.0:10078", ("0.0.0.0", 10078)),
-        ("localhost:9100", ("localhost", 9100)),
-        ("[::1]:9100", ("::1", 9100)),
-        ("[::]:0", ("::", 0)),
-        (":9100", (None, 9100)),
-    ],
-)
-def test_parse_listen_address(address: str, expected: tuple[str | None, int]) -> None:
-    assert parse_listen_address(address) == expected
-
-
-@pytest.mark.parametrize("address", ["", "9100", "host:", "host:http", "host:70000", "::1:9100", "[::1:9100"])
-def test_parse_listen_address_rejects(address: str) -> None:
-    with pytest.raises(ValueError, match="listen_address"):
-        parse_listen_address(address)
 
 
 def ipv6_loopback() -> bool:

@@ -9,7 +9,7 @@ cannot be parsed are skipped with a warning naming the table, column and run_id.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from exporter.timeparse import TimestampError, parse_instant, text_lower_bound, text_upper_bound
 
@@ -17,14 +17,6 @@ log = logging.getLogger("exporter.state")
 
 # Sorts after every ISO timestamp text: an "unbounded" upper bound for string ranges.
 TEXT_MAX = "\U0010ffff"
-
-
-def instant_before(now: datetime, seconds: float) -> datetime | None:
-    """``now - seconds``, or None when that is before the representable range (= unbounded)."""
-    try:
-        return now - timedelta(seconds=seconds)
-    except OverflowError:
-        return None
 
 
 def lower_text(instant: datetime | None) -> str:

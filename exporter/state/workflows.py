@@ -25,12 +25,11 @@ from exporter.state.validation import (
 )
 from exporter.state.windows import (
     caller_timestamp,
-    instant_before,
     instant_of,
     lower_text,
     upper_text,
 )
-from exporter.timeparse import TimestampError, iso_utc, parse_instant
+from exporter.timeparse import TimestampError, instant_before, iso_utc, parse_instant
 
 STATE_COLUMNS = (
     "run_id",

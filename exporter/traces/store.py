@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.reader.sql import in_chunks
 from exporter.traces.delivery import DeadLetter
 
 SCHEMA_VERSION = "1"
@@ -483,12 +484,8 @@ def pending_among(path: Path, run_ids: Sequence[str]) -> set[str]:
         return set()
     with _reading(path) as conn:
         found: set[str] = set()
-        for start in range(0, len(run_ids), 500):
-            chunk = run_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                row[0] for row in conn.execute(f"SELECT run_id FROM pending WHERE run_id IN ({marks})", tuple(chunk))
-            )
+        for marks, chunk in in_chunks(run_ids):
+            found.update(row[0] for row in conn.execute(f"SELECT run_id FROM pending WHERE run_id IN ({marks})", chunk))
         return found
 
 

@@ -11,21 +11,11 @@ from pathlib import Path
 
 import pytest
 from processes import free_port, http_get, running_daemon
-from support import SMALL, ExclusiveWriter, content_checksums, parse_exposition, sample
+from support import SMALL, ExclusiveWriter, content_checksums, parse_exposition, sample, wait_for
 
 from exporter.reader import Problem
 
 FAST = "metrics:\n  refresh_interval: 1s\n  counts_interval: 1s\n  aggregate_interval: 1s\n"
-
-
-def wait_for(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise TimeoutError("condition not met")
 
 
 def metrics(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -71,7 +61,9 @@ def test_bad_db_daemon_stays_up(tmp_path: Path, kind: str, problem: Problem, rea
                 (m := metrics(daemon.url))
                 and sample(m, "state_exporter_query_errors_total", reason=problem.value) >= 2
                 and m
-            )
+            ),
+            15,
+            "two query errors counted",
         )
         assert sample(s, "state_exporter_db_ready") == 0
         assert sample(s, "state_exporter_collector_success", collector="snapshot") == 0
@@ -87,11 +79,17 @@ def test_db_locked_by_a_writer_then_released(fixture_copy, tmp_path: Path) -> No
     with ExclusiveWriter(db) as writer, running_daemon(tmp_path, "--db", str(db), config=config) as daemon:
         status, body = http_get(daemon.url + "/readyz")
         assert status == 503 and "locked" in body
-        wait_for(lambda: sample(metrics(daemon.url), "state_exporter_query_errors_total", reason="locked") >= 1)
+        wait_for(
+            lambda: sample(metrics(daemon.url), "state_exporter_query_errors_total", reason="locked") >= 1,
+            15,
+            "a locked query counted",
+        )
         writer.release()
-        wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
+        wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200, 15, "/readyz to answer 200")
         s = wait_for(
-            lambda: (m := metrics(daemon.url)) and ("flujo_workflows", frozenset({("status", "paused")})) in m and m
+            lambda: (m := metrics(daemon.url)) and ("flujo_workflows", frozenset({("status", "paused")})) in m and m,
+            15,
+            "the paused workflows",
         )
         assert sample(s, "flujo_workflows", status="paused") == 6
 
@@ -101,7 +99,7 @@ def test_db_appears_later(tmp_path: Path, fixture_copy) -> None:
     with running_daemon(tmp_path, "--db", str(db), config=FAST) as daemon:
         assert http_get(daemon.url + "/readyz")[0] == 503
         fixture_copy(SMALL).rename(db)
-        wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
+        wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200, 15, "/readyz to answer 200")
 
 
 def test_sigterm_stops_within_5s_while_waiting_10s_for_a_locked_db(fixture_copy, tmp_path: Path) -> None:
@@ -141,14 +139,22 @@ def test_sighup_reload_good_and_bad(fixture_copy, tmp_path: Path) -> None:
     config = f"db:\n  path: {db}\n  writer_timezone: UTC\n" + FAST
     with running_daemon(tmp_path, config=config) as daemon:
         config_file = next(tmp_path.glob("daemon-*.yaml"))
-        wait_for(lambda: ("flujo_workflows", frozenset({("status", "running")})) in metrics(daemon.url))
+        wait_for(
+            lambda: ("flujo_workflows", frozenset({("status", "running")})) in metrics(daemon.url),
+            15,
+            "the running workflows",
+        )
         assert not any(name == "flujo_runs_total" for name, _ in metrics(daemon.url))
         config_file.write_text(config + "  flujo_compat: true\n")
         os.kill(daemon.pid, signal.SIGHUP)
-        wait_for(lambda: any(name == "flujo_runs_total" for name, _ in metrics(daemon.url)))
+        wait_for(
+            lambda: any(name == "flujo_runs_total" for name, _ in metrics(daemon.url)),
+            15,
+            "flujo_runs_total after the reload",
+        )
         config_file.write_text(config + "  flujo_compat: maybe\n  refresh_intervall: 1s\n")
         os.kill(daemon.pid, signal.SIGHUP)
-        wait_for(lambda: "config reload rejected" in daemon.output())
+        wait_for(lambda: "config reload rejected" in daemon.output(), 15, "the rejected reload")
         assert "refresh_intervall" in daemon.output()
         time.sleep(1.5)
         assert any(name == "flujo_runs_total" for name, _ in metrics(daemon.url))  # old config still running
@@ -193,10 +199,18 @@ def test_readyz_names_a_failing_component_by_code_and_recovers(fixture_copy, tmp
         f"  state_file: {state}\n  poll_interval: 1s\n"
     )
     with running_daemon(tmp_path, "--db", str(db), config=config) as daemon:
-        wait_for(lambda: http_get(daemon.url + "/readyz") == (503, "traces_failing\n"))
+        wait_for(
+            lambda: http_get(daemon.url + "/readyz") == (503, "traces_failing\n"),
+            15,
+            "/readyz to report traces_failing",
+        )
         assert sample(metrics(daemon.url), "state_exporter_component_up", component="traces") == 0
         state.rename(tmp_path / "moved-away.sqlite")
-        wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200)
+        wait_for(lambda: http_get(daemon.url + "/readyz")[0] == 200, 15, "/readyz to answer 200")
     (tmp_path / "moved-away.sqlite").replace(state)
     with running_daemon(tmp_path, "--db", str(db), config=config + "web:\n  readyz_detail: full\n") as daemon:
-        wait_for(lambda: http_get(daemon.url + "/readyz")[1].startswith("traces_failing: span export stopped: state"))
+        wait_for(
+            lambda: http_get(daemon.url + "/readyz")[1].startswith("traces_failing: span export stopped: state"),
+            15,
+            "/readyz to name the unusable state file",
+        )

@@ -34,15 +34,18 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from stat import S_IMODE
+from typing import TypeVar
 
 import pytest
 from processes import free_port, http_get
-from support import FIXTURES, SMALL06, app_writes, as_user, in_ci, integrity_and_rows, require_tool
+from support import FIXTURES, SMALL06, app_writes, as_user, in_ci, integrity_and_rows, require_tool, wait_for
 
 from exporter.config import load_config
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "deploy" / "systemd"
@@ -421,17 +424,18 @@ def runs_as_nobody(binary: Path) -> bool:
     return result.returncode == 0
 
 
-def wait_for(check, timeout: float, what: str, proc: subprocess.Popen[bytes]):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def while_running(proc: subprocess.Popen[bytes], check: Callable[[], T]) -> Callable[[], T | None]:
+    """``check`` as a wait_for condition that gives up once ``proc`` exited and counts a refused
+    connection (the daemon not listening yet) as not yet."""
+
+    def condition() -> T | None:
         if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode} while waiting for: {what}")
+            raise RuntimeError(f"exited with {proc.returncode}")
         with contextlib.suppress(OSError):
-            result = check()
-            if result:
-                return result
-        time.sleep(0.2)
-    raise TimeoutError(what)
+            return check()
+        return None
+
+    return condition
 
 
 def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.FixtureRequest) -> None:
@@ -500,9 +504,9 @@ def test_daemon_runs_inside_the_units_sandbox(shared_dir: Path, request: pytest.
         proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=state, umask=umask)
     daemon = None
     try:
-        wait_for(lambda: http_get(url + "/healthz", timeout=1)[0] == 200, 60, "/healthz", proc)
-        daemon = wait_for(lambda: children(proc.pid), 5, "the daemon's pid", proc)[0]
-        wait_for(lambda: http_get(url + "/readyz", timeout=2)[0] == 200, 30, "/readyz", proc)
+        wait_for(while_running(proc, lambda: http_get(url + "/healthz", timeout=1)[0] == 200), 60, "/healthz")
+        daemon = wait_for(while_running(proc, lambda: children(proc.pid)), 5, "the daemon's pid")[0]
+        wait_for(while_running(proc, lambda: http_get(url + "/readyz", timeout=2)[0] == 200), 30, "/readyz")
         assert "state_exporter_db_ready 1.0" in http_get(url + "/metrics")[1]
         # The daemon's read created -wal and -shm: the DB's mode despite UMask=, the app's group from the setgid
         # directory.  The app then writes again (a -shm it could not write would fail that write).

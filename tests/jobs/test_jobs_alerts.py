@@ -9,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ import pytest
 from aiohttp import web
 from processes import Process, free_port, http_get, running_alertmanager
 from prometheus_client import CollectorRegistry, generate_latest
-from support import ALL_FIXTURES, SMALL, parse_exposition, require_tool, sample
+from support import ALL_FIXTURES, SMALL, parse_exposition, require_tool, sample, wait_for
 
 from exporter.clock import ManualClock
 from exporter.collectors import View, build_registry
@@ -46,15 +45,6 @@ def am_alerts(am: Process, test: str) -> list[dict[str, Any]]:
     assert status == 200, body
     alerts: list[dict[str, Any]] = json.loads(body)
     return sorted(alerts, key=lambda a: a["labels"]["run_id"])
-
-
-def wait_for(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
 
 
 @contextlib.asynccontextmanager
@@ -153,7 +143,7 @@ async def test_firing_resent_and_resolved_in_real_alertmanager(fixture_copy, tmp
             stats = await runner.run_job("stuck_alerts")
             assert stats.success, stats.last_error
 
-            firing = wait_for(lambda: am_alerts(am, "firing"))
+            firing = wait_for(lambda: am_alerts(am, "firing"), 10, "firing alerts in Alertmanager")
             expected_ids = sorted([roles["stuck"], roles["paused_stuck"]])
             assert [a["labels"]["run_id"] for a in firing] == expected_ids
             for alert in firing:
@@ -209,7 +199,11 @@ async def test_firing_resent_and_resolved_in_real_alertmanager(fixture_copy, tmp
             assert (await runner.run_job("stuck_alerts")).success
             m = parse_exposition(exposition(runner))
             assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 2
-            resent = wait_for(lambda: [a for a in am_alerts(am, "firing") if parse_time(a["endsAt"]) > first_ends])
+            resent = wait_for(
+                lambda: [a for a in am_alerts(am, "firing") if parse_time(a["endsAt"]) > first_ends],
+                10,
+                "the resent alerts with a later endsAt",
+            )
             assert len(resent) == 2
             assert len(received) == 1  # the webhook hears of a start once
 
@@ -220,7 +214,7 @@ async def test_firing_resent_and_resolved_in_real_alertmanager(fixture_copy, tmp
                 conn.commit()
             clock.set(datetime.now(UTC))
             assert (await runner.run_job("stuck_alerts")).success
-            assert wait_for(lambda: not am_alerts(am, "firing"))
+            wait_for(lambda: not am_alerts(am, "firing"), 10, "no firing alert left in Alertmanager")
             assert len(received) == 2
             resolved, _ = received[1]
             assert resolved["status"] == "resolved"
@@ -259,7 +253,7 @@ async def test_alertmanager_down_is_counted_and_retried(fixture_copy, tmp_path: 
         clock.advance(5)  # well within the resend interval: still due, it was never delivered
         stats = await runner.run_job("stuck_alerts")
         assert stats.success, stats.last_error
-        got = wait_for(lambda: am_alerts(am, "down"))
+        got = wait_for(lambda: am_alerts(am, "down"), 10, "the alerts held back while Alertmanager was down")
         assert sorted(a["labels"]["run_id"] for a in got) == sorted([roles["stuck"], roles["paused_stuck"]])
     m = parse_exposition(exposition(runner))
     assert sample(m, "state_exporter_alert_deliveries_total", receiver="alertmanager", outcome="success") == 1
@@ -345,7 +339,7 @@ async def test_a_mass_stall_is_sent_in_bounded_requests(tmp_path: Path) -> None:
             stats = await runner.run_job("stuck_alerts")
             assert stats.success, stats.last_error
             sizes = [len(payload["alerts"]) for payload, _ in received]
-            got = wait_for(lambda: len(am_alerts(am, "mass")) == 1200 and am_alerts(am, "mass"))
+            got = wait_for(lambda: len(am_alerts(am, "mass")) == 1200 and am_alerts(am, "mass"), 10, "1200 alerts")
             assert got and len({a["labels"]["run_id"] for a in got}) == 1200
     assert sizes == [500, 500, 200]
     m = parse_exposition(exposition(runner))

@@ -27,11 +27,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import processes
 import pytest
-from processes import Process, promql, running_daemon, running_prometheus
+from processes import Process, running_daemon, running_prometheus, wait_for_series
 from support import FIXTURES, LEGACY, SMALL, SMALL06, require_tool
 from traces.receiver import Receiver
 
@@ -202,18 +201,6 @@ def finish_runs_0435(db: Path, pipeline: str, statuses: list[str]) -> None:
         conn.commit()
 
 
-def wait_for_value(prometheus: Process, query: str, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """Wait until ``query`` returns a series (use a comparison in the query to wait for a value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = promql(prometheus, query)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no result for {query!r} after {timeout}s:\n{prometheus.output()[-3000:]}")
-        time.sleep(0.3)
-
-
 @dataclass
 class OpsStack:
     prometheus: Process
@@ -254,33 +241,33 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
         config = prometheus_config(targets, [RULES, WORKFLOW_RULES])
         prometheus = stack.enter_context(running_prometheus(binary, tmp, config))
         # Every target scraped, the export recovered from the injected failures, the jobs ran.
-        wait_for_value(prometheus, f'count(up{{job="{JOB}"}} == 1) == 3')
-        wait_for_value(prometheus, "state_exporter_span_export_success == 1")
+        wait_for_series(prometheus, f'count(up{{job="{JOB}"}} == 1) == 3')
+        wait_for_series(prometheus, "state_exporter_span_export_success == 1")
         with contextlib.suppress(TimeoutError):  # without jobs, the tests that need their metrics fail by name
-            wait_for_value(prometheus, "count(state_exporter_job_runs_total > 0) == 3", timeout=10)
+            wait_for_series(prometheus, "count(state_exporter_job_runs_total > 0) == 3", timeout=10)
         # Live activity on top of the fixtures' history: finished runs in both DBs, after Prometheus has seen
         # the counters, so that their rates and the duration quantiles are finite.
-        wait_for_value(prometheus, "flujo:runs_finished:rate5m")
+        wait_for_series(prometheus, "flujo:runs_finished:rate5m")
         # One failure in five: under FlujoPipelineFailureRatioHigh's 25% whatever increase() extrapolates.
         finish_runs_06(db06, "doc_ingest", ["completed", "completed", "failed", "completed", "completed"])
         finish_runs_0435(db0435, "etl_daily", ["completed", "failed", "completed", "completed", "completed"])
-        wait_for_value(prometheus, "count(flujo:runs_finished:rate5m > 0) >= 4")
-        wait_for_value(prometheus, "count(flujo:run_duration_seconds:p95_rate1h >= 0) >= 2")
-        wait_for_value(prometheus, "flujo:step_duration_seconds:p95_rate1h >= 0")
-        wait_for_value(prometheus, "flujo:pipeline_failure_ratio:rate30m >= 0")
+        wait_for_series(prometheus, "count(flujo:runs_finished:rate5m > 0) >= 4")
+        wait_for_series(prometheus, "count(flujo:run_duration_seconds:p95_rate1h >= 0) >= 2")
+        wait_for_series(prometheus, "flujo:step_duration_seconds:p95_rate1h >= 0")
+        wait_for_series(prometheus, "flujo:pipeline_failure_ratio:rate30m >= 0")
         # The new 0.6 runs' spans were exported by requests Prometheus saw happen.
-        wait_for_value(
+        wait_for_series(
             prometheus,
             "histogram_quantile(0.95, sum by (le) (rate(state_exporter_span_export_duration_seconds_bucket[1m]))) >= 0",
         )
         # The overview's duration quantiles over the same runs.
-        wait_for_value(
+        wait_for_series(
             prometheus,
             "count(histogram_quantile(0.5, sum by (instance, le)"
             " (rate(workflow_run_duration_seconds_bucket[1h]))) >= 0) >= 2",
         )
         # Before the live runs finished, the static fixtures' running runs looked like "nothing finishes" to
         # WorkflowNoRunsFinishing; wait for a rule evaluation that has seen the finishes.
-        wait_for_value(prometheus, "count(sum by (instance) (increase(workflow_runs_finished_total[3h])) > 0) >= 2")
-        wait_for_value(prometheus, 'absent(ALERTS{alertname="WorkflowNoRunsFinishing"})')
+        wait_for_series(prometheus, "count(sum by (instance) (increase(workflow_runs_finished_total[3h])) > 0) >= 2")
+        wait_for_series(prometheus, 'absent(ALERTS{alertname="WorkflowNoRunsFinishing"})')
         yield OpsStack(prometheus, daemons, am, receiver, fixtures)

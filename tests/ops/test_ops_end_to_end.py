@@ -18,7 +18,6 @@ import sqlite3
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import yaml
 from ops.conftest import daemon_config
 from processes import Process, http_get, promql, running_daemon, running_prometheus
-from support import SMALL, require_tool
+from support import SMALL, require_tool, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RULE_FILES = (REPO / "prometheus" / "flujo.rules.yml", REPO / "prometheus" / "workflow.rules.yml")
@@ -113,17 +112,6 @@ def value(prometheus: Process, query: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str | Callable[[], str], log: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what() if callable(what) else what} after {timeout}s:\n{log()}")
-        time.sleep(0.25)
-
-
 def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanager(
     fixture_copy, tmp_path: Path, alertmanager_factory, prometheus_config_factory
 ) -> None:
@@ -142,7 +130,12 @@ def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanag
             def logs() -> str:
                 return "\n".join(p.output()[-3000:] for p in (daemon, prometheus, am))
 
-            wait_for(lambda: value(prometheus, 'up{job="flujo-state-exporter"}') == 1, 30, "no scrape", logs)
+            wait_for(
+                lambda: value(prometheus, 'up{job="flujo-state-exporter"}') == 1,
+                30,
+                lambda: f"a successful scrape of the daemon:\n{logs()}",
+                interval=0.25,
+            )
 
             # The writer runs the pipeline, saving its state well within the threshold: active, not stuck,
             # no alert anywhere.
@@ -154,7 +147,7 @@ def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanag
                 writer.heartbeat()
                 return value(prometheus, active) == 1 and value(prometheus, stuck) == 0
 
-            wait_for(seen_active_not_stuck, 20, "the writer's run never showed up as active", logs)
+            wait_for(seen_active_not_stuck, 20, lambda: f"the writer's run to show as active:\n{logs()}", interval=0.25)
             assert am_alerts(am) == []
             assert promql(prometheus, 'ALERTS{alertname=~"FlujoRunsStuck|WorkflowRunsStuck"}') == []
 
@@ -168,9 +161,9 @@ def test_stuck_run_alerts_from_prometheus_and_from_the_daemon_fire_in_alertmanag
 
             def arrived() -> str:
                 names = sorted(a["labels"]["alertname"] for a in am_alerts(am))
-                return f"only {names} of {STUCK_ALERTS} reached Alertmanager"
+                return f"only {names} of {STUCK_ALERTS} reached Alertmanager:\n{logs()}"
 
-            alerts = wait_for(both, 30, arrived, logs)
+            alerts = wait_for(both, 30, arrived, interval=0.25)
             assert time.monotonic() - died >= 3.0, "alerted before the 4 s threshold could have passed"
 
     by_name = {a["labels"]["alertname"]: a for a in alerts}

@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from support import wait_for
 
 
 def free_port() -> int:
@@ -250,11 +251,12 @@ class Receiver:
             return sum(self.keys.values())
 
     def wait_for(self, count: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.received() < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"received {self.received()} spans, expected {count}")
-            time.sleep(0.02)
+        wait_for(
+            lambda: self.received() >= count,
+            timeout,
+            lambda: f"{count} spans (received {self.received()})",
+            interval=0.02,
+        )
 
     def by_key(self) -> dict[tuple[str, str], ReceivedSpan]:
         with self.lock:

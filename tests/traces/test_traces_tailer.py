@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from support import parse_exposition, sample
+from support import parse_exposition, sample, wait_for
 from traces.conftest import NOW, make_config
 from traces.flujo_db import FlujoWriter, Span, new_span_id, span_hex, trace_hex, typical_run
 from traces.receiver import Receiver
@@ -251,9 +251,11 @@ def test_async_run_follows_the_db_until_stopped(tmp_path: Path, receiver: Receiv
     async def scenario() -> float:
         stop = asyncio.Event()
         task = asyncio.create_task(tailer.run(stop))
-        await wait_for(lambda: receiver.received() == len(first))
+        await asyncio.to_thread(wait_for, lambda: receiver.received() == len(first), 10, "the first run's spans")
         second = finished_run(w, "run_second", now - timedelta(minutes=1))
-        await wait_for(lambda: receiver.received() == len(first) + len(second))
+        await asyncio.to_thread(
+            wait_for, lambda: receiver.received() == len(first) + len(second), 10, "the second run's spans"
+        )
         stop.set()
         started = time.monotonic()
         await asyncio.wait_for(task, 5)
@@ -273,7 +275,12 @@ def test_stop_during_outage_is_prompt(tmp_path: Path, receiver: Receiver) -> Non
     async def scenario() -> float:
         stop = asyncio.Event()
         task = asyncio.create_task(tailer.run(stop))
-        await wait_for(lambda: by_reason(tailer.stats, FAILURES).get("unavailable", 0) >= 1)
+        await asyncio.to_thread(
+            wait_for,
+            lambda: by_reason(tailer.stats, FAILURES).get("unavailable", 0) >= 1,
+            10,
+            "an 'unavailable' export failure",
+        )
         stop.set()
         started = time.monotonic()
         await asyncio.wait_for(task, 10)
@@ -282,14 +289,6 @@ def test_stop_during_outage_is_prompt(tmp_path: Path, receiver: Receiver) -> Non
     assert asyncio.run(scenario()) < 2.0
     state = sqlite3.connect(tmp_path / "state.sqlite")
     assert state.execute("SELECT COUNT(*) FROM pending").fetchone()[0] == 1, "nothing committed"
-
-
-async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.02)
 
 
 def test_state_file_cannot_be_the_flujo_db(tmp_path: Path, receiver: Receiver) -> None:

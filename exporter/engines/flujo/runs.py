@@ -25,9 +25,8 @@ from exporter.engines.flujo.statuses import ACTIVE_SQL, ACTIVE_STATUSES, FINISHE
 from exporter.engines.flujo.workflows import UNKNOWN_PIPELINE
 from exporter.labels import label_text
 from exporter.reader.badvalues import BadValue, shown
+from exporter.reader.sql import in_chunks
 from exporter.timeparse import TimestampError, parse_instant, text_lower_bound
-
-_IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -149,9 +148,7 @@ def runs_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int)
 
 def runs_by_rowid(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int]) -> list[RunRow]:
     found: list[RunRow] = []
-    for start in range(0, len(rowids), _IN_CHUNK):
-        chunk = rowids[start : start + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
+    for marks, chunk in in_chunks(rowids):
         sql = f"{_run_select(schema)} WHERE r.rowid IN ({marks})"
         found.extend(_run_row(schema, row) for row in conn.execute(sql, chunk))
     return found
@@ -171,9 +168,7 @@ def run_states(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int]) 
     """The deciding columns of these runs (rowid probes plus a workflow_state primary-key probe each):
     the cheap per-refresh check of runs still pending; only the rows that changed are read in full."""
     found: dict[int, RunState] = {}
-    for start in range(0, len(rowids), _IN_CHUNK):
-        chunk = rowids[start : start + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
+    for marks, chunk in in_chunks(rowids):
         sql = (
             f"SELECT r.rowid, r.run_id, r.status, {schema.run_end_expr},"
             f" (SELECT w.status FROM workflow_state w WHERE w.run_id = r.run_id) FROM runs r WHERE r.rowid IN ({marks})"

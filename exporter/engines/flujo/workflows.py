@@ -19,6 +19,7 @@ from exporter.engines.flujo.layout import Capability, Schema
 from exporter.engines.flujo.statuses import ACTIVE_SQL
 from exporter.labels import label_text
 from exporter.reader.badvalues import BadValue, shown
+from exporter.reader.sql import in_chunks
 from exporter.timeparse import TimestampError, not_after, parse_instant, text_lower_bound, text_upper_bound
 
 UNKNOWN_PIPELINE = "unknown"
@@ -130,9 +131,8 @@ def active_rows(conn: sqlite3.Connection, schema: Schema, bad: list[BadValue]) -
 def active_rows_by_rowid(
     conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int], bad: list[BadValue]
 ) -> Iterator[tuple[int, ActiveRow]]:
-    for start in range(0, len(rowids), 500):
-        chunk = rowids[start : start + 500]
-        where = f"ws.rowid IN ({','.join('?' * len(chunk))}) AND ws.status IN {ACTIVE_SQL}"
+    for marks, chunk in in_chunks(rowids):
+        where = f"ws.rowid IN ({marks}) AND ws.status IN {ACTIVE_SQL}"
         for rowid, *row in conn.execute(_active_sql(schema, where), chunk):
             active = _active_row(row, schema, bad)
             if active is not None:

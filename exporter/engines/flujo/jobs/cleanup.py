@@ -22,7 +22,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from functools import partial
 
 from exporter.clock import Clock
@@ -41,7 +41,7 @@ from exporter.jobs.db import (
 )
 from exporter.jobs.metrics import JobMetrics
 from exporter.jobs.scheduler import JobError, Sleep
-from exporter.timeparse import text_upper_bound
+from exporter.timeparse import instant_before, text_upper_bound
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,6 @@ class _Page:
     with_spans: set[str]
 
 
-def _before(now: datetime, days: float) -> datetime | None:
-    try:
-        return now - timedelta(days=days)
-    except OverflowError:
-        return None
-
-
 class CleanupJob:
     def __init__(
         self,
@@ -106,8 +99,8 @@ class CleanupJob:
     async def __call__(self) -> None:
         cfg = self.config
         report = CleanupReport(dry_run=cfg.dry_run)
-        workflow_cutoff = _before(self.clock(), cfg.days_old)
-        runs_cutoff = _before(self.clock(), cfg.runs_retention_days or cfg.days_old)
+        workflow_cutoff = instant_before(self.clock(), cfg.days_old * 86400)
+        runs_cutoff = instant_before(self.clock(), (cfg.runs_retention_days or cfg.days_old) * 86400)
         db = JobConnection(self.target, JOB, write=not cfg.dry_run)
         try:
             schema = await db.call(lambda conn: flujo_schema(schema_of(conn, self.target, ENGINE_NAME)))

@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeGuard
 
 from exporter.engines.flujo.layout import Capability, Schema
 from exporter.engines.flujo.spantime import EPOCH_CLOCK, SpanClock, clock_for_run, is_monotonic
 from exporter.engines.flujo.statuses import ACTIVE_SQL, FINISHED_SQL, FINISHED_STATUSES
+from exporter.reader.sql import in_chunks
 from exporter.timeparse import TimestampError, parse_instant, to_epoch
 
 log = logging.getLogger("exporter.traces")
@@ -37,7 +38,6 @@ MAX_VALUE_BYTES = 1 << 20  # one stored value (attributes, name...) read as is u
 TRUNCATED_PREFIX_BYTES = 16 * 1024  # what is kept of a larger attributes value
 RAW_KEY = "flujo.attributes.raw"
 TRUNCATED_KEY = "flujo.attributes.truncated_bytes"
-IN_CLAUSE_LIMIT = 500  # bound parameters per IN (...) (SQLite's default limit is 32766 in 3.32+)
 
 # (run_id, span_id, parent_span_id, name, start_time, end_time, status, attributes)
 SpanRow = tuple[str, str, str | None, object, object, object, object, object]
@@ -157,11 +157,6 @@ def _qualified_exprs(schema: Schema) -> tuple[str, str, str]:
     return start, end, ws_updated
 
 
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), IN_CLAUSE_LIMIT):
-        yield items[start : start + IN_CLAUSE_LIMIT]
-
-
 def max_run_rowid(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM runs").fetchone()[0])
 
@@ -186,10 +181,9 @@ def runs_after(conn: sqlite3.Connection, rowid: int, limit: int) -> list[tuple[i
 
 def span_counts(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for chunk in _chunks(run_ids):
-        marks = ",".join("?" * len(chunk))
+    for marks, chunk in in_chunks(run_ids):
         for run_id, count in conn.execute(
-            f"SELECT run_id, COUNT(*) FROM spans WHERE run_id IN ({marks}) GROUP BY run_id", tuple(chunk)
+            f"SELECT run_id, COUNT(*) FROM spans WHERE run_id IN ({marks}) GROUP BY run_id", chunk
         ):
             counts[run_id] = int(count)
     return counts
@@ -212,14 +206,13 @@ def run_infos(conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, run_id
     run_created = "NULLIF(r.created_at, '')" if schema.has("runs", "created_at") else "NULL"
     span_created = "MAX(s.created_at)" if schema.has("spans", "created_at") else "NULL"
     found: dict[str, RunInfo] = {}
-    for chunk in _chunks(run_ids):
-        marks = ",".join("?" * len(chunk))
+    for marks, chunk in in_chunks(run_ids):
         aggregates = {
             row[0]: row[1:]
             for row in conn.execute(
                 f"SELECT s.run_id, COUNT(*), MIN(s.start_time), MAX(s.end_time), {span_created},"
                 f" SUM(s.end_time IS NULL) FROM spans s WHERE s.run_id IN ({marks}) GROUP BY s.run_id",
-                tuple(chunk),
+                chunk,
             )
         }
         sql = (
@@ -227,7 +220,7 @@ def run_infos(conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, run_id
             f" {run_created}, ws.status, {ws_updated}"
             f" FROM runs r LEFT JOIN workflow_state ws ON ws.run_id = r.run_id WHERE r.run_id IN ({marks})"
         )
-        for row in conn.execute(sql, tuple(chunk)):
+        for row in conn.execute(sql, chunk):
             info = _run_info(row, aggregates.get(row[1]), naive_tz)
             found[info.run_id] = info
     return found
@@ -385,10 +378,9 @@ def _bounded_value(conn: sqlite3.Connection, column: str, kind: str, rowid: int)
 def spans_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[SpanRow]:
     """All span rows of these runs, by run then span id (stable across flujo's rewrites)."""
     rows: list[SpanRow] = []
-    for chunk in _chunks(run_ids):
-        marks = ",".join("?" * len(chunk))
+    for marks, chunk in in_chunks(run_ids):
         sql = f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id IN ({marks}) ORDER BY run_id, span_id"
-        rows.extend(_fetch(conn, sql, tuple(chunk)))
+        rows.extend(_fetch(conn, sql, chunk))
     return rows
 
 
@@ -416,9 +408,8 @@ def last_child_ends(conn: sqlite3.Connection, run_id: str) -> dict[str, object]:
 def rowids_of(conn: sqlite3.Connection, run_ids: Iterable[str]) -> dict[str, int]:
     ids = list(run_ids)
     found: dict[str, int] = {}
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        for run_id, rowid in conn.execute(f"SELECT run_id, rowid FROM runs WHERE run_id IN ({marks})", tuple(chunk)):
+    for marks, chunk in in_chunks(ids):
+        for run_id, rowid in conn.execute(f"SELECT run_id, rowid FROM runs WHERE run_id IN ({marks})", chunk):
             found[str(run_id)] = int(rowid)
     return found
 
