@@ -140,12 +140,15 @@ class Histogram:
 class Overview:
     """One engine's state in canonical terms, built from the engine's own snapshot tiers.
 
-    ``None`` for a part means "not read yet" (its tier has not run): the overview collector leaves
-    that family out instead of reporting zeros it does not know."""
+    ``None`` for a part means "not known": its tier has not run yet, or the file's layout cannot show
+    it (Flujo 0.4.32 has no finished runs to follow).  The overview collector leaves that family out
+    instead of reporting zeros it does not know."""
 
     engine: str
     runs: Counter[Phase] | None = None  # current runs by phase (top-level runs only)
-    stuck: Counter[StuckReason] | None = None  # every reason this engine judges, 0 when none
+    # Every reason this engine judges, 0 when none; counted as the engine's own stuck rule counts
+    # (Flujo: top-level runs; pynenc: every invocation its recovery services would pick up).
+    stuck: Counter[StuckReason] | None = None
     oldest_active_update: float | None = None  # Unix time of the longest-idle active run
     finished: Counter[Phase] | None = None  # runs seen finishing since the daemon started following
     durations: Histogram | None = None
