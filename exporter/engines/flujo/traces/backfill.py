@@ -28,13 +28,15 @@ from tqdm import tqdm
 
 from exporter.engines.flujo.layout import flujo_schema
 from exporter.engines.flujo.traces import source
-from exporter.engines.flujo.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
+from exporter.engines.flujo.traces.attributes import Limits
+from exporter.engines.flujo.traces.convert import SpanEncoder
 from exporter.engines.flujo.traces.source import RunInfo
 from exporter.reader import ReadSession, StateReader
 from exporter.traces import store
 from exporter.traces.batching import Batch
 from exporter.traces.config import TracesConfig
 from exporter.traces.delivery import DeadLetter, Delivered, Deliverer, Pipeline
+from exporter.traces.encoded import Encoded, LocalReject, Mode
 from exporter.traces.metrics import TraceStats
 from exporter.traces.tailer import build_envelope, limits_of
 from exporter.traces.transport import Stopped, Transport, make_transport
@@ -124,7 +126,8 @@ class _Replay:
         envelope = build_envelope(config)
         self.deliverer = Deliverer(transport, envelope, config.retry, stats)
         self.pipeline = Pipeline(self.deliverer, self.halt)
-        self.encoder = SpanEncoder(limits_of(config))
+        limits = limits_of(config)
+        self.encoder = SpanEncoder(Limits(limits.count_limit, limits.value_length_limit))
         self.batch = Batch(config.batch_size, config.max_batch_bytes, envelope.overhead())
         self.chunk = max(config.batch_size, 256)
         self.local_dead: list[DeadLetter] = []
