@@ -40,6 +40,7 @@ SPAN_KIND_INTERNAL = 1
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 DOUBLE = struct.Struct("<d").pack
+_FIXED64 = struct.Struct("<Q").pack
 
 AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 
@@ -245,7 +246,7 @@ def status(code: int, message: str | None) -> bytes:
 
 def event(time_ns: int, name: str, attributes: Mapping[str, AttrValue]) -> bytes:
     """The encoded ``Span.events`` field of one event."""
-    body = b"\x09" + struct.pack("<Q", time_ns) + field_bytes(b"\x12", utf8(name)) + attribute_fields(b"\x1a", attributes)
+    body = b"\x09" + _FIXED64(time_ns) + field_bytes(b"\x12", utf8(name)) + attribute_fields(b"\x1a", attributes)
     return field_bytes(b"\x5a", body)
 
 
