@@ -38,15 +38,15 @@ from typing import TYPE_CHECKING, Any
 from exporter.traces.config import TracesConfig, apply_otel_env, default_state_file, resolve_endpoint
 
 if TYPE_CHECKING:
-    from exporter.engines.flujo.traces.backfill import ReplayResult, replay
     from exporter.traces.metrics import TraceStats
+    from exporter.traces.backfill import ReplayResult, replay
     from exporter.traces.tailer import SpanTailer
 
 # grpc and protobuf cost ~12 MB and ~85 ms to import: loaded only when span export is used.
 _LAZY = {
     "TraceStats": "exporter.traces.metrics",
-    "ReplayResult": "exporter.engines.flujo.traces.backfill",
-    "replay": "exporter.engines.flujo.traces.backfill",
+    "ReplayResult": "exporter.traces.backfill",
+    "replay": "exporter.traces.backfill",
     "SpanTailer": "exporter.traces.tailer",
 }
 

@@ -12,14 +12,11 @@ spans closed at their last child's end and flagged.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,36 +35,12 @@ from exporter.traces.config import TracesConfig
 from exporter.traces.delivery import DeadLetter, Delivered, Deliverer, Pipeline
 from exporter.traces.encoded import Encoded, LocalReject, Mode
 from exporter.traces.metrics import TraceStats
+from exporter.traces.backfill import ReplayResult, replay_key
 from exporter.traces.tailer import build_envelope, limits_of
 from exporter.traces.transport import Stopped, Transport, make_transport
 
 log = logging.getLogger("exporter.traces")
 RUN_PAGE = 256
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    key: str
-    resumed: bool  # an earlier invocation of the same replay had made progress
-    complete: bool  # every selected span has been handled (False: interrupted)
-    runs: int  # runs finished in this invocation
-    spans_exported: int  # accepted by the collector in this invocation
-    spans_dead_lettered: int
-    spans_rejected: int  # partial-success rejections
-    total_exported: int  # over every invocation of this replay
-    seconds: float
-    supported: bool = True
-
-
-def replay_key(db: Path, since: datetime | None, until: datetime | None, run_ids: Sequence[str]) -> tuple[str, str]:
-    params = {
-        "db": str(db.resolve()),
-        "since": since.isoformat() if since else None,
-        "until": until.isoformat() if until else None,
-        "run_ids": sorted(run_ids),
-    }
-    text = json.dumps(params, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16], text
 
 
 def replay(
