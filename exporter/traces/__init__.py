@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 from exporter.traces.config import TracesConfig, apply_otel_env, default_state_file, resolve_endpoint
 
 if TYPE_CHECKING:
-    from exporter.traces.metrics import TraceStats
     from exporter.traces.backfill import ReplayResult, replay
+    from exporter.traces.metrics import TraceStats
     from exporter.traces.tailer import SpanTailer
 
 # grpc and protobuf cost ~12 MB and ~85 ms to import: loaded only when span export is used.

@@ -33,9 +33,9 @@ from exporter.components import state_directory
 from exporter.config import ConfigError, load_config, parse_duration
 from exporter.reader import DatabaseUnavailable, StateReader
 from exporter.timeparse import resolve_timezone
+from exporter.traces.backfill import replay
 from exporter.traces.cli import REPLAY_DESCRIPTION, REPLAY_HELP, TAIL_HELP, add_replay_flags, add_tail_flags
 from exporter.traces.config import TracesConfig, apply_otel_env, parse_key_values
-from exporter.traces.backfill import replay
 from exporter.traces.tailer import SpanTailer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -50,8 +50,8 @@ def fixture_rows(db: Path, prefix: str) -> dict[str, dict[str, Any]]:
         ):
             rows[invocation_id]["status"] = status
         for invocation_id, at, status, data in conn.execute(
-            f'SELECT invocation_id, history_timestamp, history_status, history_json FROM "{prefix}state_backend_history"'
-            " ORDER BY history_timestamp, rowid"
+            "SELECT invocation_id, history_timestamp, history_status, history_json"
+            f' FROM "{prefix}state_backend_history" ORDER BY history_timestamp, rowid'
         ):
             record = json.loads(data)
             runner = record["status_record"]["runner_id"] or record["runner_context_id"]

@@ -30,12 +30,12 @@ from exporter.engines.flujo.traces.convert import SpanEncoder
 from exporter.engines.flujo.traces.source import RunInfo
 from exporter.reader import ReadSession, StateReader
 from exporter.traces import store
+from exporter.traces.backfill import ReplayResult, replay_key
 from exporter.traces.batching import Batch
 from exporter.traces.config import TracesConfig
 from exporter.traces.delivery import DeadLetter, Delivered, Deliverer, Pipeline
 from exporter.traces.encoded import Encoded, LocalReject, Mode
 from exporter.traces.metrics import TraceStats
-from exporter.traces.backfill import ReplayResult, replay_key
 from exporter.traces.tailer import build_envelope, limits_of
 from exporter.traces.transport import Stopped, Transport, make_transport
 

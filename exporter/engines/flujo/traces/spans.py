@@ -25,9 +25,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from exporter.reader import ReadSession, StateReader
+    from exporter.traces.backfill import ReplayResult
     from exporter.traces.config import TracesConfig
     from exporter.traces.metrics import TraceStats
-    from exporter.traces.backfill import ReplayResult
     from exporter.traces.transport import Transport
 
 

@@ -246,9 +246,7 @@ class Invocation:
     exception: object  # exception_data, failed invocations only
 
 
-def invocations(
-    conn: sqlite3.Connection, app: AppTables, chunk: Sequence[tuple[str, str | None]]
-) -> list[Invocation]:
+def invocations(conn: sqlite3.Connection, app: AppTables, chunk: Sequence[tuple[str, str | None]]) -> list[Invocation]:
     """The invocations of one piece of a tree (``chunk``: (id, parent id)), in the given order."""
     ids = [i for i, _ in chunk]
     marks = ", ".join("?" * len(ids))
