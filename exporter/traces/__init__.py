@@ -1,4 +1,6 @@
-"""Export of the spans stored in a Flujo DB over OTLP: the daemon's tailer and ``replay`` (backfill).
+"""Export of a DB's spans over OTLP: the daemon's tailer and ``replay`` (backfill), for every engine
+with a span source (:mod:`exporter.traces.source`; pynenc's are rebuilt from its history, see
+:mod:`exporter.engines.pynenc.traces`).  What follows describes Flujo's.
 
 Each run becomes one trace; every stored span one OTLP span (kind INTERNAL) under one shared resource
 (``service.name`` from ``traces.service_name``, default ``flujo``) and the instrumentation scope

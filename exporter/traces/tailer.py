@@ -1,11 +1,13 @@
-"""The daemon component that follows a Flujo DB and exports each run's spans once it is ready.
+"""The daemon component that follows a DB and exports each trace unit's spans once it is ready.
 
-One cycle (every ``poll_interval``):
+The engine's span source (:mod:`exporter.traces.source`) says what a unit is (a Flujo run, a pynenc
+invocation tree), how units are discovered and read; below, "run" is Flujo's unit, and everything
+said of its span signature holds for any engine's.  One cycle (every ``poll_interval``):
 
-1. *Discover*: runs with a ``runs.rowid`` above the high-water mark are added to ``pending`` (state
-   file) with the mark, in one transaction.  If the row at the mark is no longer the run recorded there
-   (the newest runs were deleted and rowids reused, or the DB was VACUUMed), the mark is moved back:
-   at worst runs are exported twice, never skipped.
+1. *Discover*: units after the engine's cursor (Flujo: ``runs.rowid`` above the high-water mark)
+   are added to ``pending`` (state file) with the cursor, in one transaction.  If the unit recorded at
+   the cursor is no longer there (the newest runs were deleted and rowids reused, or the DB was
+   VACUUMed), the cursor is moved back: at worst units are exported twice, never skipped.
 2. *Decide*, per pending run, from one read of its run rows and the span aggregates:
    finished, and seen so (by this exporter's clock) with an unchanged span signature for
    ``settle_period`` -> FINAL (every span; open spans closed at the run's end, flagged); in progress
