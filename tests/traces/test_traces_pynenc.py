@@ -258,3 +258,39 @@ def test_partial_tree_then_the_rest(fixture_copy, make_tailer, receiver: Receive
     assert tailer.run_once().exported == 1
     assert set(receiver.keys.values()) == {1}
     assert ids.pynenc_span_id(workflow).hex() == span_hex(workflow)
+
+
+def test_state_file_per_engine(fixture_copy, make_tailer, receiver: Receiver, tmp_path: Path) -> None:
+    """Flujo's state keeps the format of earlier releases (the rowid mark, bound to the DB path); a
+    pynenc file replacing the DB at that path starts the state over with its own cursor."""
+    from support import SMALL, computed_at
+
+    flujo = fixture_copy(SMALL)
+    state = tmp_path / "tail.sqlite"
+    tailer, _ = make_tailer(flujo, computed_at(SMALL), state=state)
+    assert tailer.run_once().discovered == 60
+    meta = dict(query(state, "SELECT key, value FROM meta"))
+    [(top,)] = query(flujo, "SELECT MAX(rowid) FROM runs")
+    assert (meta["runs_hwm"], meta["source"]) == (str(top), str(flujo.resolve()))
+    fixture = "pynenc/pynenc-0.4.0-sample.db"
+    flujo.unlink()
+    flujo.write_bytes(fixture_copy(fixture).read_bytes())  # another engine's file at the same path
+    receiver.clear()
+    report = tailer.run_once()
+    assert report.discovered == 12 and report.exported == 14
+    meta = dict(query(state, "SELECT key, value FROM meta"))
+    [(last_top,)] = query(
+        flujo,
+        'SELECT MAX(rowid) FROM "seed_app_d000b1ab__state_backend_invocations" WHERE parent_invocation_id IS NULL',
+    )
+    assert json.loads(meta["runs_hwm"]) == {"seed_app_d000b1ab__": last_top}
+    assert meta["source"] == f"pynenc:{flujo.resolve()}"
+    assert {s.trace_id for s in receiver.spans} <= {trace_hex(t) for t in _tops(flujo, "seed_app_d000b1ab__")}
+
+
+def query(db: Path, sql: str) -> list[Any]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()

@@ -6,6 +6,11 @@ discovered (``{"seed_app_d000b1ab__": 42}``); a tree's position is that rowid (p
 apps may be equal: the tailer pages pending trees by position, then id).  A tree is finished when
 its top-level invocation has a final status; its signature changes with every history row added to
 any invocation of the tree.
+
+pynenc writes an invocation's row when it registers it (an upsert: in the fixtures every row was
+replaced once right away, so rowids grow in registration order) and not on later transitions.  A row
+replaced later would get a new rowid past the cursor: its tree would be discovered and sent again,
+with the same ids (a backend deduplicates), never skipped.
 """
 
 from __future__ import annotations
