@@ -231,11 +231,11 @@ class _Replay:
                 self.stats.dead_lettered(reject.reason, 1)
                 self.local_dead.append(DeadLetter(reject.run_id, reject.span_key, reject.reason, reject.detail))
             for span in piece.encoded:
-                if not self.batch.fits(span):
+                # A full batch is cut when the next span comes, not at once: a batch that ends a unit
+                # then commits the cursor past that unit, and a rerun does not send the unit again.
+                if self.batch.full or not self.batch.fits(span):
                     self._flush()
                 self.batch.add(span)
-                if self.batch.full:
-                    self._flush()
 
     def _flush(self) -> None:
         """Hand the batch to the pipeline; its commit records the cursor reached when it was cut."""
