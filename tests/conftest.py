@@ -14,6 +14,7 @@ from support import FIXTURES
 def fixture_copy(tmp_path: Path) -> Callable[[str], Path]:
     def copy(name: str) -> Path:
         target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)  # engine fixtures live in per-engine folders
         shutil.copyfile(FIXTURES / name, target)
         return target
 

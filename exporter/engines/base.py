@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from exporter.config import MetricsConfig
     from exporter.reader import ReadSession
     from exporter.reader.badvalues import BadValue
+    from exporter.traces.source import SourceFactory
 
 # table -> its columns, as read from the file's catalogue
 Catalogue = Mapping[str, frozenset[str]]
@@ -94,3 +95,6 @@ class Engine:
     # ``workflow_runs_stuck``, with the same ``metrics.stuck`` settings), for the stuck-run alerts.
     stuck_runs: Callable[[ReadSession, datetime, MetricsConfig], list[StuckRun]]
     stuck_alert_name: str  # ``alertname`` of the daemon's per-run stuck alerts
+    # Its span source for the tailer and ``replay`` (see :mod:`exporter.traces.source`), from the
+    # attribute limits; ``None``: the engine has no spans to export.  Imports the span code when called.
+    spans: SourceFactory | None = None

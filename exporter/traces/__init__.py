@@ -1,4 +1,6 @@
-"""Export of the spans stored in a Flujo DB over OTLP: the daemon's tailer and ``replay`` (backfill).
+"""Export of a DB's spans over OTLP: the daemon's tailer and ``replay`` (backfill), for every engine
+with a span source (:mod:`exporter.traces.source`; pynenc's are rebuilt from its history, see
+:mod:`exporter.engines.pynenc.traces`).  What follows describes Flujo's.
 
 Each run becomes one trace; every stored span one OTLP span (kind INTERNAL) under one shared resource
 (``service.name`` from ``traces.service_name``, default ``flujo``) and the instrumentation scope
@@ -38,15 +40,15 @@ from typing import TYPE_CHECKING, Any
 from exporter.traces.config import TracesConfig, apply_otel_env, default_state_file, resolve_endpoint
 
 if TYPE_CHECKING:
-    from exporter.engines.flujo.traces.backfill import ReplayResult, replay
+    from exporter.traces.backfill import ReplayResult, replay
     from exporter.traces.metrics import TraceStats
     from exporter.traces.tailer import SpanTailer
 
 # grpc and protobuf cost ~12 MB and ~85 ms to import: loaded only when span export is used.
 _LAZY = {
     "TraceStats": "exporter.traces.metrics",
-    "ReplayResult": "exporter.engines.flujo.traces.backfill",
-    "replay": "exporter.engines.flujo.traces.backfill",
+    "ReplayResult": "exporter.traces.backfill",
+    "replay": "exporter.traces.backfill",
     "SpanTailer": "exporter.traces.tailer",
 }
 

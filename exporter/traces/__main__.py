@@ -31,9 +31,9 @@ from exporter import logs
 from exporter.clock import system_clock
 from exporter.components import state_directory
 from exporter.config import ConfigError, load_config, parse_duration
-from exporter.engines.flujo.traces.backfill import replay
 from exporter.reader import DatabaseUnavailable, StateReader
 from exporter.timeparse import resolve_timezone
+from exporter.traces.backfill import replay
 from exporter.traces.cli import REPLAY_DESCRIPTION, REPLAY_HELP, TAIL_HELP, add_replay_flags, add_tail_flags
 from exporter.traces.config import TracesConfig, apply_otel_env, parse_key_values
 from exporter.traces.tailer import SpanTailer

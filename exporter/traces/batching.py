@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from exporter.engines.flujo.traces.convert import Encoded
+from exporter.traces.encoded import Encoded
 
 T = TypeVar("T")
 

@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from exporter.engines.flujo.traces.convert import Encoded
 from exporter.redact import redact_text
 from exporter.traces.config import RetryConfig
+from exporter.traces.encoded import Encoded
 from exporter.traces.metrics import TraceStats
 from exporter.traces.transport import Kind, Outcome, Stopped, Transport
 from exporter.traces.wire import Envelope

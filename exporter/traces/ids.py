@@ -56,3 +56,21 @@ class SpanIds:
                 found = found[:7] + b"\x01"
             self._cache[stored_span_id] = found
         return found
+
+
+# pynenc (rebuilt spans, one per invocation): other prefixes, so no id can equal a Flujo one.
+PYNENC_TRACE_PREFIX = b"pynenc-trace:"
+PYNENC_SPAN_PREFIX = b"pynenc-span:"
+
+
+def pynenc_trace_id(top_invocation_id: str) -> bytes:
+    """16-byte trace id of a pynenc invocation tree: ``sha256("pynenc-trace:" + top-level id)[:16]``."""
+    digest = hashlib.sha256(PYNENC_TRACE_PREFIX + _utf8(top_invocation_id)).digest()[:16]
+    return digest if digest != _ZERO_TRACE else digest[:15] + b"\x01"
+
+
+def pynenc_span_id(invocation_id: str) -> bytes:
+    """8-byte span id of a pynenc invocation: ``sha256("pynenc-span:" + invocation id)[:8]`` (invocation
+    ids are unique, so the tree is not part of it; a parent's id is its own span id)."""
+    digest = hashlib.sha256(PYNENC_SPAN_PREFIX + _utf8(invocation_id)).digest()[:8]
+    return digest if digest != _ZERO_SPAN else digest[:7] + b"\x01"

@@ -2,10 +2,13 @@
 
 Tables::
 
-    meta(key, value)                      runs_hwm: highest runs.rowid discovered; source: the Flujo DB
-                                          path; watermark: see TraceStats; schema version
-    pending(run_id, runs_rowid, ...)      runs discovered but not completely exported (in progress ones
-                                          included), with the span count last seen
+    meta(key, value)                      runs_hwm: the engine's discovery cursor (Flujo: highest
+                                          runs.rowid discovered); hwm_run_id: the unit at it; source:
+                                          the DB (Flujo: its path); watermark: see TraceStats; schema
+                                          version
+    pending(run_id, runs_rowid, ...)      trace units (Flujo runs, pynenc invocation trees) discovered
+                                          but not completely exported (in progress ones included), with
+                                          their position (Flujo: runs.rowid) and span count last seen
     exported_spans(run_id, span_id)       stored span ids already exported (or dead-lettered) of pending
                                           runs only: a resumed run's later spans go out, earlier ones not
     dead_letters(...)                     spans given up on, newest ``max_dead_letters`` kept
@@ -300,9 +303,9 @@ class StateStore:
         with self.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
-    def runs_hwm(self) -> int | None:
-        value = self.meta("runs_hwm")
-        return None if value is None else int(value)
+    def cursor(self) -> str | None:
+        """The discovery cursor (opaque, the engine's; Flujo's is the ``runs.rowid`` high-water mark)."""
+        return self.meta("runs_hwm")
 
     def watermark(self) -> float | None:
         value = self.meta("watermark")
@@ -322,24 +325,32 @@ class StateStore:
         return known is not None
 
     # --- discovery --------------------------------------------------------------------------------
-    def add_pending(self, runs: Sequence[tuple[int, str, int]], hwm: int, hwm_run_id: str, now: float) -> None:
-        """Record discovered runs (rowid, run_id, span count) and move the discovery high-water mark
-        (``hwm_run_id``: the run at that rowid, to notice rowid reuse later)."""
+    def add_pending(self, runs: Sequence[tuple[int, str, int]], hwm: str, hwm_run_id: str, now: float) -> None:
+        """Record discovered units (position, id, span count) and move the discovery cursor
+        (``hwm_run_id``: the unit at it, to notice rowid reuse later)."""
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO pending (run_id, runs_rowid, first_seen, spans) VALUES (?, ?, ?, ?)",
                 [(run_id, rowid, now, spans) for rowid, run_id, spans in runs],
             )
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('runs_hwm', ?)", (str(hwm),))
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('runs_hwm', ?)", (hwm,))
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hwm_run_id', ?)", (hwm_run_id,))
 
-    def pending_page(self, after_rowid: int, limit: int) -> list[PendingRun]:
+    def move_cursor(self, cursor: str, unit_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('runs_hwm', ?)", (cursor,))
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hwm_run_id', ?)", (unit_id,))
+
+    def pending_page(self, after: tuple[int, str] | None, limit: int) -> list[PendingRun]:
+        """Pending units after ``after`` (position, id) in (position, id) order: an engine's positions
+        need not be unique (one per app)."""
+        position, run_id = after if after is not None else (-1, "")
         with self._guarded() as conn:
             rows = conn.execute(
                 "SELECT run_id, runs_rowid, first_seen, finished_seen, finished_signature, spans, exported, signature"
                 " FROM pending"
-                " WHERE runs_rowid > ? ORDER BY runs_rowid LIMIT ?",
-                (after_rowid, limit),
+                " WHERE runs_rowid > ? OR (runs_rowid = ? AND run_id > ?) ORDER BY runs_rowid, run_id LIMIT ?",
+                (position, position, run_id, limit),
             ).fetchall()
         return [PendingRun(*row) for row in rows]
 
@@ -466,8 +477,8 @@ def _reading(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def read_exported_state(path: Path) -> tuple[int | None, str | None]:
-    """(runs_hwm, source) from a state file, opened read-only by the caller's thread.
+def read_exported_state(path: Path) -> tuple[str | None, str | None]:
+    """(discovery cursor, source) from a state file, opened read-only by the caller's thread.
 
     Raises :class:`StateError` when the file exists but cannot be read as our state."""
     if not path.exists():
@@ -475,7 +486,7 @@ def read_exported_state(path: Path) -> tuple[int | None, str | None]:
     with _reading(path) as conn:
         rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('runs_hwm', 'source')").fetchall())
     hwm = rows.get("runs_hwm")
-    return (None if hwm is None else int(hwm)), rows.get("source")
+    return (None if hwm is None else str(hwm)), rows.get("source")
 
 
 def pending_among(path: Path, run_ids: Sequence[str]) -> set[str]:
@@ -494,13 +505,14 @@ def pending_pages(path: Path, page: int = 500) -> Iterator[list[tuple[str, int]]
     if not path.exists():
         return
     with _reading(path) as conn:
-        after = -1
+        after, after_id = -1, ""
         while True:
             rows = conn.execute(
-                "SELECT runs_rowid, run_id, exported FROM pending WHERE runs_rowid > ? ORDER BY runs_rowid LIMIT ?",
-                (after, page),
+                "SELECT runs_rowid, run_id, exported FROM pending WHERE runs_rowid > ? OR (runs_rowid = ? AND"
+                " run_id > ?) ORDER BY runs_rowid, run_id LIMIT ?",
+                (after, after, after_id, page),
             ).fetchall()
             if not rows:
                 return
-            after = int(rows[-1][0])
+            after, after_id = int(rows[-1][0]), str(rows[-1][1])
             yield [(str(run_id), int(exported)) for _, run_id, exported in rows]

@@ -1,11 +1,13 @@
-"""The daemon component that follows a Flujo DB and exports each run's spans once it is ready.
+"""The daemon component that follows a DB and exports each trace unit's spans once it is ready.
 
-One cycle (every ``poll_interval``):
+The engine's span source (:mod:`exporter.traces.source`) says what a unit is (a Flujo run, a pynenc
+invocation tree), how units are discovered and read; below, "run" is Flujo's unit, and everything
+said of its span signature holds for any engine's.  One cycle (every ``poll_interval``):
 
-1. *Discover*: runs with a ``runs.rowid`` above the high-water mark are added to ``pending`` (state
-   file) with the mark, in one transaction.  If the row at the mark is no longer the run recorded there
-   (the newest runs were deleted and rowids reused, or the DB was VACUUMed), the mark is moved back:
-   at worst runs are exported twice, never skipped.
+1. *Discover*: units after the engine's cursor (Flujo: ``runs.rowid`` above the high-water mark)
+   are added to ``pending`` (state file) with the cursor, in one transaction.  If the unit recorded at
+   the cursor is no longer there (the newest runs were deleted and rowids reused, or the DB was
+   VACUUMed), the cursor is moved back: at worst units are exported twice, never skipped.
 2. *Decide*, per pending run, from one read of its run rows and the span aggregates:
    finished, and seen so (by this exporter's clock) with an unchanged span signature for
    ``settle_period`` -> FINAL (every span; open spans closed at the run's end, flagged); in progress
@@ -38,7 +40,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,18 +49,16 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.clock import Clock, system_clock
 from exporter.components import Health
-from exporter.engines.flujo.layout import flujo_schema
-from exporter.engines.flujo.traces import source
-from exporter.engines.flujo.traces.attributes import Limits
-from exporter.engines.flujo.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
-from exporter.engines.flujo.traces.source import RunInfo
+from exporter.engines import engine as engine_named
 from exporter.reader import DatabaseUnavailable, StateReader
 from exporter.redact import redact_url
 from exporter.traces import store, wire
-from exporter.traces.batching import Batch, groups_by_size
+from exporter.traces.batching import Batch
 from exporter.traces.config import TracesConfig, resolve_endpoint
 from exporter.traces.delivery import DeadLetter, Deliverer
+from exporter.traces.encoded import Encoded, LocalReject, Mode
 from exporter.traces.metrics import TraceStats, failure_reasons
+from exporter.traces.source import Limits, SpanSource, UnitInfo, Work
 from exporter.traces.transport import Stopped, Transport, make_transport
 
 log = logging.getLogger("exporter.traces")
@@ -81,6 +80,12 @@ def build_envelope(config: TracesConfig) -> wire.Envelope:
 
 def limits_of(config: TracesConfig) -> Limits:
     return Limits(config.limits.attribute_count, config.limits.attribute_value_length)
+
+
+def span_source(schema: object, config: TracesConfig) -> SpanSource | None:
+    """The span source of the engine that wrote the file (``None``: the engine has no spans)."""
+    found = engine_named(str(getattr(schema, "engine", ""))).spans
+    return None if found is None else found(limits_of(config))
 
 
 @dataclass
@@ -129,7 +134,8 @@ class SpanTailer:
         self._transport = transport
         self._store: store.StateStore | None = None
         self._deliverer: Deliverer | None = None
-        self._encoder = SpanEncoder(limits_of(config))
+        self._sources: dict[str, SpanSource | None] = {}  # per engine, made on first use
+        self._spans: SpanSource | None = None  # the current file's
         self._envelope = build_envelope(config)
         self._lock = threading.Lock()  # one cycle at a time
         self._layout_reported: str | None = None
@@ -138,7 +144,7 @@ class SpanTailer:
         self._started_at = clock().timestamp()
         self._state_problem: store.StateError | None = None
         self._unsaved: store.Commit | None = None  # accepted by the collector, not recorded yet
-        self._last_hwm: int | None = None
+        self._last_hwm: str | None = None
         self._error_reported: str | None = None
 
     # --- public API ---------------------------------------------------------------------------
@@ -196,36 +202,36 @@ class SpanTailer:
         if not ids:
             return set()
         hwm, bound = store.read_exported_state(self.state_path)
-        if bound is not None and bound != self._source_id():
-            hwm = None
         with self.reader.session() as s:
-            if not source.supported(s.schema):
+            spans = self._source(s.schema)
+            if spans is None or not spans.supported(s.schema):
                 return set(ids)
-            rowids = source.rowids_of(s.conn, ids)
-        pending = store.pending_among(self.state_path, [i for i in ids if i in rowids])
-        done = {i for i in ids if i not in rowids}
-        if hwm is not None:
-            done.update(i for i, r in rowids.items() if r <= hwm and i not in pending)
-        return done
+            if bound is not None and bound != spans.source_id(self._db_path()):
+                hwm = None
+            existing, behind = spans.behind(s, hwm, ids)
+        pending = store.pending_among(self.state_path, [i for i in ids if i in existing])
+        return {i for i in ids if i not in existing} | (behind - pending)
 
     def backlog(self) -> tuple[int, int]:
         """(spans, runs) not exported yet, counted now from the state file and the DB (any thread).
 
         With an unreadable state file, everything above the last known discovery mark counts."""
+        with self.reader.session() as s:
+            source = self._source(s.schema)
+            if source is None or not source.supported(s.schema):
+                return 0, 0
         spans = runs = 0
         try:
             hwm, _ = store.read_exported_state(self.state_path)
             for page in store.pending_pages(self.state_path):
                 with self.reader.session() as s:
-                    counts = source.span_counts(s.conn, [run_id for run_id, _ in page])
+                    counts = source.span_counts(s, [run_id for run_id, _ in page])
                 runs += len(page)
                 spans += sum(max(counts.get(run_id, 0) - exported, 0) for run_id, exported in page)
         except store.StateError:
             hwm, spans, runs = self._last_hwm, 0, 0
         with self.reader.session() as s:
-            if not source.supported(s.schema):
-                return 0, 0
-            new_runs, new_spans = source.count_spans_after(s.conn, hwm or 0)
+            new_runs, new_spans = source.count_after(s, hwm)
         return spans + new_spans, runs + new_runs
 
     def close(self) -> None:
@@ -317,10 +323,18 @@ class SpanTailer:
         if unsaved.watermark is not None:
             self.stats.set_watermark(unsaved.watermark)
 
+    def _source(self, schema: object) -> SpanSource | None:
+        name = str(getattr(schema, "engine", ""))
+        if name not in self._sources:
+            self._sources[name] = span_source(schema, self.config)
+        return self._sources[name]
+
     @property
-    def encoder(self) -> SpanEncoder:
-        """Turns a run's span rows into encoded spans within the configured limits."""
-        return self._encoder
+    def spans(self) -> SpanSource:
+        """The span source of the file the current cycle exports (set at the start of each cycle)."""
+        if self._spans is None:
+            raise RuntimeError("no span source: the DB's engine has no spans")
+        return self._spans
 
     @property
     def envelope(self) -> wire.Envelope:
@@ -333,8 +347,11 @@ class SpanTailer:
             self._deliverer = Deliverer(self._get_transport(), self._envelope, self.config.retry, self.stats)
         return self._deliverer
 
-    def _source_id(self) -> str:
+    def _db_path(self) -> str:
         return str(Path(self.reader.path).resolve())
+
+    def _source_id(self) -> str:
+        return self.spans.source_id(self._db_path())
 
     def _abort(self) -> None:
         transport = self._transport
@@ -373,14 +390,20 @@ class SpanTailer:
         try:
             with self.reader.session() as s:
                 schema = s.schema
-            if not source.supported(schema):
+            spans = self._source(schema)
+            if spans is not self._spans and self._store is not None:
+                self._store.close()  # another engine's file at the path: bound (and checked) again
+                self._store = None
+            self._spans = spans
+            if spans is None or not spans.supported(schema):
                 report.supported = False
                 self.stats.set_supported(False)
                 if self._layout_reported != schema.layout:
                     self._layout_reported = schema.layout
                     log.warning(
-                        "traces: span export not supported by this DB layout (%s: no runs/spans tables);"
-                        " nothing to export",
+                        "traces: span export not supported by this DB layout (%s %s: no runs/spans tables,"
+                        " or no history to rebuild them from); nothing to export",
+                        getattr(schema, "engine", "?"),
                         schema.layout,
                     )
                 return report
@@ -406,57 +429,47 @@ class SpanTailer:
     # --- discovery ----------------------------------------------------------------------------
     def _discover(self, now: float) -> int:
         st = self._get_store()
-        hwm = st.runs_hwm()
+        spans = self.spans
+        hwm = st.cursor()
         found = 0
         if hwm is None:
             if self.config.start_at == "end":
                 with self.reader.session() as s:
-                    top = source.max_run_rowid(s.conn)
-                    unfinished = source.unfinished_runs_upto(s.conn, top)
-                    counts = source.span_counts(s.conn, [run_id for _, run_id in unfinished])
-                    top_id = source.run_id_at(s.conn, top)
-                st.add_pending([(r, i, counts.get(i, 0)) for r, i in unfinished], top, top_id or "", now)
-                log.info("traces: starting at the end of the DB (runs rowid %d, %d in progress)", top, len(unfinished))
+                    end, unfinished = spans.at_end(s)
+                st.add_pending([(f.position, f.unit_id, f.spans) for f in unfinished], end, "", now)
+                self._last_hwm = end
+                log.info("traces: starting at the end of the DB (cursor %s, %d in progress)", end, len(unfinished))
                 return len(unfinished)
-            hwm = 0
         else:
             hwm = self._check_hwm(st, hwm)
         while True:
             with self.reader.session() as s:
-                rows = source.runs_after(s.conn, hwm, DISCOVERY_PAGE)
-                counts = source.span_counts(s.conn, [run_id for _, run_id in rows])
+                rows = spans.discover(s, hwm, DISCOVERY_PAGE)
             if not rows:
                 return found
-            hwm = rows[-1][0]
-            st.add_pending([(r, i, counts.get(i, 0)) for r, i in rows], hwm, rows[-1][1], now)
+            hwm = rows[-1].cursor
+            st.add_pending([(f.position, f.unit_id, f.spans) for f in rows], hwm, rows[-1].unit_id, now)
             self._last_hwm = hwm
             found += len(rows)
             if len(rows) < DISCOVERY_PAGE:
                 return found
 
-    def _check_hwm(self, st: store.StateStore, hwm: int) -> int:
-        """Move the mark back when the run recorded at it moved or vanished (rowid reuse, VACUUM)."""
+    def _check_hwm(self, st: store.StateStore, hwm: str) -> str:
+        """Move the cursor back when the unit recorded at it moved or vanished (rowid reuse, VACUUM)."""
         self._last_hwm = hwm
-        expected = st.meta("hwm_run_id")
-        if hwm == 0 or not expected:
-            return hwm
+        expected = st.meta("hwm_run_id") or ""
         with self.reader.session() as s:
-            if source.run_id_at(s.conn, hwm) == expected:
-                return hwm
-            moved = source.rowids_of(s.conn, [expected]).get(expected)
-            if moved is None:
-                moved = source.max_run_rowid_below(s.conn, hwm)
-            moved_id = source.run_id_at(s.conn, moved)
+            moved = self.spans.check_cursor(s, hwm, expected)
+        if moved is None:
+            return hwm
         log.warning(
-            "traces: runs rowids changed under the discovery mark (%d -> %d); re-scanning from there", hwm, moved
+            "traces: rowids changed under the discovery cursor (%s -> %s); re-scanning from there", hwm, moved[0]
         )
-        with st.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('runs_hwm', ?)", (str(moved),))
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hwm_run_id', ?)", (moved_id or "",))
-        return moved
+        st.move_cursor(*moved)
+        return moved[0]
 
     # --- decide & export ----------------------------------------------------------------------
-    def _decide(self, p: store.PendingRun, info: RunInfo, now: float) -> tuple[Mode | None, float | None, bool]:
+    def _decide(self, p: store.PendingRun, info: UnitInfo, now: float) -> tuple[Mode | None, float | None, bool]:
         """(mode, or None to wait; when the run finished, for finished runs; whether to record that the
         run is seen finished with its current span signature now).
 
@@ -490,20 +503,20 @@ class SpanTailer:
 
     def _export_pending(self, now: float, halt: threading.Event, st: store.StateStore, run: _Exporter) -> None:
         oldest_waiting: float | None = None
-        after = -1
+        after: tuple[int, str] | None = None
         while True:
             if halt.is_set():
                 raise Stopped()
             page = st.pending_page(after, PENDING_PAGE)
             if not page:
                 break
-            after = page[-1].rowid
-            work: list[tuple[store.PendingRun, RunInfo, Mode]] = []
+            after = (page[-1].rowid, page[-1].run_id)
+            work: list[tuple[store.PendingRun, UnitInfo, Mode]] = []
             vanished: list[str] = []
             finished_seen: list[tuple[str, float, str]] = []
             counts: list[tuple[str, int]] = []
             with self.reader.session() as s:
-                infos = source.run_infos(s.conn, flujo_schema(s.schema), s.naive_tz, [p.run_id for p in page])
+                infos = self.spans.infos(s, [p.run_id for p in page])
             for p in page:
                 info = infos.get(p.run_id)
                 if info is None:
@@ -554,48 +567,19 @@ class _Exporter:
         self.local_dead: list[DeadLetter] = []
         self.unsaved: store.Commit | None = None  # what the collector accepted but could not be recorded
 
-    def export(self, work: list[tuple[store.PendingRun, RunInfo, Mode]]) -> None:
-        small = [w for w in work if w[1].span_count <= self.chunk]
-        large = [w for w in work if w[1].span_count > self.chunk]
-        for group in groups_by_size(small, [max(w[1].span_count, 1) for w in small], self.chunk):
-            with self.tailer.reader.session() as s:
-                rows = source.spans_of(s.conn, [w[1].run_id for w in group])
-            by_run: dict[str, list[source.SpanRow]] = defaultdict(list)
-            for row in rows:
-                by_run[row[0]].append(row)
-            for p, info, mode in group:
-                self._run(p, info, mode, by_run.get(info.run_id, []))
-        for p, info, mode in large:
-            self._large_run(p, info, mode)
-
-    def _large_run(self, p: store.PendingRun, info: RunInfo, mode: Mode) -> None:
-        skip = self.store.exported_keys(info.run_id) if p.exported else set()
-        track = self._track(info, mode)
-        child_ends = None
-        after: str | None = None
-        while True:
-            with self.tailer.reader.session() as s:
-                if child_ends is None and mode is not Mode.PARTIAL:
-                    child_ends = source.last_child_ends(s.conn, info.run_id)
-                rows = source.span_page(s.conn, info.run_id, after, self.chunk)
-            if not rows:
-                break
-            after = str(rows[-1][1])
-            encoded, rejected = self.tailer.encoder.encode_run(info, rows, mode, skip=skip, child_ends=child_ends or {})
-            self._add(track, encoded, rejected)
-        self._close(info.run_id, track)
-
-    def _run(self, p: store.PendingRun, info: RunInfo, mode: Mode, rows: list[source.SpanRow]) -> None:
-        skip = self.store.exported_keys(info.run_id) if p.exported else set()
-        track = self._track(info, mode)
-        encoded, rejected = self.tailer.encoder.encode_run(info, rows, mode, skip=skip)
-        self._add(track, encoded, rejected)
-        self._close(info.run_id, track)
-
-    def _track(self, info: RunInfo, mode: Mode) -> _Track:
-        track = _Track(mode, info.signature)
-        self.tracks[info.run_id] = track
-        return track
+    def export(self, work: list[tuple[store.PendingRun, UnitInfo, Mode]]) -> None:
+        units = [
+            Work(info, mode, self.store.exported_keys(info.run_id) if p.exported else set()) for p, info, mode in work
+        ]
+        modes = {w.info.run_id: w.mode for w in units}
+        for piece in self.tailer.spans.encode(self.tailer.reader, units, self.chunk):
+            track = self.tracks.get(piece.info.run_id)
+            if track is None or track.closed:
+                track = _Track(modes[piece.info.run_id], piece.info.signature)
+                self.tracks[piece.info.run_id] = track
+            self._add(track, piece.encoded, piece.rejected)
+            if piece.last:
+                self._close(piece.info.run_id, track)
 
     def _add(self, track: _Track, encoded: list[Encoded], rejected: list[LocalReject]) -> None:
         for reject in rejected:

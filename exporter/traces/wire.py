@@ -16,7 +16,9 @@ Field numbers (``opentelemetry/proto/trace/v1/trace.proto``, ``common/v1/common.
     Span           { bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4;
                      string name = 5; SpanKind kind = 6; fixed64 start_time_unix_nano = 7;
                      fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9;
-                     uint32 dropped_attributes_count = 10; ... Status status = 15; fixed32 flags = 16; }
+                     uint32 dropped_attributes_count = 10; repeated Event events = 11;
+                     uint32 dropped_events_count = 12; ... Status status = 15; fixed32 flags = 16; }
+    Span.Event     { fixed64 time_unix_nano = 1; string name = 2; repeated KeyValue attributes = 3; }
     Status         { string message = 2; StatusCode code = 3; }
     KeyValue       { string key = 1; AnyValue value = 2; }
     AnyValue       { oneof: string_value = 1; bool_value = 2; int64 int_value = 3; double double_value = 4;
@@ -38,6 +40,7 @@ SPAN_KIND_INTERNAL = 1
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 DOUBLE = struct.Struct("<d").pack
+_FIXED64 = struct.Struct("<Q").pack
 
 AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 
@@ -239,6 +242,12 @@ def status(code: int, message: str | None) -> bytes:
     if code:
         body += b"\x18" + varint(code)
     return field_bytes(b"\x7a", body)
+
+
+def event(time_ns: int, name: str, attributes: Mapping[str, AttrValue]) -> bytes:
+    """The encoded ``Span.events`` field of one event."""
+    body = b"\x09" + _FIXED64(time_ns) + field_bytes(b"\x12", utf8(name)) + attribute_fields(b"\x1a", attributes)
+    return field_bytes(b"\x5a", body)
 
 
 def nanos(seconds: float) -> int:

@@ -82,3 +82,69 @@ def test_replay_subcommand(fixture_copy, tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert receiver.received() == 199  # every stored span of the fixture, finished or not
+
+
+PYNENC = "pynenc/pynenc-0.4.0-sample.db"
+
+
+def pynenc_config(db: Path, receiver: Receiver, state: Path) -> str:
+    # Trees that never finish wait for ten years: only the 14 invocations of finished trees go out.
+    return f"""
+db:
+  path: {db}
+traces:
+  enabled: true
+  endpoint: {receiver.grpc_endpoint}
+  tls:
+    insecure: true
+  poll_interval: 200ms
+  settle_period: 0s
+  grace_period: 3650d
+  abandon_after: 3650d
+  state_file: {state}
+"""
+
+
+def test_daemon_exports_pynenc_traces_once_across_a_restart(fixture_copy, tmp_path: Path) -> None:
+    db = fixture_copy(PYNENC)
+    state = tmp_path / "traces-state.sqlite"
+    with Receiver() as receiver:
+        with running_daemon(tmp_path, config=pynenc_config(db, receiver, state)) as daemon:
+            receiver.wait_for(14, timeout=30)
+            s = parse_exposition(http_get(daemon.url + "/metrics")[1])
+            assert sample(s, "state_exporter_span_export_supported") == 1
+        with running_daemon(tmp_path, config=pynenc_config(db, receiver, state)):
+            time.sleep(2.0)  # ten polls of the restarted daemon (a process: no clock to drive)
+        assert set(receiver.keys.values()) == {1} and len(receiver.keys) == 14
+        roots = [span for span in receiver.spans if not span.parent_span_id]
+        assert len({span.trace_id for span in receiver.spans}) == len(roots) == 9
+
+
+def test_replay_subcommand_pynenc(fixture_copy, tmp_path: Path) -> None:
+    db = fixture_copy(PYNENC)
+    with Receiver() as receiver:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "replay",
+                "--db",
+                str(db),
+                "--engine",
+                "pynenc",
+                "--state",
+                str(tmp_path / "s.sqlite"),
+                "--endpoint",
+                receiver.http_endpoint,
+                "--protocol",
+                "http/protobuf",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=daemon_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        assert receiver.received() == 17 and "complete" in result.stdout  # every invocation, finished or not

@@ -109,7 +109,7 @@ def _pynenc(fixture: str) -> Case:
         finished_family="pynenc_runs_finished_total",
         duration_family="pynenc_run_duration_seconds",
         corrupt=_pynenc_bad_status(prefix),
-        has_spans=False,  # the pynenc traces come later
+        has_spans=True,  # rebuilt from the history
     )
 
 

@@ -147,7 +147,7 @@ def test_span_ids_are_stable(case: Case, fixture_copy, tmp_path: Path) -> None:
     from two copies, give the same ids, each id once (so a re-send deduplicates)."""
     first = fixture_copy(case.fixture)
     second = tmp_path / "elsewhere" / case.fixture
-    second.parent.mkdir()
+    second.parent.mkdir(parents=True)
     shutil.copyfile(first, second)
     keys = []
     for n, db in enumerate((first, second)):

@@ -52,6 +52,13 @@ def any_value(value: AnyValue) -> Any:
 
 
 @dataclass(frozen=True)
+class ReceivedEvent:
+    time_ns: int
+    name: str
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ReceivedSpan:
     transport: str
     trace_id: str  # hex
@@ -68,6 +75,8 @@ class ReceivedSpan:
     resource: dict[str, Any]
     scope_name: str
     scope_version: str
+    events: tuple[ReceivedEvent, ...] = ()
+    dropped_events: int = 0
 
 
 @dataclass
@@ -232,6 +241,13 @@ class Receiver:
                                 resource=resource,
                                 scope_name=ss.scope.name,
                                 scope_version=ss.scope.version,
+                                events=tuple(
+                                    ReceivedEvent(
+                                        e.time_unix_nano, e.name, {kv.key: any_value(kv.value) for kv in e.attributes}
+                                    )
+                                    for e in s.events
+                                ),
+                                dropped_events=s.dropped_events_count,
                             )
                         )
         with self.lock:

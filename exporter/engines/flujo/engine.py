@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from exporter.collectors.base import View
+    from exporter.traces.source import Limits, SpanSource
 
 
 def _collectors(view: View) -> Sequence[Collector]:
@@ -24,6 +25,13 @@ def _collectors(view: View) -> Sequence[Collector]:
     from exporter.engines.flujo.collectors import flujo_collectors
 
     return flujo_collectors(view)
+
+
+def _spans(limits: Limits) -> SpanSource:
+    # Imported when first needed: span export is optional.
+    from exporter.engines.flujo.traces.spans import FlujoSpans
+
+    return FlujoSpans(limits)
 
 
 ENGINE = Engine(
@@ -37,4 +45,5 @@ ENGINE = Engine(
     collectors=_collectors,
     stuck_runs=stuck_runs,
     stuck_alert_name="FlujoRunStuck",
+    spans=_spans,
 )

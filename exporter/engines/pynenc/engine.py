@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from exporter.collectors.base import View
+    from exporter.traces.source import Limits, SpanSource
 
 
 def _collectors(view: View) -> Sequence[Collector]:
@@ -25,6 +26,13 @@ def _collectors(view: View) -> Sequence[Collector]:
     from exporter.engines.pynenc.collectors import pynenc_collectors
 
     return pynenc_collectors(view)
+
+
+def _spans(limits: Limits) -> SpanSource:
+    # Imported when first needed: span export is optional.
+    from exporter.engines.pynenc.traces.spans import PynencSpans
+
+    return PynencSpans(limits)
 
 
 ENGINE = Engine(
@@ -38,4 +46,5 @@ ENGINE = Engine(
     collectors=_collectors,
     stuck_runs=stuck_runs,
     stuck_alert_name=STUCK_ALERT_NAME,
+    spans=_spans,
 )

@@ -12,14 +12,11 @@ spans closed at their last child's end and flagged.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,44 +25,22 @@ from tqdm import tqdm
 
 from exporter.engines.flujo.layout import flujo_schema
 from exporter.engines.flujo.traces import source
-from exporter.engines.flujo.traces.convert import Encoded, LocalReject, Mode, SpanEncoder
+from exporter.engines.flujo.traces.attributes import Limits
+from exporter.engines.flujo.traces.convert import SpanEncoder
 from exporter.engines.flujo.traces.source import RunInfo
 from exporter.reader import ReadSession, StateReader
 from exporter.traces import store
+from exporter.traces.backfill import ReplayResult, replay_key
 from exporter.traces.batching import Batch
 from exporter.traces.config import TracesConfig
 from exporter.traces.delivery import DeadLetter, Delivered, Deliverer, Pipeline
+from exporter.traces.encoded import Encoded, LocalReject, Mode
 from exporter.traces.metrics import TraceStats
 from exporter.traces.tailer import build_envelope, limits_of
 from exporter.traces.transport import Stopped, Transport, make_transport
 
 log = logging.getLogger("exporter.traces")
 RUN_PAGE = 256
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    key: str
-    resumed: bool  # an earlier invocation of the same replay had made progress
-    complete: bool  # every selected span has been handled (False: interrupted)
-    runs: int  # runs finished in this invocation
-    spans_exported: int  # accepted by the collector in this invocation
-    spans_dead_lettered: int
-    spans_rejected: int  # partial-success rejections
-    total_exported: int  # over every invocation of this replay
-    seconds: float
-    supported: bool = True
-
-
-def replay_key(db: Path, since: datetime | None, until: datetime | None, run_ids: Sequence[str]) -> tuple[str, str]:
-    params = {
-        "db": str(db.resolve()),
-        "since": since.isoformat() if since else None,
-        "until": until.isoformat() if until else None,
-        "run_ids": sorted(run_ids),
-    }
-    text = json.dumps(params, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16], text
 
 
 def replay(
@@ -124,7 +99,8 @@ class _Replay:
         envelope = build_envelope(config)
         self.deliverer = Deliverer(transport, envelope, config.retry, stats)
         self.pipeline = Pipeline(self.deliverer, self.halt)
-        self.encoder = SpanEncoder(limits_of(config))
+        limits = limits_of(config)
+        self.encoder = SpanEncoder(Limits(limits.count_limit, limits.value_length_limit))
         self.batch = Batch(config.batch_size, config.max_batch_bytes, envelope.overhead())
         self.chunk = max(config.batch_size, 256)
         self.local_dead: list[DeadLetter] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -18,6 +17,7 @@ from exporter.engines.flujo.spantime import SpanClock, is_monotonic
 from exporter.engines.flujo.traces import attributes as attrs
 from exporter.engines.flujo.traces.source import RunInfo, SpanRow
 from exporter.traces import ids, wire
+from exporter.traces.encoded import Encoded, LocalReject, Mode
 
 # Attributes added by the exporter (never taken from the stored attributes).
 RUN_ID = "flujo.run_id"
@@ -35,42 +35,10 @@ _ROOT_KEYS = _SPAN_KEYS | {RUN_ID, PIPELINE_NAME, PIPELINE_VERSION, RUN_STATUS, 
 _FEEDBACK_KEYS = ("feedback", "error_summary", "error", "error_message", "flujo.error.message")
 
 
-class Mode(StrEnum):
-    FINAL = "final"  # the run finished: every span, open ones closed at the run's end
-    PARTIAL = "partial"  # in progress past the grace period: only spans that have an end time
-    ABANDON = "abandon"  # never finished: every span, open ones closed at their last child's end
-
-
 class EndSource(StrEnum):
     RUN_END = "run_end"
     LAST_CHILD_END = "last_child_end"
     SPAN_START = "span_start"
-
-
-@dataclass(slots=True)
-class Encoded:
-    run_id: str
-    span_key: str  # the stored span_id
-    field: bytes  # the span as a ``ScopeSpans.spans`` field: tag, length, Span message
-    size: int  # len(field): the bytes the span adds to a request
-
-    @property
-    def body(self) -> bytes:
-        """The ``Span`` message alone."""
-        offset = 1  # past the tag, then past the varint length
-        while self.field[offset] & 0x80:
-            offset += 1
-        return self.field[offset + 1 :]
-
-
-@dataclass(frozen=True, slots=True)
-class LocalReject:
-    """A row that cannot become a valid span; dead-lettered without being sent."""
-
-    run_id: str
-    span_key: str
-    reason: str
-    detail: str
 
 
 def clock_kind(clock: SpanClock) -> str:

@@ -1,0 +1,1 @@
+"""pynenc spans, rebuilt from the invocation history (see :mod:`.spans`)."""
