@@ -112,6 +112,7 @@ class Receiver:
         self._grpc: grpc.Server | None = None
         self._http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
+        self._http_bound_once = False
         self.http_connections: set[socket.socket] = set()
 
     # --- addresses ---------------------------------------------------------------------------
@@ -183,9 +184,15 @@ class Receiver:
                 server = ThreadingHTTPServer(("127.0.0.1", self.http_port), Handler)
                 break
             except OSError:
-                if time.monotonic() > deadline:
+                if not self._http_bound_once and time.monotonic() < deadline:
+                    # free_port() only found a port free a moment ago: another process may have taken it
+                    # since.  Nothing points at this receiver yet, so any free port will do.
+                    self.http_port = free_port()
+                    continue
+                if time.monotonic() > deadline:  # a restart must come back on its port: wait for it
                     raise
                 time.sleep(0.05)
+        self._http_bound_once = True
         server.daemon_threads = True
         if self.tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
