@@ -1,4 +1,5 @@
-"""``state-exporter demo``: the daemon on a DB that a simulated Flujo app keeps writing."""
+"""``state-exporter demo``: the daemon on a DB that a simulated app keeps writing (Flujo by default,
+or pynenc with ``--engine pynenc``)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ from pathlib import Path
 from exporter import logs
 from exporter.config import Config, load_config
 from exporter.daemon import Daemon
-from exporter.engines.flujo.simulator import Simulator
-from exporter.state import SQLiteBackend
 
 log = logging.getLogger(__name__)
 
+DEMO_ENGINES = ("flujo", "pynenc")
+DEMO_FILES = {"flujo": "flujo_ops.db", "pynenc": "pynenc_demo.db"}
+# The demo's pynenc app overrides pynenc's stuck thresholds (as apps may) so that its dead runners'
+# invocations turn stuck within the demo's first minute rather than after pynenc's 10 minutes.
+PYNENC_DEMO_CONFIG = {"runner_considered_dead_after_minutes": 0.5, "max_pending_seconds": 5.0}
 
-def demo_config_overrides(db: Path, listen: str) -> dict[str, object]:
+
+def demo_config_overrides(db: Path, listen: str, engine: str = "flujo") -> dict[str, object]:
     return {
-        "db": {"path": str(db), "writer_timezone": "UTC"},
+        "db": {"path": str(db), "writer_timezone": "UTC", "engine": engine},
         "web": {"listen_address": listen},
         "metrics": {
             "refresh_interval": "2s",
@@ -29,26 +34,54 @@ def demo_config_overrides(db: Path, listen: str) -> dict[str, object]:
     }
 
 
-def run_demo(directory: Path, listen: str) -> int:
+def run_demo(directory: Path, listen: str, engine: str = "flujo") -> int:
+    if engine not in DEMO_ENGINES:
+        raise ValueError(f"no demo for engine {engine!r}")
     directory.mkdir(parents=True, exist_ok=True)
-    db = directory / "flujo_ops.db"
-    config = load_config(None, env=os.environ, overrides=demo_config_overrides(db, listen))
+    db = directory / DEMO_FILES[engine]
+    config = load_config(None, env=os.environ, overrides=demo_config_overrides(db, listen, engine))
     logs.configure(config.logging.level, config.logging.format)
-    return asyncio.run(_demo(config, db))
+    demo = _pynenc_demo if engine == "pynenc" else _flujo_demo
+    return asyncio.run(demo(config, db))
 
 
-async def _demo(config: Config, db: Path) -> int:
+def _announce(config: Config, what: str, db: Path) -> None:
+    host, _, port = config.web.listen_address.rpartition(":")
+    print(f"demo: simulated {what} writing {db}; metrics at http://{host or 'localhost'}:{port}/metrics")
+
+
+async def _flujo_demo(config: Config, db: Path) -> int:
+    from exporter.engines.flujo.simulator import Simulator
+    from exporter.state import SQLiteBackend
+
     backend = SQLiteBackend(db)
     simulator = Simulator(backend)
     await simulator.run_one()  # the DB exists with a first run before the daemon starts
     daemon = Daemon(config)
     stop = asyncio.Event()
     writer = asyncio.create_task(simulator.run_forever(stop))
-    host, _, port = config.web.listen_address.rpartition(":")
-    print(f"demo: simulated Flujo app writing {db}; metrics at http://{host or 'localhost'}:{port}/metrics")
+    _announce(config, "Flujo app", db)
     try:
         return await daemon.run()
     finally:
         stop.set()
         await writer
         await backend.shutdown()
+
+
+async def _pynenc_demo(config: Config, db: Path) -> int:
+    from exporter.engines.pynenc.simulator import DEMO_APP, PynencWriter, Simulator
+
+    writer = PynencWriter(db, DEMO_APP, config_values=PYNENC_DEMO_CONFIG)
+    simulator = Simulator(writer)
+    await simulator.run_one()  # the app's tables hold a finished call before the daemon starts
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    app = asyncio.create_task(simulator.run_forever(stop))
+    _announce(config, f"pynenc app {DEMO_APP!r}", db)
+    try:
+        return await daemon.run()
+    finally:
+        stop.set()
+        await app
+        writer.close()
