@@ -91,7 +91,7 @@ def test_every_selector_follows_the_variables(where: str, expr: str) -> None:
 
 def test_dashboard_covers_the_issue_areas() -> None:
     exprs = " ".join(expr for _, expr in targets(DASHBOARD))
-    assert TASK_FAMILIES <= {name for _, expr in targets(DASHBOARD) for name, _ in selectors(expr)}
+    assert {name for _, expr in targets(DASHBOARD) for name, _ in selectors(expr)} >= TASK_FAMILIES
     for needle in (
         "pynenc_invocations{",
         "pynenc_runs{",
