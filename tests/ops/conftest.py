@@ -13,6 +13,10 @@ Three daemons, one per Flujo fixture, are scraped by one Prometheus job, like th
 A writer then finishes runs in the 06 and 0435 DBs the way Flujo records them (0.6.x ``runs`` rows; 0.4.35 ``runs`` and
 ``steps`` rows with durations), so that rates, ratios and quantiles have finite values, not only zeros and NaN.
 Every process is stopped by PID.
+
+A second, smaller stack (``pynenc_stack``) serves pynenc: one daemon per pynenc fixture, one Prometheus evaluating
+prometheus/pynenc.rules.yml, and live finishes written the way pynenc writes them (history rows and the
+orchestrator's status), so that the pynenc dashboard's rates, ratios and quantiles are finite too.
 """
 
 from __future__ import annotations
@@ -338,7 +342,9 @@ def pynenc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PynencSta
         prometheus = stack.enter_context(running_prometheus(binary, tmp, config))
         wait_for_series(prometheus, f'count(up{{job="{PYNENC_JOB}"}} == 1) == 3')
         # Two scrapes of the seeded counters before the live finishes: their rates and quantiles are finite.
-        wait_for_series(prometheus, "count(count_over_time(pynenc_runs_finished_total[1m]) >= 2) >= 3")
+        wait_for_series(
+            prometheus, "count(count by (instance) (count_over_time(pynenc_runs_finished_total[1m]) >= 2)) == 3"
+        )
         for fixture in PYNENC_FIXTURES:
             prefix = PYNENC_FIXTURES[fixture][1]
             outcomes = {"seed_tasks.add": "success", "seed_tasks.divide": "failed"}
