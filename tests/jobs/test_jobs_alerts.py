@@ -1,4 +1,5 @@
-"""Stuck-run alerts against a REAL Alertmanager (Debian's prometheus-alertmanager) and a webhook."""
+"""Stuck-run alerts against a REAL Alertmanager (Debian's prometheus-alertmanager) and a webhook: Flujo's runs and
+pynenc's invocations."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,9 +20,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from engines.cases import PYNENC_FIXTURES, pynenc_expected
 from processes import Process, free_port, http_get, running_alertmanager
 from prometheus_client import CollectorRegistry, generate_latest
-from support import ALL_FIXTURES, SMALL, parse_exposition, require_tool, sample, wait_for
+from support import ALL_FIXTURES, FIXTURES, SMALL, parse_exposition, require_tool, sample, wait_for
 
 from exporter.clock import ManualClock
 from exporter.collectors import View, build_registry
@@ -453,3 +456,92 @@ def test_the_alert_job_knows_no_engine() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     flujo_settings = ["exporter.engines.flujo", "exporter.engines.flujo.jobs", "exporter.engines.flujo.jobs.config"]
     assert out.stdout.strip() == str(["exporter.engines.base", *flujo_settings])
+
+
+# ---- pynenc: one PynencInvocationStuck per invocation id ----
+
+
+def pynenc_write(db: Path, prefix: str, invocation_id: str, transitions: list[tuple[str, float]]) -> None:
+    """What pynenc writes on each transition: a history row (the append-only log) and the orchestrator's current
+    status (its owner is the runner while pending or running, NULL once final)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        for status, at in transitions:
+            owner = "ThreadRunner@ops-1" if status in ("pending", "running") else None
+            record = {"invocation_id": invocation_id, "status_record": {"status": status, "runner_id": owner}}
+            conn.execute(
+                f'INSERT INTO "{prefix}state_backend_history" (invocation_id, history_timestamp, history_status,'
+                " history_json) VALUES (?, ?, ?, ?)",
+                (invocation_id, at, status, json.dumps(record)),
+            )
+            conn.execute(
+                f'UPDATE "{prefix}orchestrator_invocations" SET status = ?, status_runner_id = ?, status_timestamp = ?'
+                " WHERE invocation_id = ?",
+                (status, owner, at, invocation_id),
+            )
+        conn.commit()
+
+
+@pytest.mark.parametrize("fixture", list(PYNENC_FIXTURES), ids=lambda name: Path(name).stem)
+async def test_pynenc_invocations_fire_and_resolve_in_real_alertmanager(fixture: str, tmp_path: Path) -> None:
+    """Each fixture holds one running invocation on a dead runner (heartbeats from the day it was written); one of
+    its registered invocations is made pending for a minute, past max_pending_seconds (5 s).  Both fire, one alert
+    per invocation id with its reason; both resolve when the invocations finish the way pynenc records it."""
+    db = tmp_path / Path(fixture).name
+    shutil.copyfile(FIXTURES / fixture, db)
+    prefix = PYNENC_FIXTURES[fixture][1]
+    [app] = pynenc_expected(fixture)["apps"]
+    [dead] = [row["invocation_id"] for row in app["stuck"]["running_owned_by_dead_runner"]]
+    now = datetime.now(UTC)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        [(pending,)] = conn.execute(
+            f'SELECT invocation_id FROM "{prefix}orchestrator_invocations"'
+            " WHERE status = 'registered' AND task_id_key = 'seed_tasks.divide'"
+        )
+    since = (now - timedelta(minutes=1)).timestamp()
+    pynenc_write(db, prefix, pending, [("pending", since)])
+    clock = ManualClock(now)
+    with alertmanager(tmp_path) as am:
+        async with webhook() as (hook_url, received):
+            runner = make_runner(db, clock, "pynenc", alertmanager={"url": am.url}, webhook={"url": hook_url})
+            stats = await runner.run_job("stuck_alerts")
+            assert stats.success, stats.last_error
+            firing = wait_for(lambda: am_alerts(am, "pynenc"), 10, "pynenc alerts in Alertmanager")
+            expected = {dead: ("running", "runner_dead"), pending: ("pending", "pending_timeout")}
+            assert {a["labels"]["run_id"]: a["labels"] for a in firing} == {
+                run_id: {
+                    "alertname": "PynencInvocationStuck",
+                    "engine": "pynenc",
+                    "pipeline": "seed_app",
+                    "severity": "critical",
+                    "status": status,
+                    "reason": reason,
+                    "run_id": run_id,
+                    "test": "pynenc",
+                }
+                for run_id, (status, reason) in expected.items()
+            }
+            [pending_alert] = [a for a in firing if a["labels"]["run_id"] == pending]
+            assert pending_alert["annotations"]["since"] == rfc3339(datetime.fromtimestamp(since, UTC))
+            starts = parse_time(pending_alert["startsAt"]) - datetime.fromtimestamp(since, UTC)
+            assert abs(starts - timedelta(seconds=5)) < timedelta(milliseconds=2), "since + max_pending_seconds"
+            [(payload, _)] = received
+            assert payload["status"] == "firing" and payload["commonLabels"]["engine"] == "pynenc"
+            m = parse_exposition(exposition(runner))
+            assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="seed_app") == 2
+            assert "run_id" not in exposition(runner)
+
+            # The dead runner's invocation is finished by the recovery (success); the pending one runs and fails.
+            done = datetime.now(UTC).timestamp()
+            pynenc_write(db, prefix, dead, [("success", done)])
+            pynenc_write(db, prefix, pending, [("running", done - 1), ("failed", done)])
+            clock.set(datetime.now(UTC))
+            assert (await runner.run_job("stuck_alerts")).success
+            wait_for(lambda: not am_alerts(am, "pynenc"), 10, "no pynenc alert left in Alertmanager")
+            assert len(received) == 2
+            resolved, _ = received[1]
+            assert resolved["status"] == "resolved"
+            assert sorted(a["labels"]["run_id"] for a in resolved["alerts"]) == sorted(expected)
+            assert {a["labels"]["reason"] for a in resolved["alerts"]} == {"runner_dead", "pending_timeout"}
+            m = parse_exposition(exposition(runner))
+            assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="seed_app") == 0
+            assert runner.alerts is not None and not runner.alerts.firing

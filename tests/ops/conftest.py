@@ -13,11 +13,16 @@ Three daemons, one per Flujo fixture, are scraped by one Prometheus job, like th
 A writer then finishes runs in the 06 and 0435 DBs the way Flujo records them (0.6.x ``runs`` rows; 0.4.35 ``runs`` and
 ``steps`` rows with durations), so that rates, ratios and quantiles have finite values, not only zeros and NaN.
 Every process is stopped by PID.
+
+A second, smaller stack (``pynenc_stack``) serves pynenc: one daemon per pynenc fixture, one Prometheus evaluating
+prometheus/pynenc.rules.yml, and live finishes written the way pynenc writes them (history rows and the
+orchestrator's status), so that the pynenc dashboard's rates, ratios and quantiles are finite too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sqlite3
 import time
@@ -30,6 +35,7 @@ from pathlib import Path
 
 import processes
 import pytest
+from engines.cases import PYNENC_FIXTURES
 from processes import Process, running_daemon, running_prometheus, wait_for_series
 from support import FIXTURES, LEGACY, SMALL, SMALL06, require_tool
 from traces.receiver import Receiver
@@ -38,10 +44,13 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "prometheus" / "flujo.rules.yml"
 WORKFLOW_RULES = REPO / "prometheus" / "workflow.rules.yml"
 RULES_TEST = REPO / "prometheus" / "flujo.rules.test.yml"
+PYNENC_RULES = REPO / "prometheus" / "pynenc.rules.yml"
 DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
 PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
 # The job name the "exporter down" alerts match (documented at the top of the rules file).
 JOB = "flujo-state-exporter"
+# The pynenc stack's scrape job: no pynenc rule depends on it.
+PYNENC_JOB = "pynenc-state-exporter"
 AM_CONFIG = processes.ALERTMANAGER_CONFIG
 
 
@@ -62,7 +71,9 @@ def prometheus_config_factory() -> Callable[..., str]:
     return prometheus_config
 
 
-def prometheus_config(targets: list[str], rule_files: list[Path], alertmanager: str | None = None) -> str:
+def prometheus_config(
+    targets: list[str], rule_files: list[Path], alertmanager: str | None = None, job: str = JOB
+) -> str:
     text = f"""
 global:
   scrape_interval: 1s
@@ -70,7 +81,7 @@ global:
   evaluation_interval: 1s
 rule_files: [{", ".join(f'"{p}"' for p in rule_files)}]
 scrape_configs:
-  - job_name: {JOB}
+  - job_name: {job}
     static_configs:
       - targets: [{", ".join(f'"{t}"' for t in targets)}]
 """
@@ -271,3 +282,80 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
         wait_for_series(prometheus, "count(sum by (instance) (increase(workflow_runs_finished_total[3h])) > 0) >= 2")
         wait_for_series(prometheus, 'absent(ALERTS{alertname="WorkflowNoRunsFinishing"})')
         yield OpsStack(prometheus, daemons, am, receiver, fixtures)
+
+
+def finish_invocations(db: Path, prefix: str, outcomes: dict[str, str], start: float) -> None:
+    """What pynenc writes when each task's registered invocation runs to ``outcomes[task]``: a history row per
+    transition (pending, running, the final status; 2 s of run) and the orchestrator's current status."""
+    history, invocations = f'"{prefix}state_backend_history"', f'"{prefix}orchestrator_invocations"'
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        for task, status in outcomes.items():
+            [(invocation_id,)] = conn.execute(
+                f"SELECT invocation_id FROM {invocations} WHERE status = 'registered' AND task_id_key = ?", (task,)
+            )
+            for offset, step in ((0.0, "pending"), (0.5, "running"), (2.5, status)):
+                record = {"invocation_id": invocation_id, "status_record": {"status": step, "runner_id": "r1"}}
+                conn.execute(
+                    f"INSERT INTO {history} (invocation_id, history_timestamp, history_status, history_json)"
+                    " VALUES (?, ?, ?, ?)",
+                    (invocation_id, start + offset, step, json.dumps(record)),
+                )
+            conn.execute(
+                f"UPDATE {invocations} SET status = ?, status_runner_id = NULL, status_timestamp = ?"
+                " WHERE invocation_id = ?",
+                (status, start + 2.5, invocation_id),
+            )
+        conn.commit()
+
+
+@dataclass
+class PynencStack:
+    prometheus: Process
+    # One daemon per pynenc fixture (tests/fixtures/pynenc/*.db), by fixture name.
+    daemons: dict[str, Process]
+
+    def instance(self, fixture: str) -> str:
+        return self.daemons[fixture].url.removeprefix("http://")
+
+
+@pytest.fixture(scope="session")
+def pynenc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PynencStack]:
+    """Real daemons over copies of the three pynenc fixtures, one Prometheus evaluating prometheus/pynenc.rules.yml.
+
+    Each fixture leaves one seed_tasks.add and one seed_tasks.divide invocation registered; once Prometheus has
+    seen the finished counters, both run to their end (add succeeds, divide fails), so that the failure ratios and
+    the duration quantiles have finite values."""
+    binary = require_tool("prometheus")
+    tmp = tmp_path_factory.mktemp("pynenc-stack")
+    with contextlib.ExitStack() as stack:
+        daemons = {}
+        for fixture in PYNENC_FIXTURES:
+            db = tmp / Path(fixture).name
+            shutil.copyfile(FIXTURES / fixture, db)
+            workdir = tmp / db.stem
+            workdir.mkdir()
+            daemons[fixture] = stack.enter_context(
+                running_daemon(workdir, config=daemon_config(db), wait_path="/readyz")
+            )
+        targets = [d.url.removeprefix("http://") for d in daemons.values()]
+        config = prometheus_config(targets, [PYNENC_RULES], job=PYNENC_JOB)
+        prometheus = stack.enter_context(running_prometheus(binary, tmp, config))
+        wait_for_series(prometheus, f'count(up{{job="{PYNENC_JOB}"}} == 1) == 3')
+        # Two scrapes of the seeded counters before the live finishes: their rates and quantiles are finite.
+        wait_for_series(
+            prometheus, "count(count by (instance) (count_over_time(pynenc_runs_finished_total[1m]) >= 2)) == 3"
+        )
+        for fixture in PYNENC_FIXTURES:
+            prefix = PYNENC_FIXTURES[fixture][1]
+            outcomes = {"seed_tasks.add": "success", "seed_tasks.divide": "failed"}
+            finish_invocations(tmp / Path(fixture).name, prefix, outcomes, time.time() - 3)
+        wait_for_series(
+            prometheus,
+            'count(sum by (instance) (increase(pynenc_invocations_finished_total{status="failed"}[1m])) > 0) == 3',
+        )
+        wait_for_series(
+            prometheus,
+            "count(histogram_quantile(0.95, sum by (instance, le)"
+            " (rate(pynenc_invocation_run_duration_seconds_bucket[1m]))) >= 0) == 3",
+        )
+        yield PynencStack(prometheus, daemons)

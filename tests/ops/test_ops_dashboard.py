@@ -1,7 +1,8 @@
 """grafana/: importable dashboards and their provisioning files; every panel target of the Flujo dashboard and
 every alert expression of both rules files, evaluated by a real Prometheus that scrapes real daemons over copies of
 the real Flujo fixtures (the ops_stack fixture of conftest.py), returns data, and the rules run without errors.
-The overview dashboard's queries are checked per fixture in test_ops_overview.py.
+The overview dashboard's queries are checked per fixture in test_ops_overview.py, the pynenc dashboard's (and
+rules') against the daemons over the pynenc fixtures in test_ops_pynenc.py.
 
 Grafana's variables are substituted the way Grafana does for "All" (``.*``); ``$__rate_interval`` becomes 1m,
 which covers the test's whole life at a 1 s scrape interval.
@@ -25,7 +26,8 @@ RULES = REPO / "prometheus" / "flujo.rules.yml"
 RULE_FILES = (REPO / "prometheus" / "workflow.rules.yml", RULES)
 DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
 OVERVIEW = REPO / "grafana" / "workflow-overview.json"
-DASHBOARDS = {"flujo-state-exporter": DASHBOARD, "workflow-overview": OVERVIEW}
+PYNENC = REPO / "grafana" / "pynenc.json"
+DASHBOARDS = {"flujo-state-exporter": DASHBOARD, "workflow-overview": OVERVIEW, "pynenc": PYNENC}
 PROVISIONING = REPO / "grafana" / "provisioning"
 JOB = "flujo-state-exporter"
 GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
@@ -153,7 +155,8 @@ def test_dashboard_is_importable(uid: str, path: Path) -> None:
     assert len(ids) == len(set(ids))
     titles = [p["title"] for p in panels(path)]
     assert len(titles) == len(set(titles)), "targets are named by panel title"
-    assert {d["title"] for d in map(dashboard, DASHBOARDS.values())} == {"Flujo state", "Workflow overview"}
+    titles = [d["title"] for d in map(dashboard, DASHBOARDS.values())]
+    assert titles == ["Flujo state", "Workflow overview", "pynenc state"]
 
 
 def test_variables() -> None:

@@ -1,7 +1,7 @@
-"""prometheus/flujo.rules.yml and prometheus/workflow.rules.yml: promtool checks them and runs their unit tests
-(firing and not-firing cases for every alert); every metric name the rules and the Grafana dashboards use is emitted
-by the real daemon; the engine-neutral rules and overview dashboard use only the engine-neutral families; the
-Kubernetes PrometheusRule carries exactly the groups of both files.
+"""prometheus/*.rules.yml (workflow, flujo, pynenc): promtool checks them and runs their unit tests (firing and
+not-firing cases for every alert); every metric name the rules and the Grafana dashboards use is emitted by the real
+daemons (over the Flujo fixtures and over the pynenc fixtures); the engine-neutral rules and overview dashboard use
+only the engine-neutral families; the Kubernetes PrometheusRule carries exactly the groups of every file.
 
 Regenerate deploy/kubernetes/prometheusrule.yaml after editing the rules with
 ``UPDATE_PROMETHEUSRULE=1 .venv/bin/pytest tests/ops/test_ops_rules.py -k prometheusrule``.
@@ -25,14 +25,17 @@ from support import parse_exposition, require_tool
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "prometheus" / "flujo.rules.yml"
 WORKFLOW_RULES = REPO / "prometheus" / "workflow.rules.yml"
+PYNENC_RULES = REPO / "prometheus" / "pynenc.rules.yml"
 # Each rules file and its promtool unit tests; the PrometheusRule carries their groups in this order.
 RULE_FILES = {
     WORKFLOW_RULES: REPO / "prometheus" / "workflow.rules.test.yml",
     RULES: REPO / "prometheus" / "flujo.rules.test.yml",
+    PYNENC_RULES: REPO / "prometheus" / "pynenc.rules.test.yml",
 }
 DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
 OVERVIEW = REPO / "grafana" / "workflow-overview.json"
-DASHBOARDS = (DASHBOARD, OVERVIEW)
+PYNENC_DASHBOARD = REPO / "grafana" / "pynenc.json"
+DASHBOARDS = (DASHBOARD, OVERVIEW, PYNENC_DASHBOARD)
 PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
 JOB = "flujo-state-exporter"  # the scrape job the "exporter down" alerts match
 
@@ -173,8 +176,15 @@ def test_engine_neutral_files_use_only_engine_neutral_families() -> None:
     assert OVERVIEW_FAMILIES - {"workflow_run_duration_seconds_bucket", "state_exporter_engine_info"} <= uses
     assert {name for name in uses if not NEUTRAL.fullmatch(name)} == set()
     assert recorded_names() == {rule["record"] for rule in all_rules(RULES) if "record" in rule}, (
-        "the engine-neutral rules need no recording rule: the alerts load on their own"
+        "the engine-neutral (and pynenc) rules need no recording rule: the alerts load on their own"
     )
+
+
+def test_pynenc_files_use_only_pynenc_families() -> None:
+    """The pynenc rules and dashboard speak pynenc: its own families, no recording rule of Flujo's."""
+    uses = {name for rule in all_rules(PYNENC_RULES) for name in metric_names(str(rule["expr"]))}
+    uses |= {name for expr in dashboard_expressions(PYNENC_DASHBOARD) for name in metric_names(expr)}
+    assert uses and {name for name in uses if not name.startswith("pynenc_")} == set()
 
 
 def test_dashboard_and_rules_use_only_defined_recording_rules() -> None:
@@ -185,19 +195,19 @@ def test_dashboard_and_rules_use_only_defined_recording_rules() -> None:
     assert unused == set(), f"recording rules nothing uses: {sorted(unused)}"
 
 
-def daemon_sample_names(stack: Any) -> set[str]:
+def daemon_sample_names(*stacks: Any) -> set[str]:
     names = set()
-    for daemon in stack.daemons.values():
+    for daemon in (daemon for stack in stacks for daemon in stack.daemons.values()):
         status, body = http_get(daemon.url + "/metrics")
         assert status == 200, body
         names |= {name for name, _ in parse_exposition(body)}
     return names
 
 
-def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(ops_stack: Any) -> None:
+def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(ops_stack: Any, pynenc_stack: Any) -> None:
     """Against the /metrics of the real daemons: span export (to a receiver that failed, then accepted) and every
-    job enabled, so the conditional families are there too."""
-    emitted = daemon_sample_names(ops_stack)
+    job enabled, so the conditional families are there too; and the daemons over the pynenc fixtures."""
+    emitted = daemon_sample_names(ops_stack, pynenc_stack)
     used = {name: where for name, where in used_names().items() if name not in recorded_names()}
     assert len(used) > 40
     assert {path.name for path in (*RULE_FILES, *DASHBOARDS)} == set().union(*used.values())
@@ -205,6 +215,10 @@ def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(ops_stack: 
     assert missing == {}, f"names not emitted by the daemon: {missing}"
     # And the other way round, as a reminder: families nothing shows.
     assert {"flujo_workflows_stuck", "state_exporter_job_success", "state_exporter_span_backlog_spans"} <= emitted
+    # Every pynenc family is used (the pynenc daemons emit nothing of Flujo's).
+    pynenc = {name for name in daemon_sample_names(pynenc_stack) if name.startswith("pynenc_")}
+    pynenc = {re.sub(r"_(?:sum|count)$", "_bucket", name) for name in pynenc}
+    assert pynenc - set(used) == {"pynenc_runs_finished_total"}, "what workflow_runs_finished_total shows"
 
 
 def test_job_metrics_name_the_job_in_job_name(ops_stack: Any) -> None:
@@ -287,18 +301,25 @@ def test_recording_rules_are_unit_tested() -> None:
 
 @pytest.mark.parametrize("rule", alerts(), ids=lambda rule: rule["alert"])
 def test_alert_conventions(rule: dict[str, Any]) -> None:
-    """Flujo's alerts are named Flujo*; the engine-neutral ones Workflow*, the daemon's own StateExporter*."""
+    """Flujo's alerts are named Flujo*, pynenc's Pynenc*; the engine-neutral ones Workflow*, the daemon's own
+    StateExporter*."""
     if rules_file_of(rule["alert"]) == RULES:
         assert re.fullmatch(r"Flujo[A-Z][A-Za-z]+", rule["alert"])
+    elif rules_file_of(rule["alert"]) == PYNENC_RULES:
+        assert re.fullmatch(r"Pynenc[A-Z][A-Za-z]+", rule["alert"])
     else:
         assert re.fullmatch(r"(?:Workflow|StateExporter)[A-Z][A-Za-z]+", rule["alert"])
     assert rule["labels"]["severity"] in SEVERITIES
     assert {"summary", "description"} <= set(rule["annotations"])
     assert len(rule["annotations"]["description"]) > 100, "runbook-style description"
     text = json.dumps(rule)
-    assert "run_id" not in text, "run ids never become labels or annotation templates here"
+    assert "run_id" not in text and "invocation_id" not in text, "run ids never become labels or templates here"
     templated = set(re.findall(r"\$labels\.(\w+)", text))
-    assert templated <= {"instance", "pipeline", "status", "collector", "job_name", "engine", "reason"}
+    assert templated <= {"instance", "pipeline", "status", "collector", "job_name", "engine", "reason"} | {
+        "app",
+        "task",
+        "queue",
+    }
 
 
 def test_rule_groups_and_names_are_unique() -> None:
@@ -330,6 +351,12 @@ def test_issue_alerts_are_all_there() -> None:
             "StateExporterTargetMissing",
             "StateExporterDBNotReady",
             "StateExporterJobFailing",  # a job failing
+        },
+        PYNENC_RULES: {
+            "PynencRunnerDeadWithWork",  # running invocations whose runner is dead
+            "PynencPendingTimeout",  # pending past max_pending_seconds
+            "PynencBrokerBacklogOld",  # the oldest broker message too old
+            "PynencTaskFailureRatioHigh",  # failure ratio per task, with a minimum volume
         },
     }
     for path, names in expected.items():
@@ -363,7 +390,7 @@ def test_exporter_down_alerts_match_the_documented_job() -> None:
 
 def prometheusrule_text() -> str:
     """The PrometheusRule: its header and metadata as they are, spec.groups = the rules files' groups (verbatim,
-    comments included): the engine-neutral and daemon groups, then Flujo's."""
+    comments included): the engine-neutral and daemon groups, then Flujo's, then pynenc's."""
     current = PROMETHEUS_RULE.read_text()
     head = current.split("\nspec:\n", 1)[0]
     body = "\n".join(path.read_text().split("\ngroups:\n", 1)[1].rstrip("\n") + "\n" for path in RULE_FILES)
@@ -412,5 +439,6 @@ def test_readme_lists_every_rules_file_dashboard_and_alert() -> None:
         [row] = [line for line in table.splitlines() if line.startswith(f"| `{rule['alert']}` |")]
         cells = [cell.strip() for cell in row.strip("|").split(" | ")]
         assert (cells[1], cells[3]) == (rule["labels"]["severity"], rule.get("for", "-")), row
-    documented = set(re.findall(r"`((?:Flujo|Workflow|StateExporter)[A-Z]\w+)`", section))
-    assert documented - {"FlujoRunStuck"} <= {rule["alert"] for rule in alerts()}, "README names no phantom alert"
+    documented = set(re.findall(r"`((?:Flujo|Pynenc|Workflow|StateExporter)[A-Z]\w+)`", section))
+    daemon_alerts = {"FlujoRunStuck", "PynencInvocationStuck"}  # sent by jobs.stuck_alerts, not by Prometheus
+    assert documented - daemon_alerts <= {rule["alert"] for rule in alerts()}, "README names no phantom alert"
