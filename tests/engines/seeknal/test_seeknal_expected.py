@@ -98,7 +98,7 @@ def test_runs_by_derived_status(exposed: Samples) -> None:
         "running": DB["runs_by_derived_status"]["running"],
         "succeeded": DB["runs_by_derived_status"]["success"],
     }
-    # The running run's newest write: its last node (source.orders) at 07:01:58Z.
+    # The running run's newest write: its running node (transform.customer_totals) at 07:02:18Z.
     running = next(run for run in DB["runs"] if run["derived_status"] == "running")
     newest = max(
         epoch(row["last_run_utc"])
