@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from exporter.collectors.base import View, ViewCollector, gauge_from, printable
-from exporter.engines.seeknal.snapshot import NODE_DURATION_BUCKETS, Counts, Snapshot
+from exporter.engines.seeknal.snapshot import NODE_DURATION_BUCKETS, Aggregates, Counts, Snapshot
 from exporter.engines.seeknal.statuses import FINISHED_NODE_STATUSES, NODE_STATUSES, RUN_STATUSES
 from exporter.labels import OTHER, top_values
 from exporter.model import Histogram
@@ -26,26 +26,31 @@ def seeknal_collectors(view: View) -> Sequence[Collector]:
     return (SeeknalCollector(view),)
 
 
-def node_labels(order: Sequence[str], limit: int) -> dict[str, str]:
-    return {node: node if i < limit else OTHER for i, node in enumerate(order)}
+class NodeLabels:
+    """The first ``limit`` node ids by first execution keep their label; a node the last aggregate
+    has not seen yet (a first run) keeps its own while there is room."""
 
+    def __init__(self, order: Sequence[str], limit: int) -> None:
+        self._kept = frozenset(order[:limit])
+        self._room = len(self._kept) < limit
 
-def _label(labels: Mapping[str, str], node: str) -> str:
-    return labels.get(node, OTHER)
+    def __call__(self, node: str) -> str:
+        return node if node in self._kept or self._room else OTHER
 
 
 class SeeknalCollector(ViewCollector):
     def collect(self) -> Iterator[Metric]:
         state = self.view.state()
-        counts = state.counts if isinstance(state.counts, Counts) else None
-        order = counts.node_order if counts is not None else ()
-        labels = node_labels(order, self.view.settings().max_steps)
+        aggregates = state.aggregates if isinstance(state.aggregates, Aggregates) else None
+        label = NodeLabels(aggregates.node_order if aggregates else (), self.view.settings().max_steps)
         if isinstance(state.fast, Snapshot):
-            yield from self._snapshot(state.fast, labels)
-        if counts is not None:
-            yield from self._counts(counts, labels)
+            yield from self._snapshot(state.fast, label)
+        if isinstance(state.counts, Counts):
+            yield from self._counts(state.counts)
+        if aggregates is not None:
+            yield from self._aggregates(aggregates, label)
 
-    def _snapshot(self, snapshot: Snapshot, labels: Mapping[str, str]) -> Iterator[Metric]:
+    def _snapshot(self, snapshot: Snapshot, label: NodeLabels) -> Iterator[Metric]:
         yield gauge_from(
             "seeknal_nodes_stuck",
             self.cached(
@@ -57,7 +62,7 @@ class SeeknalCollector(ViewCollector):
         )
         since: dict[str, float] = {}
         for node in snapshot.running:
-            key = _label(labels, node.node_id)
+            key = label(node.node_id)
             since[key] = min(since.get(key, node.since), node.since)
         yield gauge_from(
             "seeknal_node_running_since_timestamp_seconds",
@@ -78,7 +83,7 @@ class SeeknalCollector(ViewCollector):
             [] if snapshot.oldest_lock is None else [((), snapshot.oldest_lock)],
         )
 
-    def _counts(self, counts: Counts, labels: Mapping[str, str]) -> Iterator[Metric]:
+    def _counts(self, counts: Counts) -> Iterator[Metric]:
         settings = self.view.settings()
         runs: Counter[str] = Counter(dict.fromkeys(RUN_STATUSES, 0))
         runs.update(counts.runs_by_status)
@@ -104,28 +109,30 @@ class SeeknalCollector(ViewCollector):
             ["kind", "status"],
             [(key, float(n)) for key, n in nodes.items()],
         )
+
+    def _aggregates(self, aggregates: Aggregates, label: NodeLabels) -> Iterator[Metric]:
         executions = CounterMetricFamily(
             "seeknal_node_executions",
-            self.counted(
+            self.aggregated(
                 "Finished node executions, one per (node_id, last_run): rows carried over into later runs count once"
             ),
             labels=["node", "status"],
         )
         folded: Counter[tuple[str, str]] = Counter()
-        for node in {_label(labels, n) for n in counts.node_order}:
+        for node in {label(n) for n in aggregates.node_order}:
             for status in FINISHED_NODE_STATUSES:
                 folded[(node, status)] += 0
-        for (node, status), n in counts.executions.items():
-            folded[(_label(labels, node), status)] += n
+        for (node, status), n in aggregates.executions.items():
+            folded[(label(node), status)] += n
         for (node, status), n in sorted(folded.items()):
             executions.add_metric([printable(node), status], n)
         yield executions
         durations: dict[str, Histogram] = {}
-        for node, histogram in counts.durations.items():
-            durations.setdefault(_label(labels, node), Histogram(NODE_DURATION_BUCKETS)).merge(histogram)
+        for node, histogram in aggregates.durations.items():
+            durations.setdefault(label(node), Histogram(NODE_DURATION_BUCKETS)).merge(histogram)
         family = HistogramMetricFamily(
             "seeknal_node_duration_seconds",
-            self.counted("duration_ms of the same finished executions"),
+            self.aggregated("duration_ms of the same finished executions"),
             labels=["node"],
         )
         for node, histogram in sorted(durations.items()):
@@ -133,27 +140,27 @@ class SeeknalCollector(ViewCollector):
         yield family
         yield gauge_from(
             "seeknal_node_last_success_timestamp_seconds",
-            self.counted("Latest last_run (Unix time) of a success row of each node"),
+            self.aggregated("Latest last_run (Unix time) of a success row of each node"),
             ["node"],
-            _folded(counts.last_success, labels, max),
+            _folded(aggregates.last_success, label, max),
         )
         yield gauge_from(
             "seeknal_node_rows_processed",
-            self.counted("row_count of each node's latest finished execution"),
+            self.aggregated("row_count of each node's latest finished execution"),
             ["node"],
-            _folded(counts.rows_processed, labels, _sum),
+            _folded(aggregates.rows_processed, label, _sum),
         )
         yield gauge_from(
             "seeknal_node_completed_intervals",
-            self.counted("Entries in completed_intervals_json of each node's latest row"),
+            self.aggregated("Entries in completed_intervals_json of each node's latest row"),
             ["node"],
-            _folded({n: float(v) for n, v in counts.completed_intervals.items()}, labels, _sum),
+            _folded({n: float(v) for n, v in aggregates.completed_intervals.items()}, label, _sum),
         )
         yield gauge_from(
             "seeknal_node_restatement_intervals_pending",
-            self.counted("Entries in restatement_intervals_json of each node's latest row"),
+            self.aggregated("Entries in restatement_intervals_json of each node's latest row"),
             ["node"],
-            _folded({n: float(v) for n, v in counts.restatement_pending.items()}, labels, _sum),
+            _folded({n: float(v) for n, v in aggregates.restatement_pending.items()}, label, _sum),
         )
 
 
@@ -161,11 +168,9 @@ def _sum(a: float, b: float) -> float:
     return a + b
 
 
-def _folded(
-    values: Mapping[str, float], labels: Mapping[str, str], combine: Callable[[float, float], float]
-) -> list[Sample]:
+def _folded(values: Mapping[str, float], label: NodeLabels, combine: Callable[[float, float], float]) -> list[Sample]:
     out: dict[str, float] = {}
     for node, value in values.items():
-        key = _label(labels, node)
+        key = label(node)
         out[key] = value if key not in out else combine(out[key], value)
     return [((node,), value) for node, value in out.items()]

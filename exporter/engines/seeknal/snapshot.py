@@ -1,8 +1,10 @@
 """The refresh tiers over a seeknal state DB, each in one short read transaction.
 
 * *snapshot* (every refresh): running nodes and the stuck rule (through the status index), locks;
-* *counts* (every ``metrics.counts_interval``): runs by derived status, the latest run's nodes,
-  executions, durations, freshness and intervals, from one pass over ``node_state``.
+* *counts* (every ``metrics.counts_interval``): runs by derived status (one ``GROUP BY run_id``
+  in SQLite) and the latest run's nodes (through the run_id index);
+* *aggregates* (every ``metrics.aggregate_interval``): executions, durations, freshness and
+  intervals, from one pass over ``node_state``.
 
 Times: ``last_run`` (run and node) is the writer's naive local time, converted with the configured
 ``db.writer_timezone`` (never compared as text); ``locked_at`` is SQLite ``CURRENT_TIMESTAMP``
@@ -21,7 +23,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
 from exporter.engines.seeknal.layout import LOCKS, NODES, RUNS, Schema
-from exporter.engines.seeknal.statuses import FINISHED_NODE_STATUSES, RUNNING, SUCCESS, node_status, run_status
+from exporter.engines.seeknal.statuses import FAILED, FINISHED_NODE_STATUSES, PENDING, RUNNING, SUCCESS, node_status
 from exporter.labels import label_text
 from exporter.model import RUN_DURATION_BUCKETS, Histogram, StuckReason
 from exporter.reader.badvalues import BadValue, shown
@@ -76,6 +78,13 @@ class Counts:
     runs_by_status: Counter[str]  # derived run statuses
     latest_run: str | None
     latest_nodes: Counter[tuple[str, str]]  # (kind, status) of the latest run's nodes
+    oldest_active_update: float | None  # the longest-idle running run's newest write
+    bad_values: tuple[BadValue, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Aggregates:
+    taken_at: datetime
     node_order: tuple[str, ...]  # node ids by first execution: the label cap keeps the first ones
     executions: Counter[tuple[str, str]]  # (node_id, final status), one per (node_id, last_run)
     durations: dict[str, Histogram]
@@ -83,15 +92,6 @@ class Counts:
     rows_processed: dict[str, float]  # row_count of each node's latest execution
     completed_intervals: dict[str, int]  # from each node's latest row
     restatement_pending: dict[str, int]
-    oldest_active_update: float | None  # the longest-idle running run's newest write
-    bad_values: tuple[BadValue, ...] = field(default=())
-
-
-@dataclass(frozen=True)
-class Aggregates:
-    """seeknal needs no whole-table scan beyond the counts: an empty tier."""
-
-    taken_at: datetime
     bad_values: tuple[BadValue, ...] = field(default=())
 
 
@@ -158,15 +158,10 @@ def _intervals(raw: object, column: str, key: str, bad: list[BadValue]) -> int:
     return len(parsed)
 
 
-def counts(conn: sqlite3.Connection, schema: Schema, tz: tzinfo, now: datetime) -> Counts:
+def aggregates(conn: sqlite3.Connection, schema: Schema, tz: tzinfo, now: datetime) -> Aggregates:
     bad: list[BadValue] = []
-    runs: dict[str, float | None] = {}
-    for run_id, last_run in conn.execute(f"SELECT run_id, last_run FROM {RUNS}"):
-        runs[str(run_id)] = _instant(last_run, tz, RUNS, "last_run", str(run_id), bad)
     intervals = "completed_intervals_json, restatement_intervals_json" if schema.has_intervals else "NULL, NULL"
     sql = f"SELECT id, run_id, node_id, last_run, status, duration_ms, row_count, {intervals} FROM {NODES} ORDER BY id"
-    run_nodes: dict[str, list[tuple[str, str, float | None]]] = {}
-    spoiled: set[str] = set()  # runs with a node whose status cannot be read: no status to derive
     first_seen: dict[str, float] = {}
     executions: Counter[tuple[str, str]] = Counter()
     seen: set[tuple[str, str]] = set()
@@ -175,19 +170,14 @@ def counts(conn: sqlite3.Connection, schema: Schema, tz: tzinfo, now: datetime) 
     latest_execution: dict[str, tuple[float, float]] = {}  # node -> (last_run, row_count)
     latest_row: dict[str, tuple[float, int, int, int]] = {}  # node -> (last_run, id, completed, restatement)
     for row_id, run_id, node_id, last_run, status, duration_ms, row_count, completed, restatement in conn.execute(sql):
-        run, key = str(run_id), f"{run_id}:{node_id}"
+        key = f"{run_id}:{node_id}"
         raw_status = node_status(status)
         state, node = label_text(raw_status), label_text(node_id)
-        if state is None:
-            bad.append(BadValue(NODES, "status", key, shown(status)))
-            spoiled.add(run)
-            continue
-        if node is None:
-            bad.append(BadValue(NODES, "node_id", key, shown(node_id)))
-            spoiled.add(run)
+        if state is None or node is None:
+            if isinstance(status, str) and isinstance(node_id, str):  # the counts tier counts the rest
+                bad.append(BadValue(NODES, "status" if state is None else "node_id", key, shown(status or node_id)))
             continue
         written = _instant(last_run, tz, NODES, "last_run", key, bad)
-        run_nodes.setdefault(run, []).append((node, state, written))
         if written is None:
             continue
         first_seen[node] = min(first_seen.get(node, written), written)
@@ -210,30 +200,8 @@ def counts(conn: sqlite3.Connection, schema: Schema, tz: tzinfo, now: datetime) 
         if node not in latest_execution or written >= latest_execution[node][0]:
             rows = row_count if isinstance(row_count, int | float) else 0
             latest_execution[node] = (written, float(rows))
-    by_status: Counter[str] = Counter()
-    oldest_active: float | None = None
-    latest_run: tuple[float, str] | None = None
-    for run, written in runs.items():
-        if run in spoiled:
-            continue
-        nodes = run_nodes.get(run, [])
-        status = run_status(state for _, state, _ in nodes)
-        by_status[status] += 1
-        if status == RUNNING:
-            writes = [w for _, _, w in nodes if w is not None] + ([written] if written is not None else [])
-            if writes and (oldest_active is None or max(writes) < oldest_active):
-                oldest_active = max(writes)
-        if written is not None and (latest_run is None or (written, run) > latest_run):
-            latest_run = (written, run)
-    latest_nodes: Counter[tuple[str, str]] = Counter()
-    if latest_run is not None:
-        for node, state, _ in run_nodes.get(latest_run[1], []):
-            latest_nodes[(node_kind(node), state)] += 1
-    return Counts(
+    return Aggregates(
         taken_at=now,
-        runs_by_status=by_status,
-        latest_run=None if latest_run is None else latest_run[1],
-        latest_nodes=latest_nodes,
         node_order=tuple(sorted(first_seen, key=lambda n: (first_seen[n], n))),
         executions=executions,
         durations=durations,
@@ -241,6 +209,68 @@ def counts(conn: sqlite3.Connection, schema: Schema, tz: tzinfo, now: datetime) 
         rows_processed={node: rows for node, (_, rows) in latest_execution.items()},
         completed_intervals={node: row[2] for node, row in latest_row.items()},
         restatement_pending={node: row[3] for node, row in latest_row.items()},
-        oldest_active_update=oldest_active,
         bad_values=tuple(bad),
     )
+
+
+def counts(conn: sqlite3.Connection, schema: Schema, tz: tzinfo, now: datetime) -> Counts:
+    """Runs by the status derived from their nodes; a run with a node whose status or id is not
+    text cannot be derived and is left out (counted as bad values)."""
+    bad: list[BadValue] = []
+    sql = (
+        f"SELECT r.run_id, r.last_run, n.failed, n.active, n.bad_status, n.bad_node FROM {RUNS} r LEFT JOIN "
+        f"(SELECT run_id, MAX(status = '{FAILED}') AS failed, "
+        f"MAX(status IS NULL OR status IN ('{RUNNING}', '{PENDING}')) AS active, "
+        f"SUM(typeof(status) NOT IN ('text', 'null')) AS bad_status, SUM(typeof(node_id) != 'text') AS bad_node "
+        f"FROM {NODES} GROUP BY run_id) n ON n.run_id = r.run_id"
+    )
+    by_status: Counter[str] = Counter()
+    active: dict[str, float | None] = {}  # running run -> its own last_run
+    latest: tuple[float, str] | None = None
+    for run_id, last_run, failed, running, bad_status, bad_node in conn.execute(sql):
+        run = str(run_id)
+        if bad_status or bad_node:
+            if bad_status:
+                bad.append(BadValue(NODES, "status", run, "not text", int(bad_status)))
+            if bad_node:
+                bad.append(BadValue(NODES, "node_id", run, "not text", int(bad_node)))
+            continue
+        status = FAILED if failed else RUNNING if running else SUCCESS
+        by_status[status] += 1
+        written = _instant(last_run, tz, RUNS, "last_run", run, bad)
+        if status == RUNNING:
+            active[run] = written
+        if written is not None and (latest is None or (written, run) > latest):
+            latest = (written, run)
+    latest_nodes: Counter[tuple[str, str]] = Counter()
+    if latest is not None:
+        for node_id, status in conn.execute(f"SELECT node_id, status FROM {NODES} WHERE run_id = ?", (latest[1],)):
+            state, node = label_text(node_status(status)), label_text(node_id)
+            if state is None or node is None:
+                bad.append(BadValue(NODES, "status" if state is None else "node_id", latest[1], shown(status)))
+                continue
+            latest_nodes[(node_kind(node), state)] += 1
+    return Counts(
+        taken_at=now,
+        runs_by_status=by_status,
+        latest_run=None if latest is None else latest[1],
+        latest_nodes=latest_nodes,
+        oldest_active_update=_oldest_active(conn, active, tz, bad),
+        bad_values=tuple(bad),
+    )
+
+
+def _oldest_active(
+    conn: sqlite3.Connection, runs: dict[str, float | None], tz: tzinfo, bad: list[BadValue]
+) -> float | None:
+    """The newest write (run or node ``last_run``) of each running run; the oldest of those."""
+    oldest: float | None = None
+    for run, written in runs.items():
+        writes = [] if written is None else [written]
+        for (raw,) in conn.execute(f"SELECT last_run FROM {NODES} WHERE run_id = ?", (run,)):
+            at = _instant(raw, tz, NODES, "last_run", run, bad)
+            if at is not None:
+                writes.append(at)
+        if writes and (oldest is None or max(writes) < oldest):
+            oldest = max(writes)
+    return oldest

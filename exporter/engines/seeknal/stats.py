@@ -1,6 +1,6 @@
 """seeknal's refresh tiers over one file, and what they mean in canonical terms.
 
-seeknal keeps every run's rows, so executions are counted from the table itself (counts tier):
+seeknal keeps every run's rows, so executions are counted from the table itself (aggregates tier):
 there is no finished-run cursor, and the overview's finished-run families stay absent.
 """
 
@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from exporter.engines.seeknal.layout import ENGINE_NAME, seeknal_schema
-from exporter.engines.seeknal.snapshot import STUCK_REASONS, Aggregates, Counts, Snapshot, counts, snapshot
+from exporter.engines.seeknal.snapshot import STUCK_REASONS, Aggregates, Counts, Snapshot, aggregates, counts, snapshot
 from exporter.engines.seeknal.statuses import PHASES
 from exporter.model import Overview, StuckReason
 
@@ -34,10 +34,10 @@ class SeeknalStats:
         return counts(session.conn, seeknal_schema(session.schema), session.naive_tz, now)
 
     def aggregates(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> Aggregates:
-        return Aggregates(now)
+        return aggregates(session.conn, seeknal_schema(session.schema), session.naive_tz, now)
 
     def follow_finished(self, session: ReadSession, now: datetime) -> bool:
-        return True  # nothing to follow: the counts tier reads every execution
+        return True  # nothing to follow: the aggregates tier reads every execution
 
     @property
     def finished(self) -> None:

@@ -5,6 +5,7 @@ against seeknal's own API), through the real refresh and exposition, with the cl
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -251,3 +252,32 @@ def test_naive_times_are_converted_in_the_writer_zone(db: Path, exposed: Samples
     assert family(later, "seeknal_node_running_since_timestamp_seconds", "node") == {
         stuck["node_id"]: epoch(stuck["running_since_utc"]) + shift
     }
+
+
+def test_unreadable_values_lose_only_themselves(db: Path, exposed: Samples) -> None:
+    """A node time that is no time, an interval list that is no JSON list: that value is skipped and
+    counted, the node's other values and every run stay."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute(
+            "UPDATE node_state SET restatement_intervals_json = '{oops' WHERE node_id = 'transform.daily_orders'"
+        )
+        conn.execute(
+            "UPDATE node_state SET last_run = 'yesterday' "
+            "WHERE run_id = '20261204_080123' AND node_id = 'source.orders'"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    dirty = expose(db)
+    bad = family(dirty, "state_exporter_bad_values_total")
+    assert bad == {
+        (("column", "last_run"), ("table", "node_state")): 1,
+        (("column", "restatement_intervals_json"), ("table", "node_state")): 1,
+    }
+    assert family(dirty, "seeknal_runs", "status") == family(exposed, "seeknal_runs", "status")
+    pending = family(dirty, "seeknal_node_restatement_intervals_pending", "node")
+    assert pending["transform.daily_orders"] == 0
+    assert family(dirty, "seeknal_node_completed_intervals", "node")["transform.daily_orders"] == 2
+    executions = family(dirty, "seeknal_node_executions_total", "node")
+    assert executions["source.orders"] == family(exposed, "seeknal_node_executions_total", "node")["source.orders"] - 1
