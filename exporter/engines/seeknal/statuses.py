@@ -7,8 +7,6 @@ success).  A NULL node status reads back as ``pending`` through seeknal's API, a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from exporter.model import Phase, PhaseMap
 
 PENDING = "pending"
@@ -29,12 +27,3 @@ PHASES = PhaseMap({FAILED: Phase.FAILED, RUNNING: Phase.RUNNING, SUCCESS: Phase.
 
 def node_status(raw: str | None) -> str:
     return PENDING if raw is None else raw
-
-
-def run_status(node_statuses: Iterable[str]) -> str:
-    seen = set(node_statuses)
-    if FAILED in seen:
-        return FAILED
-    if RUNNING in seen or PENDING in seen:
-        return RUNNING
-    return SUCCESS
