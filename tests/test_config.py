@@ -34,6 +34,8 @@ LISTEN_HINT = "expected HOST:PORT, e.g. 0.0.0.0:10078, :10078 or [::1]:10078"
 # A real bcrypt hash (of "change-me"): 60 characters, $2b$ prefix.
 HASH = "$2b$12$sSKekGZtHpWtSidPIUEwP.t9CkWNqyUIma.vSCA1vTXHM0Ooxf84e"
 
+ENGINE_CHOICES = "'auto', 'flujo', 'pynenc' or 'seeknal'"  # what a bad db.engine is told it may be
+
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -330,12 +332,12 @@ BROKEN = [
     ),
     pytest.param(
         "db:\n  path: x.db\n  engine: nosuch\n",
-        ["config.yaml:3: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'nosuch'"],
+        [f"config.yaml:3: db.engine: must be one of {ENGINE_CHOICES}, got 'nosuch'"],
         id="unknown-engine",
     ),
     pytest.param(
         "db:\n  engine: [flujo]\n",
-        ["config.yaml:2: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got a list"],
+        [f"config.yaml:2: db.engine: must be one of {ENGINE_CHOICES}, got a list"],
         id="engine-not-a-name",
     ),
     pytest.param(
@@ -659,11 +661,11 @@ def test_engine_from_each_source() -> None:
     assert load_config(None, env={}, overrides={"db": {"engine": "flujo"}}).db.engine == "flujo"
     with pytest.raises(ConfigError) as caught:
         load_config(None, env={"STATE_EXPORTER_DB__ENGINE": "Flujo"}, overrides={"db": {"engine": "nosuch"}})
-    assert caught.value.errors == ["command line: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'nosuch'"]
+    assert caught.value.errors == [f"command line: db.engine: must be one of {ENGINE_CHOICES}, got 'nosuch'"]
     with pytest.raises(ConfigError) as caught:
         load_config(None, env={"STATE_EXPORTER_DB__ENGINE": "Flujo"})
     assert caught.value.errors == [
-        "environment STATE_EXPORTER_DB__ENGINE: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'Flujo'"
+        f"environment STATE_EXPORTER_DB__ENGINE: db.engine: must be one of {ENGINE_CHOICES}, got 'Flujo'"
     ]
 
 

@@ -113,9 +113,40 @@ def _pynenc(fixture: str) -> Case:
     )
 
 
+SEEKNAL_FIXTURE = "seeknal/seeknal-2.13.0-sample.db"
+
+
+def _seeknal_bad_status(db: Path) -> tuple[str, str]:
+    """A BLOB where seeknal writes a node's status: its run's status can no longer be derived."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("UPDATE node_state SET status = X'FF00' WHERE id = (SELECT MIN(id) FROM node_state)")
+        conn.commit()
+    finally:
+        conn.close()
+    return "node_state", "status"
+
+
+def _seeknal(fixture: str) -> Case:
+    return Case(
+        engine="seeknal",
+        fixture=fixture,
+        now=datetime.fromisoformat(pynenc_expected(fixture)["computed_at_utc"]),
+        layout="database",
+        runs_family="seeknal_runs",
+        status_label="status",
+        stuck_family="seeknal_nodes_stuck",
+        finished_family=None,  # executions are counted from the table; no finished-run cursor
+        duration_family=None,
+        corrupt=_seeknal_bad_status,
+        has_spans=False,  # the seeknal traces come later
+    )
+
+
 CASES = (
     _flujo(SMALL, computed_at(SMALL), "0.4.35", runs_table=True),
     _flujo(SMALL06, computed_at(SMALL06), "0.6", runs_table=True),
     _flujo(LEGACY, computed_at(SMALL), "0.4.32-legacy", runs_table=False),
     *(_pynenc(fixture) for fixture in PYNENC_FIXTURES),
+    _seeknal(SEEKNAL_FIXTURE),
 )
