@@ -21,7 +21,7 @@ from exporter.traces.__main__ import main as traces_main
 
 # Differ between two snapshots of one file: timings and the Python version.
 VOLATILE = re.compile(r"^(state_exporter_collector_duration_seconds|state_exporter_build_info)\{.*$", re.M)
-BAD_ENGINE = "command line: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'nosuch'"
+BAD_ENGINE = "command line: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"
 
 
 def help_of(argv: list[str], capsys: pytest.CaptureFixture[str], run: Callable[[list[str]], int] = main) -> str:
@@ -125,7 +125,7 @@ def test_unknown_engine_in_the_file_or_environment(tmp_path: Path, capsys: pytes
     config = tmp_path / "config.yaml"
     config.write_text("db:\n  engine: nosuch\n")
     assert main(["check-config", str(config)]) == 2
-    assert f"{config}:2: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'nosuch'" in capsys.readouterr().err
+    assert f"{config}:2: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'" in capsys.readouterr().err
     db = other_application_db(tmp_path / "invoices.db")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATE_EXPORTER_")}
     done = subprocess.run(
@@ -137,7 +137,7 @@ def test_unknown_engine_in_the_file_or_environment(tmp_path: Path, capsys: pytes
     )
     assert done.returncode == 2 and done.stdout == ""
     expected = (
-        "environment STATE_EXPORTER_DB__ENGINE: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'nosuch'"
+        "environment STATE_EXPORTER_DB__ENGINE: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"
     )
     assert expected in done.stderr.splitlines()
 
@@ -162,4 +162,4 @@ def test_replay_of_a_file_no_engine_knows(tmp_path: Path, capsys: pytest.Capture
     config = tmp_path / "config.yaml"
     config.write_text("db:\n  engine: nosuch\n")
     assert main([*base, "--config", str(config)]) == 2
-    assert f"{config}:2: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'nosuch'" in capsys.readouterr().err
+    assert f"{config}:2: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'" in capsys.readouterr().err

@@ -330,12 +330,12 @@ BROKEN = [
     ),
     pytest.param(
         "db:\n  path: x.db\n  engine: nosuch\n",
-        ["config.yaml:3: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'nosuch'"],
+        ["config.yaml:3: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"],
         id="unknown-engine",
     ),
     pytest.param(
         "db:\n  engine: [flujo]\n",
-        ["config.yaml:2: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got a list"],
+        ["config.yaml:2: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got a list"],
         id="engine-not-a-name",
     ),
     pytest.param(
@@ -659,11 +659,11 @@ def test_engine_from_each_source() -> None:
     assert load_config(None, env={}, overrides={"db": {"engine": "flujo"}}).db.engine == "flujo"
     with pytest.raises(ConfigError) as caught:
         load_config(None, env={"STATE_EXPORTER_DB__ENGINE": "Flujo"}, overrides={"db": {"engine": "nosuch"}})
-    assert caught.value.errors == ["command line: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'nosuch'"]
+    assert caught.value.errors == ["command line: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"]
     with pytest.raises(ConfigError) as caught:
         load_config(None, env={"STATE_EXPORTER_DB__ENGINE": "Flujo"})
     assert caught.value.errors == [
-        "environment STATE_EXPORTER_DB__ENGINE: db.engine: must be one of 'auto', 'flujo' or 'pynenc', got 'Flujo'"
+        "environment STATE_EXPORTER_DB__ENGINE: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'Flujo'"
     ]
 
 
