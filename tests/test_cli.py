@@ -125,7 +125,10 @@ def test_unknown_engine_in_the_file_or_environment(tmp_path: Path, capsys: pytes
     config = tmp_path / "config.yaml"
     config.write_text("db:\n  engine: nosuch\n")
     assert main(["check-config", str(config)]) == 2
-    assert f"{config}:2: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'" in capsys.readouterr().err
+    assert (
+        f"{config}:2: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"
+        in capsys.readouterr().err
+    )
     db = other_application_db(tmp_path / "invoices.db")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATE_EXPORTER_")}
     done = subprocess.run(
@@ -137,7 +140,8 @@ def test_unknown_engine_in_the_file_or_environment(tmp_path: Path, capsys: pytes
     )
     assert done.returncode == 2 and done.stdout == ""
     expected = (
-        "environment STATE_EXPORTER_DB__ENGINE: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"
+        "environment STATE_EXPORTER_DB__ENGINE: db.engine: "
+        "must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"
     )
     assert expected in done.stderr.splitlines()
 
@@ -162,4 +166,7 @@ def test_replay_of_a_file_no_engine_knows(tmp_path: Path, capsys: pytest.Capture
     config = tmp_path / "config.yaml"
     config.write_text("db:\n  engine: nosuch\n")
     assert main([*base, "--config", str(config)]) == 2
-    assert f"{config}:2: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'" in capsys.readouterr().err
+    assert (
+        f"{config}:2: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"
+        in capsys.readouterr().err
+    )

@@ -659,11 +659,14 @@ def test_engine_from_each_source() -> None:
     assert load_config(None, env={}, overrides={"db": {"engine": "flujo"}}).db.engine == "flujo"
     with pytest.raises(ConfigError) as caught:
         load_config(None, env={"STATE_EXPORTER_DB__ENGINE": "Flujo"}, overrides={"db": {"engine": "nosuch"}})
-    assert caught.value.errors == ["command line: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"]
+    assert caught.value.errors == [
+        "command line: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'nosuch'"
+    ]
     with pytest.raises(ConfigError) as caught:
         load_config(None, env={"STATE_EXPORTER_DB__ENGINE": "Flujo"})
     assert caught.value.errors == [
-        "environment STATE_EXPORTER_DB__ENGINE: db.engine: must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'Flujo'"
+        "environment STATE_EXPORTER_DB__ENGINE: db.engine: "
+        "must be one of 'auto', 'flujo', 'pynenc' or 'marianne', got 'Flujo'"
     ]
 
 
