@@ -5,7 +5,7 @@
 | workspace | `workspace-v1` | `jobs(id, status, pid, updated_at…)`, `sheets`, `execution_history`     |
 | workspace | `workspace-v2` | v1 + `jobs.config_path`                                                 |
 | workspace | `workspace-v3` | v2 + `sheets.execution_duration_seconds`, `exit_signal`, `exit_reason`  |
-| workspace | `workspace-v4` | v3 with `sheets.first_attempt_success` renamed `success_without_retry`  |
+| workspace | `workspace-v4` | v3 + `sheets.success_without_retry` (was `first_attempt_success`)      |
 | registry  | `registry`     | `jobs(job_id, workspace, status, pid, submitted_at…)`                   |
 
 The versions are those of ``SQLiteStateBackend``'s migrations; ``schema_version`` is data, not

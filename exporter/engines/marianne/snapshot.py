@@ -60,7 +60,8 @@ class JudgedJob:
     job_id: str
     name: str
     status: str
-    pid: int | None
+    pid: int | None  # None: no pid, or one that is not a process id (a bad value)
+    without_pid: bool  # the row's pid is NULL (an unreadable one is not "without")
     updated_at: datetime
     zombie: bool  # pid dead (only ever True with the same-host check on)
     stale: bool  # not updated for longer than the threshold
@@ -168,6 +169,7 @@ def running_jobs(
                 name=label_text(name) or row_id,
                 status=RUNNING,
                 pid=pid,
+                without_pid=raw_pid is None,
                 updated_at=updated,
                 zombie=_dead(pid, settings),
                 stale=now - updated > threshold,
@@ -227,7 +229,7 @@ def snapshot(
         taken_at=now,
         layout=schema.layout,
         jobs_by_status=by_status,
-        running_without_pid=sum(1 for job in jobs if job.pid is None),
+        running_without_pid=sum(1 for job in jobs if job.without_pid),
         stale=sum(1 for job in jobs if job.stale),
         zombies=sum(1 for job in jobs if job.zombie) if settings.marianne.same_host_pid_check else None,
         stuck=stuck,
