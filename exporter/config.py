@@ -162,6 +162,12 @@ class StuckConfig(_Section):
     per_pipeline: dict[str, PositiveDuration] = Field(default_factory=dict)
 
 
+class MarianneConfig(_Section):
+    # Marianne's is_zombie asks os.kill(pid, 0): meaningful only on the writer's host, in its pid
+    # namespace.  Off by default: a sidecar in another namespace would call every job a zombie.
+    same_host_pid_check: bool = False
+
+
 class MetricsConfig(_Section):
     refresh_interval: Duration = timedelta(seconds=15)
     counts_interval: Duration = Field(default=timedelta(minutes=1), validate_default=True)
@@ -173,6 +179,7 @@ class MetricsConfig(_Section):
     run_duration_window: PositiveDuration = timedelta(hours=24)
     stuck: StuckConfig = Field(default_factory=StuckConfig)
     flujo_compat: bool = False
+    marianne: MarianneConfig = Field(default_factory=MarianneConfig)
 
     @field_validator("refresh_interval")
     @classmethod

@@ -21,7 +21,7 @@ from exporter.traces.__main__ import main as traces_main
 
 # Differ between two snapshots of one file: timings and the Python version.
 VOLATILE = re.compile(r"^(state_exporter_collector_duration_seconds|state_exporter_build_info)\{.*$", re.M)
-ENGINE_CHOICES = "'auto', 'flujo', 'pynenc' or 'seeknal'"  # what a bad db.engine is told it may be
+ENGINE_CHOICES = "'auto', 'flujo', 'pynenc', 'seeknal' or 'marianne'"  # what a bad db.engine is told it may be
 BAD_ENGINE = f"command line: db.engine: must be one of {ENGINE_CHOICES}, got 'nosuch'"
 
 

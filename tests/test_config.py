@@ -34,7 +34,7 @@ LISTEN_HINT = "expected HOST:PORT, e.g. 0.0.0.0:10078, :10078 or [::1]:10078"
 # A real bcrypt hash (of "change-me"): 60 characters, $2b$ prefix.
 HASH = "$2b$12$sSKekGZtHpWtSidPIUEwP.t9CkWNqyUIma.vSCA1vTXHM0Ooxf84e"
 
-ENGINE_CHOICES = "'auto', 'flujo', 'pynenc' or 'seeknal'"  # what a bad db.engine is told it may be
+ENGINE_CHOICES = "'auto', 'flujo', 'pynenc', 'seeknal' or 'marianne'"  # what a bad db.engine is told it may be
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from exporter.engines.base import Catalogue, Engine, EngineSchema
 
 # Detection order: the first engine that recognises a file serves it.
-ENGINE_NAMES: tuple[str, ...] = ("flujo", "pynenc", "seeknal")
+ENGINE_NAMES: tuple[str, ...] = ("flujo", "pynenc", "seeknal", "marianne")
 AUTO = "auto"
 
 

@@ -143,10 +143,50 @@ def _seeknal(fixture: str) -> Case:
     )
 
 
+MARIANNE_WORKSPACE = "marianne/marianne-state-sample.db"
+MARIANNE_REGISTRY = "marianne/marianne-daemon-state-sample.db"
+
+
+def marianne_expected() -> dict[str, Any]:
+    """The oracle's values for both Marianne files (one JSON, ``workspace`` and ``registry``)."""
+    with (FIXTURES / f"{MARIANNE_WORKSPACE}.expected.json").open() as handle:
+        data: dict[str, Any] = json.load(handle)
+    return data
+
+
+def _marianne_bad_status(db: Path) -> tuple[str, str]:
+    """A BLOB where Marianne writes a job's status (either file's ``jobs`` table)."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("UPDATE jobs SET status = X'FF00' WHERE rowid = (SELECT MIN(rowid) FROM jobs)")
+        conn.commit()
+    finally:
+        conn.close()
+    return "jobs", "status"
+
+
+def _marianne(fixture: str, layout: str, runs_family: str, stuck_family: str) -> Case:
+    return Case(
+        engine="marianne",
+        fixture=fixture,
+        now=datetime.fromisoformat(marianne_expected()["computed_at_utc"]),
+        layout=layout,
+        runs_family=runs_family,
+        status_label="status",
+        stuck_family=stuck_family,
+        finished_family=None,  # no finished-job cursor yet
+        duration_family=None,
+        corrupt=_marianne_bad_status,
+        has_spans=False,  # the Marianne traces come later
+    )
+
+
 CASES = (
     _flujo(SMALL, computed_at(SMALL), "0.4.35", runs_table=True),
     _flujo(SMALL06, computed_at(SMALL06), "0.6", runs_table=True),
     _flujo(LEGACY, computed_at(SMALL), "0.4.32-legacy", runs_table=False),
     *(_pynenc(fixture) for fixture in PYNENC_FIXTURES),
     _seeknal(SEEKNAL_FIXTURE),
+    _marianne(MARIANNE_WORKSPACE, "workspace-v4", "marianne_jobs", "marianne_jobs_stuck"),
+    _marianne(MARIANNE_REGISTRY, "registry", "marianne_conductor_jobs", "marianne_conductor_jobs_stuck"),
 )

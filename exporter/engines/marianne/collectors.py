@@ -1,0 +1,162 @@
+"""Marianne's own metric families (``marianne_*``), read from the tiers only: the workspace
+families over a ``.marianne-state.db``, the ``marianne_conductor_*`` ones over the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.collectors.base import View, ViewCollector, gauge_from
+from exporter.engines.marianne.snapshot import (
+    STUCK_REASONS,
+    Aggregates,
+    Counts,
+    RegistrySnapshot,
+    WorkspaceSnapshot,
+)
+from exporter.engines.marianne.statuses import JOB_STATUSES, REGISTRY_STATUSES, SHEET_STATUSES
+from exporter.labels import cap_statuses, fold
+from exporter.model import Histogram, StuckReason
+
+
+def marianne_collectors(view: View) -> Sequence[Collector]:
+    return (MarianneCollector(view),)
+
+
+def _stuck(name: str, documentation: str, stuck: dict[StuckReason, int]) -> Metric:
+    return gauge_from(name, documentation, ["reason"], [((r.value,), float(stuck.get(r, 0))) for r in STUCK_REASONS])
+
+
+def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], histogram.buckets(), histogram.total)
+    return family
+
+
+class MarianneCollector(ViewCollector):
+    def collect(self) -> Iterator[Metric]:
+        state = self.view.state()
+        if isinstance(state.fast, WorkspaceSnapshot):
+            yield from self._workspace(state.fast)
+        elif isinstance(state.fast, RegistrySnapshot):
+            yield from self._registry(state.fast)
+        if isinstance(state.counts, Counts) and state.counts.sheets_by_status is not None:
+            limit = self.view.settings().max_statuses
+            by_status = cap_statuses(state.counts.sheets_by_status, SHEET_STATUSES, limit)
+            yield gauge_from(
+                "marianne_sheets",
+                self.counted("Sheets of every job in the workspace by status (all eleven, 0 when none)"),
+                ["status"],
+                [((status,), float(n)) for status, n in by_status.items()],
+            )
+        if isinstance(state.aggregates, Aggregates) and state.aggregates.failures is not None:
+            yield from self._aggregates(state.aggregates)
+
+    def _workspace(self, snapshot: WorkspaceSnapshot) -> Iterator[Metric]:
+        limit = self.view.settings().max_statuses
+        jobs = cap_statuses(snapshot.jobs_by_status, JOB_STATUSES, limit)
+        yield gauge_from(
+            "marianne_jobs",
+            self.cached("Jobs in the workspace by status (all seven, 0 when none)"),
+            ["status"],
+            [((status,), float(n)) for status, n in jobs.items()],
+        )
+        yield _stuck(
+            "marianne_jobs_stuck",
+            self.cached(
+                "Running jobs judged stuck, one reason each: pid_dead (zombie; metrics.marianne.same_host_pid_check "
+                "only) before idle (not updated for metrics.stuck.running_after)"
+            ),
+            snapshot.stuck,
+        )
+        yield gauge_from(
+            "marianne_jobs_running_without_pid",
+            self.cached("Running jobs with no pid (conductor-run jobs): no zombie check can see them"),
+            [],
+            [((), float(snapshot.running_without_pid))],
+        )
+        yield gauge_from(
+            "marianne_jobs_stale",
+            self.cached("Running jobs not updated for longer than metrics.stuck.running_after (an exporter rule)"),
+            [],
+            [((), float(snapshot.stale))],
+        )
+        if snapshot.zombies is not None:
+            yield gauge_from(
+                "marianne_jobs_zombie",
+                self.cached("Running jobs whose pid is dead on this host (Marianne's is_zombie)"),
+                [],
+                [((), float(snapshot.zombies))],
+            )
+
+    def _registry(self, snapshot: RegistrySnapshot) -> Iterator[Metric]:
+        limit = self.view.settings().max_statuses
+        jobs = cap_statuses(snapshot.jobs_by_status, REGISTRY_STATUSES, limit)
+        yield gauge_from(
+            "marianne_conductor_jobs",
+            self.cached("Jobs in the conductor registry by status (all eight, 0 when none)"),
+            ["status"],
+            [((status,), float(n)) for status, n in jobs.items()],
+        )
+        yield gauge_from(
+            "marianne_conductor_orphaned_jobs",
+            self.cached("Registry jobs queued or running: what the conductor fails as orphans when it restarts"),
+            [],
+            [((), float(snapshot.orphans))],
+        )
+        yield _stuck(
+            "marianne_conductor_jobs_stuck",
+            self.cached(
+                "Running registry jobs judged stuck, one reason each: pid_dead (same-host check only) before "
+                "idle (no event for metrics.stuck.running_after)"
+            ),
+            snapshot.stuck,
+        )
+
+    def _aggregates(self, aggregates: Aggregates) -> Iterator[Metric]:
+        limit = self.view.settings().max_statuses
+        failures = CounterMetricFamily(
+            "marianne_sheet_failures",
+            self.aggregated("Failed sheets by error category and exit reason (none: not recorded)"),
+            labels=["error_category", "exit_reason"],
+        )
+        assert aggregates.failures is not None
+        by_category = fold(aggregates.failures.items(), limit)
+        by_both = fold((((reason, category), n) for (category, reason), n in by_category.items()), limit)
+        for (reason, category), n in sorted(by_both.items()):
+            failures.add_metric([category, reason], float(n))
+        yield failures
+        if aggregates.attempts is not None:
+            yield _histogram(
+                "marianne_sheet_attempts", self.aggregated("Attempts per sheet (attempt_count)"), aggregates.attempts
+            )
+        if aggregates.outcomes is not None:
+            outcomes = CounterMetricFamily(
+                "marianne_execution_attempts",
+                self.aggregated(
+                    "execution_history attempts by outcome: every attempt but a sheet's last failed_then_retried, "
+                    "the last success or failed as its sheet ended (undecided while it has not)"
+                ),
+                labels=["outcome"],
+            )
+            for outcome, n in aggregates.outcomes.items():
+                outcomes.add_metric([outcome], float(n))
+            yield outcomes
+        if aggregates.job_durations is not None:
+            yield _histogram(
+                "marianne_job_duration_seconds",
+                self.aggregated("Jobs with a start and an end: completed_at minus started_at"),
+                aggregates.job_durations,
+            )
+        if aggregates.sheet_durations is not None:
+            yield _histogram(
+                "marianne_sheet_duration_seconds",
+                self.aggregated("Sheets' execution_duration_seconds (schema v3 on)"),
+                aggregates.sheet_durations,
+            )
+        if aggregates.retries is not None:
+            retries = CounterMetricFamily("marianne_job_retries", self.aggregated("Sum of the jobs' total_retry_count"))
+            retries.add_metric([], float(aggregates.retries))
+            yield retries
