@@ -9,13 +9,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from support import ALL_FIXTURES, FIXTURES, SMALL, computed_at
+from engines.cases import CASES
+from support import FIXTURES, SMALL, computed_at
 
 from exporter.clock import ManualClock
 from exporter.collectors import View, build_registry
 from exporter.components import ComponentsCollector
 from exporter.config import MetricsConfig
 from exporter.engines import ENGINE_NAMES, engines
+from exporter.engines.marianne.pids import injected
 from exporter.reader import StateReader
 from exporter.refresh import Refresher
 from exporter.timeparse import UTC
@@ -23,23 +25,28 @@ from exporter.timeparse import UTC
 ROOT = Path(__file__).parent.parent
 
 
-# The engine's own families, the engine-neutral overview and the daemon's own health.
-METRIC_NAME = r"`((?:flujo|workflow|state_exporter)_[a-z0-9_]+)`"
+# The engines' own families, the engine-neutral overview and the daemon's own health.
+METRIC_NAME = rf"`((?:{'|'.join(ENGINE_NAMES)}|workflow|state_exporter)_[a-z0-9_]+)`"
 
 
 @functools.cache
 def emitted_families() -> set[str]:
     """Family names the collectors yield on every fixture layout (read from copies: a reader may create
     -wal/-shm files), compatibility names and the components' health included."""
-    settings = MetricsConfig(flujo_compat=True)
+    # Every optional family on: Flujo's compatibility names, Marianne's zombie check (its pid probe
+    # answered here, never by this machine's processes).
+    settings = MetricsConfig.model_validate({"flujo_compat": True, "marianne": {"same_host_pid_check": True}})
     clock = ManualClock(computed_at(SMALL))
     families = list(ComponentsCollector(dict).collect())
     with tempfile.TemporaryDirectory() as tmp:
-        for fixture in ALL_FIXTURES:
-            copy = Path(tmp) / fixture
-            shutil.copyfile(FIXTURES / fixture, copy)
-            refresher = Refresher(StateReader(copy, naive_timezone=UTC), lambda: settings, clock)
-            refresher.refresh()
+        for n, case in enumerate(CASES):  # every engine's fixtures, at each one's own clock
+            copy = Path(tmp) / str(n) / Path(case.fixture).name
+            copy.parent.mkdir()
+            shutil.copyfile(FIXTURES / case.fixture, copy)
+            at = ManualClock(case.now)
+            refresher = Refresher(StateReader(copy, naive_timezone=UTC), lambda: settings, at)
+            with injected(lambda pid: False):
+                refresher.refresh()
             families += build_registry(View(lambda r=refresher: r.state, lambda: settings, clock)).collect()
     return {family.name + "_total" if family.type == "counter" else family.name for family in families}
 
