@@ -3,7 +3,7 @@ with a span source (:mod:`exporter.traces.source`; pynenc's are rebuilt from its
 :mod:`exporter.engines.pynenc.traces`).  What follows describes Flujo's.
 
 Each run becomes one trace; every stored span one OTLP span (kind INTERNAL) under one shared resource
-(``service.name`` from ``traces.service_name``, default ``flujo``) and the instrumentation scope
+(``service.name`` from ``traces.service_name``, default the engine's name) and the instrumentation scope
 ``flujo-state-exporter`` with the exporter's version.
 
 Identity (:mod:`exporter.traces.ids`): ``trace_id = sha256("flujo-trace:" + run_id)[:16]``,

@@ -119,7 +119,9 @@ def replay(
     own_transport = transport is None
     transport = transport or make_transport(config)
     try:
-        job = _Replay(config, reader, spans, st, transport, key, since, until, ids, stats or TraceStats(), halt)
+        job = _Replay(
+            config, reader, spans, schema.engine, st, transport, key, since, until, ids, stats or TraceStats(), halt
+        )
         return job.run(params, progress, restart)
     finally:
         if own_transport:
@@ -133,6 +135,7 @@ class _Replay:
         config: TracesConfig,
         reader: StateReader,
         spans: SpanSource,
+        engine: str,
         st: store.StateStore,
         transport: Transport,
         key: str,
@@ -154,7 +157,7 @@ class _Replay:
         self.run_ids = set(run_ids)
         self.stats = stats
         self.halt = halt or threading.Event()
-        envelope = build_envelope(config)
+        envelope = build_envelope(config, engine)
         self.pipeline = Pipeline(Deliverer(transport, envelope, config.retry, stats), self.halt)
         self.batch = Batch(config.batch_size, config.max_batch_bytes, envelope.overhead())
         self.chunk = max(config.batch_size, 256)

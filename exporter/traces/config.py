@@ -44,7 +44,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from exporter.config_types import Count, Duration, HeaderName, HeaderValue, PositiveDuration
 from exporter.redact import redact_url
 
-DEFAULT_SERVICE_NAME = "flujo"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
 HTTP_TRACES_PATH = "/v1/traces"
@@ -132,11 +131,11 @@ class TracesConfig(_Section):
         default=timedelta(seconds=10), description="Deadline of one export request; a timeout is retried."
     )
     tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS towards the collector.")
-    service_name: str = Field(
-        default=DEFAULT_SERVICE_NAME,
+    service_name: str | None = Field(
+        default=None,
         min_length=1,
-        description=f"Resource attribute service.name of every exported span (default {DEFAULT_SERVICE_NAME!r},"
-        " the name flujo's own telemetry uses).",
+        description="Resource attribute service.name of every exported span (default: the engine's name, e.g."
+        " 'flujo', the name flujo's own telemetry uses, or 'pynenc').",
     )
     resource_attributes: dict[str, str | bool | int | float] = Field(
         default_factory=dict,

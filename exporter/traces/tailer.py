@@ -69,9 +69,10 @@ PENDING_PAGE = 256
 BACKLOG_INTERVAL_S = 15.0
 
 
-def build_envelope(config: TracesConfig) -> wire.Envelope:
-    """One shared resource (service.name + configured attributes) and our instrumentation scope."""
-    resource_attrs: dict[str, wire.AttrValue] = {"service.name": config.service_name}
+def build_envelope(config: TracesConfig, engine: str) -> wire.Envelope:
+    """One shared resource (service.name, by default the engine's name, and the configured attributes)
+    and our instrumentation scope."""
+    resource_attrs: dict[str, wire.AttrValue] = {"service.name": config.service_name or engine}
     for key, value in config.resource_attributes.items():
         if key != "service.name":
             resource_attrs[key] = value
@@ -136,7 +137,7 @@ class SpanTailer:
         self._deliverer: Deliverer | None = None
         self._sources: dict[str, SpanSource | None] = {}  # per engine, made on first use
         self._spans: SpanSource | None = None  # the current file's
-        self._envelope = build_envelope(config)
+        self._envelope: wire.Envelope | None = None  # once the engine of the file is known
         self._lock = threading.Lock()  # one cycle at a time
         self._layout_reported: str | None = None
         self._problem_reported: str | None = None
@@ -325,6 +326,9 @@ class SpanTailer:
 
     def _source(self, schema: object) -> SpanSource | None:
         name = str(getattr(schema, "engine", ""))
+        envelope = build_envelope(self.config, name)
+        if envelope != self._envelope:  # the first file, or another engine's: its own service.name
+            self._envelope, self._deliverer = envelope, None
         if name not in self._sources:
             self._sources[name] = span_source(schema, self.config)
         return self._sources[name]
@@ -339,12 +343,14 @@ class SpanTailer:
     @property
     def envelope(self) -> wire.Envelope:
         """The request envelope every batch is wrapped in (its size counts against the batch limit)."""
+        if self._envelope is None:
+            raise RuntimeError("no envelope before the DB's engine is known")
         return self._envelope
 
     def deliverer(self) -> Deliverer:
         """The deliverer to the configured receiver, created on first use."""
         if self._deliverer is None:
-            self._deliverer = Deliverer(self._get_transport(), self._envelope, self.config.retry, self.stats)
+            self._deliverer = Deliverer(self._get_transport(), self.envelope, self.config.retry, self.stats)
         return self._deliverer
 
     def _db_path(self) -> str:

@@ -9,13 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from exporter.traces import TracesConfig, apply_otel_env, resolve_endpoint
-from exporter.traces.config import DEFAULT_SERVICE_NAME
 
 
 def test_defaults() -> None:
     config = TracesConfig()
     assert config.enabled is False and config.protocol == "grpc" and config.endpoint is None
-    assert config.service_name == DEFAULT_SERVICE_NAME == "flujo"
+    assert config.service_name is None  # the engine's name, set when its file is read
     assert config.compression == "none" and config.timeout == timedelta(seconds=10)
     assert config.batch_size == 512 and config.grace_period == timedelta(hours=1)
     assert config.limits.attribute_count == 128 and config.limits.attribute_value_length == 4096

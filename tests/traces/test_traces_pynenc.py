@@ -77,6 +77,7 @@ def check_traces(spans: list[ReceivedSpan], db: Path, fixture: str, protocol: st
     rows = fixture_rows(db, prefix)
     by_id = {(s.trace_id, s.span_id): s for s in spans}
     assert len(by_id) == len(spans) == truth["invocations_total"] == len(rows), "every invocation once"
+    assert {s.resource["service.name"] for s in spans} == {"pynenc"}  # traces.service_name unset: the engine's
     roots = [s for s in spans if not s.parent_span_id]
     assert len(roots) == sum(truth["status_counts_top_level"].values())
     assert len({s.trace_id for s in spans}) == len(roots), "one root per trace"

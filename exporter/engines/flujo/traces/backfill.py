@@ -23,7 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from exporter.engines.flujo.layout import flujo_schema
+from exporter.engines.flujo.layout import ENGINE_NAME, flujo_schema
 from exporter.engines.flujo.traces import source
 from exporter.engines.flujo.traces.attributes import Limits
 from exporter.engines.flujo.traces.convert import SpanEncoder
@@ -96,7 +96,7 @@ class _Replay:
         self.run_ids = run_ids
         self.stats = stats
         self.halt = halt or threading.Event()
-        envelope = build_envelope(config)
+        envelope = build_envelope(config, ENGINE_NAME)
         self.deliverer = Deliverer(transport, envelope, config.retry, stats)
         self.pipeline = Pipeline(self.deliverer, self.halt)
         limits = limits_of(config)
