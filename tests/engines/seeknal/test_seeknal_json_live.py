@@ -76,7 +76,7 @@ def test_runs_saved_while_the_daemon_runs_are_counted_once(tmp_path: Path) -> No
             wait_for(
                 lambda runs=runs, executions=executions: runs_and_executions(daemon.url) == (runs, executions),
                 20,
-                lambda: f"step {step}: {runs_and_executions(daemon.url)}",
+                lambda step=step: f"step {step}: {runs_and_executions(daemon.url)}",
             )
         assert http_get(daemon.url + "/readyz")[0] == 200
         taken = ("state_exporter_snapshot_timestamp_seconds", frozenset())
@@ -90,7 +90,7 @@ def test_runs_saved_while_the_daemon_runs_are_counted_once(tmp_path: Path) -> No
         good = {k: v for k, v in metrics(daemon.url).items() if k[0].startswith("seeknal_")}
         content = (target / "run_state.json").read_bytes()
         (target / "run_state.json").write_bytes(content[: len(content) // 3])
-        status, body = wait_for(
+        _, body = wait_for(
             lambda: (answer := http_get(daemon.url + "/readyz"))[0] == 503 and answer,
             20,
             "/readyz to say the file is truncated",
