@@ -74,7 +74,14 @@ class FileSource:
     def _current(self) -> tuple[bytes, EngineSchema]:
         with self._lock:
             files = list(self.backend.files(self.path))
-            signature = tuple(_stat(path) for path in files)  # before reading: a later change reloads
+            try:
+                signature = tuple(_stat(path) for path in files)  # before reading: a later change reloads
+            except DatabaseUnavailable as exc:
+                if exc.problem is Problem.MISSING and self.path.is_dir():
+                    exc = DatabaseUnavailable(
+                        exc.problem, f"{exc.message} (db.path {self.path} is a directory, read as a file backend's)"
+                    )
+                raise exc from None
             if self._image is None or signature != self._signature:
                 contents = [(path, _read(path)) for path in files]
                 self._image = _build(self.backend, contents)

@@ -234,6 +234,15 @@ def test_a_bad_file_keeps_the_last_good_values(target: Path, damage: str, proble
     assert refresh.ready(clock()).ready
 
 
+def test_a_directory_without_run_state_says_so(tmp_path: Path) -> None:
+    refresh, _, _ = refresher(tmp_path)
+    state = refresh.refresh(force_all=True)
+    assert state.problem is not None and state.problem.problem is Problem.MISSING
+    assert state.problem.message.startswith(f"{tmp_path / 'run_state.json'}: file does not exist")
+    assert "is a directory" in state.problem.message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_bad_backup_names_itself(target: Path) -> None:
     backup = target / "run_state.json.bak.20261205_100136"
     backup.write_bytes(backup.read_bytes()[:100])
