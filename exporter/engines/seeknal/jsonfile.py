@@ -56,7 +56,11 @@ def state_files(path: Path) -> list[Path]:
 def load(conn: sqlite3.Connection, contents: Sequence[tuple[Path, bytes]]) -> Schema:
     conn.executescript(_TABLES)
     states: dict[str, Mapping[str, Any]] = {}
-    for path, data in contents:
+    main = contents[0][1] if contents else b""
+    for index, (path, data) in enumerate(contents):
+        if index and data != main and main.startswith(data):
+            # A backup that ``shutil.copy2`` is still writing: part of the main file, whose run is read whole.
+            continue
         state = _parse(path, data)
         states.setdefault(str(state["run_id"]), state)
     for run_id in sorted(states):  # run ids are the writer's %Y%m%d_%H%M%S: rowids follow time

@@ -187,6 +187,14 @@ def test_a_run_in_two_files_is_one_run(target: Path, exposed: Samples) -> None:
     assert engine_values(expose(target)) == engine_values(exposed)
 
 
+def test_a_backup_being_copied_is_not_an_error(target: Path, exposed: Samples) -> None:
+    """``seeknal run`` copies run_state.json to its new backup (``shutil.copy2``, not atomic): a
+    refresh in the middle of that copy sees a prefix of the main file, whose run it already has."""
+    main = (target / "run_state.json").read_bytes()
+    (target / "run_state.json.bak.20261205_110000").write_bytes(main[: len(main) // 2])
+    assert engine_values(expose(target)) == engine_values(exposed)
+
+
 def test_naive_times_use_the_writer_zone(target: Path, exposed: Samples) -> None:
     other = expose(target, tz=ZoneInfo("America/New_York"))
     berlin = family(exposed, "seeknal_node_last_success_timestamp_seconds", "node")
