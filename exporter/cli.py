@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def db_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="YAML config file (see config.example.yaml)")
-        p.add_argument("--db", type=Path, help="the state DB, SQLite (overrides db.path)")
+        p.add_argument(
+            "--db", type=Path, help="the state DB, SQLite, or seeknal's target/ or run_state.json (overrides db.path)"
+        )
         add_engine_flag(p)
         p.add_argument("--timezone", help="writer's time zone for naive timestamps (overrides db.writer_timezone)")
 

@@ -136,9 +136,7 @@ def _pem(loc: tuple[str, ...], path: Path | None, marker: bytes, what: str) -> I
 def _db(db: DatabaseConfig) -> Iterator[Problem]:
     if db.path is None:
         return
-    if db.path.is_dir():
-        yield Problem(("db", "path"), f"{db.path} is a directory: give the engine's SQLite state DB file")
-    elif (blocker := _non_directory_ancestor(db.path)) is not None:
+    if (blocker := _non_directory_ancestor(db.path)) is not None:
         yield Problem(("db", "path"), f"{blocker} is not a directory")
 
 

@@ -856,7 +856,6 @@ CLI_CASES = [
      {}, "config.yaml:2: web.tls_server_config: key_file other.key does not match cert_file server.crt"),
     ("basic-auth-user-with-colon", f"web:\n  basic_auth_users:\n    'ops:admin': '{HASH}'\n", {},
      "config.yaml:3: web.basic_auth_users.ops:admin: user name must not contain ':'"),
-    ("db-path-directory", "db:\n  path: {tmp}\n", {}, "config.yaml:2: db.path: {tmp} is a directory"),
     ("db-path-below-a-file", "db:\n  path: {tmp}/bad.pem/flujo.db\n", {},
      "config.yaml:2: db.path: {tmp}/bad.pem is not a directory"),
     ("state-file-is-the-db", "traces:\n  enabled: true\n  state_file: {db}\n", {},
@@ -998,6 +997,14 @@ def test_check_config_requires_what_run_requires(workdir: Path) -> None:
         done = run_cli(workdir, *args)
         assert (done.returncode, done.stderr) == (2, f"state-exporter: invalid configuration:\n{message}\n")
     assert run_cli(workdir, "check-config", "config.yaml", "--db", "flujo.db").returncode == 0
+
+
+def test_db_path_may_be_a_directory(workdir: Path) -> None:
+    """A seeknal project's ``target/`` directory (its JSON file backend) is a valid db.path."""
+    Path("config.yaml").write_text("")
+    Path("target").mkdir()
+    done = run_cli(workdir, "check-config", "config.yaml", "--db", "target")
+    assert done.returncode == 0, done.stderr
     env = {"STATE_EXPORTER_DB__PATH": str(workdir / "flujo.db")}
     assert run_cli(workdir, "check-config", "config.yaml", env=env).returncode == 2
     done = run_cli(workdir, "check-config", "--env", "config.yaml", env=env)

@@ -7,9 +7,11 @@ knows about its own tables, statuses and rules stays in its package.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from exporter.model import Overview, PhaseMap, StuckReason, StuckRun
@@ -82,6 +84,20 @@ class EngineStats(Protocol):
 
 
 @dataclass(frozen=True)
+class FileBackend:
+    """An engine's state kept in plain (JSON) files rather than SQLite: the reader reads the files
+    whole and loads them into a private in-memory SQLite DB with the engine's own tables, so the
+    engine's queries run unchanged (see :mod:`exporter.reader.filesource`)."""
+
+    # The files that make up the state named by ``db.path`` (a file or a directory), the main one
+    # first; raises DatabaseUnavailable (``missing``) when the main file is absent.
+    files: Callable[[Path], Sequence[Path]]
+    # Creates the tables in the empty DB and inserts the files' content (path, bytes), main first;
+    # raises DatabaseUnavailable naming the file that is truncated or not the engine's.
+    load: Callable[[sqlite3.Connection, Sequence[tuple[Path, bytes]]], EngineSchema]
+
+
+@dataclass(frozen=True)
 class Engine:
     name: str  # lower case: the ``engine`` label, ``db.engine``, ``--engine``
     title: str  # as the project spells it, for messages
@@ -98,3 +114,5 @@ class Engine:
     # Its span source for the tailer and ``replay`` (see :mod:`exporter.traces.source`), from the
     # attribute limits; ``None``: the engine has no spans to export.  Imports the span code when called.
     spans: SourceFactory | None = None
+    # Its plain-file state (``db.path`` a directory or a ``.json`` file); ``None``: SQLite only.
+    file_backend: FileBackend | None = None

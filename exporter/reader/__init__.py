@@ -24,6 +24,7 @@ from exporter.reader.connection import (
     read_catalogue,
 )
 from exporter.reader.errors import DatabaseUnavailable, Problem
+from exporter.reader.filesource import FileSource, backend_for, is_file_source
 
 __all__ = ["DatabaseUnavailable", "Problem", "ReadSession", "StateReader"]
 
@@ -65,11 +66,13 @@ class StateReader:
         # Bumped when another file appears at ``path``: rowid caches and watermarks of the old file
         # mean nothing for the new one.
         self.generation = 0
+        # db.path a directory or a .json file: an engine's plain-file state (see filesource).
+        self._files: FileSource | None = None
 
     @contextmanager
     def session(self) -> Iterator[ReadSession]:
         """One read transaction on a fresh connection, rolled back and closed on exit."""
-        conn, schema = self._start_session()
+        conn, schema = self._start_file_session() if is_file_source(self.path) else self._start_session()
         try:
             yield ReadSession(conn, schema, self.naive_timezone)
         except sqlite3.Error as exc:
@@ -106,6 +109,18 @@ class StateReader:
                     end_read(conn)
                 raise
 
+    def _start_file_session(self) -> tuple[sqlite3.Connection, EngineSchema]:
+        if self._files is None:
+            self._files = FileSource(self.path, backend_for(self.path, self.engine))
+        conn, schema = self._files.connect()
+        try:
+            begin_read(conn, self.path)
+            limit_queries(conn, timeout=self.query_timeout, halt=self.halt)
+        except BaseException:
+            end_read(conn)
+            raise
+        return conn, schema
+
     def _wait_again(self, problem: DatabaseUnavailable, deadline: float) -> bool:
         if problem.problem is not Problem.LOCKED or self.halt.is_set() or time.monotonic() >= deadline:
             return False
@@ -130,4 +145,7 @@ class StateReader:
             return s.schema
 
     def file_sizes(self) -> tuple[int, int]:
+        """The DB file's and its WAL's bytes; for plain files, their total bytes at the last load."""
+        if is_file_source(self.path):
+            return (0 if self._files is None else self._files.file_sizes()), 0
         return file_sizes(self.path)

@@ -72,7 +72,7 @@ class SeeknalCollector(ViewCollector):
         )
         yield gauge_from(
             "seeknal_locks_held",
-            self.cached("Rows in backend_locks (released only explicitly)"),
+            self.cached("Rows in backend_locks (released only explicitly; 0 in the file layout, which has none)"),
             [],
             [((), float(snapshot.locks_held))],
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from exporter.engines.base import Engine
+from exporter.engines.base import Engine, FileBackend
+from exporter.engines.seeknal.jsonfile import load, state_files
 from exporter.engines.seeknal.layout import ENGINE_NAME, recognise
 from exporter.engines.seeknal.snapshot import STUCK_REASONS
 from exporter.engines.seeknal.stats import SeeknalStats
@@ -30,7 +31,7 @@ def _collectors(view: View) -> Sequence[Collector]:
 ENGINE = Engine(
     name=ENGINE_NAME,
     title="seeknal",
-    summary="seeknal 2.x (DatabaseStateBackend SQLite: run_state, node_state, backend_locks)",
+    summary="seeknal 2.x (DatabaseStateBackend SQLite: run_state, node_state, backend_locks; or target/run_state.json)",
     phases=PHASES,
     stuck_reasons=STUCK_REASONS,
     recognise=recognise,
@@ -38,4 +39,5 @@ ENGINE = Engine(
     collectors=_collectors,
     stuck_runs=stuck_runs,
     stuck_alert_name=STUCK_ALERT_NAME,
+    file_backend=FileBackend(files=state_files, load=load),
 )

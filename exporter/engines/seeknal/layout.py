@@ -2,7 +2,8 @@
 
 seeknal 2.x writes one ``run_state`` row per run and one ``node_state`` row per (run, node);
 ``backend_locks`` (optional here) holds the locks its backend takes and releases explicitly.
-The JSON file backend (``target/run_state.json``) is not a SQLite file and is not read yet.
+The JSON file backend (``target/run_state.json``) is loaded into the same tables by ``jsonfile``
+(its layout is ``file``, without ``backend_locks``).
 """
 
 from __future__ import annotations
