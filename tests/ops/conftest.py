@@ -418,8 +418,16 @@ def store_seeknal_run(db: Path, run_id: str, finished: datetime, outcomes: dict[
             conn.execute(
                 "INSERT OR REPLACE INTO node_state (run_id, node_id, hash, last_run, status, duration_ms, row_count,"
                 " version, metadata_json) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
-                (run_id, node, f"h{number}", last_run, status, 20 + 30 * number, 0 if status == "failed" else 4,
-                 json.dumps(metadata)),
+                (
+                    run_id,
+                    node,
+                    f"h{number}",
+                    last_run,
+                    status,
+                    20 + 30 * number,
+                    0 if status == "failed" else 4,
+                    json.dumps(metadata),
+                ),
             )
         conn.commit()
 
@@ -434,6 +442,11 @@ class SeeknalStack:
     @property
     def instance(self) -> str:
         return self.daemon.url.removeprefix("http://")
+
+    @property
+    def daemons(self) -> dict[str, Process]:
+        """By fixture name, like the other stacks."""
+        return {SEEKNAL_FIXTURE: self.daemon}
 
 
 @pytest.fixture(scope="session")
