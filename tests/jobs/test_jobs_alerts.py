@@ -556,11 +556,20 @@ async def test_pynenc_invocations_fire_and_resolve_in_real_alertmanager(fixture:
 # ---- seeknal: one SeeknalNodeStuck per running node ----
 
 SEEKNAL_TZ = ZoneInfo("Europe/Berlin")  # the fixture's writer zone (its expected JSON's writer_tz)
+# seeknal 2.13.0's DatabaseStateBackend.set_node_state: an upsert on (run_id, node_id).
+SEEKNAL_SET_NODE_STATE = """
+    INSERT INTO node_state (run_id, node_id, hash, last_run, status, duration_ms, row_count, version, metadata_json)
+    VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+    ON CONFLICT(run_id, node_id) DO UPDATE SET
+        hash = excluded.hash, last_run = excluded.last_run, status = excluded.status,
+        duration_ms = excluded.duration_ms, row_count = excluded.row_count, version = excluded.version,
+        metadata_json = excluded.metadata_json, updated_at = CURRENT_TIMESTAMP
+"""
 
 
 async def test_seeknal_stuck_node_fires_and_resolves_in_real_alertmanager(tmp_path: Path) -> None:
     """The fixture's crashed run left transform.customer_totals running since 2026-12-05 08:02:18 (Berlin): past
-    the 1 h threshold today, it fires with its run and node; seeknal's DatabaseStateBackend.set_run_state then
+    the 1 h threshold today, it fires with its run and node; seeknal's DatabaseStateBackend.set_node_state then
     upserts the node's row as finished (same (run_id, node_id), new status, last_run stamped after it ran, in the
     writer's local time), and the alert resolves."""
     db = tmp_path / Path(SEEKNAL_FIXTURE).name
@@ -598,12 +607,9 @@ async def test_seeknal_stuck_node_fires_and_resolves_in_real_alertmanager(tmp_pa
             finished = datetime.now(SEEKNAL_TZ).replace(tzinfo=None)
             with contextlib.closing(sqlite3.connect(db)) as conn:
                 conn.execute(
-                    "INSERT OR REPLACE INTO node_state (id, run_id, node_id, hash, last_run, status, duration_ms,"
-                    " row_count, version, metadata_json, updated_at)"
-                    " SELECT id, run_id, node_id, hash, ?, 'success', 5000, 3, version, metadata_json,"
-                    " CURRENT_TIMESTAMP FROM node_state WHERE run_id = ? AND node_id = ?",
-                    (finished.isoformat(), run_id, node),
+                    SEEKNAL_SET_NODE_STATE, (run_id, node, "h1", finished.isoformat(), "success", 5000, 3, None)
                 )
+                assert conn.execute("SELECT COUNT(*) FROM node_state WHERE node_id = ?", (node,)).fetchone()[0] == 4
                 conn.commit()
             clock.set(datetime.now(UTC))
             assert (await runner.run_job("stuck_alerts")).success

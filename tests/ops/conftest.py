@@ -403,31 +403,37 @@ def redate_seeknal(db: Path, delta: timedelta) -> None:
         conn.commit()
 
 
+# seeknal 2.13.0's DatabaseStateBackend.set_node_state: an upsert on (run_id, node_id).
+SEEKNAL_SET_NODE_STATE = """
+    INSERT INTO node_state (run_id, node_id, hash, last_run, status, duration_ms, row_count, version, metadata_json)
+    VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+    ON CONFLICT(run_id, node_id) DO UPDATE SET
+        hash = excluded.hash, last_run = excluded.last_run, status = excluded.status,
+        duration_ms = excluded.duration_ms, row_count = excluded.row_count, version = excluded.version,
+        metadata_json = excluded.metadata_json, updated_at = CURRENT_TIMESTAMP
+"""
+
+
 def store_seeknal_run(db: Path, run_id: str, finished: datetime, outcomes: dict[str, str]) -> None:
-    """What DatabaseStateBackend.set_run_state writes for a finished run: its run_state row and one node_state row
-    per node (UNIQUE(run_id, node_id)), last_run in the writer's naive local time, stamped after the node ran."""
+    """What seeknal 2.13.0's DatabaseStateBackend.set_run_state writes for a finished run: the run_state upsert,
+    the run's node rows deleted, then one set_node_state per node; last_run in the writer's naive local time,
+    stamped after the node ran."""
     last_run = finished.astimezone(SEEKNAL_TZ).replace(tzinfo=None).isoformat()
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO run_state (run_id, schema_version, seeknal_version, last_run, config_json)"
-            " VALUES (?, '2.0', '2.13.0', ?, ?)",
+            "INSERT INTO run_state (run_id, schema_version, seeknal_version, last_run, config_json)"
+            " VALUES (?, '2.0', '2.13.0', ?, ?)"
+            " ON CONFLICT(run_id) DO UPDATE SET last_run = excluded.last_run, config_json = excluded.config_json,"
+            " updated_at = CURRENT_TIMESTAMP",
             (run_id, last_run, json.dumps({"full": False, "nodes": None, "types": None})),
         )
+        conn.execute("DELETE FROM node_state WHERE run_id = ?", (run_id,))
         for number, (node, status) in enumerate(outcomes.items()):
-            metadata = {"error": f"Execution failed for {node}"} if status == "failed" else {}
+            # seeknal stores no metadata for a success (None when empty), the error for a failure.
+            metadata = json.dumps({"error": f"Execution failed for {node}"}) if status == "failed" else None
+            rows = 0 if status == "failed" else 4
             conn.execute(
-                "INSERT OR REPLACE INTO node_state (run_id, node_id, hash, last_run, status, duration_ms, row_count,"
-                " version, metadata_json) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
-                (
-                    run_id,
-                    node,
-                    f"h{number}",
-                    last_run,
-                    status,
-                    20 + 30 * number,
-                    0 if status == "failed" else 4,
-                    json.dumps(metadata),
-                ),
+                SEEKNAL_SET_NODE_STATE, (run_id, node, f"h{number}", last_run, status, 20 + 30 * number, rows, metadata)
             )
         conn.commit()
 
