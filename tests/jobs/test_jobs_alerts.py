@@ -1,5 +1,5 @@
-"""Stuck-run alerts against a REAL Alertmanager (Debian's prometheus-alertmanager) and a webhook: Flujo's runs and
-pynenc's invocations."""
+"""Stuck-run alerts against a REAL Alertmanager (Debian's prometheus-alertmanager) and a webhook: Flujo's runs,
+pynenc's invocations and seeknal's nodes."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import sys
 import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
-from engines.cases import PYNENC_FIXTURES, pynenc_expected
+from engines.cases import PYNENC_FIXTURES, SEEKNAL_FIXTURE, pynenc_expected
 from processes import Process, free_port, http_get, running_alertmanager
 from prometheus_client import CollectorRegistry, generate_latest
 from support import ALL_FIXTURES, FIXTURES, SMALL, parse_exposition, require_tool, sample, wait_for
@@ -99,7 +100,12 @@ STUCK = {"running_after": "1h", "per_pipeline": {"slow": "4h"}, "paused_after": 
 
 
 def make_runner(
-    db: Path, clock: ManualClock, test: str, stuck: dict[str, Any] | None = None, **alerts: Any
+    db: Path,
+    clock: ManualClock,
+    test: str,
+    stuck: dict[str, Any] | None = None,
+    writer_tz: tzinfo = UTC,
+    **alerts: Any,
 ) -> JobRunner:
     """The alert job with ``metrics.stuck`` = :data:`STUCK` updated with ``stuck``."""
     settings = {
@@ -115,8 +121,8 @@ def make_runner(
     }
     config = JobsConfig.model_validate({"stuck_alerts": settings})
     metrics = MetricsConfig.model_validate({"stuck": {**STUCK, **(stuck or {})}})
-    reader = StateReader(db, naive_timezone=UTC)
-    return JobRunner(config, db, UTC, reader, clock, settings=lambda: metrics, sleep=no_sleep)
+    reader = StateReader(db, naive_timezone=writer_tz)
+    return JobRunner(config, db, writer_tz, reader, clock, settings=lambda: metrics, sleep=no_sleep)
 
 
 def exposition(runner: JobRunner) -> str:
@@ -544,4 +550,74 @@ async def test_pynenc_invocations_fire_and_resolve_in_real_alertmanager(fixture:
             assert {a["labels"]["reason"] for a in resolved["alerts"]} == {"runner_dead", "pending_timeout"}
             m = parse_exposition(exposition(runner))
             assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="seed_app") == 0
+            assert runner.alerts is not None and not runner.alerts.firing
+
+
+# ---- seeknal: one SeeknalNodeStuck per running node ----
+
+SEEKNAL_TZ = ZoneInfo("Europe/Berlin")  # the fixture's writer zone (its expected JSON's writer_tz)
+# seeknal 2.13.0's DatabaseStateBackend.set_node_state: an upsert on (run_id, node_id).
+SEEKNAL_SET_NODE_STATE = """
+    INSERT INTO node_state (run_id, node_id, hash, last_run, status, duration_ms, row_count, version, metadata_json)
+    VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+    ON CONFLICT(run_id, node_id) DO UPDATE SET
+        hash = excluded.hash, last_run = excluded.last_run, status = excluded.status,
+        duration_ms = excluded.duration_ms, row_count = excluded.row_count, version = excluded.version,
+        metadata_json = excluded.metadata_json, updated_at = CURRENT_TIMESTAMP
+"""
+
+
+async def test_seeknal_stuck_node_fires_and_resolves_in_real_alertmanager(tmp_path: Path) -> None:
+    """The fixture's crashed run left transform.customer_totals running since 2026-12-05 08:02:18 (Berlin): past
+    the 1 h threshold today, it fires with its run and node; seeknal's DatabaseStateBackend.set_node_state then
+    upserts the node's row as finished (same (run_id, node_id), new status, last_run stamped after it ran, in the
+    writer's local time), and the alert resolves."""
+    db = tmp_path / Path(SEEKNAL_FIXTURE).name
+    shutil.copyfile(FIXTURES / SEEKNAL_FIXTURE, db)
+    run_id, node = "20261205_080138", "transform.customer_totals"
+    written = datetime(2026, 12, 5, 8, 2, 18, 713044, tzinfo=SEEKNAL_TZ)
+    clock = ManualClock(datetime.now(UTC))
+    with alertmanager(tmp_path) as am:
+        async with webhook() as (hook_url, received):
+            runner = make_runner(
+                db, clock, "seeknal", writer_tz=SEEKNAL_TZ, alertmanager={"url": am.url}, webhook={"url": hook_url}
+            )
+            stats = await runner.run_job("stuck_alerts")
+            assert stats.success, stats.last_error
+            [alert] = wait_for(lambda: am_alerts(am, "seeknal"), 10, "seeknal alert in Alertmanager")
+            assert alert["labels"] == {
+                "alertname": "SeeknalNodeStuck",
+                "engine": "seeknal",
+                "pipeline": node,
+                "severity": "critical",
+                "status": "running",
+                "reason": "idle",
+                "run_id": run_id,
+                "test": "seeknal",
+            }
+            assert alert["annotations"]["since"] == rfc3339(written.astimezone(UTC))
+            starts = parse_time(alert["startsAt"]) - written
+            assert abs(starts - timedelta(hours=1)) < timedelta(milliseconds=2), "last_run + running_after"
+            [(payload, _)] = received
+            assert payload["status"] == "firing" and payload["commonLabels"]["engine"] == "seeknal"
+            m = parse_exposition(exposition(runner))
+            assert sample(m, "state_exporter_stuck_alerts_firing", pipeline=node) == 1
+            assert "run_id" not in exposition(runner)
+
+            finished = datetime.now(SEEKNAL_TZ).replace(tzinfo=None)
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                conn.execute(
+                    SEEKNAL_SET_NODE_STATE, (run_id, node, "h1", finished.isoformat(), "success", 5000, 3, None)
+                )
+                assert conn.execute("SELECT COUNT(*) FROM node_state WHERE node_id = ?", (node,)).fetchone()[0] == 4
+                conn.commit()
+            clock.set(datetime.now(UTC))
+            assert (await runner.run_job("stuck_alerts")).success
+            wait_for(lambda: not am_alerts(am, "seeknal"), 10, "no seeknal alert left in Alertmanager")
+            assert len(received) == 2
+            resolved, _ = received[1]
+            assert resolved["status"] == "resolved"
+            assert [a["labels"]["run_id"] for a in resolved["alerts"]] == [run_id]
+            m = parse_exposition(exposition(runner))
+            assert sample(m, "state_exporter_stuck_alerts_firing", pipeline=node) == 0
             assert runner.alerts is not None and not runner.alerts.firing

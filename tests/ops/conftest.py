@@ -17,6 +17,11 @@ Every process is stopped by PID.
 A second, smaller stack (``pynenc_stack``) serves pynenc: one daemon per pynenc fixture, one Prometheus evaluating
 prometheus/pynenc.rules.yml, and live finishes written the way pynenc writes them (history rows and the
 orchestrator's status), so that the pynenc dashboard's rates, ratios and quantiles are finite too.
+
+A third (``seeknal_stack``) serves seeknal: one daemon over a copy of the seeknal fixture re-dated to the stack's start
+(so that its ages are those of its expected JSON whatever today's date), one Prometheus evaluating
+prometheus/seeknal.rules.yml, and a writer storing a new run every second the way seeknal's DatabaseStateBackend does,
+so that the seeknal dashboard's rates and quantiles are finite.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import json
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,10 +38,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import processes
 import pytest
-from engines.cases import PYNENC_FIXTURES
+from engines.cases import PYNENC_FIXTURES, SEEKNAL_FIXTURE, pynenc_expected
 from processes import Process, running_daemon, running_prometheus, wait_for_series
 from support import FIXTURES, LEGACY, SMALL, SMALL06, require_tool
 from traces.receiver import Receiver
@@ -45,12 +52,14 @@ RULES = REPO / "prometheus" / "flujo.rules.yml"
 WORKFLOW_RULES = REPO / "prometheus" / "workflow.rules.yml"
 RULES_TEST = REPO / "prometheus" / "flujo.rules.test.yml"
 PYNENC_RULES = REPO / "prometheus" / "pynenc.rules.yml"
+SEEKNAL_RULES = REPO / "prometheus" / "seeknal.rules.yml"
 DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
 PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
 # The job name the "exporter down" alerts match (documented at the top of the rules file).
 JOB = "flujo-state-exporter"
 # The pynenc stack's scrape job: no pynenc rule depends on it.
 PYNENC_JOB = "pynenc-state-exporter"
+SEEKNAL_JOB = "seeknal-state-exporter"
 AM_CONFIG = processes.ALERTMANAGER_CONFIG
 
 
@@ -95,12 +104,14 @@ alerting:
     return text
 
 
-def daemon_config(db: Path, *, metrics: str = "", traces: str = "", jobs: str = "") -> str:
+def daemon_config(
+    db: Path, *, metrics: str = "", traces: str = "", jobs: str = "", writer_timezone: str = "UTC"
+) -> str:
     """Refresh every second; ``metrics`` adds keys (indented by two) under ``metrics:``."""
     return f"""
 db:
   path: {db}
-  writer_timezone: UTC
+  writer_timezone: {writer_timezone}
 metrics:
   refresh_interval: 1s
   counts_interval: 1s
@@ -359,3 +370,135 @@ def pynenc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PynencSta
             " (rate(pynenc_invocation_run_duration_seconds_bucket[1m]))) >= 0) == 3",
         )
         yield PynencStack(prometheus, daemons)
+
+
+# The seeknal fixture's writer zone: its naive last_run values are local times there.
+SEEKNAL_TZ = ZoneInfo("Europe/Berlin")
+# The live runs' nodes and outcomes: broken_report keeps failing, so SeeknalRunFailed fires.
+SEEKNAL_LIVE = {"source.orders": "success", "transform.daily_orders": "success", "transform.broken_report": "failed"}
+
+
+def redate_seeknal(db: Path, delta: timedelta) -> None:
+    """Move every time of the fixture by ``delta``: the naive local ``last_run`` values in the writer's zone, the UTC
+    ``CURRENT_TIMESTAMP`` columns as UTC.  Run ids are left as they are (the daemon orders runs by last_run)."""
+
+    def local(text: str | None) -> str | None:
+        if not text:
+            return text
+        moved = datetime.fromisoformat(text).replace(tzinfo=SEEKNAL_TZ).astimezone(UTC) + delta
+        return moved.astimezone(SEEKNAL_TZ).replace(tzinfo=None).isoformat()
+
+    def utc(text: str | None) -> str | None:
+        return text and (datetime.fromisoformat(text) + delta).strftime("%Y-%m-%d %H:%M:%S")
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.create_function("local_moved", 1, local)
+        conn.create_function("utc_moved", 1, utc)
+        for table in ("run_state", "node_state"):
+            conn.execute(
+                f"UPDATE {table} SET last_run = local_moved(last_run), created_at = utc_moved(created_at),"
+                " updated_at = utc_moved(updated_at)"
+            )
+        conn.execute("UPDATE backend_locks SET locked_at = utc_moved(locked_at)")
+        conn.commit()
+
+
+# seeknal 2.13.0's DatabaseStateBackend.set_node_state: an upsert on (run_id, node_id).
+SEEKNAL_SET_NODE_STATE = """
+    INSERT INTO node_state (run_id, node_id, hash, last_run, status, duration_ms, row_count, version, metadata_json)
+    VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+    ON CONFLICT(run_id, node_id) DO UPDATE SET
+        hash = excluded.hash, last_run = excluded.last_run, status = excluded.status,
+        duration_ms = excluded.duration_ms, row_count = excluded.row_count, version = excluded.version,
+        metadata_json = excluded.metadata_json, updated_at = CURRENT_TIMESTAMP
+"""
+
+
+def store_seeknal_run(db: Path, run_id: str, finished: datetime, outcomes: dict[str, str]) -> None:
+    """What seeknal 2.13.0's DatabaseStateBackend.set_run_state writes for a finished run: the run_state upsert,
+    the run's node rows deleted, then one set_node_state per node; last_run in the writer's naive local time,
+    stamped after the node ran."""
+    last_run = finished.astimezone(SEEKNAL_TZ).replace(tzinfo=None).isoformat()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute(
+            "INSERT INTO run_state (run_id, schema_version, seeknal_version, last_run, config_json)"
+            " VALUES (?, '2.0', '2.13.0', ?, ?)"
+            " ON CONFLICT(run_id) DO UPDATE SET last_run = excluded.last_run, config_json = excluded.config_json,"
+            " updated_at = CURRENT_TIMESTAMP",
+            (run_id, last_run, json.dumps({"full": False, "nodes": None, "types": None})),
+        )
+        conn.execute("DELETE FROM node_state WHERE run_id = ?", (run_id,))
+        for number, (node, status) in enumerate(outcomes.items()):
+            # seeknal stores no metadata for a success (None when empty), the error for a failure.
+            metadata = json.dumps({"error": f"Execution failed for {node}"}) if status == "failed" else None
+            rows = 0 if status == "failed" else 4
+            conn.execute(
+                SEEKNAL_SET_NODE_STATE, (run_id, node, f"h{number}", last_run, status, 20 + 30 * number, rows, metadata)
+            )
+        conn.commit()
+
+
+@dataclass
+class SeeknalStack:
+    prometheus: Process
+    daemon: Process
+    # When the fixture's expected JSON was computed, moved to the stack's start.
+    start: datetime
+
+    @property
+    def instance(self) -> str:
+        return self.daemon.url.removeprefix("http://")
+
+    @property
+    def daemons(self) -> dict[str, Process]:
+        """By fixture name, like the other stacks."""
+        return {SEEKNAL_FIXTURE: self.daemon}
+
+
+@pytest.fixture(scope="session")
+def seeknal_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeeknalStack]:
+    """A real daemon over a copy of the seeknal fixture re-dated so that the stack starts at its computed_at_utc,
+    one Prometheus evaluating prometheus/seeknal.rules.yml.
+
+    Once Prometheus has seen the seeded counters twice, a writer stores a new run every second (orders and
+    daily_orders succeed, broken_report fails) until the session ends, so that the rates and the duration
+    quantiles are finite whenever a test queries them.  The fixture's crashed node stays running (stuck)."""
+    binary = require_tool("prometheus")
+    tmp = tmp_path_factory.mktemp("seeknal-stack")
+    db = tmp / Path(SEEKNAL_FIXTURE).name
+    shutil.copyfile(FIXTURES / SEEKNAL_FIXTURE, db)
+    start = datetime.now(UTC)
+    redate_seeknal(db, start - datetime.fromisoformat(pynenc_expected(SEEKNAL_FIXTURE)["computed_at_utc"]))
+    stop = threading.Event()
+
+    def write_runs() -> None:
+        number = 0
+        while not stop.wait(1.0):
+            number += 1
+            finished = datetime.now(UTC)
+            run_id = finished.astimezone(SEEKNAL_TZ).strftime("%Y%m%d_%H%M%S") + f"_live{number}"
+            store_seeknal_run(db, run_id, finished, SEEKNAL_LIVE)
+
+    writer = threading.Thread(target=write_runs, name="seeknal-writer", daemon=True)
+    with contextlib.ExitStack() as stack:
+        workdir = tmp / "daemon"
+        workdir.mkdir()
+        config = daemon_config(db, writer_timezone="Europe/Berlin")
+        daemon = stack.enter_context(running_daemon(workdir, config=config, wait_path="/readyz"))
+        prom_config = prometheus_config([daemon.url.removeprefix("http://")], [SEEKNAL_RULES], job=SEEKNAL_JOB)
+        prometheus = stack.enter_context(running_prometheus(binary, tmp, prom_config))
+        wait_for_series(prometheus, f'count(up{{job="{SEEKNAL_JOB}"}} == 1) == 1')
+        # Two scrapes of the seeded counters before the live runs: their first increases are counted.
+        wait_for_series(prometheus, "count(count_over_time(seeknal_node_executions_total[1m]) >= 2) > 0")
+        writer.start()
+        stack.callback(writer.join)
+        stack.callback(stop.set)
+        wait_for_series(prometheus, 'sum(increase(seeknal_node_executions_total{status="failed"}[1m])) > 0')
+        wait_for_series(
+            prometheus,
+            "count(histogram_quantile(0.95, sum by (node, le) (rate(seeknal_node_duration_seconds_bucket[1m]))) >= 0)"
+            " == 3",
+        )
+        # The rules are evaluated on their own schedule: wait until they have seen the live failures too.
+        wait_for_series(prometheus, 'count(ALERTS{alertname="SeeknalRunFailed"}) > 0')
+        yield SeeknalStack(prometheus, daemon, start)

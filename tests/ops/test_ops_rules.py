@@ -1,7 +1,8 @@
-"""prometheus/*.rules.yml (workflow, flujo, pynenc): promtool checks them and runs their unit tests (firing and
-not-firing cases for every alert); every metric name the rules and the Grafana dashboards use is emitted by the real
-daemons (over the Flujo fixtures and over the pynenc fixtures); the engine-neutral rules and overview dashboard use
-only the engine-neutral families; the Kubernetes PrometheusRule carries exactly the groups of every file.
+"""prometheus/*.rules.yml (workflow, flujo, pynenc, seeknal): promtool checks them and runs their unit tests (firing
+and not-firing cases for every alert); every metric name the rules and the Grafana dashboards use is emitted by the
+real daemons (over the Flujo fixtures, the pynenc fixtures and the seeknal fixture); the engine-neutral rules and
+overview dashboard use only the engine-neutral families; the Kubernetes PrometheusRule carries exactly the groups
+of every file.
 
 Regenerate deploy/kubernetes/prometheusrule.yaml after editing the rules with
 ``UPDATE_PROMETHEUSRULE=1 .venv/bin/pytest tests/ops/test_ops_rules.py -k prometheusrule``.
@@ -26,16 +27,19 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "prometheus" / "flujo.rules.yml"
 WORKFLOW_RULES = REPO / "prometheus" / "workflow.rules.yml"
 PYNENC_RULES = REPO / "prometheus" / "pynenc.rules.yml"
+SEEKNAL_RULES = REPO / "prometheus" / "seeknal.rules.yml"
 # Each rules file and its promtool unit tests; the PrometheusRule carries their groups in this order.
 RULE_FILES = {
     WORKFLOW_RULES: REPO / "prometheus" / "workflow.rules.test.yml",
     RULES: REPO / "prometheus" / "flujo.rules.test.yml",
     PYNENC_RULES: REPO / "prometheus" / "pynenc.rules.test.yml",
+    SEEKNAL_RULES: REPO / "prometheus" / "seeknal.rules.test.yml",
 }
 DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
 OVERVIEW = REPO / "grafana" / "workflow-overview.json"
 PYNENC_DASHBOARD = REPO / "grafana" / "pynenc.json"
-DASHBOARDS = (DASHBOARD, OVERVIEW, PYNENC_DASHBOARD)
+SEEKNAL_DASHBOARD = REPO / "grafana" / "seeknal.json"
+DASHBOARDS = (DASHBOARD, OVERVIEW, PYNENC_DASHBOARD, SEEKNAL_DASHBOARD)
 PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
 JOB = "flujo-state-exporter"  # the scrape job the "exporter down" alerts match
 
@@ -176,7 +180,7 @@ def test_engine_neutral_files_use_only_engine_neutral_families() -> None:
     assert OVERVIEW_FAMILIES - {"workflow_run_duration_seconds_bucket", "state_exporter_engine_info"} <= uses
     assert {name for name in uses if not NEUTRAL.fullmatch(name)} == set()
     assert recorded_names() == {rule["record"] for rule in all_rules(RULES) if "record" in rule}, (
-        "the engine-neutral (and pynenc) rules need no recording rule: the alerts load on their own"
+        "the engine-neutral (pynenc, seeknal) rules need no recording rule: the alerts load on their own"
     )
 
 
@@ -185,6 +189,13 @@ def test_pynenc_files_use_only_pynenc_families() -> None:
     uses = {name for rule in all_rules(PYNENC_RULES) for name in metric_names(str(rule["expr"]))}
     uses |= {name for expr in dashboard_expressions(PYNENC_DASHBOARD) for name in metric_names(expr)}
     assert uses and {name for name in uses if not name.startswith("pynenc_")} == set()
+
+
+def test_seeknal_files_use_only_seeknal_families() -> None:
+    """The seeknal rules and dashboard speak seeknal: its own families, no recording rule of Flujo's."""
+    uses = {name for rule in all_rules(SEEKNAL_RULES) for name in metric_names(str(rule["expr"]))}
+    uses |= {name for expr in dashboard_expressions(SEEKNAL_DASHBOARD) for name in metric_names(expr)}
+    assert uses and {name for name in uses if not name.startswith("seeknal_")} == set()
 
 
 def test_dashboard_and_rules_use_only_defined_recording_rules() -> None:
@@ -204,10 +215,13 @@ def daemon_sample_names(*stacks: Any) -> set[str]:
     return names
 
 
-def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(ops_stack: Any, pynenc_stack: Any) -> None:
+def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(
+    ops_stack: Any, pynenc_stack: Any, seeknal_stack: Any
+) -> None:
     """Against the /metrics of the real daemons: span export (to a receiver that failed, then accepted) and every
-    job enabled, so the conditional families are there too; and the daemons over the pynenc fixtures."""
-    emitted = daemon_sample_names(ops_stack, pynenc_stack)
+    job enabled, so the conditional families are there too; the daemons over the pynenc fixtures and the one over
+    the seeknal fixture."""
+    emitted = daemon_sample_names(ops_stack, pynenc_stack, seeknal_stack)
     used = {name: where for name, where in used_names().items() if name not in recorded_names()}
     assert len(used) > 40
     assert {path.name for path in (*RULE_FILES, *DASHBOARDS)} == set().union(*used.values())
@@ -219,6 +233,10 @@ def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(ops_stack: 
     pynenc = {name for name in daemon_sample_names(pynenc_stack) if name.startswith("pynenc_")}
     pynenc = {re.sub(r"_(?:sum|count)$", "_bucket", name) for name in pynenc}
     assert pynenc - set(used) == {"pynenc_runs_finished_total"}, "what workflow_runs_finished_total shows"
+    # Every seeknal family is used.
+    seeknal = {name for name in daemon_sample_names(seeknal_stack) if name.startswith("seeknal_")}
+    seeknal = {re.sub(r"_(?:sum|count)$", "_bucket", name) for name in seeknal}
+    assert seeknal and seeknal - set(used) == set()
 
 
 def test_job_metrics_name_the_job_in_job_name(ops_stack: Any) -> None:
@@ -301,12 +319,14 @@ def test_recording_rules_are_unit_tested() -> None:
 
 @pytest.mark.parametrize("rule", alerts(), ids=lambda rule: rule["alert"])
 def test_alert_conventions(rule: dict[str, Any]) -> None:
-    """Flujo's alerts are named Flujo*, pynenc's Pynenc*; the engine-neutral ones Workflow*, the daemon's own
-    StateExporter*."""
+    """Flujo's alerts are named Flujo*, pynenc's Pynenc*, seeknal's Seeknal*; the engine-neutral ones Workflow*, the
+    daemon's own StateExporter*."""
     if rules_file_of(rule["alert"]) == RULES:
         assert re.fullmatch(r"Flujo[A-Z][A-Za-z]+", rule["alert"])
     elif rules_file_of(rule["alert"]) == PYNENC_RULES:
         assert re.fullmatch(r"Pynenc[A-Z][A-Za-z]+", rule["alert"])
+    elif rules_file_of(rule["alert"]) == SEEKNAL_RULES:
+        assert re.fullmatch(r"Seeknal[A-Z][A-Za-z]+", rule["alert"])
     else:
         assert re.fullmatch(r"(?:Workflow|StateExporter)[A-Z][A-Za-z]+", rule["alert"])
     assert rule["labels"]["severity"] in SEVERITIES
@@ -319,6 +339,7 @@ def test_alert_conventions(rule: dict[str, Any]) -> None:
         "app",
         "task",
         "queue",
+        "node",
     }
 
 
@@ -358,6 +379,12 @@ def test_issue_alerts_are_all_there() -> None:
             "PynencBrokerBacklogOld",  # the oldest broker message too old
             "PynencTaskFailureRatioHigh",  # failure ratio per task, with a minimum volume
         },
+        SEEKNAL_RULES: {
+            "SeeknalNodesStuck",  # stuck nodes
+            "SeeknalNodeNotFresh",  # a node without a success for N hours
+            "SeeknalRunFailed",  # a failed node execution, so a failed run
+            "SeeknalLockStale",  # a backend lock held too long
+        },
     }
     for path, names in expected.items():
         assert {rule["alert"] for rule in alerts(path)} == names, path.name
@@ -390,7 +417,7 @@ def test_exporter_down_alerts_match_the_documented_job() -> None:
 
 def prometheusrule_text() -> str:
     """The PrometheusRule: its header and metadata as they are, spec.groups = the rules files' groups (verbatim,
-    comments included): the engine-neutral and daemon groups, then Flujo's, then pynenc's."""
+    comments included): the engine-neutral and daemon groups, then Flujo's, then pynenc's, then seeknal's."""
     current = PROMETHEUS_RULE.read_text()
     head = current.split("\nspec:\n", 1)[0]
     body = "\n".join(path.read_text().split("\ngroups:\n", 1)[1].rstrip("\n") + "\n" for path in RULE_FILES)
@@ -439,6 +466,7 @@ def test_readme_lists_every_rules_file_dashboard_and_alert() -> None:
         [row] = [line for line in table.splitlines() if line.startswith(f"| `{rule['alert']}` |")]
         cells = [cell.strip() for cell in row.strip("|").split(" | ")]
         assert (cells[1], cells[3]) == (rule["labels"]["severity"], rule.get("for", "-")), row
-    documented = set(re.findall(r"`((?:Flujo|Pynenc|Workflow|StateExporter)[A-Z]\w+)`", section))
-    daemon_alerts = {"FlujoRunStuck", "PynencInvocationStuck"}  # sent by jobs.stuck_alerts, not by Prometheus
+    documented = set(re.findall(r"`((?:Flujo|Pynenc|Seeknal|Workflow|StateExporter)[A-Z]\w+)`", section))
+    # Sent by jobs.stuck_alerts, not by Prometheus.
+    daemon_alerts = {"FlujoRunStuck", "PynencInvocationStuck", "SeeknalNodeStuck"}
     assert documented - daemon_alerts <= {rule["alert"] for rule in alerts()}, "README names no phantom alert"
