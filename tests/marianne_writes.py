@@ -56,8 +56,19 @@ def save_job(
             " last_completed_sheet = excluded.last_completed_sheet, pid = excluded.pid,"
             " total_retry_count = excluded.total_retry_count, updated_at = excluded.updated_at,"
             " started_at = excluded.started_at, completed_at = excluded.completed_at",
-            (job_id, job_id, status, len(sheets), done, pid, retries, iso(created), iso(updated), iso(created),
-             None if completed is None else iso(completed)),
+            (
+                job_id,
+                job_id,
+                status,
+                len(sheets),
+                done,
+                pid,
+                retries,
+                iso(created),
+                iso(updated),
+                iso(created),
+                None if completed is None else iso(completed),
+            ),
         )
         for sheet in sheets:
             ended = sheet.status in ("completed", "failed")
@@ -69,8 +80,18 @@ def save_job(
                 " error_category = excluded.error_category, completed_at = excluded.completed_at,"
                 " execution_duration_seconds = excluded.execution_duration_seconds,"
                 " exit_reason = excluded.exit_reason",
-                (job_id, sheet.num, sheet.status, sheet.attempts, 0 if ended else None, sheet.error_category,
-                 iso(created), iso(updated) if ended else None, sheet.duration if ended else None, sheet.exit_reason),
+                (
+                    job_id,
+                    sheet.num,
+                    sheet.status,
+                    sheet.attempts,
+                    0 if ended else None,
+                    sheet.error_category,
+                    iso(created),
+                    iso(updated) if ended else None,
+                    sheet.duration if ended else None,
+                    sheet.exit_reason,
+                ),
             )
         conn.commit()
 

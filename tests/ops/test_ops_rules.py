@@ -1,7 +1,8 @@
-"""prometheus/*.rules.yml (workflow, flujo, pynenc, marianne): promtool checks them and runs their unit tests (firing and
-not-firing cases for every alert); every metric name the rules and the Grafana dashboards use is emitted by the real
-daemons (over the Flujo fixtures, the pynenc fixtures and the Marianne fixtures); the engine-neutral rules and overview dashboard use
-only the engine-neutral families; the Kubernetes PrometheusRule carries exactly the groups of every file.
+"""prometheus/*.rules.yml (workflow, flujo, pynenc, marianne): promtool checks them and runs their unit tests
+(firing and not-firing cases for every alert); every metric name the rules and the Grafana dashboards use is emitted
+by the real daemons (over the Flujo, the pynenc and the Marianne fixtures); the engine-neutral rules and overview
+dashboard use only the engine-neutral families; the Kubernetes PrometheusRule carries exactly the groups of every
+file.
 
 Regenerate deploy/kubernetes/prometheusrule.yaml after editing the rules with
 ``UPDATE_PROMETHEUSRULE=1 .venv/bin/pytest tests/ops/test_ops_rules.py -k prometheusrule``.
