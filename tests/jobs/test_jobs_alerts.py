@@ -1,5 +1,5 @@
 """Stuck-run alerts against a REAL Alertmanager (Debian's prometheus-alertmanager) and a webhook: Flujo's runs,
-pynenc's invocations and seeknal's nodes."""
+pynenc's invocations, seeknal's nodes and Marianne's jobs."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import marianne_writes
 import pytest
 from aiohttp import web
-from engines.cases import PYNENC_FIXTURES, SEEKNAL_FIXTURE, pynenc_expected
+from engines.cases import MARIANNE_REGISTRY, MARIANNE_WORKSPACE, PYNENC_FIXTURES, SEEKNAL_FIXTURE, pynenc_expected
 from processes import Process, free_port, http_get, running_alertmanager
 from prometheus_client import CollectorRegistry, generate_latest
 from support import ALL_FIXTURES, FIXTURES, SMALL, parse_exposition, require_tool, sample, wait_for
@@ -621,3 +622,121 @@ async def test_seeknal_stuck_node_fires_and_resolves_in_real_alertmanager(tmp_pa
             m = parse_exposition(exposition(runner))
             assert sample(m, "state_exporter_stuck_alerts_firing", pipeline=node) == 0
             assert runner.alerts is not None and not runner.alerts.firing
+
+
+# ---- Marianne: one MarianneJobStuck per job id, on the workspace and on the conductor registry ----
+
+
+def marianne_runner(db: Path, clock: ManualClock, target: str, *, pid_check: bool, **alerts: Any) -> JobRunner:
+    """The alert job over one Marianne file, default ``metrics.stuck`` (running_after 1 h)."""
+    settings = {
+        "enabled": True,
+        "jitter": 0,
+        "interval": "30s",
+        "severity": "critical",
+        "labels": {"test": "marianne", "target": target},
+        "resend_interval": "1m",
+        "attempts": 2,
+        "retry_backoff": 0,
+        **alerts,
+    }
+    config = JobsConfig.model_validate({"stuck_alerts": settings})
+    metrics = MetricsConfig.model_validate({"marianne": {"same_host_pid_check": pid_check}})
+    reader = StateReader(db, naive_timezone=UTC)
+    return JobRunner(config, db, UTC, reader, clock, settings=lambda: metrics, sleep=no_sleep)
+
+
+async def test_marianne_jobs_fire_and_resolve_in_real_alertmanager(tmp_path: Path) -> None:
+    """Workspace (same-host pid check on): zombie-run records the pid of a child that exited (a zombie: pid_dead,
+    stuck from its last update); paused-run is resumed by a live child and then not saved for 2 hours (idle, stuck
+    from its last update + running_after); queued-run runs, saved 5 minutes ago (not stuck).  Registry (check
+    off): zombie-run is running with no event since the fixture was written, a job the conductor lost (idle).
+    Each fires once, by job id; they resolve when Marianne saves the workspace jobs' end and a restarted
+    conductor fails its orphans."""
+    workspace, registry = tmp_path / "workspace.db", tmp_path / "registry.db"
+    shutil.copyfile(FIXTURES / MARIANNE_WORKSPACE, workspace)
+    shutil.copyfile(FIXTURES / MARIANNE_REGISTRY, registry)
+    now = datetime.now(UTC)
+    zombie = marianne_writes.dead_pid()
+    alive = marianne_writes.live_child()
+    try:
+        with contextlib.closing(sqlite3.connect(workspace)) as conn:
+            [(zombie_updated,)] = conn.execute("SELECT updated_at FROM jobs WHERE id = 'zombie-run'")
+            conn.execute("UPDATE jobs SET pid = ? WHERE id = 'zombie-run'", (zombie,))
+            conn.commit()
+        stale_since = now - timedelta(hours=2)
+        marianne_writes.set_running(workspace, "paused-run", alive.pid, stale_since)
+        marianne_writes.set_running(workspace, "queued-run", alive.pid, now - timedelta(minutes=5))
+        with contextlib.closing(sqlite3.connect(registry)) as conn:
+            [(last_event,)] = conn.execute("SELECT last_event_at FROM jobs WHERE job_id = 'zombie-run'")
+        clock = ManualClock(now)
+        with alertmanager(tmp_path) as am:
+            async with webhook() as (hook_url, received):
+                receivers = {"alertmanager": {"url": am.url}, "webhook": {"url": hook_url}}
+                runners = {
+                    "workspace": marianne_runner(workspace, clock, "workspace", pid_check=True, **receivers),
+                    "registry": marianne_runner(registry, clock, "registry", pid_check=False, **receivers),
+                }
+                for runner in runners.values():
+                    stats = await runner.run_job("stuck_alerts")
+                    assert stats.success, stats.last_error
+                firing = wait_for(
+                    lambda: len(am_alerts(am, "marianne")) == 3 and am_alerts(am, "marianne"), 10, "alerts"
+                )
+                found = {(a["labels"]["target"], a["labels"]["run_id"], a["labels"]["reason"]): a for a in firing}
+                assert set(found) == {
+                    ("workspace", "zombie-run", "pid_dead"),
+                    ("workspace", "paused-run", "idle"),
+                    ("registry", "zombie-run", "idle"),
+                }
+                for (target, run_id, reason), alert in found.items():
+                    assert alert["labels"] == {
+                        "alertname": "MarianneJobStuck",
+                        "engine": "marianne",
+                        "pipeline": run_id,
+                        "severity": "critical",
+                        "status": "running",
+                        "reason": reason,
+                        "run_id": run_id,
+                        "test": "marianne",
+                        "target": target,
+                    }
+                # A dead pid is stuck from the job's last save; an idle job from its threshold on (Alertmanager
+                # keeps milliseconds).
+                starts = {key: parse_time(alert["startsAt"]) for key, alert in found.items()}
+                expected_starts = {
+                    ("workspace", "zombie-run", "pid_dead"): datetime.fromisoformat(zombie_updated),
+                    ("workspace", "paused-run", "idle"): stale_since + timedelta(hours=1),
+                    ("registry", "zombie-run", "idle"): datetime.fromtimestamp(last_event, UTC) + timedelta(hours=1),
+                }
+                for key, instant in expected_starts.items():
+                    assert abs(starts[key] - instant) < timedelta(milliseconds=1), key
+                assert [payload["status"] for payload, _ in received] == ["firing", "firing"]
+                m = parse_exposition(exposition(runners["workspace"]))
+                assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="zombie-run") == 1
+                assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="paused-run") == 1
+
+                # Marianne saves the end of both workspace jobs (the zombie resumed elsewhere and failed, the
+                # other completed); the conductor restarts and fails the jobs it lost.
+                done = datetime.now(UTC)
+                marianne_writes.finish_job(workspace, "zombie-run", "failed", done)
+                marianne_writes.finish_job(workspace, "paused-run", "completed", done)
+                assert marianne_writes.registry_mark_orphans_failed(registry, done.timestamp()) == 2
+                clock.set(done)
+                for runner in runners.values():
+                    assert (await runner.run_job("stuck_alerts")).success
+                wait_for(lambda: not am_alerts(am, "marianne"), 10, "no Marianne alert left in Alertmanager")
+                resolved = [payload for payload, _ in received[2:]]
+                assert [payload["status"] for payload in resolved] == ["resolved", "resolved"]
+                assert sorted(
+                    (a["labels"]["target"], a["labels"]["run_id"], a["labels"]["reason"])
+                    for payload in resolved
+                    for a in payload["alerts"]
+                ) == sorted(found)
+                for runner in runners.values():
+                    assert runner.alerts is not None and not runner.alerts.firing
+                m = parse_exposition(exposition(runners["workspace"]))
+                assert sample(m, "state_exporter_stuck_alerts_firing", pipeline="zombie-run") == 0
+    finally:
+        alive.kill()
+        alive.wait()

@@ -22,6 +22,9 @@ A third (``seeknal_stack``) serves seeknal: one daemon over a copy of the seekna
 (so that its ages are those of its expected JSON whatever today's date), one Prometheus evaluating
 prometheus/seeknal.rules.yml, and a writer storing a new run every second the way seeknal's DatabaseStateBackend does,
 so that the seeknal dashboard's rates and quantiles are finite.
+A fourth (``marianne_stack``) serves Marianne: one daemon per Marianne file (workspace and conductor registry), one
+Prometheus evaluating prometheus/marianne.rules.yml, a zombie on a pid this host knows dead, and a job ending live
+the way Marianne saves it.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import marianne_writes
 import processes
 import pytest
-from engines.cases import PYNENC_FIXTURES, SEEKNAL_FIXTURE, pynenc_expected
+from engines.cases import MARIANNE_REGISTRY, MARIANNE_WORKSPACE, PYNENC_FIXTURES, SEEKNAL_FIXTURE, pynenc_expected
 from processes import Process, running_daemon, running_prometheus, wait_for_series
 from support import FIXTURES, LEGACY, SMALL, SMALL06, require_tool
 from traces.receiver import Receiver
@@ -502,3 +506,76 @@ def seeknal_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeeknalS
         # The rules are evaluated on their own schedule: wait until they have seen the live failures too.
         wait_for_series(prometheus, 'count(ALERTS{alertname="SeeknalRunFailed"}) > 0')
         yield SeeknalStack(prometheus, daemon, start)
+
+
+# ---- Marianne ----------------------------------------------------------------------------------------------------
+
+MARIANNE_RULES = REPO / "prometheus" / "marianne.rules.yml"
+# The Marianne stack's scrape job: no Marianne rule depends on it.
+MARIANNE_JOB = "marianne-state-exporter"
+
+
+@dataclass
+class MarianneStack:
+    prometheus: Process
+    # One daemon per Marianne file: "workspace" (.marianne-state.db) and "registry" (daemon-state.db).
+    daemons: dict[str, Process]
+    # The workspace's zombie-run now records this pid: a child of the test that exited (dead on this host).
+    zombie_pid: int
+
+    def instance(self, target: str) -> str:
+        return self.daemons[target].url.removeprefix("http://")
+
+
+@pytest.fixture(scope="session")
+def marianne_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MarianneStack]:
+    """Real daemons over copies of the two Marianne fixtures, one Prometheus evaluating prometheus/marianne.rules.yml.
+
+    The workspace daemon runs with metrics.marianne.same_host_pid_check: zombie-run's pid (dead on the writer's
+    host, meaningless here) is replaced by the pid of a child that exited, so the zombie rule fires on a pid this
+    host knows dead.  The registry daemon leaves the check off: its running job is stuck by staleness only.  Once
+    Prometheus has seen the workspace counters, a job ends the way Marianne saves it (one sheet completed, one
+    failed after a retry), so that rates, ratios and quantiles have finite values."""
+    binary = require_tool("prometheus")
+    tmp = tmp_path_factory.mktemp("marianne-stack")
+    zombie = marianne_writes.dead_pid()
+    files = {"workspace": MARIANNE_WORKSPACE, "registry": MARIANNE_REGISTRY}
+    with contextlib.ExitStack() as stack:
+        daemons = {}
+        for target, fixture in files.items():
+            db = tmp / Path(fixture).name
+            shutil.copyfile(FIXTURES / fixture, db)
+            workdir = tmp / target
+            workdir.mkdir()
+            metrics = ""
+            if target == "workspace":
+                with contextlib.closing(sqlite3.connect(db)) as conn:
+                    conn.execute("UPDATE jobs SET pid = ? WHERE id = 'zombie-run'", (zombie,))
+                    conn.commit()
+                metrics = "  marianne:\n    same_host_pid_check: true"
+            daemons[target] = stack.enter_context(
+                running_daemon(workdir, config=daemon_config(db, metrics=metrics), wait_path="/readyz")
+            )
+        targets = [d.url.removeprefix("http://") for d in daemons.values()]
+        config = prometheus_config(targets, [MARIANNE_RULES], job=MARIANNE_JOB)
+        prometheus = stack.enter_context(running_prometheus(binary, tmp, config))
+        wait_for_series(prometheus, f'count(up{{job="{MARIANNE_JOB}"}} == 1) == 2')
+        # Two scrapes of every workspace counter and histogram before the live job ends.
+        wait_for_series(prometheus, "count_over_time(marianne_job_retries_total[1m]) >= 2")
+        workspace = tmp / Path(MARIANNE_WORKSPACE).name
+        now = datetime.now(UTC)
+        sheets = [
+            marianne_writes.Sheet(1, "completed", 1, 42.0),
+            marianne_writes.Sheet(2, "failed", 2, 7.5, "rate_limit", "error"),
+        ]
+        marianne_writes.record_executions(workspace, "live-run", sheets, now)
+        marianne_writes.save_job(
+            workspace, "live-run", "failed", sheets, created=now - timedelta(minutes=2), updated=now, completed=now
+        )
+        wait_for_series(
+            prometheus, 'increase(marianne_execution_attempts_total{outcome="failed_then_retried"}[1m]) > 0'
+        )
+        wait_for_series(
+            prometheus, "histogram_quantile(0.95, sum by (le) (rate(marianne_job_duration_seconds_bucket[1h]))) >= 0"
+        )
+        yield MarianneStack(prometheus, daemons, zombie)

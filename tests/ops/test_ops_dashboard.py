@@ -3,7 +3,8 @@ every alert expression of both rules files, evaluated by a real Prometheus that 
 the real Flujo fixtures (the ops_stack fixture of conftest.py), returns data, and the rules run without errors.
 The overview dashboard's queries are checked per fixture in test_ops_overview.py, the pynenc dashboard's (and
 rules') against the daemons over the pynenc fixtures in test_ops_pynenc.py, the seeknal dashboard's (and rules')
-against the daemon over the seeknal fixture in test_ops_seeknal.py.
+against the daemon over the seeknal fixture in test_ops_seeknal.py, the Marianne dashboard's (and rules') against
+the daemons over the Marianne fixtures in test_ops_marianne.py.
 
 Grafana's variables are substituted the way Grafana does for "All" (``.*``); ``$__rate_interval`` becomes 1m,
 which covers the test's whole life at a 1 s scrape interval.
@@ -30,6 +31,8 @@ OVERVIEW = REPO / "grafana" / "workflow-overview.json"
 PYNENC = REPO / "grafana" / "pynenc.json"
 SEEKNAL = REPO / "grafana" / "seeknal.json"
 DASHBOARDS = {"flujo-state-exporter": DASHBOARD, "workflow-overview": OVERVIEW, "pynenc": PYNENC, "seeknal": SEEKNAL}
+MARIANNE = REPO / "grafana" / "marianne.json"
+DASHBOARDS["marianne"] = MARIANNE
 PROVISIONING = REPO / "grafana" / "provisioning"
 JOB = "flujo-state-exporter"
 GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
@@ -158,7 +161,7 @@ def test_dashboard_is_importable(uid: str, path: Path) -> None:
     titles = [p["title"] for p in panels(path)]
     assert len(titles) == len(set(titles)), "targets are named by panel title"
     titles = [d["title"] for d in map(dashboard, DASHBOARDS.values())]
-    assert titles == ["Flujo state", "Workflow overview", "pynenc state", "seeknal state"]
+    assert titles == ["Flujo state", "Workflow overview", "pynenc state", "seeknal state", "Marianne state"]
 
 
 def test_variables() -> None:

@@ -1,6 +1,6 @@
-"""prometheus/*.rules.yml (workflow, flujo, pynenc, seeknal): promtool checks them and runs their unit tests (firing
-and not-firing cases for every alert); every metric name the rules and the Grafana dashboards use is emitted by the
-real daemons (over the Flujo fixtures, the pynenc fixtures and the seeknal fixture); the engine-neutral rules and
+"""prometheus/*.rules.yml (workflow, flujo, pynenc, seeknal, marianne): promtool checks them and runs their unit
+tests (firing and not-firing cases for every alert); every metric name the rules and the Grafana dashboards use is
+emitted by the real daemons (over the Flujo, pynenc, seeknal and Marianne fixtures); the engine-neutral rules and
 overview dashboard use only the engine-neutral families; the Kubernetes PrometheusRule carries exactly the groups
 of every file.
 
@@ -35,11 +35,16 @@ RULE_FILES = {
     PYNENC_RULES: REPO / "prometheus" / "pynenc.rules.test.yml",
     SEEKNAL_RULES: REPO / "prometheus" / "seeknal.rules.test.yml",
 }
+# Marianne's rules (kept in a block of their own: other engines append theirs the same way).
+MARIANNE_RULES = REPO / "prometheus" / "marianne.rules.yml"
+RULE_FILES[MARIANNE_RULES] = REPO / "prometheus" / "marianne.rules.test.yml"
 DASHBOARD = REPO / "grafana" / "flujo-state-exporter.json"
 OVERVIEW = REPO / "grafana" / "workflow-overview.json"
 PYNENC_DASHBOARD = REPO / "grafana" / "pynenc.json"
 SEEKNAL_DASHBOARD = REPO / "grafana" / "seeknal.json"
 DASHBOARDS = (DASHBOARD, OVERVIEW, PYNENC_DASHBOARD, SEEKNAL_DASHBOARD)
+MARIANNE_DASHBOARD = REPO / "grafana" / "marianne.json"
+DASHBOARDS += (MARIANNE_DASHBOARD,)
 PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
 JOB = "flujo-state-exporter"  # the scrape job the "exporter down" alerts match
 
@@ -198,6 +203,15 @@ def test_seeknal_files_use_only_seeknal_families() -> None:
     assert uses and {name for name in uses if not name.startswith("seeknal_")} == set()
 
 
+def test_marianne_files_use_only_marianne_families() -> None:
+    """The Marianne rules and dashboard speak Marianne: its own families; the dashboard's variables and its table
+    of targets also read state_exporter_engine_info (Marianne has no info family of its own)."""
+    uses = {name for rule in all_rules(MARIANNE_RULES) for name in metric_names(str(rule["expr"]))}
+    assert uses and {name for name in uses if not name.startswith("marianne_")} == set()
+    uses |= {name for expr in dashboard_expressions(MARIANNE_DASHBOARD) for name in metric_names(expr)}
+    assert {name for name in uses if not name.startswith("marianne_")} == {"state_exporter_engine_info"}
+
+
 def test_dashboard_and_rules_use_only_defined_recording_rules() -> None:
     recording = {name for name in used_names() if ":" in name}
     assert recording, "the dashboard uses the recording rules"
@@ -216,12 +230,12 @@ def daemon_sample_names(*stacks: Any) -> set[str]:
 
 
 def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(
-    ops_stack: Any, pynenc_stack: Any, seeknal_stack: Any
+    ops_stack: Any, pynenc_stack: Any, seeknal_stack: Any, marianne_stack: Any
 ) -> None:
     """Against the /metrics of the real daemons: span export (to a receiver that failed, then accepted) and every
-    job enabled, so the conditional families are there too; the daemons over the pynenc fixtures and the one over
-    the seeknal fixture."""
-    emitted = daemon_sample_names(ops_stack, pynenc_stack, seeknal_stack)
+    job enabled, so the conditional families are there too; the daemons over the pynenc, seeknal and Marianne
+    fixtures."""
+    emitted = daemon_sample_names(ops_stack, pynenc_stack, seeknal_stack, marianne_stack)
     used = {name: where for name, where in used_names().items() if name not in recorded_names()}
     assert len(used) > 40
     assert {path.name for path in (*RULE_FILES, *DASHBOARDS)} == set().union(*used.values())
@@ -237,6 +251,10 @@ def test_every_metric_used_by_the_rules_and_the_dashboard_is_emitted(
     seeknal = {name for name in daemon_sample_names(seeknal_stack) if name.startswith("seeknal_")}
     seeknal = {re.sub(r"_(?:sum|count)$", "_bucket", name) for name in seeknal}
     assert seeknal and seeknal - set(used) == set()
+    # Every Marianne family is used (the workspace daemon runs with the same-host pid check: the zombie gauge too).
+    marianne = {name for name in daemon_sample_names(marianne_stack) if name.startswith("marianne_")}
+    marianne = {re.sub(r"_(?:sum|count)$", "_bucket", name) for name in marianne}
+    assert "marianne_jobs_zombie" in marianne and marianne - set(used) == set()
 
 
 def test_job_metrics_name_the_job_in_job_name(ops_stack: Any) -> None:
@@ -327,6 +345,8 @@ def test_alert_conventions(rule: dict[str, Any]) -> None:
         assert re.fullmatch(r"Pynenc[A-Z][A-Za-z]+", rule["alert"])
     elif rules_file_of(rule["alert"]) == SEEKNAL_RULES:
         assert re.fullmatch(r"Seeknal[A-Z][A-Za-z]+", rule["alert"])
+    elif rules_file_of(rule["alert"]) == MARIANNE_RULES:
+        assert re.fullmatch(r"Marianne[A-Z][A-Za-z]+", rule["alert"])
     else:
         assert re.fullmatch(r"(?:Workflow|StateExporter)[A-Z][A-Za-z]+", rule["alert"])
     assert rule["labels"]["severity"] in SEVERITIES
@@ -385,6 +405,12 @@ def test_issue_alerts_are_all_there() -> None:
             "SeeknalRunFailed",  # a failed node execution, so a failed run
             "SeeknalLockStale",  # a backend lock held too long
         },
+        MARIANNE_RULES: {
+            "MarianneJobZombie",  # running with a dead pid (same-host check)
+            "MarianneJobStale",  # running, not updated for metrics.stuck.running_after
+            "MarianneConductorOrphanedJobs",  # registry jobs a conductor restart would fail, the conductor gone
+            "MarianneSheetFailureRatioHigh",  # failed share of ended sheets, with a minimum volume
+        },
     }
     for path, names in expected.items():
         assert {rule["alert"] for rule in alerts(path)} == names, path.name
@@ -417,7 +443,7 @@ def test_exporter_down_alerts_match_the_documented_job() -> None:
 
 def prometheusrule_text() -> str:
     """The PrometheusRule: its header and metadata as they are, spec.groups = the rules files' groups (verbatim,
-    comments included): the engine-neutral and daemon groups, then Flujo's, then pynenc's, then seeknal's."""
+    comments included): the engine-neutral and daemon groups, then Flujo's, pynenc's, seeknal's, Marianne's."""
     current = PROMETHEUS_RULE.read_text()
     head = current.split("\nspec:\n", 1)[0]
     body = "\n".join(path.read_text().split("\ngroups:\n", 1)[1].rstrip("\n") + "\n" for path in RULE_FILES)
@@ -466,7 +492,7 @@ def test_readme_lists_every_rules_file_dashboard_and_alert() -> None:
         [row] = [line for line in table.splitlines() if line.startswith(f"| `{rule['alert']}` |")]
         cells = [cell.strip() for cell in row.strip("|").split(" | ")]
         assert (cells[1], cells[3]) == (rule["labels"]["severity"], rule.get("for", "-")), row
-    documented = set(re.findall(r"`((?:Flujo|Pynenc|Seeknal|Workflow|StateExporter)[A-Z]\w+)`", section))
+    documented = set(re.findall(r"`((?:Flujo|Pynenc|Seeknal|Marianne|Workflow|StateExporter)[A-Z]\w+)`", section))
     # Sent by jobs.stuck_alerts, not by Prometheus.
-    daemon_alerts = {"FlujoRunStuck", "PynencInvocationStuck", "SeeknalNodeStuck"}
+    daemon_alerts = {"FlujoRunStuck", "PynencInvocationStuck", "SeeknalNodeStuck", "MarianneJobStuck"}
     assert documented - daemon_alerts <= {rule["alert"] for rule in alerts()}, "README names no phantom alert"
