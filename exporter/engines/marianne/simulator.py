@@ -532,8 +532,13 @@ class RegistryWriter:
                     self.witness(self.path, "after")
 
     def close(self) -> None:
+        """The last connection's close checkpoints the WAL into the DB and deletes it: a write too."""
         with self._lock:
+            if self.witness:
+                self.witness(self.path, "before")
             self._conn.close()
+            if self.witness:
+                self.witness(self.path, "after")
 
     def register_job(self, job_id: str, config_path: str, workspace: Path) -> None:
         with self._operation() as conn:
