@@ -20,7 +20,7 @@ from typing import Any
 from processes import Process, http_get, running_daemon
 from support import parse_exposition, wait_for
 
-from exporter.engines.marianne.simulator import REGISTRY_DB, Conductor, RegistryWriter, WorkspaceWriter
+from exporter.engines.marianne.simulator import REGISTRY_DB, Conductor, Job, RegistryWriter, WorkspaceWriter
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 FAST = "metrics:\n  refresh_interval: 1s\n  counts_interval: 1s\n  aggregate_interval: 1s\n"
@@ -227,3 +227,22 @@ def test_a_live_conductor_through_real_daemons(tmp_path: Path) -> None:
     assert set(truth["jobs"]) >= {("completed",), ("failed",)}  # type: ignore[arg-type]
     assert truth["failures"] and truth["retries"]
     assert registry_truth(registry.path)["workspaces"] == 2
+
+
+def test_the_ledger_sees_any_write_but_the_writers(tmp_path: Path) -> None:
+    ledger = Ledger()
+    workspace = WorkspaceWriter(tmp_path / "ws", witness=ledger)
+    registry = RegistryWriter(tmp_path / REGISTRY_DB, witness=ledger)
+    job = Job("etl", 2, "scores/etl.yaml")
+    workspace.save(job)
+    registry.register_job(job.job_id, job.config_path, workspace.workspace)
+    assert ledger.foreign == []
+    for db in (workspace.path, registry.path):  # someone else's write, in the DB file or in the -wal
+        conn = sqlite3.connect(db)
+        conn.execute("UPDATE jobs SET status = 'paused'")
+        conn.commit()
+        conn.close()
+    workspace.save(job)
+    registry.update_status(job.job_id, "running", pid=1)
+    registry.close()
+    assert [path for path, _, _ in ledger.foreign] == [workspace.path, registry.path]
