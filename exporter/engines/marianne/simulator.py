@@ -8,7 +8,9 @@ What is written, and how, follows Marianne's own code (``Mzzkc/marianne-ai-compo
   one ``schema_version`` row each), so ``sqlite_master`` is exactly the fixture's; a new
   connection per operation with ``PRAGMA foreign_keys=ON`` and the default rollback journal;
   ``save()`` upserts the job row and every sheet row in one ``BEGIN IMMEDIATE``;
-  ``record_execution()`` appends one ``execution_history`` row; times are aware ISO-8601 UTC text;
+  ``record_execution()`` appends one ``execution_history`` row per attempt (no caller in Marianne's
+  own code at that commit; the fixtures' generator called it, so files may hold such rows); times
+  are aware ISO-8601 UTC text;
 * the conductor's ``daemon-state.db`` as ``JobRegistry`` writes it: one long-lived connection in
   WAL mode, epoch-second REAL times, a row per submitted job with its workspace
   (``register_job`` -> ``update_status`` -> ``update_progress`` / ``save_checkpoint`` -> a final
