@@ -1,5 +1,5 @@
 """``state-exporter demo``: the daemon on a DB that a simulated app keeps writing (Flujo by default,
-or pynenc with ``--engine pynenc``)."""
+pynenc with ``--engine pynenc``, a Marianne conductor's workspace with ``--engine marianne``)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from exporter.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
-DEMO_ENGINES = ("flujo", "pynenc")
-DEMO_FILES = {"flujo": "flujo_ops.db", "pynenc": "pynenc_demo.db"}
+DEMO_ENGINES = ("flujo", "pynenc", "marianne")
+DEMO_FILES = {"flujo": "flujo_ops.db", "pynenc": "pynenc_demo.db", "marianne": "marianne-workspace/.marianne-state.db"}
+# The Marianne demo's conductor also keeps its registry here (a second daemon can watch it).
+MARIANNE_REGISTRY = "marianne-conductor/daemon-state.db"
 # The demo's pynenc app overrides pynenc's stuck thresholds (as apps may) so that its dead runners'
 # invocations turn stuck within the demo's first minute rather than after pynenc's 10 minutes.
 PYNENC_DEMO_CONFIG = {"runner_considered_dead_after_minutes": 0.5, "max_pending_seconds": 5.0}
@@ -41,7 +43,7 @@ def run_demo(directory: Path, listen: str, engine: str = "flujo") -> int:
     db = directory / DEMO_FILES[engine]
     config = load_config(None, env=os.environ, overrides=demo_config_overrides(db, listen, engine))
     logs.configure(config.logging.level, config.logging.format)
-    demo = _pynenc_demo if engine == "pynenc" else _flujo_demo
+    demo = {"flujo": _flujo_demo, "pynenc": _pynenc_demo, "marianne": _marianne_demo}[engine]
     return asyncio.run(demo(config, db))
 
 
@@ -85,3 +87,22 @@ async def _pynenc_demo(config: Config, db: Path) -> int:
         stop.set()
         await app
         writer.close()
+
+
+async def _marianne_demo(config: Config, db: Path) -> int:
+    from exporter.engines.marianne.simulator import Conductor, RegistryWriter, WorkspaceWriter
+
+    workspace = WorkspaceWriter(db.parent)
+    registry = RegistryWriter(db.parent.parent / MARIANNE_REGISTRY)
+    conductor = Conductor([workspace], registry)
+    await conductor.run_one("clean")  # the workspace holds a finished job before the daemon starts
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    jobs = asyncio.create_task(conductor.run_forever(stop))
+    _announce(config, f"Marianne conductor (registry {registry.path})", db)
+    try:
+        return await daemon.run()
+    finally:
+        stop.set()
+        await jobs
+        registry.close()

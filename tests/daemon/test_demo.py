@@ -1,4 +1,5 @@
-"""`make run`'s command: the demo DB moves within seconds, for each engine's simulated app."""
+"""`make run`'s command: the demo DB moves within seconds, for each engine's simulated app (Flujo,
+pynenc, a Marianne conductor)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,30 @@ def test_pynenc_demo_metrics_move(tmp_path: Path) -> None:
         assert total(later, "pynenc_invocations", app="demo_app") > 0
         assert "simulated pynenc app 'demo_app'" in demo.output()
         assert (tmp_path / "demo" / "pynenc_demo.db").exists()
+    finally:
+        assert demo.stop() == 0, demo.output()
+
+
+def test_marianne_demo_metrics_move(tmp_path: Path) -> None:
+    demo = start_demo(tmp_path, "--engine", "marianne")
+    try:
+        wait_until_up(demo, "/readyz")
+        first = scrape(demo)
+        assert total(first, "state_exporter_engine_info", engine="marianne", layout="workspace-v4") == 1
+
+        def moved() -> Samples | None:
+            later = scrape(demo)
+            jobs = total(later, "marianne_jobs") > total(first, "marianne_jobs") + 3
+            done = total(later, "marianne_jobs", status="completed") > total(first, "marianne_jobs", status="completed")
+            return later if jobs and done else None
+
+        later = wait_for(moved, 20, lambda: f"the demo's metrics to move:\n{demo.output()[-2000:]}", interval=1.0)
+        assert total(later, "marianne_sheets", status="completed") > 0
+        assert total(later, "marianne_execution_attempts_total") > 0
+        assert total(later, "workflow_runs", engine="marianne") == total(later, "marianne_jobs")
+        assert "simulated Marianne conductor" in demo.output()
+        assert (tmp_path / "demo" / "marianne-workspace" / ".marianne-state.db").exists()
+        assert (tmp_path / "demo" / "marianne-conductor" / "daemon-state.db").exists()
     finally:
         assert demo.stop() == 0, demo.output()
 
