@@ -29,8 +29,16 @@ Signature = tuple[tuple[str, int, int, int, int], ...]
 
 def is_file_source(path: Path) -> bool:
     """A directory or a ``.json`` file: not a SQLite DB (decided again at every session: the path
-    may not exist yet when the daemon starts)."""
-    return path.suffix.lower() == ".json" or path.is_dir()
+    may not exist yet when the daemon starts).  A path the daemon may not even look at is left to the
+    SQLite reader, whose error names the unreadable directory."""
+    return path.suffix.lower() == ".json" or _is_dir(path)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # not even searchable: not ours to judge here
+        return False
 
 
 def backend_for(path: Path, wanted: str) -> FileBackend:
@@ -77,7 +85,7 @@ class FileSource:
             try:
                 signature = tuple(_stat(path) for path in files)  # before reading: a later change reloads
             except DatabaseUnavailable as exc:
-                if exc.problem is Problem.MISSING and self.path.is_dir():
+                if exc.problem is Problem.MISSING and _is_dir(self.path):
                     exc = DatabaseUnavailable(
                         exc.problem, f"{exc.message} (db.path {self.path} is a directory, read as a file backend's)"
                     )
