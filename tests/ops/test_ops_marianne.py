@@ -113,7 +113,7 @@ def test_dashboard_covers_every_marianne_family() -> None:
         "marianne_jobs_stale{",
         "marianne_jobs_running_without_pid{",
         "marianne_sheets{",
-        "marianne_sheet_failures_total{",
+        "marianne_sheet_failures{",
         "marianne_sheet_attempts_bucket{",
         "marianne_execution_attempts_total{",
         "marianne_job_duration_seconds_bucket{",

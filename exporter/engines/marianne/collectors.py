@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.collectors.base import View, ViewCollector, gauge_from
@@ -117,9 +117,11 @@ class MarianneCollector(ViewCollector):
 
     def _aggregates(self, aggregates: Aggregates) -> Iterator[Metric]:
         limit = self.view.settings().max_statuses
-        failures = CounterMetricFamily(
+        # A gauge: the failed sheets present now.  A failed sheet that is retried leaves the count, so as a
+        # counter it would go down (read by Prometheus as a reset).
+        failures = GaugeMetricFamily(
             "marianne_sheet_failures",
-            self.aggregated("Failed sheets by error category and exit reason (none: not recorded)"),
+            self.aggregated("Failed sheets present, by error category and exit reason (none: not recorded)"),
             labels=["error_category", "exit_reason"],
         )
         assert aggregates.failures is not None

@@ -137,13 +137,11 @@ def test_stale_running_jobs(fixture_copy, exposed: Samples) -> None:
 
 
 def test_sheet_failures_of_failed_sheets_only(exposed: Samples) -> None:
-    assert (
-        by(exposed, "marianne_sheet_failures_total", "error_category") == workspace()["failed_sheets_by_error_category"]
-    )
-    assert by(exposed, "marianne_sheet_failures_total", "exit_reason") == workspace()["failed_sheets_by_exit_reason"]
+    assert by(exposed, "marianne_sheet_failures", "error_category") == workspace()["failed_sheets_by_error_category"]
+    assert by(exposed, "marianne_sheet_failures", "exit_reason") == workspace()["failed_sheets_by_exit_reason"]
     # etl-report#2 keeps the category of the attempt it retried: not a failure.
     assert workspace()["non_failed_sheets_with_stale_error_category"] == ["etl-report#2"]
-    assert "transient" not in by(exposed, "marianne_sheet_failures_total", "error_category")
+    assert "transient" not in by(exposed, "marianne_sheet_failures", "error_category")
 
 
 def test_sheet_attempts(exposed: Samples) -> None:
@@ -248,14 +246,10 @@ def test_an_older_schema_is_read(fixture_copy, version: int) -> None:
     assert sum(by(samples, "marianne_sheets", "status").values()) == workspace()["sheets_total"]
     assert single(samples, "marianne_jobs_zombie") == len(workspace()["zombies"])
     assert by(samples, "marianne_execution_attempts_total", "outcome")["failed_then_retried"] == 3
-    assert (
-        by(samples, "marianne_sheet_failures_total", "error_category") == workspace()["failed_sheets_by_error_category"]
-    )
+    assert by(samples, "marianne_sheet_failures", "error_category") == workspace()["failed_sheets_by_error_category"]
     if version >= 3:
-        assert (
-            by(samples, "marianne_sheet_failures_total", "exit_reason") == workspace()["failed_sheets_by_exit_reason"]
-        )
+        assert by(samples, "marianne_sheet_failures", "exit_reason") == workspace()["failed_sheets_by_exit_reason"]
         assert single(samples, "marianne_sheet_duration_seconds_count") == 10
     else:  # no exit_reason nor durations before v3: "none", and the histogram absent rather than empty
-        assert by(samples, "marianne_sheet_failures_total", "exit_reason") == {"none": 2}
+        assert by(samples, "marianne_sheet_failures", "exit_reason") == {"none": 2}
         assert family(samples, "marianne_sheet_duration_seconds_count") == {}

@@ -28,7 +28,7 @@ ROUNDS = 6
 JOBS_PER_ROUND = 12
 # Counter families as sums over rows: under these writes none may go down.  An attempt's "undecided"
 # outcome is left out: it turns into another outcome once its sheet ends, by definition.
-COUNTERS = ("marianne_sheet_failures_total", "marianne_execution_attempts_total", "marianne_job_retries_total")
+COUNTERS = ("marianne_execution_attempts_total", "marianne_job_retries_total")
 
 
 def content(db: Path) -> dict[str, str]:
@@ -133,7 +133,7 @@ def workspace_shown(samples: Samples) -> dict[str, object]:
     return {
         "jobs": keyed(samples, "marianne_jobs", "status"),
         "sheets": keyed(samples, "marianne_sheets", "status"),
-        "failures": keyed(samples, "marianne_sheet_failures_total", "error_category", "exit_reason"),
+        "failures": keyed(samples, "marianne_sheet_failures", "error_category", "exit_reason"),
         "attempts": keyed(samples, "marianne_execution_attempts_total", "outcome"),
         "retries": keyed(samples, "marianne_job_retries_total"),
         "without_pid": keyed(samples, "marianne_jobs_running_without_pid"),
