@@ -44,12 +44,17 @@ def anchor_at(name: str) -> datetime:
 
 
 def checksums(db: Path) -> dict[str, str]:
-    """Digest of the DB and of its -wal/-shm, for the files that exist."""
+    """Digest of the DB and of its -wal, and whether a -shm exists, for the files that exist.
+
+    The -shm is never opened: closing any descriptor of it would drop the POSIX locks that this
+    process's own SQLite connections (a test's writer) hold on it, and it holds no content anyway."""
     found = {}
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal"):
         candidate = Path(f"{db}{suffix}")
         if candidate.exists():
             found[suffix or "db"] = hashlib.sha256(candidate.read_bytes()).hexdigest()
+    if Path(f"{db}-shm").exists():
+        found["-shm"] = "present"
     return found
 
 
