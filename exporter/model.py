@@ -132,6 +132,14 @@ class Histogram:
             out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(cumulative)))
         return out
 
+    @classmethod
+    def merged(cls, histograms: Iterable[Histogram]) -> Histogram:
+        """One histogram of every observation of ``histograms`` (the overview's, over label sets)."""
+        total = cls()
+        for histogram in histograms:
+            total.merge(histogram)
+        return total
+
     def copy(self) -> Histogram:
         return Histogram(self.bounds, list(self.counts), self.total)
 

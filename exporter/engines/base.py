@@ -7,12 +7,13 @@ knows about its own tables, statuses and rules stays in its package.
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from exporter.model import Overview, PhaseMap, StuckReason, StuckRun
 
@@ -95,6 +96,69 @@ class FileBackend:
     # Creates the tables in the empty DB and inserts the files' content (path, bytes), main first;
     # raises DatabaseUnavailable naming the file that is truncated or not the engine's.
     load: Callable[[sqlite3.Connection, Sequence[tuple[Path, bytes]]], EngineSchema]
+
+
+def imported_on_call(target: str) -> Callable[[Any], Any]:
+    """``module:name``, imported when first called: an engine's collectors pull in the scrape side
+    and its span source the export side, which importing the engine (its settings, the registry)
+    must not."""
+    module, name = target.split(":")
+
+    def call(argument: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(argument)
+
+    return call
+
+
+class FinishedCursor(Protocol):
+    """An engine's cursor over finished runs (Flujo's runs rowid, pynenc's history)."""
+
+    def totals(self) -> object: ...
+
+    @property
+    def seeded(self) -> bool: ...
+
+    def take_bad_values(self) -> Sequence[BadValue]: ...
+
+
+class FollowsCursor:
+    """The finished-run part of :class:`EngineStats` read from the engine's cursor, ``_tracker``
+    (the engine advances it in its own ``follow_finished`` and swaps it in ``restarted``)."""
+
+    _tracker: FinishedCursor
+
+    @property
+    def finished(self) -> object:
+        return self._tracker.totals()
+
+    @property
+    def seeded(self) -> bool:
+        return self._tracker.seeded
+
+    def take_bad_values(self) -> Sequence[BadValue]:
+        return self._tracker.take_bad_values()
+
+
+class NothingToFollow:
+    """The finished-run part of :class:`EngineStats` for an engine without a finished-run cursor:
+    its tiers read every execution from the tables themselves."""
+
+    def follow_finished(self, session: ReadSession, now: datetime) -> bool:
+        return True
+
+    @property
+    def finished(self) -> None:
+        return None
+
+    @property
+    def seeded(self) -> bool:
+        return True
+
+    def take_bad_values(self) -> Sequence[BadValue]:
+        return ()
+
+    def restarted(self) -> Self:
+        return self
 
 
 @dataclass(frozen=True)

@@ -66,24 +66,29 @@ def replay_key(db: Path, since: datetime | None, until: datetime | None, run_ids
     return hashlib.sha256(text.encode()).hexdigest()[:16], text
 
 
+class Backfill(Protocol):
+    """One replay over an open state store and transport."""
+
+    def run(self, params: str, progress: bool, restart: bool) -> ReplayResult: ...
+
+
 @runtime_checkable
 class OwnReplay(Protocol):
-    """A span source with a backfill of its own (same arguments and guarantees as :func:`replay`)."""
+    """A span source with a backfill of its own (the same guarantees as :func:`replay`)."""
 
-    def replay(
+    def backfill(
         self,
         config: TracesConfig,
         reader: StateReader,
-        state_path: Path,
+        st: store.StateStore,
+        transport: Transport,
+        key: str,
         since: datetime | None,
         until: datetime | None,
         run_ids: list[str],
-        progress: bool,
+        stats: TraceStats,
         halt: threading.Event | None,
-        transport: Transport | None,
-        restart: bool,
-        stats: TraceStats | None,
-    ) -> ReplayResult: ...
+    ) -> Backfill: ...
 
 
 def replay(
@@ -109,19 +114,22 @@ def replay(
     with reader.session() as s:
         schema = s.schema
     spans = span_source(schema, config)
-    if isinstance(spans, OwnReplay):
-        return spans.replay(config, reader, state_path, since, until, ids, progress, halt, transport, restart, stats)
     key, params = replay_key(Path(reader.path), since, until, ids)
-    if spans is None or not spans.supported(schema):
+    # A backfill of its own checks the layout itself (its result then reports what was resumed).
+    if not isinstance(spans, OwnReplay) and (spans is None or not spans.supported(schema)):
         log.warning("replay: span export not supported by this DB layout (%s)", schema.layout)
         return ReplayResult(key, False, True, 0, 0, 0, 0, 0, 0.0, supported=False)
     st = store.StateStore(state_path, max_dead_letters=config.max_dead_letters)
     own_transport = transport is None
     transport = transport or make_transport(config)
     try:
-        job = _Replay(
-            config, reader, spans, schema.engine, st, transport, key, since, until, ids, stats or TraceStats(), halt
-        )
+        job: Backfill
+        if isinstance(spans, OwnReplay):
+            job = spans.backfill(config, reader, st, transport, key, since, until, ids, stats or TraceStats(), halt)
+        else:
+            job = _Replay(
+                config, reader, spans, schema.engine, st, transport, key, since, until, ids, stats or TraceStats(), halt
+            )
         return job.run(params, progress, restart)
     finally:
         if own_transport:

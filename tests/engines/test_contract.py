@@ -14,24 +14,19 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
+from engines import scrape
 from engines.cases import CASES, Case
-from prometheus_client import CollectorRegistry
-from support import content_checksums, parse_exposition
+from engines.scrape import Samples
+from support import content_checksums
 from traces.conftest import make_config
 from traces.receiver import Receiver
 
 from exporter import engines
-from exporter.clock import ManualClock
-from exporter.collectors import View, build_registry
 from exporter.config import MetricsConfig
-from exporter.exposition import CachedExposition
 from exporter.model import Phase
 from exporter.reader import DatabaseUnavailable, Problem, StateReader
 from exporter.reader.connection import read_catalogue
-from exporter.refresh import Refresher
 from exporter.traces import replay
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 every_case = pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 cases_with_spans = pytest.mark.parametrize("case", [c for c in CASES if c.has_spans], ids=lambda case: case.id)
@@ -39,16 +34,7 @@ cases_with_spans = pytest.mark.parametrize("case", [c for c in CASES if c.has_sp
 
 def expose(db: Path, case: Case, *, engine: str = engines.AUTO) -> Samples:
     """Every tier refreshed once at the case's clock, rendered as /metrics renders it."""
-    metrics = MetricsConfig()
-    clock = ManualClock(case.now)
-    refresher = Refresher(StateReader(db, naive_timezone=UTC, engine=engine), lambda: metrics, clock)
-    live = CollectorRegistry(auto_describe=False)
-    registry = build_registry(View(lambda: refresher.state, lambda: metrics, clock), live=live)
-    state = refresher.refresh(force_all=True)
-    assert state.problem is None, state.problem
-    assert all(phase.success for phase in state.phases.values()), state.failing_phases()
-    body, _ = CachedExposition(registry, live, lambda: (refresher.state,)).render("text/plain")
-    return parse_exposition(body.decode())
+    return scrape.expose(db, case.now, engine=engine)
 
 
 def by_label(samples: Samples, family: str, label: str) -> Counter[str]:

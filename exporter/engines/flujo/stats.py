@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from exporter.engines.base import FollowsCursor
 from exporter.engines.flujo.active_cache import ActiveRowCache
 from exporter.engines.flujo.layout import ENGINE_NAME, Capability, flujo_schema
 from exporter.engines.flujo.snapshot import (
@@ -19,17 +19,18 @@ from exporter.engines.flujo.snapshot import (
 )
 from exporter.engines.flujo.statuses import PHASES
 from exporter.engines.flujo.stuck import STUCK_REASONS, stuck_policy
-from exporter.engines.flujo.tracking import FinishedTotals, FinishTracker
+from exporter.engines.flujo.tracking import FinishTracker
 from exporter.model import Histogram, Overview, StuckReason
 
 if TYPE_CHECKING:
     from exporter.config import MetricsConfig
     from exporter.engines.base import Tier
     from exporter.reader import ReadSession
-    from exporter.reader.badvalues import BadValue
 
 
-class FlujoStats:
+class FlujoStats(FollowsCursor):
+    _tracker: FinishTracker
+
     def __init__(self, settings: MetricsConfig) -> None:
         self._active = ActiveRowCache()
         # 0.4.32 has no runs table: no run can be seen finishing, so the overview has no finished
@@ -55,17 +56,6 @@ class FlujoStats:
     def follow_finished(self, session: ReadSession, now: datetime) -> bool:
         return self._tracker.update(session.conn, flujo_schema(session.schema), now)
 
-    @property
-    def finished(self) -> FinishedTotals:
-        return self._tracker.totals()
-
-    @property
-    def seeded(self) -> bool:
-        return self._tracker.seeded
-
-    def take_bad_values(self) -> Sequence[BadValue]:
-        return self._tracker.take_bad_values()
-
     def restarted(self) -> FlujoStats:
         self._active = ActiveRowCache()  # its rowids belong to the old file
         self._tracker = self._tracker.restarted()
@@ -88,9 +78,7 @@ class FlujoStats:
         finished = self._tracker.totals()
         if not finished.seeded or not self._sees_finished_runs:
             return Overview(engine=ENGINE_NAME, runs=runs, stuck=stuck, oldest_active_update=oldest)
-        durations = Histogram()
-        for histogram in finished.run_durations.values():
-            durations.merge(histogram)
+        durations = Histogram.merged(finished.run_durations.values())
         return Overview(
             engine=ENGINE_NAME,
             runs=runs,

@@ -3,29 +3,12 @@ one of its modules does not load the whole engine)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from exporter.engines.base import Engine
+from exporter.engines.base import Engine, imported_on_call
 from exporter.engines.marianne.layout import ENGINE_NAME, recognise
 from exporter.engines.marianne.snapshot import STUCK_REASONS
 from exporter.engines.marianne.stats import MarianneStats
 from exporter.engines.marianne.statuses import PHASES
 from exporter.engines.marianne.stuck import STUCK_ALERT_NAME, stuck_runs
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from prometheus_client.registry import Collector
-
-    from exporter.collectors.base import View
-
-
-def _collectors(view: View) -> Sequence[Collector]:
-    # Imported when first needed: the collectors pull in the whole scrape side.
-    from exporter.engines.marianne.collectors import marianne_collectors
-
-    return marianne_collectors(view)
-
 
 ENGINE = Engine(
     name=ENGINE_NAME,
@@ -36,7 +19,7 @@ ENGINE = Engine(
     stuck_reasons=STUCK_REASONS,
     recognise=recognise,
     new_stats=MarianneStats,
-    collectors=_collectors,
+    collectors=imported_on_call("exporter.engines.marianne.collectors:marianne_collectors"),
     stuck_runs=stuck_runs,
     stuck_alert_name=STUCK_ALERT_NAME,
 )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from exporter.engines.base import NothingToFollow
 from exporter.engines.marianne.layout import ENGINE_NAME, marianne_schema
 from exporter.engines.marianne.snapshot import (
     STUCK_REASONS,
@@ -25,10 +25,9 @@ if TYPE_CHECKING:
     from exporter.config import MetricsConfig
     from exporter.engines.base import Tier
     from exporter.reader import ReadSession
-    from exporter.reader.badvalues import BadValue
 
 
-class MarianneStats:
+class MarianneStats(NothingToFollow):
     """No finished-run cursor yet: Marianne rewrites its rows in place (a job's row and its sheets
     are saved whole on every change), so the overview's finished counters stay absent for now."""
 
@@ -45,23 +44,6 @@ class MarianneStats:
 
     def aggregates(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> Aggregates:
         return aggregates(session.conn, marianne_schema(session.schema), now)
-
-    def follow_finished(self, session: ReadSession, now: datetime) -> bool:
-        return True
-
-    @property
-    def finished(self) -> None:
-        return None
-
-    @property
-    def seeded(self) -> bool:
-        return True
-
-    def take_bad_values(self) -> Sequence[BadValue]:
-        return ()
-
-    def restarted(self) -> MarianneStats:
-        return self
 
     def overview(self, snapshot: Tier | None, counts: Tier | None, settings: MetricsConfig) -> Overview:
         """Runs are jobs (the workspace's, or the conductor's in the registry); a stuck job counts

@@ -3,37 +3,12 @@ of its modules, e.g. its job settings, does not load the whole engine)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from exporter.engines.base import Engine
+from exporter.engines.base import Engine, imported_on_call
 from exporter.engines.pynenc.layout import ENGINE_NAME, recognise
 from exporter.engines.pynenc.snapshot import STUCK_REASONS
 from exporter.engines.pynenc.stats import PynencStats
 from exporter.engines.pynenc.statuses import PHASES
 from exporter.engines.pynenc.stuck import STUCK_ALERT_NAME, stuck_runs
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from prometheus_client.registry import Collector
-
-    from exporter.collectors.base import View
-    from exporter.traces.source import Limits, SpanSource
-
-
-def _collectors(view: View) -> Sequence[Collector]:
-    # Imported when first needed: the collectors pull in the whole scrape side.
-    from exporter.engines.pynenc.collectors import pynenc_collectors
-
-    return pynenc_collectors(view)
-
-
-def _spans(limits: Limits) -> SpanSource:
-    # Imported when first needed: span export is optional.
-    from exporter.engines.pynenc.traces.spans import PynencSpans
-
-    return PynencSpans(limits)
-
 
 ENGINE = Engine(
     name=ENGINE_NAME,
@@ -43,8 +18,8 @@ ENGINE = Engine(
     stuck_reasons=STUCK_REASONS,
     recognise=recognise,
     new_stats=PynencStats,
-    collectors=_collectors,
+    collectors=imported_on_call("exporter.engines.pynenc.collectors:pynenc_collectors"),
     stuck_runs=stuck_runs,
     stuck_alert_name=STUCK_ALERT_NAME,
-    spans=_spans,
+    spans=imported_on_call("exporter.engines.pynenc.traces.spans:PynencSpans"),
 )

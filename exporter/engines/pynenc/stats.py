@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from exporter.engines.base import FollowsCursor
 from exporter.engines.pynenc.layout import ENGINE_NAME, pynenc_schema
 from exporter.engines.pynenc.snapshot import STUCK_REASONS, Aggregates, Counts, Snapshot, counts, snapshot
 from exporter.engines.pynenc.statuses import PHASES
-from exporter.engines.pynenc.tracking import FinishedTotals, FinishTracker
+from exporter.engines.pynenc.tracking import FinishTracker
 from exporter.model import Histogram, Overview, StuckReason
 
 if TYPE_CHECKING:
     from exporter.config import MetricsConfig
     from exporter.engines.base import Tier
     from exporter.reader import ReadSession
-    from exporter.reader.badvalues import BadValue
 
 
-class PynencStats:
+class PynencStats(FollowsCursor):
+    _tracker: FinishTracker
+
     def __init__(self, settings: MetricsConfig) -> None:
         self._tracker = FinishTracker(
             max_tasks=settings.max_pipelines,
@@ -39,17 +40,6 @@ class PynencStats:
 
     def follow_finished(self, session: ReadSession, now: datetime) -> bool:
         return self._tracker.update(session.conn, pynenc_schema(session.schema), now)
-
-    @property
-    def finished(self) -> FinishedTotals:
-        return self._tracker.totals()
-
-    @property
-    def seeded(self) -> bool:
-        return self._tracker.seeded
-
-    def take_bad_values(self) -> Sequence[BadValue]:
-        return self._tracker.take_bad_values()
 
     def restarted(self) -> PynencStats:
         self._tracker = self._tracker.restarted()
@@ -72,9 +62,7 @@ class PynencStats:
         finished = self._tracker.totals()
         if not finished.seeded:
             return Overview(engine=ENGINE_NAME, runs=runs, stuck=stuck, oldest_active_update=oldest)
-        durations = Histogram()
-        for histogram in finished.top_level_durations.values():
-            durations.merge(histogram)
+        durations = Histogram.merged(finished.top_level_durations.values())
         return Overview(
             engine=ENGINE_NAME,
             runs=runs,

@@ -7,10 +7,10 @@ there is no finished-run cursor, and the overview's finished-run families stay a
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from exporter.engines.base import NothingToFollow
 from exporter.engines.seeknal.layout import ENGINE_NAME, seeknal_schema
 from exporter.engines.seeknal.snapshot import STUCK_REASONS, Aggregates, Counts, Snapshot, aggregates, counts, snapshot
 from exporter.engines.seeknal.statuses import PHASES
@@ -20,10 +20,9 @@ if TYPE_CHECKING:
     from exporter.config import MetricsConfig
     from exporter.engines.base import Tier
     from exporter.reader import ReadSession
-    from exporter.reader.badvalues import BadValue
 
 
-class SeeknalStats:
+class SeeknalStats(NothingToFollow):
     def __init__(self, settings: MetricsConfig) -> None:
         pass
 
@@ -35,23 +34,6 @@ class SeeknalStats:
 
     def aggregates(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> Aggregates:
         return aggregates(session.conn, seeknal_schema(session.schema), session.naive_tz, now)
-
-    def follow_finished(self, session: ReadSession, now: datetime) -> bool:
-        return True  # nothing to follow: the aggregates tier reads every execution
-
-    @property
-    def finished(self) -> None:
-        return None
-
-    @property
-    def seeded(self) -> bool:
-        return True
-
-    def take_bad_values(self) -> Sequence[BadValue]:
-        return ()
-
-    def restarted(self) -> SeeknalStats:
-        return self
 
     def overview(self, snapshot: Tier | None, counts: Tier | None, settings: MetricsConfig) -> Overview:
         """Runs by derived status; stuck counts each stuck node (reason ``idle``), as

@@ -13,21 +13,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from engines import scrape
 from engines.cases import SEEKNAL_FIXTURE, pynenc_expected
-from prometheus_client import CollectorRegistry
-from support import parse_exposition
+from engines.scrape import Samples
 
-from exporter.clock import ManualClock
-from exporter.collectors import View, build_registry
 from exporter.config import MetricsConfig, StuckConfig
 from exporter.engines import engine
 from exporter.engines.seeknal.snapshot import NODE_DURATION_BUCKETS
-from exporter.exposition import CachedExposition
 from exporter.model import Phase, StuckReason
 from exporter.reader import StateReader
-from exporter.refresh import Refresher
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 TRUTH: dict[str, Any] = pynenc_expected(SEEKNAL_FIXTURE)
 DB: dict[str, Any] = TRUTH["database_backend"]
 NOW = datetime.fromisoformat(TRUTH["computed_at_utc"])
@@ -37,18 +32,8 @@ FINAL = ("success", "failed")
 
 
 def expose(db: Path, now: datetime = NOW, tz: tzinfo = BERLIN, settings: MetricsConfig | None = None) -> Samples:
-    """Every tier refreshed once at ``now``, rendered as /metrics renders it (test_contract.expose,
-    with the writer's zone and settings)."""
-    metrics = settings or MetricsConfig()
-    clock = ManualClock(now)
-    refresher = Refresher(StateReader(db, naive_timezone=tz), lambda: metrics, clock)
-    live = CollectorRegistry(auto_describe=False)
-    registry = build_registry(View(lambda: refresher.state, lambda: metrics, clock), live=live)
-    state = refresher.refresh(force_all=True)
-    assert state.problem is None, state.problem
-    assert all(phase.success for phase in state.phases.values()), state.failing_phases()
-    body, _ = CachedExposition(registry, live, lambda: (refresher.state,)).render("text/plain")
-    return parse_exposition(body.decode())
+    """Every tier refreshed once at ``now`` in the writer's zone ``tz``, rendered as /metrics renders it."""
+    return scrape.expose(db, now, settings, tz=tz)
 
 
 def family(samples: Samples, name: str, label: str | None = None) -> dict[Any, float]:

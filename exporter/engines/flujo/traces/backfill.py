@@ -16,9 +16,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -30,50 +28,22 @@ from exporter.engines.flujo.traces.convert import SpanEncoder
 from exporter.engines.flujo.traces.source import RunInfo
 from exporter.reader import ReadSession, StateReader
 from exporter.traces import store
-from exporter.traces.backfill import ReplayResult, replay_key
+from exporter.traces.backfill import ReplayResult
 from exporter.traces.batching import Batch
 from exporter.traces.config import TracesConfig
 from exporter.traces.delivery import DeadLetter, Delivered, Deliverer, Pipeline
 from exporter.traces.encoded import Encoded, LocalReject, Mode
 from exporter.traces.metrics import TraceStats
 from exporter.traces.tailer import build_envelope, limits_of
-from exporter.traces.transport import Stopped, Transport, make_transport
+from exporter.traces.transport import Stopped, Transport
 
 log = logging.getLogger("exporter.traces")
 RUN_PAGE = 256
 
 
-def replay(
-    config: TracesConfig,
-    reader: StateReader,
-    state_path: Path,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    run_id: str | Sequence[str] | None = None,
-    progress: bool = False,
-    *,
-    halt: threading.Event | None = None,
-    transport: Transport | None = None,
-    restart: bool = False,
-    stats: TraceStats | None = None,
-) -> ReplayResult:
-    """Export the selected runs' spans; resumable (see the module docstring).  Blocks until done or ``halt``."""
-    store.check_separate(state_path, reader.path)
-    ids = [run_id] if isinstance(run_id, str) else list(run_id or ())
-    key, params = replay_key(Path(reader.path), since, until, ids)
-    st = store.StateStore(state_path, max_dead_letters=config.max_dead_letters)
-    own_transport = transport is None
-    transport = transport or make_transport(config)
-    try:
-        job = _Replay(config, reader, st, transport, key, since, until, ids, stats or TraceStats(), halt)
-        return job.run(params, progress, restart)
-    finally:
-        if own_transport:
-            transport.close()
-        st.close()
+class FlujoBackfill:
+    """Flujo's own backfill (see the module docstring), driven by :func:`exporter.traces.replay`."""
 
-
-class _Replay:
     def __init__(
         self,
         config: TracesConfig,

@@ -22,10 +22,10 @@ from exporter.traces.source import Found, Limits, Piece, UnitInfo, Work
 if TYPE_CHECKING:
     import threading
     from datetime import datetime
-    from pathlib import Path
 
     from exporter.reader import ReadSession, StateReader
-    from exporter.traces.backfill import ReplayResult
+    from exporter.traces import store
+    from exporter.traces.backfill import Backfill
     from exporter.traces.config import TracesConfig
     from exporter.traces.metrics import TraceStats
     from exporter.traces.transport import Transport
@@ -81,36 +81,23 @@ class FlujoSpans:
     def infos(self, session: ReadSession, unit_ids: Sequence[str]) -> dict[str, UnitInfo]:
         return dict(source.run_infos(session.conn, flujo_schema(session.schema), session.naive_tz, unit_ids))
 
-    def replay(
+    def backfill(
         self,
         config: TracesConfig,
         reader: StateReader,
-        state_path: Path,
+        st: store.StateStore,
+        transport: Transport,
+        key: str,
         since: datetime | None,
         until: datetime | None,
         run_ids: list[str],
-        progress: bool,
+        stats: TraceStats,
         halt: threading.Event | None,
-        transport: Transport | None,
-        restart: bool,
-        stats: TraceStats | None,
-    ) -> ReplayResult:
+    ) -> Backfill:
         """Flujo's own backfill: resumes inside a run (its spans are paged by stored span id)."""
-        from exporter.engines.flujo.traces.backfill import replay
+        from exporter.engines.flujo.traces.backfill import FlujoBackfill
 
-        return replay(
-            config,
-            reader,
-            state_path,
-            since,
-            until,
-            run_ids,
-            progress,
-            halt=halt,
-            transport=transport,
-            restart=restart,
-            stats=stats,
-        )
+        return FlujoBackfill(config, reader, st, transport, key, since, until, run_ids, stats, halt)
 
     def encode(self, reader: StateReader, work: Sequence[Work], chunk: int) -> Iterator[Piece]:
         """Small runs read together (about ``chunk`` spans a read), a larger one page by page."""
