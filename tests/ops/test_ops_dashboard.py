@@ -83,9 +83,22 @@ def substitute(expr: str, path: Path = DASHBOARD, values: dict[str, str] | None 
     return expr
 
 
-def alerts() -> list[dict[str, Any]]:
-    data = [yaml.safe_load(path.read_text()) for path in RULE_FILES]
+def alerts(*paths: Path) -> list[dict[str, Any]]:
+    """The alerting rules of ``paths`` (default: the Flujo and engine-neutral files)."""
+    data = [yaml.safe_load(path.read_text()) for path in paths or RULE_FILES]
     return [rule for rules in data for group in rules["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric, matchers) of every selector; a metric without braces has empty matchers."""
+    text = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)|\[[^\]]*\]", " ", expr)
+    found = []
+    for match in re.finditer(r"\b([a-z_][a-z0-9_]*)\s*(\{[^}]*\})?", text):
+        name, braces = match.group(1), match.group(2)
+        if name in {"sum", "min", "max", "rate", "increase", "histogram_quantile", "time", "or", "and", "unless"}:
+            continue
+        found.append((name, braces or ""))
+    return found
 
 
 # ---- splitting alert expressions into what each side selects ----

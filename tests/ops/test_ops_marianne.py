@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from ops.test_ops_dashboard import finite, operands, panels, substitute, targets, variables
+from ops.test_ops_dashboard import alerts, finite, operands, panels, substitute, targets, variables
 from processes import http_get, promql
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,10 +67,6 @@ ALERT_TARGETS = {
 }
 
 
-def alerts() -> list[dict[str, Any]]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
-
-
 def test_no_data_list_is_what_the_rows_say() -> None:
     rows = set(row_of_panels().values())
     assert rows == {"Overview", *WORKSPACE_ROWS, *REGISTRY_ROWS}
@@ -79,7 +74,7 @@ def test_no_data_list_is_what_the_rows_say() -> None:
     assert {where for _, where in NO_DATA} <= wheres
     # Every panel but the table has data on exactly one target.
     assert len(NO_DATA) == len(wheres) - 1
-    assert set(ALERT_TARGETS) == {rule["alert"] for rule in alerts()}
+    assert set(ALERT_TARGETS) == {rule["alert"] for rule in alerts(RULES)}
 
 
 def test_variables() -> None:
@@ -185,7 +180,7 @@ def test_variable_query_returns_values(marianne_stack: Any, name: str) -> None:
 # ---- the rules on the real stack ----
 
 
-@pytest.mark.parametrize("rule", alerts(), ids=lambda rule: rule["alert"])
+@pytest.mark.parametrize("rule", alerts(RULES), ids=lambda rule: rule["alert"])
 def test_alert_expression_evaluates_and_its_operands_return_data(marianne_stack: Any, rule: dict[str, Any]) -> None:
     """The full expression is valid; each side (without its threshold) has data on the target whose file it is
     about, so the alert would fire on a threshold crossing rather than stay silent for lack of series."""
@@ -203,7 +198,7 @@ def test_rules_are_healthy_and_only_the_expected_alerts_are_active(marianne_stac
     status, body = http_get(f"{marianne_stack.prometheus.url}/api/v1/rules")
     assert status == 200
     loaded = [rule for group in json.loads(body)["data"]["groups"] for rule in group["rules"]]
-    assert len(loaded) == len(alerts())
+    assert len(loaded) == len(alerts(RULES))
     for rule in loaded:
         assert rule["health"] == "ok" and not rule.get("lastError"), rule
     status, body = http_get(f"{marianne_stack.prometheus.url}/api/v1/alerts")

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from ops.test_ops_dashboard import OVERVIEW, finite, panels, substitute, targets, variables
+from ops.test_ops_dashboard import OVERVIEW, finite, panels, selectors, substitute, targets, variables
 from processes import promql
 from support import ALL_FIXTURES, LEGACY, SMALL, SMALL06
 
@@ -50,18 +50,6 @@ def test_variables() -> None:
         assert variable["includeAll"] is True and variable["multi"] is True and variable["allValue"] == ".*"
         assert variable["query"].startswith("label_values(")
     assert found["engine"]["query"].startswith("label_values(state_exporter_engine_info{")
-
-
-def selectors(expr: str) -> list[tuple[str, str]]:
-    """(metric, matchers) of every selector; a metric without braces has empty matchers."""
-    text = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)|\[[^\]]*\]", " ", expr)
-    found = []
-    for match in re.finditer(r"\b([a-z_][a-z0-9_]*)\s*(\{[^}]*\})?", text):
-        name, braces = match.group(1), match.group(2)
-        if name in {"sum", "min", "max", "rate", "increase", "histogram_quantile", "time"}:
-            continue
-        found.append((name, braces or ""))
-    return found
 
 
 def test_selectors() -> None:

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from engines.cases import SEEKNAL_FIXTURE, pynenc_expected
-from ops.test_ops_dashboard import finite, operands, panels, substitute, targets, variables
+from ops.test_ops_dashboard import alerts, finite, operands, panels, selectors, substitute, targets, variables
 from processes import http_get, promql
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,10 +39,6 @@ NODE_FAMILIES = {
 EXPECTED_ALERTS = {"SeeknalNodesStuck", "SeeknalRunFailed"}
 
 
-def alerts() -> list[dict[str, Any]]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
-
-
 def test_no_data_list_names_real_panels() -> None:
     assert set(NO_DATA) <= {where for where, _ in targets(DASHBOARD)}
 
@@ -57,18 +52,6 @@ def test_variables() -> None:
         assert variable["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert variable["includeAll"] is True and variable["multi"] is True and variable["allValue"] == ".*"
         assert variable["query"].startswith("label_values(seeknal_")
-
-
-def selectors(expr: str) -> list[tuple[str, str]]:
-    """(metric, matchers) of every selector; a metric without braces has empty matchers."""
-    text = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)|\[[^\]]*\]", " ", expr)
-    found = []
-    for match in re.finditer(r"\b([a-z_][a-z0-9_]*)\s*(\{[^}]*\})?", text):
-        name, braces = match.group(1), match.group(2)
-        if name in {"sum", "min", "max", "rate", "increase", "histogram_quantile", "time", "or", "and", "unless"}:
-            continue
-        found.append((name, braces or ""))
-    return found
 
 
 @pytest.mark.parametrize(("where", "expr"), targets(DASHBOARD), ids=[where for where, _ in targets(DASHBOARD)])
@@ -162,7 +145,7 @@ def test_variable_query_returns_values(seeknal_stack: Any, name: str) -> None:
 # ---- the rules on the real stack ----
 
 
-@pytest.mark.parametrize("rule", alerts(), ids=lambda rule: rule["alert"])
+@pytest.mark.parametrize("rule", alerts(RULES), ids=lambda rule: rule["alert"])
 def test_alert_expression_evaluates_and_its_operands_return_data(seeknal_stack: Any, rule: dict[str, Any]) -> None:
     """The full expression is valid; each side (without its threshold) has data, so the alert would fire on a
     threshold crossing rather than stay silent for lack of series."""
@@ -179,7 +162,7 @@ def test_rules_are_healthy_and_only_the_expected_alerts_are_active(seeknal_stack
     status, body = http_get(f"{seeknal_stack.prometheus.url}/api/v1/rules")
     assert status == 200
     loaded = [rule for group in json.loads(body)["data"]["groups"] for rule in group["rules"]]
-    assert len(loaded) == len(alerts())
+    assert len(loaded) == len(alerts(RULES))
     for rule in loaded:
         assert rule["health"] == "ok" and not rule.get("lastError"), rule
     status, body = http_get(f"{seeknal_stack.prometheus.url}/api/v1/alerts")
