@@ -30,6 +30,21 @@ if TYPE_CHECKING:
 Catalogue = Mapping[str, frozenset[str]]
 
 
+def missing_from(catalogue: Catalogue, required: Mapping[str, Sequence[str]]) -> str | None:
+    """What ``catalogue`` lacks of ``required`` (table -> its columns), in the words ``recognise``
+    reports; ``None`` when it lacks nothing."""
+    missing = []
+    for table, needed in required.items():
+        columns = catalogue.get(table)
+        if columns is None:
+            missing.append(f"no {table} table")
+            continue
+        lacking = [c for c in needed if c not in columns]
+        if lacking:
+            missing.append(f"table {table} lacks column(s) {', '.join(lacking)}")
+    return "; ".join(missing) or None
+
+
 class EngineSchema(Protocol):
     """What an engine recognised in a file: which engine, which of its layouts."""
 

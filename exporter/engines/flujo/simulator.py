@@ -7,7 +7,6 @@ turns stuck) and launch background tasks, with spans saved at the end of each ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from exporter.engines.arrivals import arrive_until
 from exporter.state import SQLiteBackend
 
 OUTCOMES = (("completed", 70), ("failed", 14), ("paused", 6), ("cancelled", 4), ("crashed", 6))
@@ -45,16 +45,7 @@ class Simulator:
         self.runs_started = 0
 
     async def run_forever(self, stop: asyncio.Event, *, runs_per_second: float = 2.0) -> None:
-        tasks: set[asyncio.Task[str]] = set()
-        while not stop.is_set():
-            task = asyncio.create_task(self.run_one())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.random.expovariate(runs_per_second))
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await arrive_until(stop, runs_per_second, self.random, self.run_one)
 
     async def run_one(self) -> str:
         pipeline = self.random.choice(PIPELINES)

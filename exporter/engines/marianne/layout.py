@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from exporter.engines.base import missing_from
 from exporter.reader.errors import DatabaseUnavailable, Problem
 
 ENGINE_NAME = "marianne"
@@ -71,17 +72,9 @@ def recognise(catalogue: Mapping[str, frozenset[str]]) -> Schema | str:
         if lacking:
             return f"conductor registry table jobs lacks column(s) {', '.join(lacking)}"
         return RegistrySchema()
-    missing = []
-    for table, needed in WORKSPACE_REQUIRED.items():
-        columns = catalogue.get(table)
-        if columns is None:
-            missing.append(f"no {table} table")
-            continue
-        lacking = [c for c in needed if c not in columns]
-        if lacking:
-            missing.append(f"table {table} lacks column(s) {', '.join(lacking)}")
-    if missing:
-        return "; ".join(missing)
+    missing = missing_from(catalogue, WORKSPACE_REQUIRED)
+    if missing is not None:
+        return missing
     return WorkspaceSchema(_version(jobs, catalogue[SHEETS]))
 
 

@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from exporter.engines.arrivals import arrive_until
+
 WORKSPACE_DB = ".marianne-state.db"
 REGISTRY_DB = "daemon-state.db"
 
@@ -626,16 +628,7 @@ class Conductor:
         self.pid = os.getpid()
 
     async def run_forever(self, stop: asyncio.Event, *, jobs_per_second: float = 1.0) -> None:
-        tasks: set[asyncio.Task[str]] = set()
-        while not stop.is_set():
-            task = asyncio.create_task(self.run_one())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.random.expovariate(jobs_per_second))
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await arrive_until(stop, jobs_per_second, self.random, self.run_one)
 
     async def _pause(self, low: float, high: float) -> None:
         if math.isfinite(self.speed):

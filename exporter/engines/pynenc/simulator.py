@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from exporter.engines.arrivals import arrive_until
 from exporter.engines.pynenc.layout import table_prefix
 from exporter.engines.pynenc.statuses import FAILED, PENDING, REGISTERED, RETRY, RUNNING, SUCCESS
 
@@ -664,17 +665,9 @@ class Simulator:
         self.calls = 0
 
     async def run_forever(self, stop: asyncio.Event, *, calls_per_second: float = 2.0) -> None:
-        tasks: set[asyncio.Task[str]] = set()
         beat = asyncio.create_task(self._heartbeats(stop))
-        while not stop.is_set():
-            task = asyncio.create_task(self.run_one())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.random.expovariate(calls_per_second))
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(beat, *tasks, return_exceptions=True)
+        await arrive_until(stop, calls_per_second, self.random, self.run_one)
+        await asyncio.gather(beat, return_exceptions=True)
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from exporter.engines.base import missing_from
 from exporter.reader.errors import DatabaseUnavailable, Problem
 
 ENGINE_NAME = "seeknal"
@@ -37,17 +38,9 @@ class Schema:
 
 
 def recognise(catalogue: Mapping[str, frozenset[str]]) -> Schema | str:
-    missing = []
-    for table, needed in REQUIRED.items():
-        columns = catalogue.get(table)
-        if columns is None:
-            missing.append(f"no {table} table")
-            continue
-        lacking = [c for c in needed if c not in columns]
-        if lacking:
-            missing.append(f"table {table} lacks column(s) {', '.join(lacking)}")
-    if missing:
-        return "; ".join(missing)
+    missing = missing_from(catalogue, REQUIRED)
+    if missing is not None:
+        return missing
     locks = catalogue.get(LOCKS, frozenset())
     nodes = catalogue[NODES]
     return Schema(
