@@ -66,6 +66,45 @@ def replay_key(db: Path, since: datetime | None, until: datetime | None, run_ids
     return hashlib.sha256(text.encode()).hexdigest()[:16], text
 
 
+@dataclass(frozen=True)
+class BackfillRequest:
+    """One replay: what to export, and the state store and transport :func:`replay` opened for it."""
+
+    config: TracesConfig
+    reader: StateReader
+    store: store.StateStore
+    transport: Transport
+    key: str
+    since: datetime | None
+    until: datetime | None
+    run_ids: list[str]
+    stats: TraceStats
+    halt: threading.Event
+
+
+class BackfillJob:
+    """What every backfill holds: its request's store, window and stop, and the delivery pipeline
+    wrapping every batch in ``engine``'s envelope."""
+
+    def __init__(self, request: BackfillRequest, engine: str) -> None:
+        # Imported here: the tailer module pulls in the transports.
+        from exporter.traces.tailer import build_envelope
+
+        self.config = request.config
+        self.reader = request.reader
+        self.store = request.store
+        self.key = request.key
+        self.since = request.since.timestamp() if request.since else None
+        self.until = request.until.timestamp() if request.until else None
+        self.stats = request.stats
+        self.halt = request.halt
+        envelope = build_envelope(request.config, engine)
+        self.deliverer = Deliverer(request.transport, envelope, request.config.retry, request.stats)
+        self.pipeline = Pipeline(self.deliverer, self.halt)
+        self.batch = Batch(request.config.batch_size, request.config.max_batch_bytes, envelope.overhead())
+        self.chunk = max(request.config.batch_size, 256)
+
+
 class Backfill(Protocol):
     """One replay over an open state store and transport."""
 
@@ -76,19 +115,7 @@ class Backfill(Protocol):
 class OwnReplay(Protocol):
     """A span source with a backfill of its own (the same guarantees as :func:`replay`)."""
 
-    def backfill(
-        self,
-        config: TracesConfig,
-        reader: StateReader,
-        st: store.StateStore,
-        transport: Transport,
-        key: str,
-        since: datetime | None,
-        until: datetime | None,
-        run_ids: list[str],
-        stats: TraceStats,
-        halt: threading.Event | None,
-    ) -> Backfill: ...
+    def backfill(self, request: BackfillRequest) -> Backfill: ...
 
 
 def replay(
@@ -123,13 +150,10 @@ def replay(
     own_transport = transport is None
     transport = transport or make_transport(config)
     try:
-        job: Backfill
-        if isinstance(spans, OwnReplay):
-            job = spans.backfill(config, reader, st, transport, key, since, until, ids, stats or TraceStats(), halt)
-        else:
-            job = _Replay(
-                config, reader, spans, schema.engine, st, transport, key, since, until, ids, stats or TraceStats(), halt
-            )
+        request = BackfillRequest(
+            config, reader, st, transport, key, since, until, ids, stats or TraceStats(), halt or threading.Event()
+        )
+        job = spans.backfill(request) if isinstance(spans, OwnReplay) else _Replay(request, spans, schema.engine)
         return job.run(params, progress, restart)
     finally:
         if own_transport:
@@ -137,38 +161,13 @@ def replay(
         st.close()
 
 
-class _Replay:
-    def __init__(
-        self,
-        config: TracesConfig,
-        reader: StateReader,
-        spans: SpanSource,
-        engine: str,
-        st: store.StateStore,
-        transport: Transport,
-        key: str,
-        since: datetime | None,
-        until: datetime | None,
-        run_ids: list[str],
-        stats: TraceStats,
-        halt: threading.Event | None,
-    ) -> None:
-        # Imported here: the tailer module pulls in the transports.
-        from exporter.traces.tailer import build_envelope
+class _Replay(BackfillJob):
+    """Unit by unit, for a span source without a backfill of its own."""
 
-        self.reader = reader
+    def __init__(self, request: BackfillRequest, spans: SpanSource, engine: str) -> None:
+        super().__init__(request, engine)
         self.spans = spans
-        self.store = st
-        self.key = key
-        self.since = since.timestamp() if since else None
-        self.until = until.timestamp() if until else None
-        self.run_ids = set(run_ids)
-        self.stats = stats
-        self.halt = halt or threading.Event()
-        envelope = build_envelope(config, engine)
-        self.pipeline = Pipeline(Deliverer(transport, envelope, config.retry, stats), self.halt)
-        self.batch = Batch(config.batch_size, config.max_batch_bytes, envelope.overhead())
-        self.chunk = max(config.batch_size, 256)
+        self.run_ids = set(request.run_ids)
         self.local_dead: list[DeadLetter] = []
         self.position: str | None = None  # the cursor past the last unit completely in batches
         self.exported = self.dead = self.rejected = self.runs = 0

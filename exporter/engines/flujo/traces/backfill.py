@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections import defaultdict
-from datetime import datetime
 from typing import Any
 
 from tqdm import tqdm
@@ -26,53 +24,25 @@ from exporter.engines.flujo.traces import source
 from exporter.engines.flujo.traces.attributes import Limits
 from exporter.engines.flujo.traces.convert import SpanEncoder
 from exporter.engines.flujo.traces.source import RunInfo
-from exporter.reader import ReadSession, StateReader
-from exporter.traces import store
-from exporter.traces.backfill import ReplayResult
-from exporter.traces.batching import Batch
-from exporter.traces.config import TracesConfig
-from exporter.traces.delivery import DeadLetter, Delivered, Deliverer, Pipeline
+from exporter.reader import ReadSession
+from exporter.traces.backfill import BackfillJob, BackfillRequest, ReplayResult
+from exporter.traces.delivery import DeadLetter, Delivered
 from exporter.traces.encoded import Encoded, LocalReject, Mode
-from exporter.traces.metrics import TraceStats
-from exporter.traces.tailer import build_envelope, limits_of
-from exporter.traces.transport import Stopped, Transport
+from exporter.traces.tailer import limits_of
+from exporter.traces.transport import Stopped
 
 log = logging.getLogger("exporter.traces")
 RUN_PAGE = 256
 
 
-class FlujoBackfill:
+class FlujoBackfill(BackfillJob):
     """Flujo's own backfill (see the module docstring), driven by :func:`exporter.traces.replay`."""
 
-    def __init__(
-        self,
-        config: TracesConfig,
-        reader: StateReader,
-        st: store.StateStore,
-        transport: Transport,
-        key: str,
-        since: datetime | None,
-        until: datetime | None,
-        run_ids: list[str],
-        stats: TraceStats,
-        halt: threading.Event | None,
-    ) -> None:
-        self.config = config
-        self.reader = reader
-        self.store = st
-        self.key = key
-        self.since = since.timestamp() if since else None
-        self.until = until.timestamp() if until else None
-        self.run_ids = run_ids
-        self.stats = stats
-        self.halt = halt or threading.Event()
-        envelope = build_envelope(config, ENGINE_NAME)
-        self.deliverer = Deliverer(transport, envelope, config.retry, stats)
-        self.pipeline = Pipeline(self.deliverer, self.halt)
-        limits = limits_of(config)
+    def __init__(self, request: BackfillRequest) -> None:
+        super().__init__(request, ENGINE_NAME)
+        self.run_ids = request.run_ids
+        limits = limits_of(request.config)
         self.encoder = SpanEncoder(Limits(limits.count_limit, limits.value_length_limit))
-        self.batch = Batch(config.batch_size, config.max_batch_bytes, envelope.overhead())
-        self.chunk = max(config.batch_size, 256)
         self.local_dead: list[DeadLetter] = []
         self.position: tuple[int, str | None] = (0, None)
         self.exported = self.dead = self.rejected = self.runs = 0

@@ -20,15 +20,8 @@ from exporter.traces.encoded import Mode
 from exporter.traces.source import Found, Limits, Piece, UnitInfo, Work
 
 if TYPE_CHECKING:
-    import threading
-    from datetime import datetime
-
     from exporter.reader import ReadSession, StateReader
-    from exporter.traces import store
-    from exporter.traces.backfill import Backfill
-    from exporter.traces.config import TracesConfig
-    from exporter.traces.metrics import TraceStats
-    from exporter.traces.transport import Transport
+    from exporter.traces.backfill import Backfill, BackfillRequest
 
 
 def _rowid(cursor: str | None) -> int:
@@ -81,23 +74,11 @@ class FlujoSpans:
     def infos(self, session: ReadSession, unit_ids: Sequence[str]) -> dict[str, UnitInfo]:
         return dict(source.run_infos(session.conn, flujo_schema(session.schema), session.naive_tz, unit_ids))
 
-    def backfill(
-        self,
-        config: TracesConfig,
-        reader: StateReader,
-        st: store.StateStore,
-        transport: Transport,
-        key: str,
-        since: datetime | None,
-        until: datetime | None,
-        run_ids: list[str],
-        stats: TraceStats,
-        halt: threading.Event | None,
-    ) -> Backfill:
+    def backfill(self, request: BackfillRequest) -> Backfill:
         """Flujo's own backfill: resumes inside a run (its spans are paged by stored span id)."""
         from exporter.engines.flujo.traces.backfill import FlujoBackfill
 
-        return FlujoBackfill(config, reader, st, transport, key, since, until, run_ids, stats, halt)
+        return FlujoBackfill(request)
 
     def encode(self, reader: StateReader, work: Sequence[Work], chunk: int) -> Iterator[Piece]:
         """Small runs read together (about ``chunk`` spans a read), a larger one page by page."""
