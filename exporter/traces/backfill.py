@@ -103,6 +103,23 @@ class BackfillJob:
         self.pipeline = Pipeline(self.deliverer, self.halt)
         self.batch = Batch(request.config.batch_size, request.config.max_batch_bytes, envelope.overhead())
         self.chunk = max(request.config.batch_size, 256)
+        self.exported = self.dead = self.rejected = self.runs = 0
+
+    def _result(
+        self, resumed: bool, complete: bool, total: int, started: float, *, supported: bool = True
+    ) -> ReplayResult:
+        return ReplayResult(
+            key=self.key,
+            resumed=resumed,
+            complete=complete,
+            runs=self.runs,
+            spans_exported=self.exported,
+            spans_dead_lettered=self.dead,
+            spans_rejected=self.rejected,
+            total_exported=total,
+            seconds=time.monotonic() - started,
+            supported=supported,
+        )
 
 
 class Backfill(Protocol):
@@ -170,7 +187,6 @@ class _Replay(BackfillJob):
         self.run_ids = set(request.run_ids)
         self.local_dead: list[DeadLetter] = []
         self.position: str | None = None  # the cursor past the last unit completely in batches
-        self.exported = self.dead = self.rejected = self.runs = 0
         self.bar: Any = None
 
     def _selected(self, info: UnitInfo) -> bool:
@@ -265,16 +281,3 @@ class _Replay(BackfillJob):
                 self.bar.update(handled)
 
         self.pipeline.submit(spans, commit)
-
-    def _result(self, resumed: bool, complete: bool, total: int, started: float) -> ReplayResult:
-        return ReplayResult(
-            key=self.key,
-            resumed=resumed,
-            complete=complete,
-            runs=self.runs,
-            spans_exported=self.exported,
-            spans_dead_lettered=self.dead,
-            spans_rejected=self.rejected,
-            total_exported=total,
-            seconds=time.monotonic() - started,
-        )

@@ -45,7 +45,6 @@ class FlujoBackfill(BackfillJob):
         self.encoder = SpanEncoder(Limits(limits.count_limit, limits.value_length_limit))
         self.local_dead: list[DeadLetter] = []
         self.position: tuple[int, str | None] = (0, None)
-        self.exported = self.dead = self.rejected = self.runs = 0
         self.bar: Any = None
 
     # --- selection ------------------------------------------------------------------------------
@@ -165,22 +164,6 @@ class FlujoBackfill(BackfillJob):
                 self.pipeline.drain()
             self.bar.close()
         return self._result(resumed, complete, stored.exported + self.exported, started)
-
-    def _result(
-        self, resumed: bool, complete: bool, total: int, started: float, *, supported: bool = True
-    ) -> ReplayResult:
-        return ReplayResult(
-            key=self.key,
-            resumed=resumed,
-            complete=complete,
-            runs=self.runs,
-            spans_exported=self.exported,
-            spans_dead_lettered=self.dead,
-            spans_rejected=self.rejected,
-            total_exported=total,
-            seconds=time.monotonic() - started,
-            supported=supported,
-        )
 
     def _export_page(
         self, page: list[RunInfo], by_run: dict[str, list[source.SpanRow]], cursor: tuple[int, str | None]
