@@ -58,6 +58,20 @@ class SpanIds:
         return found
 
 
+def derived_trace_id(domain: bytes, *parts: str) -> bytes:
+    """16-byte trace id ``sha256(domain + parts joined by NUL)[:16]`` for spans an engine's rows are
+    rebuilt into.  Each engine brings its own ``domain`` (e.g. ``b"pynenc-trace:"``), so no id of one
+    engine can equal another's; the NUL keeps ``("ab", "c")`` and ``("a", "bc")`` apart."""
+    digest = hashlib.sha256(domain + b"\x00".join(_utf8(p) for p in parts)).digest()[:16]
+    return digest if digest != _ZERO_TRACE else digest[:15] + b"\x01"
+
+
+def derived_span_id(domain: bytes, *parts: str) -> bytes:
+    """8-byte span id ``sha256(domain + parts joined by NUL)[:8]`` (see :func:`derived_trace_id`)."""
+    digest = hashlib.sha256(domain + b"\x00".join(_utf8(p) for p in parts)).digest()[:8]
+    return digest if digest != _ZERO_SPAN else digest[:7] + b"\x01"
+
+
 # pynenc (rebuilt spans, one per invocation): other prefixes, so no id can equal a Flujo one.
 PYNENC_TRACE_PREFIX = b"pynenc-trace:"
 PYNENC_SPAN_PREFIX = b"pynenc-span:"
@@ -65,12 +79,10 @@ PYNENC_SPAN_PREFIX = b"pynenc-span:"
 
 def pynenc_trace_id(top_invocation_id: str) -> bytes:
     """16-byte trace id of a pynenc invocation tree: ``sha256("pynenc-trace:" + top-level id)[:16]``."""
-    digest = hashlib.sha256(PYNENC_TRACE_PREFIX + _utf8(top_invocation_id)).digest()[:16]
-    return digest if digest != _ZERO_TRACE else digest[:15] + b"\x01"
+    return derived_trace_id(PYNENC_TRACE_PREFIX, top_invocation_id)
 
 
 def pynenc_span_id(invocation_id: str) -> bytes:
     """8-byte span id of a pynenc invocation: ``sha256("pynenc-span:" + invocation id)[:8]`` (invocation
     ids are unique, so the tree is not part of it; a parent's id is its own span id)."""
-    digest = hashlib.sha256(PYNENC_SPAN_PREFIX + _utf8(invocation_id)).digest()[:8]
-    return digest if digest != _ZERO_SPAN else digest[:7] + b"\x01"
+    return derived_span_id(PYNENC_SPAN_PREFIX, invocation_id)
