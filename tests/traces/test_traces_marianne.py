@@ -351,6 +351,53 @@ def test_a_run_saved_late_is_not_skipped(fixture_copy, make_tailer, receiver: Re
     assert report.runs_completed == 1 and set(receiver.keys.values()) == {1}
 
 
+def vanished(tailer: Any) -> float:
+    samples = [s for m in tailer.collector().collect() for s in m.samples]
+    return sum(s.value for s in samples if s.name == "state_exporter_span_runs_vanished_total")
+
+
+def test_a_paused_run_resumed_under_a_new_start(fixture_copy, make_tailer, receiver: Receiver) -> None:
+    """The conductor resumes a paused job with a new ``started_at``: a new trace with what runs from
+    then on; the paused run, overwritten before it was exported, is counted as vanished."""
+    db = fixture_copy(WORKSPACE)
+    tailer, clock = make_tailer(db, fixture_now())
+    tailer.run_once()
+    [paused] = rows(db, "SELECT * FROM jobs WHERE id = 'paused-run'")
+    [done] = rows(db, "SELECT * FROM sheets WHERE job_id = 'paused-run' AND sheet_num = 1")
+    assert trace_hex(paused) not in {k[0] for k in receiver.keys}, "within the grace period: waits"
+    start = fixture_now() + timedelta(minutes=1)
+    at = [start + timedelta(seconds=n) for n in range(4)]
+    kept = (1, "completed", 1, datetime.fromisoformat(done["started_at"]), datetime.fromisoformat(done["completed_at"]))
+    marianne_save(
+        db, "paused-run", "running", {"started": at[0], "updated": at[0]}, [kept, (2, "pending", 0, None, None)]
+    )
+    clock.advance(120)
+    report = tailer.run_once()
+    assert report.discovered == 1 and vanished(tailer) == 1
+    record_execution(db, "paused-run", 2, 1, at[2], 0.5)
+    finished = {"started": at[0], "updated": at[3], "completed": at[3]}
+    marianne_save(db, "paused-run", "completed", finished, [kept, (2, "completed", 1, at[1], at[2])])
+    assert tailer.run_once().exported == 3, "the job, sheet 2 and its attempt: sheet 1 ran before this run"
+    [resumed] = rows(db, "SELECT * FROM jobs WHERE id = 'paused-run'")
+    assert {s.name for s in receiver.spans if s.trace_id == trace_hex(resumed)} == {
+        "paused-run",
+        "sheet 2",
+        "attempt 1",
+    }
+
+
+def test_start_at_end_follows_only_unfinished_runs(fixture_copy, make_tailer, receiver: Receiver) -> None:
+    db = fixture_copy(WORKSPACE)
+    tailer, clock = make_tailer(db, fixture_now(), start_at="end")
+    assert tailer.run_once().discovered == 3, "running zombie-run, paused recovered-run and paused-run"
+    clock.advance(8 * DAY)
+    tailer.run_once()
+    jobs = {j["id"]: j for j in rows(db, "SELECT * FROM jobs WHERE started_at IS NOT NULL")}
+    followed = {trace_hex(jobs[j]) for j in ("zombie-run", "recovered-run", "paused-run")}
+    assert {k[0] for k in receiver.keys} == followed and len(receiver.keys) == 4 + 2 + 3
+    assert tailer.run_once().discovered == 0
+
+
 def test_the_registry_has_no_spans(fixture_copy, make_tailer, receiver: Receiver, tmp_path: Path) -> None:
     db = fixture_copy(MARIANNE_REGISTRY)
     tailer, _ = make_tailer(db, fixture_now())
