@@ -398,6 +398,46 @@ def test_start_at_end_follows_only_unfinished_runs(fixture_copy, make_tailer, re
     assert tailer.run_once().discovered == 0
 
 
+def test_simulated_conductor_traces_agree_with_the_metrics(tmp_path: Path, receiver: Receiver) -> None:
+    """Workspaces written the way Marianne writes them (the demo's simulator, every scenario): every
+    parent present, nothing dead-lettered, and the attempts' outcomes are what
+    ``marianne_execution_attempts_total`` counts."""
+    import asyncio
+    import math
+
+    from engines.marianne.helpers import by, expose
+
+    from exporter.engines.marianne.simulator import REGISTRY_DB, SCENARIOS, Conductor, RegistryWriter, WorkspaceWriter
+
+    workspaces = [WorkspaceWriter(tmp_path / "ws-a"), WorkspaceWriter(tmp_path / "ws-b")]
+    conductor = Conductor(workspaces, RegistryWriter(tmp_path / "conductor" / REGISTRY_DB), seed=5, speed=math.inf)
+
+    async def drive() -> None:
+        for _ in range(12):
+            await conductor.run_one()
+        for scenario, _ in SCENARIOS:
+            await conductor.run_one(scenario)
+
+    asyncio.run(drive())
+    assert conductor.registry is not None
+    conductor.registry.close()
+    for n, name in enumerate(("ws-a", "ws-b")):
+        receiver.clear()
+        db = tmp_path / name / ".marianne-state.db"
+        result = replay(make_config(receiver), StateReader(db, naive_timezone=UTC), tmp_path / f"{n}.sqlite")
+        assert result.complete and result.spans_dead_lettered == 0 and result.spans_exported == len(receiver.spans)
+        by_key = {(s.trace_id, s.span_id) for s in receiver.spans}
+        assert len(by_key) == len(receiver.spans)
+        assert all(not s.parent_span_id or (s.trace_id, s.parent_span_id) in by_key for s in receiver.spans)
+        started = rows(db, "SELECT COUNT(*) AS n FROM jobs WHERE started_at IS NOT NULL")[0]["n"]
+        assert result.runs == started > 0
+        outcomes = Counter(
+            s.attributes["marianne.outcome"] for s in receiver.spans if "marianne.outcome" in s.attributes
+        )
+        counted = by(expose(db, now=datetime.now(UTC)), "marianne_execution_attempts_total", "outcome")
+        assert {k: float(v) for k, v in outcomes.items()} == {k: v for k, v in counted.items() if v}
+
+
 def test_the_registry_has_no_spans(fixture_copy, make_tailer, receiver: Receiver, tmp_path: Path) -> None:
     db = fixture_copy(MARIANNE_REGISTRY)
     tailer, _ = make_tailer(db, fixture_now())

@@ -53,6 +53,11 @@ def span_id(run: JobRun, *key: str) -> bytes:
     return derived_span_id(SPAN_DOMAIN, run.job_id, run.created_text, run.started_text, *key)
 
 
+def _seconds(attempt: Attempt) -> float:
+    """An attempt's duration; none recorded (or a negative one): a zero-length span at its end."""
+    return attempt.duration if attempt.duration is not None and attempt.duration >= 0 else 0.0
+
+
 def sheet_key(num: int) -> str:
     return f"sheet:{num}"
 
@@ -142,7 +147,7 @@ class RunEncoder:
         if sheet.bad_time is not None:
             return LocalReject(run.unit_id, key, "invalid_start_time", f"sheet time is not a time: {sheet.bad_time}")
         ends = [a.executed for a in tried if a.executed is not None]
-        starts = [a.executed - (a.duration or 0.0) for a in tried if a.executed is not None]
+        starts = [a.executed - _seconds(a) for a in tried if a.executed is not None]
         start = min([t for t in (sheet.started, sheet.completed) if t is not None] + starts)
         attributes: dict[str, wire.AttrValue] = {
             "marianne.sheet_num": sheet.sheet_num,
@@ -182,7 +187,6 @@ class RunEncoder:
                 run.unit_id, key, "invalid_start_time", f"executed_at is not a time: {attempt.executed_raw!r}"
             )
         end = attempt.executed
-        duration = attempt.duration if attempt.duration is not None and attempt.duration >= 0 else 0.0
         if not last:
             outcome = FAILED_THEN_RETRIED
         elif sheet is not None and sheet.status == "completed":
@@ -208,7 +212,7 @@ class RunEncoder:
             attributes.update(self._failure(sheet))
             status = wire.status(wire.STATUS_ERROR, self._text(sheet.error_message or "sheet failed"))
         name = f"attempt {attempt.attempt_num}"
-        return self._span(run, key, parent, name, end - duration, end, attributes, status)
+        return self._span(run, key, parent, name, end - _seconds(attempt), end, attributes, status)
 
     # --- helpers -----------------------------------------------------------------------------------
     def _category(self, category: str) -> dict[str, wire.AttrValue]:
