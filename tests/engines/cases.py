@@ -165,7 +165,7 @@ def _marianne_bad_status(db: Path) -> tuple[str, str]:
     return "jobs", "status"
 
 
-def _marianne(fixture: str, layout: str, runs_family: str, stuck_family: str) -> Case:
+def _marianne(fixture: str, layout: str, runs_family: str, stuck_family: str, *, has_spans: bool) -> Case:
     return Case(
         engine="marianne",
         fixture=fixture,
@@ -177,7 +177,7 @@ def _marianne(fixture: str, layout: str, runs_family: str, stuck_family: str) ->
         finished_family=None,  # no finished-job cursor yet
         duration_family=None,
         corrupt=_marianne_bad_status,
-        has_spans=False,  # the Marianne traces come later
+        has_spans=has_spans,  # rebuilt from a workspace's jobs, sheets and attempts; the registry has none
     )
 
 
@@ -187,6 +187,8 @@ CASES = (
     _flujo(LEGACY, computed_at(SMALL), "0.4.32-legacy", runs_table=False),
     *(_pynenc(fixture) for fixture in PYNENC_FIXTURES),
     _seeknal(SEEKNAL_FIXTURE),
-    _marianne(MARIANNE_WORKSPACE, "workspace-v4", "marianne_jobs", "marianne_jobs_stuck"),
-    _marianne(MARIANNE_REGISTRY, "registry", "marianne_conductor_jobs", "marianne_conductor_jobs_stuck"),
+    _marianne(MARIANNE_WORKSPACE, "workspace-v4", "marianne_jobs", "marianne_jobs_stuck", has_spans=True),
+    _marianne(
+        MARIANNE_REGISTRY, "registry", "marianne_conductor_jobs", "marianne_conductor_jobs_stuck", has_spans=False
+    ),
 )

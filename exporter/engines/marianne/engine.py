@@ -22,4 +22,5 @@ ENGINE = Engine(
     collectors=imported_on_call("exporter.engines.marianne.collectors:marianne_collectors"),
     stuck_runs=stuck_runs,
     stuck_alert_name=STUCK_ALERT_NAME,
+    spans=imported_on_call("exporter.engines.marianne.traces.spans:MarianneSpans"),
 )

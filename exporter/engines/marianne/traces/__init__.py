@@ -1,0 +1,1 @@
+"""Marianne spans, rebuilt from a workspace DB's jobs, sheets and execution history (see :mod:`.spans`)."""
