@@ -19,10 +19,11 @@ PyPI) and the rows it wrote in tests/fixtures/seeknal/:
   are SQLite's UTC ``CURRENT_TIMESTAMP``.
 
 The pretend project (:class:`Project`) runs one ``seeknal run`` at a time over a small DAG: each
-node that changed is executed (a lock, a ``running`` row, then its outcome), an unchanged one keeps
-its previous row (carried over with its old ``last_run``, as ``seeknal run`` does), the nodes below
-a failed one are ``skipped``; the run state is stored at the start (nodes ``pending``) and at the
-end.  Now and then a run crashes mid-node: its node stays ``running`` and its lock held.
+node that changed (or failed last time, or sits below one that runs) is executed (a lock, a
+``running`` row, then its outcome), an unchanged one keeps its previous row (carried over with its
+old ``last_run``, as ``seeknal run`` does), the nodes below a failed one are ``skipped``; the run
+state is stored at the start (nodes ``pending``) and at the end.  Now and then a run crashes at its
+first node: that node stays ``running``, its lock held, the others ``pending``.
 """
 
 from __future__ import annotations
@@ -341,8 +342,12 @@ class Project:
         started = self.clock()
         run_id = self._run_id(started)
         run = RunState(run_id, local_time(started, self.tz), {"full": False, "nodes": None, "types": None})
-        changed = [n for n in DAG if n not in self.previous or self.random.random() < 0.6]
-        breaking = self.random.choice(changed) if changed and scenario != "clean" else None
+        changed = self._to_run()
+        breaking = None
+        if changed and scenario == "failing":
+            breaking = self.random.choice(changed)
+        elif changed and scenario == "crashed":
+            breaking = changed[0]  # dies at its first node: the others stay pending
         # Not run yet: seeknal's pending NodeState (empty hash and last_run, as the fixture's pending row).
         nodes = {n: self.previous[n] if n not in changed else NodeState("", "", PENDING) for n in DAG}
         await self._write(self.writer.set_run_state, replace(run, nodes=nodes))
@@ -368,6 +373,17 @@ class Project:
         await self._write(self.writer.set_run_state, replace(run, nodes=nodes))
         self.previous.update({n: s for n, s in nodes.items() if s.status in (SUCCESS, FAILED)})
         return run_id
+
+    def _to_run(self) -> list[str]:
+        """What ``seeknal run`` executes: nodes never run or not successful last time, nodes whose
+        definition changed (at random here), and every node below one of those."""
+        chosen: list[str] = []
+        for node_id in DAG:  # parents come first
+            last = self.previous.get(node_id)
+            edited = self.random.random() < 0.4
+            if last is None or last.status != SUCCESS or edited or set(chosen) & set(DAG[node_id]):
+                chosen.append(node_id)
+        return chosen
 
     async def _execute(self, run_id: str, node_id: str, scenario: str) -> NodeState | None:
         version = self.runs
