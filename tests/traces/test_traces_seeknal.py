@@ -337,3 +337,21 @@ def query(db: Path, sql: str) -> list[Any]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def test_a_run_without_any_time_is_dead_lettered(seeknal_copy, tmp_path: Path) -> None:
+    """A run that executed nothing (every node cached or skipped) is an instant at its own last_run; when
+    that cannot be read either, its span is dead-lettered (invalid_start_time) and the other runs go out."""
+    db = seeknal_copy("db")
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("UPDATE node_state SET status = 'cached' WHERE run_id = '20261205_100138_incr'")
+        conn.execute("UPDATE run_state SET last_run = 'yesterday' WHERE run_id = '20261205_100138_incr'")
+        conn.commit()
+    finally:
+        conn.close()
+    with Receiver() as receiver:
+        result = replay(make_config(receiver), StateReader(db, naive_timezone=BERLIN), tmp_path / "replay.sqlite")
+        assert result.complete and result.spans_dead_lettered == 1
+        assert trace_hex("20261205_100138_incr") not in {s.trace_id for s in receiver.spans}
+        assert len(receiver.spans) == 16 - 2  # the incr run's span and its one executed node

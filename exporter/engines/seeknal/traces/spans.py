@@ -138,8 +138,10 @@ class SeeknalSpans:
             rejected: list[LocalReject] = []
             if ROOT_KEY not in w.skip:
                 root = self._root(info, w.mode)
-                if root is not None:
+                if isinstance(root, Encoded):
                     encoded.append(root)
+                elif root is not None:
+                    rejected.append(root)
             for node in todo:
                 try:
                     span = self._node(info, node, details.get(node.node_id), w.mode)
@@ -162,12 +164,12 @@ class SeeknalSpans:
         limit = self.limits.value_length_limit
         return value[:limit] if limit and len(value) > limit else value
 
-    def _root(self, info: RunInfo, mode: Mode) -> Encoded | None:
+    def _root(self, info: RunInfo, mode: Mode) -> Encoded | LocalReject | None:
         if mode is Mode.PARTIAL:
             return None  # the run's end is not known yet
         start, end = info.start_ns, info.end_ns
-        if start is None or end is None:
-            return None  # no readable time at all: its node spans (if any) still go out
+        if start is None or end is None:  # nothing executed and the run's own last_run unreadable
+            return LocalReject(info.run_id, ROOT_KEY, "invalid_start_time", "no executed node and no run last_run")
         attributes: dict[str, wire.AttrValue] = {
             "seeknal.run_id": self._text(info.run_id),
             "seeknal.status": info.status,
