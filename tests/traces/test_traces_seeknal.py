@@ -15,6 +15,8 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from engines.cases import SEEKNAL_FIXTURE, pynenc_expected
+from processes import daemon_env
 from support import FIXTURES
 from traces.conftest import make_config
 from traces.receiver import ReceivedSpan, Receiver
@@ -213,6 +216,28 @@ def test_two_replays_send_the_same_ids(seeknal_copy, tmp_path: Path, backend: st
             check_traces(receiver.spans, path, backend, protocol)
             keys.append(set(receiver.keys))
     assert keys[0] == keys[1]
+
+
+def replay_command(path: Path, state: Path, receiver: Receiver, protocol: str) -> None:
+    endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
+    argv = [sys.executable, "-m", "exporter", "replay", "--db", str(path), "--state", str(state)]
+    argv += ["--endpoint", endpoint, "--protocol", protocol, "--insecure", "--no-progress"]
+    argv += ["--timezone", "Europe/Berlin"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=daemon_env())
+    assert done.returncode == 0, done.stderr
+
+
+@both_backends
+def test_state_exporter_replay_twice_sends_the_same_ids(seeknal_copy, tmp_path: Path, backend: str) -> None:
+    """``state-exporter replay`` (the command), twice with separate state files, over gRPC then HTTP."""
+    path = seeknal_copy(backend)
+    sent = []
+    for n, protocol in enumerate(("grpc", "http/protobuf")):
+        with Receiver() as receiver:
+            replay_command(path, tmp_path / f"{n}.sqlite", receiver, protocol)
+            check_traces(receiver.spans, path, backend, protocol)
+            sent.append(dict(receiver.keys))
+    assert sent[0] == sent[1] and set(sent[0].values()) == {1}
 
 
 def test_the_file_and_the_db_backend_give_one_run_the_same_ids(seeknal_copy, tmp_path: Path) -> None:
