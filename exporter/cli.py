@@ -100,12 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--now", help="pin the clock (ISO-8601, e.g. 2026-11-21T11:14:44+00:00)")
     replay = command("replay", help=REPLAY_HELP, description=REPLAY_DESCRIPTION, epilog=epilog)
     add_replay_flags(replay)
-    demo = command("demo", help="run the daemon on a demo DB kept busy by a simulated Flujo (or pynenc, Marianne) app")
+    demo = command(
+        "demo", help="run the daemon on a demo DB kept busy by a simulated Flujo (or pynenc, Marianne, seeknal) app"
+    )
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="where the demo DB lives")
     demo.add_argument("--listen", default="127.0.0.1:10078")
     demo.add_argument(
         "--engine",
-        choices=("flujo", "pynenc", "marianne"),
+        choices=("flujo", "pynenc", "marianne", "seeknal"),
         default="flujo",
         help="which engine's app writes the demo DB (default: flujo)",
     )

@@ -1,5 +1,6 @@
 """``state-exporter demo``: the daemon on a DB that a simulated app keeps writing (Flujo by default,
-pynenc with ``--engine pynenc``, a Marianne conductor's workspace with ``--engine marianne``)."""
+pynenc with ``--engine pynenc``, a Marianne conductor's workspace with ``--engine marianne``, a seeknal
+project's ``DatabaseStateBackend`` DB with ``--engine seeknal``)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ from exporter.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
-DEMO_ENGINES = ("flujo", "pynenc", "marianne")
-DEMO_FILES = {"flujo": "flujo_ops.db", "pynenc": "pynenc_demo.db", "marianne": "marianne-workspace/.marianne-state.db"}
+DEMO_ENGINES = ("flujo", "pynenc", "marianne", "seeknal")
+DEMO_FILES = {
+    "flujo": "flujo_ops.db",
+    "pynenc": "pynenc_demo.db",
+    "marianne": "marianne-workspace/.marianne-state.db",
+    "seeknal": "seeknal-project/state.db",
+}
 # The Marianne demo's conductor also keeps its registry here (a second daemon can watch it).
 MARIANNE_REGISTRY = "marianne-conductor/daemon-state.db"
 # The demo's pynenc app overrides pynenc's stuck thresholds (as apps may) so that its dead runners'
@@ -43,7 +49,7 @@ def run_demo(directory: Path, listen: str, engine: str = "flujo") -> int:
     db = directory / DEMO_FILES[engine]
     config = load_config(None, env=os.environ, overrides=demo_config_overrides(db, listen, engine))
     logs.configure(config.logging.level, config.logging.format)
-    demo = {"flujo": _flujo_demo, "pynenc": _pynenc_demo, "marianne": _marianne_demo}[engine]
+    demo = {"flujo": _flujo_demo, "pynenc": _pynenc_demo, "marianne": _marianne_demo, "seeknal": _seeknal_demo}[engine]
     return asyncio.run(demo(config, db))
 
 
@@ -106,3 +112,23 @@ async def _marianne_demo(config: Config, db: Path) -> int:
         stop.set()
         await jobs
         registry.close()
+
+
+async def _seeknal_demo(config: Config, db: Path) -> int:
+    from exporter.engines.seeknal.simulator import Project, SeeknalWriter
+    from exporter.timeparse import resolve_timezone
+
+    writer = SeeknalWriter(db)
+    # The project writes naive local times in the zone the daemon is told they are in.
+    project = Project(writer, tz=resolve_timezone(config.db.writer_timezone))
+    await project.run_one("clean")  # the DB holds a finished run before the daemon starts
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    runs = asyncio.create_task(project.run_forever(stop))
+    _announce(config, "seeknal project (DatabaseStateBackend)", db)
+    try:
+        return await daemon.run()
+    finally:
+        stop.set()
+        await runs
+        writer.close()

@@ -1,5 +1,5 @@
 """`make run`'s command: the demo DB moves within seconds, for each engine's simulated app (Flujo,
-pynenc, a Marianne conductor)."""
+pynenc, a Marianne conductor, a seeknal project)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,29 @@ def test_marianne_demo_metrics_move(tmp_path: Path) -> None:
         assert "simulated Marianne conductor" in demo.output()
         assert (tmp_path / "demo" / "marianne-workspace" / ".marianne-state.db").exists()
         assert (tmp_path / "demo" / "marianne-conductor" / "daemon-state.db").exists()
+    finally:
+        assert demo.stop() == 0, demo.output()
+
+
+def test_seeknal_demo_metrics_move(tmp_path: Path) -> None:
+    demo = start_demo(tmp_path, "--engine", "seeknal")
+    try:
+        wait_until_up(demo, "/readyz")
+        first = scrape(demo)
+        assert total(first, "state_exporter_engine_info", engine="seeknal", layout="database") == 1
+
+        def moved() -> Samples | None:
+            later = scrape(demo)
+            runs = total(later, "seeknal_runs") > total(first, "seeknal_runs") + 3
+            executed = total(later, "seeknal_node_executions_total") > total(first, "seeknal_node_executions_total")
+            return later if runs and executed else None
+
+        later = wait_for(moved, 30, lambda: f"the demo's metrics to move:\n{demo.output()[-2000:]}", interval=1.0)
+        assert total(later, "seeknal_node_executions_total", status="success") > 0
+        assert total(later, "seeknal_nodes") > 0 and total(later, "seeknal_node_last_success_timestamp_seconds") > 0
+        assert total(later, "workflow_runs", engine="seeknal") == total(later, "seeknal_runs")
+        assert "simulated seeknal project" in demo.output()
+        assert (tmp_path / "demo" / "seeknal-project" / "state.db").exists()
     finally:
         assert demo.stop() == 0, demo.output()
 

@@ -139,7 +139,7 @@ def _seeknal(fixture: str) -> Case:
         finished_family=None,  # executions are counted from the table; no finished-run cursor
         duration_family=None,
         corrupt=_seeknal_bad_status,
-        has_spans=False,  # the seeknal traces come later
+        has_spans=True,  # rebuilt from the node rows
     )
 
 

@@ -30,6 +30,7 @@ from support import ALL_FIXTURES, FIXTURES, SMALL, parse_exposition, require_too
 from exporter.clock import ManualClock
 from exporter.collectors import View, build_registry
 from exporter.config import MetricsConfig
+from exporter.engines.seeknal.simulator import NodeState, SeeknalWriter
 from exporter.jobs import JobRunner, JobsConfig
 from exporter.jobs.alerts import rfc3339
 from exporter.reader import StateReader
@@ -557,15 +558,6 @@ async def test_pynenc_invocations_fire_and_resolve_in_real_alertmanager(fixture:
 # ---- seeknal: one SeeknalNodeStuck per running node ----
 
 SEEKNAL_TZ = ZoneInfo("Europe/Berlin")  # the fixture's writer zone (its expected JSON's writer_tz)
-# seeknal 2.13.0's DatabaseStateBackend.set_node_state: an upsert on (run_id, node_id).
-SEEKNAL_SET_NODE_STATE = """
-    INSERT INTO node_state (run_id, node_id, hash, last_run, status, duration_ms, row_count, version, metadata_json)
-    VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
-    ON CONFLICT(run_id, node_id) DO UPDATE SET
-        hash = excluded.hash, last_run = excluded.last_run, status = excluded.status,
-        duration_ms = excluded.duration_ms, row_count = excluded.row_count, version = excluded.version,
-        metadata_json = excluded.metadata_json, updated_at = CURRENT_TIMESTAMP
-"""
 
 
 async def test_seeknal_stuck_node_fires_and_resolves_in_real_alertmanager(tmp_path: Path) -> None:
@@ -606,12 +598,11 @@ async def test_seeknal_stuck_node_fires_and_resolves_in_real_alertmanager(tmp_pa
             assert "run_id" not in exposition(runner)
 
             finished = datetime.now(SEEKNAL_TZ).replace(tzinfo=None)
+            writer = SeeknalWriter(db)
+            writer.set_node_state(run_id, node, NodeState("h1", finished.isoformat(), "success", 5000, 3))
+            writer.close()
             with contextlib.closing(sqlite3.connect(db)) as conn:
-                conn.execute(
-                    SEEKNAL_SET_NODE_STATE, (run_id, node, "h1", finished.isoformat(), "success", 5000, 3, None)
-                )
                 assert conn.execute("SELECT COUNT(*) FROM node_state WHERE node_id = ?", (node,)).fetchone()[0] == 4
-                conn.commit()
             clock.set(datetime.now(UTC))
             assert (await runner.run_job("stuck_alerts")).success
             wait_for(lambda: not am_alerts(am, "seeknal"), 10, "no seeknal alert left in Alertmanager")

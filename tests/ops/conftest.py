@@ -51,6 +51,8 @@ from processes import Process, running_daemon, running_prometheus, wait_for_seri
 from support import FIXTURES, LEGACY, SMALL, SMALL06, require_tool
 from traces.receiver import Receiver
 
+from exporter.engines.seeknal.simulator import NodeState, RunState, SeeknalWriter, local_time
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "prometheus" / "flujo.rules.yml"
 WORKFLOW_RULES = REPO / "prometheus" / "workflow.rules.yml"
@@ -407,39 +409,25 @@ def redate_seeknal(db: Path, delta: timedelta) -> None:
         conn.commit()
 
 
-# seeknal 2.13.0's DatabaseStateBackend.set_node_state: an upsert on (run_id, node_id).
-SEEKNAL_SET_NODE_STATE = """
-    INSERT INTO node_state (run_id, node_id, hash, last_run, status, duration_ms, row_count, version, metadata_json)
-    VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
-    ON CONFLICT(run_id, node_id) DO UPDATE SET
-        hash = excluded.hash, last_run = excluded.last_run, status = excluded.status,
-        duration_ms = excluded.duration_ms, row_count = excluded.row_count, version = excluded.version,
-        metadata_json = excluded.metadata_json, updated_at = CURRENT_TIMESTAMP
-"""
-
-
-def store_seeknal_run(db: Path, run_id: str, finished: datetime, outcomes: dict[str, str]) -> None:
-    """What seeknal 2.13.0's DatabaseStateBackend.set_run_state writes for a finished run: the run_state upsert,
-    the run's node rows deleted, then one set_node_state per node; last_run in the writer's naive local time,
-    stamped after the node ran."""
-    last_run = finished.astimezone(SEEKNAL_TZ).replace(tzinfo=None).isoformat()
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.execute(
-            "INSERT INTO run_state (run_id, schema_version, seeknal_version, last_run, config_json)"
-            " VALUES (?, '2.0', '2.13.0', ?, ?)"
-            " ON CONFLICT(run_id) DO UPDATE SET last_run = excluded.last_run, config_json = excluded.config_json,"
-            " updated_at = CURRENT_TIMESTAMP",
-            (run_id, last_run, json.dumps({"full": False, "nodes": None, "types": None})),
+def store_seeknal_run(writer: SeeknalWriter, run_id: str, finished: datetime, outcomes: dict[str, str]) -> None:
+    """A finished run as seeknal 2.13.0's DatabaseStateBackend.set_run_state stores it (the simulator's writer: the
+    run upsert, the run's node rows deleted, one set_node_state per node); last_run in the writer's naive local
+    time, stamped after the node ran."""
+    last_run = local_time(finished, SEEKNAL_TZ)
+    nodes = {
+        # seeknal stores no metadata for a success (None when empty), the error for a failure.
+        node: NodeState(
+            f"h{number}",
+            last_run,
+            status,
+            20 + 30 * number,
+            0 if status == "failed" else 4,
+            metadata={"error": f"Execution failed for {node}"} if status == "failed" else {},
         )
-        conn.execute("DELETE FROM node_state WHERE run_id = ?", (run_id,))
-        for number, (node, status) in enumerate(outcomes.items()):
-            # seeknal stores no metadata for a success (None when empty), the error for a failure.
-            metadata = json.dumps({"error": f"Execution failed for {node}"}) if status == "failed" else None
-            rows = 0 if status == "failed" else 4
-            conn.execute(
-                SEEKNAL_SET_NODE_STATE, (run_id, node, f"h{number}", last_run, status, 20 + 30 * number, rows, metadata)
-            )
-        conn.commit()
+        for number, (node, status) in enumerate(outcomes.items())
+    }
+    config = {"full": False, "nodes": None, "types": None}
+    writer.set_run_state(RunState(run_id, last_run, config, nodes, seeknal_version="2.13.0"))
 
 
 @dataclass
@@ -475,16 +463,19 @@ def seeknal_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeeknalS
     redate_seeknal(db, start - datetime.fromisoformat(pynenc_expected(SEEKNAL_FIXTURE)["computed_at_utc"]))
     stop = threading.Event()
 
+    seeknal = SeeknalWriter(db)
+
     def write_runs() -> None:
         number = 0
         while not stop.wait(1.0):
             number += 1
             finished = datetime.now(UTC)
             run_id = finished.astimezone(SEEKNAL_TZ).strftime("%Y%m%d_%H%M%S") + f"_live{number}"
-            store_seeknal_run(db, run_id, finished, SEEKNAL_LIVE)
+            store_seeknal_run(seeknal, run_id, finished, SEEKNAL_LIVE)
 
     writer = threading.Thread(target=write_runs, name="seeknal-writer", daemon=True)
     with contextlib.ExitStack() as stack:
+        stack.callback(seeknal.close)  # last: after the writer thread has stopped
         workdir = tmp / "daemon"
         workdir.mkdir()
         config = daemon_config(db, writer_timezone="Europe/Berlin")

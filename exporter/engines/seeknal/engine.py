@@ -22,5 +22,6 @@ ENGINE = Engine(
     collectors=imported_on_call("exporter.engines.seeknal.collectors:seeknal_collectors"),
     stuck_runs=stuck_runs,
     stuck_alert_name=STUCK_ALERT_NAME,
+    spans=imported_on_call("exporter.engines.seeknal.traces.spans:SeeknalSpans"),
     file_backend=FileBackend(files=state_files, load=load),
 )

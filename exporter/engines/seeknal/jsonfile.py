@@ -6,8 +6,10 @@ the run that replaced it, not the run inside.  Every file is loaded, deduplicate
 ``run_id`` inside (the main file wins, then the newest backup), into the ``run_state`` and
 ``node_state`` tables of the database backend, so the same queries serve both layouts.
 
-There is no ``backend_locks`` here (the file backend keeps no lock rows): ``seeknal_locks_held``
-is 0 and the oldest-lock family is absent.  The JSON-only node fields (``last_watermark``…) are
+The node ``fingerprint`` (an object) is stored as its JSON text, as the database backend's
+``fingerprint_json``; ``iceberg_snapshot_id`` as it is (both for the node spans).  There is no
+``backend_locks`` here (the file backend keeps no lock rows): ``seeknal_locks_held`` is 0 and the
+oldest-lock family is absent.  The JSON-only node fields (``last_watermark``…) are
 not read, as the database backend drops them too.
 """
 
@@ -19,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter.engines.seeknal.layout import NODES, RUNS, Schema
+from exporter.engines.seeknal.layout import NODES, RUNS, SPAN_COLUMNS, Schema
 from exporter.reader.errors import DatabaseUnavailable, Problem
 
 FILE_LAYOUT = "file"
@@ -34,6 +36,7 @@ CREATE TABLE {NODES} (
     id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, node_id TEXT NOT NULL, hash TEXT, last_run TEXT,
     status TEXT, duration_ms INTEGER, row_count INTEGER, version INTEGER, metadata_json TEXT,
     completed_intervals_json TEXT, completed_partitions_json TEXT, restatement_intervals_json TEXT,
+    fingerprint_json TEXT, iceberg_snapshot_id TEXT,
     UNIQUE (run_id, node_id)
 );
 CREATE INDEX idx_node_state_run_id ON {NODES} (run_id);
@@ -65,7 +68,7 @@ def load(conn: sqlite3.Connection, contents: Sequence[tuple[Path, bytes]]) -> Sc
         states.setdefault(str(state["run_id"]), state)
     for run_id in sorted(states):  # run ids are the writer's %Y%m%d_%H%M%S: rowids follow time
         _insert(conn, run_id, states[run_id])
-    return Schema(has_locks=False, has_intervals=True, layout=FILE_LAYOUT)
+    return Schema(has_locks=False, has_intervals=True, layout=FILE_LAYOUT, span_columns=SPAN_COLUMNS)
 
 
 def _parse(path: Path, data: bytes) -> Mapping[str, Any]:
@@ -99,8 +102,8 @@ def _insert(conn: sqlite3.Connection, run_id: str, state: Mapping[str, Any]) -> 
     )
     conn.executemany(
         f"INSERT INTO {NODES} (run_id, node_id, hash, last_run, status, duration_ms, row_count, version, "
-        "metadata_json, completed_intervals_json, completed_partitions_json, restatement_intervals_json) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "metadata_json, completed_intervals_json, completed_partitions_json, restatement_intervals_json, "
+        "fingerprint_json, iceberg_snapshot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 run_id,
@@ -115,6 +118,8 @@ def _insert(conn: sqlite3.Connection, run_id: str, state: Mapping[str, Any]) -> 
                 _json(node.get("completed_intervals")),
                 _json(node.get("completed_partitions")),
                 _json(node.get("restatement_intervals")),
+                _json(node.get("fingerprint")),
+                _scalar(node.get("iceberg_snapshot_id")),
             )
             for node_id, node in state["nodes"].items()
         ],

@@ -27,6 +27,8 @@ REQUIRED = {
 }
 LOCK_COLUMNS = ("lock_key", "locked_at")
 INTERVAL_COLUMNS = ("completed_intervals_json", "restatement_intervals_json")
+# Read into node spans when present (seeknal 2.x's DatabaseStateBackend has both; older files may not).
+SPAN_COLUMNS = ("fingerprint_json", "iceberg_snapshot_id")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Schema:
     has_intervals: bool
     engine: str = ENGINE_NAME
     layout: str = DATABASE_LAYOUT
+    span_columns: tuple[str, ...] = ()  # those of SPAN_COLUMNS that node_state has
 
 
 def recognise(catalogue: Mapping[str, frozenset[str]]) -> Schema | str:
@@ -46,6 +49,7 @@ def recognise(catalogue: Mapping[str, frozenset[str]]) -> Schema | str:
     return Schema(
         has_locks=all(c in locks for c in LOCK_COLUMNS),
         has_intervals=all(c in nodes for c in INTERVAL_COLUMNS),
+        span_columns=tuple(c for c in SPAN_COLUMNS if c in nodes),
     )
 
 
