@@ -288,8 +288,10 @@ class Job:
         self.completed_at = utc_now()
 
     def resumed(self) -> None:
-        """Running again after a failure or a pause (``mzt resume``): same row, same ``created_at``;
-        the sheet that failed is attempted again, its earlier attempts stay in the history."""
+        """Running again after a failure (a user's resume): same row, same ``created_at``; the
+        sheet that failed is attempted again, its earlier attempts stay in the history.  A model
+        of the transition (the rows' shape is Marianne's), for the counters' sake: an attempt
+        counted ``failed`` becomes its sheet's ``failed_then_retried`` one."""
         self._running()
         self.error_message = None
 
