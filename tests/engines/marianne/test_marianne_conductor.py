@@ -17,6 +17,7 @@ from engines.scrape import ScrapedDaemon
 from support import FIXTURES
 
 from exporter.config import MarianneConfig, MetricsConfig
+from exporter.engines.marianne import pids
 from exporter.engines.marianne.conductor import WORKSPACE_DB
 from exporter.engines.marianne.statuses import JOB_STATUSES, REGISTRY_STATUSES, SHEET_STATUSES
 from exporter.engines.marianne.tracking import OUTCOMES
@@ -210,3 +211,29 @@ def test_the_daemon_writes_nothing_to_the_workspaces(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     finally:
         conn.close()
+
+
+def test_the_registry_is_not_held_while_the_workspaces_are_read(tmp_path: Path) -> None:
+    """Whenever the zombie rule asks about a pid, try to take the registry's exclusive lock (its
+    journal is the rollback one: any reader's shared lock refuses it).  Asked while the registry
+    is read, it is refused; asked while a workspace is read, it is granted."""
+    registry = conductor(tmp_path, readable=("ws-a",))
+    granted: list[bool] = []
+
+    def probe(pid: int) -> bool:
+        conn = sqlite3.connect(registry, timeout=0)
+        try:
+            conn.execute("BEGIN EXCLUSIVE")
+            conn.rollback()
+            granted.append(True)
+        except sqlite3.OperationalError as exc:
+            assert "locked" in str(exc)
+            granted.append(False)
+        finally:
+            conn.close()
+        return False
+
+    with pids.injected(probe):
+        daemon(registry, MetricsConfig(marianne=MarianneConfig(same_host_pid_check=True))).expose()
+    # The registry's zombie-run, then ws-a's: the registry's read ended before ws-a was opened.
+    assert granted == [False, True]
