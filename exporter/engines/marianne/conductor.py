@@ -156,7 +156,13 @@ class Workspaces:
 
     def totals(self) -> Followed | None:
         """Summed over every workspace followed so far; ``None`` before any was."""
-        parts = [w.tracker.totals() for w in self.known.values() if w.tracker.seeded]
+        parts = [
+            # Undecided attempts are a gauge of the workspaces read now; the counters go on for all.
+            totals if path in self.read else replace(totals, undecided=0)
+            for path, w in self.known.items()
+            if w.tracker.seeded
+            for totals in (w.tracker.totals(),)
+        ]
         if self.retired is not None:
             parts.append(self.retired)
         return Followed.merged(parts) if parts else None

@@ -237,3 +237,21 @@ def test_the_registry_is_not_held_while_the_workspaces_are_read(tmp_path: Path) 
         daemon(registry, MetricsConfig(marianne=MarianneConfig(same_host_pid_check=True))).expose()
     # The registry's zombie-run, then ws-a's: the registry's read ended before ws-a was opened.
     assert granted == [False, True]
+
+
+def test_undecided_attempts_are_those_of_the_workspaces_read(tmp_path: Path) -> None:
+    registry = conductor(tmp_path, readable=("ws-a",))
+    # flaky-import's sheet 2 waits for a retry: its third attempt is not decided yet.
+    execute(
+        tmp_path / "ws-a" / WORKSPACE_DB,
+        "UPDATE sheets SET status = 'retry_scheduled' WHERE job_id = 'flaky-import' AND sheet_num = 2",
+    )
+    scraped = daemon(registry)
+    first = scraped.expose()
+    assert single(first, "marianne_execution_attempts_undecided") == 1
+    assert by(first, "marianne_execution_attempts_total", "outcome")["failed"] == 1  # old-import's only
+    (tmp_path / "ws-a" / WORKSPACE_DB).unlink()
+    second = scraped.expose()
+    assert states(second)["missing"] == 3
+    assert single(second, "marianne_execution_attempts_undecided") == 0  # nothing read holds one
+    assert family(second, "marianne_execution_attempts_total") == family(first, "marianne_execution_attempts_total")
