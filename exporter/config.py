@@ -166,6 +166,9 @@ class MarianneConfig(_Section):
     # Marianne's is_zombie asks os.kill(pid, 0): meaningful only on the writer's host, in its pid
     # namespace.  Off by default: a sidecar in another namespace would call every job a zombie.
     same_host_pid_check: bool = False
+    # Pointed at the conductor's registry, the daemon also reads the workspaces its jobs name: at
+    # most this many (the most recently active first); the rest are counted, not read.
+    max_workspaces: Count = Field(default=50, ge=1, le=1000)
 
 
 class MetricsConfig(_Section):

@@ -38,6 +38,15 @@ class ReadSession:
     conn: sqlite3.Connection
     schema: EngineSchema
     naive_tz: tzinfo
+    # The reader this session came from: an engine whose state spans several files (a Marianne
+    # conductor's registry and its workspaces) opens the others through ``reader.sibling``.
+    reader: StateReader | None = None
+
+    def release(self) -> None:
+        """End the read transaction now, before the session ends: what the engine needed from this
+        file is read, and it goes on to read other files (the connection closes with the session)."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
 
 class StateReader:
@@ -74,7 +83,7 @@ class StateReader:
         """One read transaction on a fresh connection, rolled back and closed on exit."""
         conn, schema = self._start_file_session() if is_file_source(self.path) else self._start_session()
         try:
-            yield ReadSession(conn, schema, self.naive_timezone)
+            yield ReadSession(conn, schema, self.naive_timezone, self)
         except sqlite3.Error as exc:
             raise classify_error(exc, self.path) from exc
         finally:
@@ -139,6 +148,18 @@ class StateReader:
         schema = engines.detect(read_catalogue(conn, self.path), self.path, self.engine)
         self._schema = (key, schema)
         return schema
+
+    def sibling(self, path: Path, engine: str) -> StateReader:
+        """A reader of another file of the same engine's state, read the same way (same timeouts,
+        stopped by the same halt)."""
+        return StateReader(
+            path,
+            naive_timezone=self.naive_timezone,
+            engine=engine,
+            busy_timeout=self.busy_timeout,
+            query_timeout=self.query_timeout,
+            halt=self.halt,
+        )
 
     def schema(self) -> EngineSchema:
         with self.session() as s:

@@ -165,7 +165,11 @@ def _marianne_bad_status(db: Path) -> tuple[str, str]:
     return "jobs", "status"
 
 
-def _marianne(fixture: str, layout: str, runs_family: str, stuck_family: str, *, has_spans: bool) -> Case:
+def _marianne(
+    fixture: str, layout: str, runs_family: str, stuck_family: str, *, followed: bool, has_spans: bool
+) -> Case:
+    """``followed``: jobs seen finishing are followed in the workspace DBs read (the registry
+    fixture names a workspace that is not on this machine)."""
     return Case(
         engine="marianne",
         fixture=fixture,
@@ -174,8 +178,8 @@ def _marianne(fixture: str, layout: str, runs_family: str, stuck_family: str, *,
         runs_family=runs_family,
         status_label="status",
         stuck_family=stuck_family,
-        finished_family=None,  # no finished-job cursor yet
-        duration_family=None,
+        finished_family="marianne_jobs_finished_total" if followed else None,
+        duration_family="marianne_job_duration_seconds" if followed else None,
         corrupt=_marianne_bad_status,
         has_spans=has_spans,  # rebuilt from a workspace's jobs, sheets and attempts; the registry has none
     )
@@ -187,8 +191,15 @@ CASES = (
     _flujo(LEGACY, computed_at(SMALL), "0.4.32-legacy", runs_table=False),
     *(_pynenc(fixture) for fixture in PYNENC_FIXTURES),
     _seeknal(SEEKNAL_FIXTURE),
-    _marianne(MARIANNE_WORKSPACE, "workspace-v4", "marianne_jobs", "marianne_jobs_stuck", has_spans=True),
     _marianne(
-        MARIANNE_REGISTRY, "registry", "marianne_conductor_jobs", "marianne_conductor_jobs_stuck", has_spans=False
+        MARIANNE_WORKSPACE, "workspace-v4", "marianne_jobs", "marianne_jobs_stuck", followed=True, has_spans=True
+    ),
+    _marianne(
+        MARIANNE_REGISTRY,
+        "registry",
+        "marianne_conductor_jobs",
+        "marianne_conductor_jobs_stuck",
+        followed=False,
+        has_spans=False,
     ),
 )

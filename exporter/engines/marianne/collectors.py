@@ -1,5 +1,7 @@
 """Marianne's own metric families (``marianne_*``), read from the tiers only: the workspace
-families over a ``.marianne-state.db``, the ``marianne_conductor_*`` ones over the registry."""
+families over a ``.marianne-state.db`` (summed over the workspaces read when the target is the
+conductor's registry), the ``marianne_conductor_*`` and ``marianne_workspace*`` ones over the
+registry."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from exporter.collectors.base import View, ViewCollector, gauge_from
 from exporter.engines.marianne.snapshot import (
     STUCK_REASONS,
     Aggregates,
+    ConductorSnapshot,
     Counts,
     RegistrySnapshot,
     WorkspaceSnapshot,
 )
 from exporter.engines.marianne.statuses import JOB_STATUSES, REGISTRY_STATUSES, SHEET_STATUSES
+from exporter.engines.marianne.tracking import FINISHED_STATUSES, Followed
 from exporter.labels import cap_statuses, fold
 from exporter.model import Histogram, StuckReason
+from exporter.reader.errors import Problem
 
 
 def marianne_collectors(view: View) -> Sequence[Collector]:
@@ -40,8 +45,11 @@ class MarianneCollector(ViewCollector):
         state = self.view.state()
         if isinstance(state.fast, WorkspaceSnapshot):
             yield from self._workspace(state.fast)
-        elif isinstance(state.fast, RegistrySnapshot):
-            yield from self._registry(state.fast)
+        elif isinstance(state.fast, ConductorSnapshot):
+            yield from self._registry(state.fast.registry)
+            yield from self._health(state.fast)
+            if state.fast.workspaces is not None:
+                yield from self._workspace(state.fast.workspaces)
         if isinstance(state.counts, Counts) and state.counts.sheets_by_status is not None:
             limit = self.view.settings().max_statuses
             by_status = cap_statuses(state.counts.sheets_by_status, SHEET_STATUSES, limit)
@@ -53,6 +61,8 @@ class MarianneCollector(ViewCollector):
             )
         if isinstance(state.aggregates, Aggregates) and state.aggregates.failures is not None:
             yield from self._aggregates(state.aggregates)
+        if isinstance(state.finished, Followed):
+            yield from self._followed(state.finished)
 
     def _workspace(self, snapshot: WorkspaceSnapshot) -> Iterator[Metric]:
         limit = self.view.settings().max_statuses
@@ -115,6 +125,60 @@ class MarianneCollector(ViewCollector):
             snapshot.stuck,
         )
 
+    def _health(self, snapshot: ConductorSnapshot) -> Iterator[Metric]:
+        yield gauge_from(
+            "marianne_workspaces",
+            self.cached(
+                "Workspaces the registry's jobs name, by state: ok (read), missing (no .marianne-state.db), "
+                "unreadable (left out of the sums), over_cap (beyond metrics.marianne.max_workspaces, not read)"
+            ),
+            ["state"],
+            [((state,), float(n)) for state, n in snapshot.health.items()],
+        )
+        errors = CounterMetricFamily(
+            "marianne_workspace_read_errors",
+            "Failed reads of a workspace DB the registry names, by reason (the log names the workspace)",
+            labels=["reason"],
+        )
+        for reason in Problem:
+            errors.add_metric([reason.value], float(snapshot.read_errors.get(reason.value, 0)))
+        yield errors
+
+    def _followed(self, followed: Followed) -> Iterator[Metric]:
+        outcomes = CounterMetricFamily(
+            "marianne_execution_attempts",
+            "execution_history attempts, each counted once when its outcome is decided: failed_then_retried "
+            "(its sheet went on to another attempt), else success or failed as its sheet ended",
+            labels=["outcome"],
+        )
+        for outcome, n in followed.outcomes.items():
+            outcomes.add_metric([outcome], float(n))
+        yield outcomes
+        yield gauge_from(
+            "marianne_execution_attempts_undecided",
+            "execution_history attempts whose sheet has neither ended nor gone on (not counted yet)",
+            [],
+            [((), float(followed.undecided))],
+        )
+        retries = CounterMetricFamily(
+            "marianne_job_retries", "Retries of the jobs: each increase of a job's total_retry_count, once"
+        )
+        retries.add_metric([], float(followed.retries))
+        yield retries
+        finished = CounterMetricFamily(
+            "marianne_jobs_finished",
+            "Jobs seen ending (completed, failed, cancelled), each end once; seeded from the rows present at start",
+            labels=["status"],
+        )
+        for status in FINISHED_STATUSES:
+            finished.add_metric([status], float(followed.finished.get(status, 0)))
+        yield finished
+        yield _histogram(
+            "marianne_job_duration_seconds",
+            "Jobs seen ending with a start and an end: completed_at minus started_at, each end once",
+            followed.durations,
+        )
+
     def _aggregates(self, aggregates: Aggregates) -> Iterator[Metric]:
         limit = self.view.settings().max_statuses
         # A gauge: the failed sheets present now.  A failed sheet that is retried leaves the count, so as a
@@ -134,31 +198,9 @@ class MarianneCollector(ViewCollector):
             yield _histogram(
                 "marianne_sheet_attempts", self.aggregated("Attempts per sheet (attempt_count)"), aggregates.attempts
             )
-        if aggregates.outcomes is not None:
-            outcomes = CounterMetricFamily(
-                "marianne_execution_attempts",
-                self.aggregated(
-                    "execution_history attempts by outcome: every attempt but a sheet's last failed_then_retried, "
-                    "the last success or failed as its sheet ended (undecided while it has not)"
-                ),
-                labels=["outcome"],
-            )
-            for outcome, n in aggregates.outcomes.items():
-                outcomes.add_metric([outcome], float(n))
-            yield outcomes
-        if aggregates.job_durations is not None:
-            yield _histogram(
-                "marianne_job_duration_seconds",
-                self.aggregated("Jobs with a start and an end: completed_at minus started_at"),
-                aggregates.job_durations,
-            )
         if aggregates.sheet_durations is not None:
             yield _histogram(
                 "marianne_sheet_duration_seconds",
                 self.aggregated("Sheets' execution_duration_seconds (schema v3 on)"),
                 aggregates.sheet_durations,
             )
-        if aggregates.retries is not None:
-            retries = CounterMetricFamily("marianne_job_retries", self.aggregated("Sum of the jobs' total_retry_count"))
-            retries.add_metric([], float(aggregates.retries))
-            yield retries

@@ -14,7 +14,7 @@ ENGINE = Engine(
     name=ENGINE_NAME,
     title="Marianne",
     summary="Marianne (marianne-ai-compose) 0.1: a workspace's .marianne-state.db (schema v1 to v4) "
-    "or the conductor registry daemon-state.db",
+    "or the conductor registry daemon-state.db with its workspaces",
     phases=PHASES,
     stuck_reasons=STUCK_REASONS,
     recognise=recognise,

@@ -287,6 +287,14 @@ class Job:
         self.pid = None
         self.completed_at = utc_now()
 
+    def resumed(self) -> None:
+        """Running again after a failure (a user's resume): same row, same ``created_at``; the
+        sheet that failed is attempted again, its earlier attempts stay in the history.  A model
+        of the transition (the rows' shape is Marianne's), for the counters' sake: an attempt
+        counted ``failed`` becomes its sheet's ``failed_then_retried`` one."""
+        self._running()
+        self.error_message = None
+
     def paused(self) -> None:
         self.status = "paused"
         self.pid = None
@@ -598,6 +606,7 @@ SCENARIOS = (
     ("paused", 6),  # paused after its first sheet
     ("skipped", 6),  # a sheet skipped, then the job is cancelled
     ("lost", 3),  # the conductor stops updating it mid-sheet: running, going stale
+    ("resumed", 6),  # an auth failure fails the job; resumed, the sheet's next attempt succeeds
 )
 MAX_ATTEMPTS = 3
 TRANSIENT = Failure("transient", "Rate limited by instrument", "error")
@@ -671,9 +680,17 @@ class Conductor:
                     "retried": [TRANSIENT],
                     "exhausted": [TIMEOUT, KILLED, VALIDATION],
                     "fatal": [AUTH],
+                    "resumed": [AUTH],
                 }.get(scenario, [])
             if not await self._sheet(workspace, job, n, failures, lost=scenario == "lost" and n == failing):
-                return job.job_id
+                if scenario != "resumed" or job.status != "failed":
+                    return job.job_id
+                await self._pause(0.5, 2.0)  # someone looks at the failure, fixes the credentials
+                job.resumed()
+                await self._save(workspace, job)
+                await self._registry("update_status", job.job_id, "running", pid=self.pid)
+                if not await self._sheet(workspace, job, n, [], lost=False, first_attempt=2):
+                    return job.job_id
             if scenario == "paused" and n == 1:
                 job.paused()
                 await self._save(workspace, job)
@@ -683,10 +700,17 @@ class Conductor:
         return job.job_id
 
     async def _sheet(
-        self, workspace: WorkspaceWriter, job: Job, n: int, failures: list[Failure], *, lost: bool
+        self,
+        workspace: WorkspaceWriter,
+        job: Job,
+        n: int,
+        failures: list[Failure],
+        *,
+        lost: bool,
+        first_attempt: int = 1,
     ) -> bool:
         """Run sheet ``n`` through its attempts: True when it completed and the job goes on."""
-        for attempt, failure in enumerate([*failures, None], start=1):
+        for attempt, failure in enumerate([*failures, None], start=first_attempt):
             job.sheet_started(n)
             await self._save(workspace, job)
             await self._registry("update_progress", job.job_id, n, job.total_sheets)

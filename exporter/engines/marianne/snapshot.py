@@ -6,8 +6,10 @@ Workspace DB (one workspace's jobs, small tables):
   dead, with ``metrics.marianne.same_host_pid_check`` only), running without a pid, stale (not
   updated for ``metrics.stuck.running_after``);
 * *counts*: sheets by status (``idx_sheets_status``);
-* *aggregates*: failed sheets by error category and exit reason, attempts per sheet, attempt
-  outcomes from ``execution_history``, job and sheet durations, retries.
+* *aggregates*: failed sheets by error category and exit reason, attempts per sheet, sheet
+  durations.
+
+Attempt outcomes, retries and finished jobs are counters: :mod:`.tracking` counts each once.
 
 Registry DB (the conductor's): jobs by status, orphans and the stuck judgement, every refresh.
 
@@ -20,17 +22,17 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from exporter.engines.marianne import pids
-from exporter.engines.marianne.layout import HISTORY, JOBS, SHEETS, RegistrySchema, Schema, WorkspaceSchema
+from exporter.engines.marianne.layout import JOBS, SHEETS, RegistrySchema, Schema, WorkspaceSchema
 from exporter.engines.marianne.statuses import (
     ORPHAN_STATUSES,
     PHASES,
     RUNNING,
-    SHEET_COMPLETED,
     SHEET_FAILED,
 )
 from exporter.labels import label_text
@@ -43,10 +45,6 @@ if TYPE_CHECKING:
 
 STUCK_REASONS = (StuckReason.PID_DEAD, StuckReason.IDLE)
 NONE = "none"  # label for a failed sheet without an error category / exit reason
-# Attempt outcomes: every attempt of a sheet but its last failed; the last has the sheet's outcome,
-# which is not decided yet while the sheet is neither completed nor failed.
-SUCCESS, FAILED, FAILED_THEN_RETRIED, UNDECIDED = "success", "failed", "failed_then_retried", "undecided"
-OUTCOMES = (SUCCESS, FAILED, FAILED_THEN_RETRIED, UNDECIDED)
 ATTEMPT_BUCKETS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
 # Sheets are often seconds long: finer low buckets than the jobs' (which use the overview's).
 SHEET_DURATION_BUCKETS = (0.01, 0.05, *RUN_DURATION_BUCKETS)
@@ -110,10 +108,7 @@ class Aggregates:
     taken_at: datetime
     failures: Counter[tuple[str, str]] | None  # (error category, exit reason) of failed sheets; None: registry
     attempts: Histogram | None  # attempt_count per sheet
-    outcomes: Counter[str] | None  # execution_history rows by outcome
-    job_durations: Histogram | None  # started to completed, jobs that completed
     sheet_durations: Histogram | None  # None: no execution_duration_seconds before schema v3
-    retries: int | None
     bad_values: tuple[BadValue, ...] = field(default=())
 
 
@@ -247,7 +242,7 @@ def counts(conn: sqlite3.Connection, schema: Schema, now: datetime) -> Counts:
 
 def aggregates(conn: sqlite3.Connection, schema: Schema, now: datetime) -> Aggregates:
     if not isinstance(schema, WorkspaceSchema):
-        return Aggregates(now, None, None, None, None, None, None)
+        return Aggregates(now, None, None, None)
     bad: list[BadValue] = []
     exit_reason = "exit_reason" if schema.has_exit_reason else "NULL"
     failures: Counter[tuple[str, str]] = Counter()
@@ -274,46 +269,9 @@ def aggregates(conn: sqlite3.Connection, schema: Schema, now: datetime) -> Aggre
         taken_at=now,
         failures=failures,
         attempts=attempts,
-        outcomes=_outcomes(conn),
-        job_durations=_job_durations(conn, bad),
         sheet_durations=_sheet_durations(conn, bad) if schema.has_sheet_durations else None,
-        retries=int(conn.execute(f"SELECT COALESCE(SUM(total_retry_count), 0) FROM {JOBS}").fetchone()[0]),
         bad_values=tuple(bad),
     )
-
-
-def _outcomes(conn: sqlite3.Connection) -> Counter[str]:
-    """Each ``execution_history`` row's outcome: not its sheet's last attempt -> failed then
-    retried; the last -> the sheet's status (completed: success, failed: failed, else undecided).
-    An attempt whose sheet row is gone counts as undecided."""
-    outcomes: Counter[str] = Counter(dict.fromkeys(OUTCOMES, 0))
-    sql = (
-        f"SELECT h.attempt_num < m.last_attempt, s.status, COUNT(*) FROM {HISTORY} h "
-        f"JOIN (SELECT job_id, sheet_num, MAX(attempt_num) AS last_attempt FROM {HISTORY} GROUP BY 1, 2) m "
-        "ON m.job_id = h.job_id AND m.sheet_num = h.sheet_num "
-        f"LEFT JOIN {SHEETS} s ON s.job_id = h.job_id AND s.sheet_num = h.sheet_num GROUP BY 1, 2"
-    )
-    for retried, status, n in conn.execute(sql):
-        if retried:
-            outcomes[FAILED_THEN_RETRIED] += int(n)
-        elif status == SHEET_COMPLETED:
-            outcomes[SUCCESS] += int(n)
-        elif status == SHEET_FAILED:
-            outcomes[FAILED] += int(n)
-        else:
-            outcomes[UNDECIDED] += int(n)
-    return outcomes
-
-
-def _job_durations(conn: sqlite3.Connection, bad: list[BadValue]) -> Histogram:
-    durations = Histogram(RUN_DURATION_BUCKETS)
-    sql = f"SELECT id, started_at, completed_at FROM {JOBS} WHERE started_at IS NOT NULL AND completed_at IS NOT NULL"
-    for job_id, raw_start, raw_end in conn.execute(sql):
-        start = _instant(raw_start, JOBS, "started_at", str(job_id), bad)
-        end = _instant(raw_end, JOBS, "completed_at", str(job_id), bad)
-        if start is not None and end is not None and end >= start:
-            durations.observe((end - start) / timedelta(seconds=1))
-    return durations
 
 
 def _sheet_durations(conn: sqlite3.Connection, bad: list[BadValue]) -> Histogram:
@@ -325,3 +283,83 @@ def _sheet_durations(conn: sqlite3.Connection, bad: list[BadValue]) -> Histogram
             continue
         durations.observe(float(seconds))
     return durations
+
+
+# -- a conductor: its registry and the workspaces it lists -------------------------------------------
+
+# What became of each workspace the registry lists, at the last snapshot (``marianne_workspaces``).
+WORKSPACE_OK, WORKSPACE_MISSING, WORKSPACE_UNREADABLE, WORKSPACE_OVER_CAP = "ok", "missing", "unreadable", "over_cap"
+WORKSPACE_STATES = (WORKSPACE_OK, WORKSPACE_MISSING, WORKSPACE_UNREADABLE, WORKSPACE_OVER_CAP)
+
+
+@dataclass(frozen=True)
+class ConductorSnapshot:
+    """The registry's snapshot, and the workspace snapshots of the workspaces read, summed."""
+
+    registry: RegistrySnapshot
+    workspaces: WorkspaceSnapshot | None  # None: no workspace could be read
+    health: Counter[str]  # workspaces listed, by state (every state present)
+    read_errors: Counter[str]  # failed workspace reads since start, by reason (a Problem's value)
+
+    @property
+    def taken_at(self) -> datetime:
+        return self.registry.taken_at
+
+    @property
+    def bad_values(self) -> tuple[BadValue, ...]:
+        return self.registry.bad_values + (self.workspaces.bad_values if self.workspaces else ())
+
+
+def summed_snapshots(parts: Sequence[WorkspaceSnapshot], now: datetime) -> WorkspaceSnapshot | None:
+    if not parts:
+        return None
+    stuck: Counter[StuckReason] = Counter(dict.fromkeys(STUCK_REASONS, 0))
+    jobs: Counter[str] = Counter()
+    for part in parts:
+        stuck.update(part.stuck)
+        jobs.update(part.jobs_by_status)
+    zombies = [part.zombies for part in parts]
+    oldest = [part.oldest_active_update for part in parts if part.oldest_active_update is not None]
+    return WorkspaceSnapshot(
+        taken_at=now,
+        layout=parts[0].layout,
+        jobs_by_status=jobs,
+        running_without_pid=sum(part.running_without_pid for part in parts),
+        stale=sum(part.stale for part in parts),
+        zombies=None if None in zombies else sum(z for z in zombies if z is not None),
+        stuck=stuck,
+        oldest_active_update=min(oldest, default=None),
+        bad_values=tuple(bad for part in parts for bad in part.bad_values),
+    )
+
+
+def summed_counts(parts: Sequence[Counts], now: datetime) -> Counts:
+    sheets = [part.sheets_by_status for part in parts if part.sheets_by_status is not None]
+    total: Counter[str] = Counter()
+    for found in sheets:
+        total.update(found)
+    return Counts(now, total if sheets else None, tuple(bad for part in parts for bad in part.bad_values))
+
+
+def summed_aggregates(parts: Sequence[Aggregates], now: datetime) -> Aggregates:
+    read = [part for part in parts if part.failures is not None]
+    if not read:
+        return Aggregates(now, None, None, None)
+    failures: Counter[tuple[str, str]] = Counter()
+    for part in read:
+        failures.update(part.failures or {})
+    durations = [part.sheet_durations for part in read if part.sheet_durations is not None]
+    return Aggregates(
+        taken_at=now,
+        failures=failures,
+        attempts=_merged(ATTEMPT_BUCKETS, (p.attempts for p in read if p.attempts is not None)),
+        sheet_durations=_merged(SHEET_DURATION_BUCKETS, durations) if durations else None,
+        bad_values=tuple(bad for part in parts for bad in part.bad_values),
+    )
+
+
+def _merged(bounds: tuple[float, ...], histograms: Iterable[Histogram]) -> Histogram:
+    total = Histogram(bounds)
+    for histogram in histograms:
+        total.merge(histogram)
+    return total

@@ -27,8 +27,8 @@ from engines.marianne.helpers import (
 
 from exporter import engines
 from exporter.config import MetricsConfig
-from exporter.engines.marianne.snapshot import OUTCOMES
 from exporter.engines.marianne.statuses import JOB_STATUSES, PHASES, REGISTRY_STATUSES, SHEET_STATUSES
+from exporter.engines.marianne.tracking import OUTCOMES
 from exporter.model import Phase, StuckReason
 from exporter.reader import StateReader
 
@@ -156,6 +156,7 @@ def test_execution_attempts_by_outcome(exposed: Samples) -> None:
     truth = workspace()["execution_attempts_by_outcome"]
     assert found == {outcome: float(truth.get(outcome, 0)) for outcome in OUTCOMES}
     assert sum(found.values()) == workspace()["execution_history_rows"]
+    assert single(exposed, "marianne_execution_attempts_undecided") == 0  # every attempt's sheet has ended
     assert Counter(a["outcome"] for a in workspace()["attempts"]) == truth
     # An exit code of 0 does not make an attempt a success (flaky-import#2's validation failure).
     assert any(a["exit_code"] == 0 and a["outcome"] == "failed" for a in workspace()["attempts"])

@@ -1,9 +1,10 @@
 """Real daemon processes over Marianne files that a simulated conductor keeps writing: one on a
-workspace DB, one on the conductor registry listing two workspaces.  The counts follow the files;
-the counter families never go down; the daemons write nothing (each file's content is, before
-every write and at the end, what the writer itself left); and the writer, which waits on locks as
-Marianne does and retries nothing, never meets "database is locked" (any sqlite3.OperationalError
-ends the writes and fails the test)."""
+workspace DB, one on the conductor registry listing two workspaces, which it reads too.  The
+counts follow the files (the registry's daemon shows both workspaces summed); the counter families
+never go down; the daemons write nothing (each file's content is, before every write and at the
+end, what the writer itself left); and the writer, which waits on locks as Marianne does and
+retries nothing, never meets "database is locked" (any sqlite3.OperationalError ends the writes
+and fails the test)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,13 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 FAST = "metrics:\n  refresh_interval: 1s\n  counts_interval: 1s\n  aggregate_interval: 1s\n"
 ROUNDS = 6
 JOBS_PER_ROUND = 12
-# Counter families as sums over rows: under these writes none may go down.  An attempt's "undecided"
-# outcome is left out: it turns into another outcome once its sheet ends, by definition.
-COUNTERS = ("marianne_execution_attempts_total", "marianne_job_retries_total")
+# Counter families: under these writes (jobs failing, retried, resumed) none may go down.
+COUNTERS = (
+    "marianne_execution_attempts_total",
+    "marianne_job_retries_total",
+    "marianne_jobs_finished_total",
+    "marianne_job_duration_seconds_count",
+)
 
 
 def content(db: Path) -> dict[str, str]:
@@ -98,20 +103,42 @@ def showing(daemon: Process, family: str, n: int) -> Samples | None:
 
 
 def outcomes(db: Path) -> Counter[tuple[str, ...]]:
-    """Attempt outcomes from the rows, independently of the exporter's SQL."""
+    """Attempt outcomes from the rows, independently of the exporter's SQL.  A resumed job's failed
+    attempt is ``failed`` to a daemon that saw it before the resume, ``failed_then_retried`` to one
+    that did not: the two are compared together."""
     status = {(j, n): s for j, n, s in query(db, "SELECT job_id, sheet_num, status FROM sheets")}
     attempts: dict[tuple[str, int], list[int]] = {}
     for job_id, n, attempt in query(db, "SELECT job_id, sheet_num, attempt_num FROM execution_history"):
         attempts.setdefault((job_id, n), []).append(attempt)
     found: Counter[tuple[str, ...]] = Counter()
     for key, numbers in attempts.items():
-        found[("failed_then_retried",)] += len(numbers) - 1
-        last = {"completed": "success", "failed": "failed"}.get(status.get(key, ""), "undecided")
+        found[("failed or retried",)] += len(numbers) - 1
+        last = {"completed": "success", "failed": "failed or retried"}.get(status.get(key, ""), "undecided")
         found[(last,)] += 1
     return +found
 
 
-def workspace_truth(db: Path) -> dict[str, object]:
+def shown_outcomes(samples: Samples) -> dict[tuple[str, ...], float]:
+    found: Counter[tuple[str, ...]] = Counter()
+    for (outcome,), n in keyed(samples, "marianne_execution_attempts_total", "outcome").items():
+        found[("success",) if outcome == "success" else ("failed or retried",)] += n
+    found[("undecided",)] += sum(keyed(samples, "marianne_execution_attempts_undecided").values())
+    return {key: n for key, n in found.items() if n}
+
+
+def workspace_truth(*dbs: Path) -> dict[str, object]:
+    """The workspace families' values from the rows of ``dbs``, summed."""
+    if len(dbs) > 1:
+        parts = [workspace_truth(db) for db in dbs]
+        summed: dict[str, object] = {}
+        for key in parts[0]:
+            total: Counter[tuple[str, ...]] = Counter()
+            for part in parts:
+                total.update(part[key])  # type: ignore[arg-type]
+            summed[key] = dict(+total)
+        return summed
+    [db] = dbs
+
     def grouped(sql: str) -> dict[tuple[str, ...], float]:
         return {tuple(row[:-1]): float(row[-1]) for row in query(db, sql) if row[-1]}
 
@@ -134,34 +161,37 @@ def workspace_shown(samples: Samples) -> dict[str, object]:
         "jobs": keyed(samples, "marianne_jobs", "status"),
         "sheets": keyed(samples, "marianne_sheets", "status"),
         "failures": keyed(samples, "marianne_sheet_failures", "error_category", "exit_reason"),
-        "attempts": keyed(samples, "marianne_execution_attempts_total", "outcome"),
+        "attempts": shown_outcomes(samples),
         "retries": keyed(samples, "marianne_job_retries_total"),
         "without_pid": keyed(samples, "marianne_jobs_running_without_pid"),
         "stale": keyed(samples, "marianne_jobs_stale"),
     }
 
 
-def registry_truth(db: Path) -> dict[str, object]:
+def conductor_truth(db: Path) -> dict[str, object]:
+    """The registry's families from its rows, and the workspace families summed over the
+    workspaces it lists."""
     [(orphans,)] = query(db, "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')")
+    workspaces = [Path(w) / ".marianne-state.db" for (w,) in query(db, "SELECT DISTINCT workspace FROM jobs")]
     return {
         "jobs": {(s,): float(n) for s, n in query(db, "SELECT status, COUNT(*) FROM jobs GROUP BY 1")},
         "orphans": {(): float(orphans)} if orphans else {},
-        "workspaces": len(query(db, "SELECT DISTINCT workspace FROM jobs")),
+        "workspaces": {("ok",): float(len(workspaces))},
+        "summed": workspace_truth(*workspaces),
     }
 
 
-def registry_shown(samples: Samples) -> dict[str, object]:
+def conductor_shown(samples: Samples) -> dict[str, object]:
     return {
         "jobs": keyed(samples, "marianne_conductor_jobs", "status"),
         "orphans": keyed(samples, "marianne_conductor_orphaned_jobs"),
-        "workspaces": 2,
+        "workspaces": keyed(samples, "marianne_workspaces", "state"),
+        "summed": workspace_shown(samples),
     }
 
 
 def counters(samples: Samples) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        key: value for key, value in samples.items() if key[0] in COUNTERS and ("outcome", "undecided") not in key[1]
-    }
+    return {key: value for key, value in samples.items() if key[0] in COUNTERS}
 
 
 def settle(daemon: Process, shown: Callable[[Samples], dict[str, object]], expected: dict[str, object]) -> Samples:
@@ -188,6 +218,7 @@ def test_a_live_conductor_through_real_daemons(tmp_path: Path) -> None:
 
     asyncio.run(submit(JOBS_PER_ROUND))  # rows before the daemons start
     seen: list[Samples] = []
+    seen_by_conductor: list[Samples] = []
     with (
         running_daemon(tmp_path, "--db", str(watched), config=FAST, wait_path="/readyz") as daemon,
         running_daemon(tmp_path, "--db", str(registry.path), config=FAST, wait_path="/readyz") as conductor_daemon,
@@ -199,11 +230,18 @@ def test_a_live_conductor_through_real_daemons(tmp_path: Path) -> None:
             assert in_file > before
             seen.append(wait_for(lambda n=in_file: showing(daemon, "marianne_jobs", n), 30, "the workspace's jobs"))
             [(listed,)] = query(registry.path, "SELECT COUNT(*) FROM jobs")
+            in_both = sum(query(w.path, "SELECT COUNT(*) FROM jobs")[0][0] for w in workspaces)
+            assert in_both == listed
             wait_for(
                 lambda n=listed: showing(conductor_daemon, "marianne_conductor_jobs", n), 30, "the registry's jobs"
             )
+            seen_by_conductor.append(
+                wait_for(
+                    lambda n=in_both: showing(conductor_daemon, "marianne_jobs", n), 30, "both workspaces' jobs summed"
+                )
+            )
         seen.append(settle(daemon, workspace_shown, workspace_truth(watched)))
-        settle(conductor_daemon, registry_shown, registry_truth(registry.path))
+        seen_by_conductor.append(settle(conductor_daemon, conductor_shown, conductor_truth(registry.path)))
         for process in (daemon, conductor_daemon):
             assert "Traceback" not in process.output(), process.output()
     registry.close()
@@ -214,19 +252,23 @@ def test_a_live_conductor_through_real_daemons(tmp_path: Path) -> None:
     for path, left in ledger.left.items():
         assert content(path) == left, path
     assert ledger.writes[watched] > ROUNDS * JOBS_PER_ROUND
-    # The counters only grew, and they did grow.
-    for earlier, later in itertools.pairwise(seen):
-        before, after = counters(earlier), counters(later)
-        assert before.keys() <= after.keys()
-        assert all(after[key] >= value for key, value in before.items()), [
-            (key, value, after[key]) for key, value in before.items() if after[key] < value
-        ]
-    assert sum(counters(seen[-1]).values()) > sum(counters(seen[0]).values())
-    # What the comparisons covered: every job status the conductor reaches, retries and failures.
+    # The counters only grew, and they did grow, on either daemon.
+    for scrapes in (seen, seen_by_conductor):
+        for earlier, later in itertools.pairwise(scrapes):
+            before, after = counters(earlier), counters(later)
+            assert before.keys() <= after.keys()
+            assert all(after[key] >= value for key, value in before.items()), [
+                (key, value, after[key]) for key, value in before.items() if after[key] < value
+            ]
+        assert sum(counters(scrapes[-1]).values()) > sum(counters(scrapes[0]).values())
+    # What the comparisons covered: every job status the conductor reaches, retries, failures and
+    # resumed jobs, in two workspaces.
     truth = workspace_truth(watched)
     assert set(truth["jobs"]) >= {("completed",), ("failed",)}  # type: ignore[arg-type]
     assert truth["failures"] and truth["retries"]
-    assert registry_truth(registry.path)["workspaces"] == 2
+    assert conductor_truth(registry.path)["workspaces"] == {("ok",): 2.0}
+    [(resumed,)] = query(watched, "SELECT COUNT(*) FROM jobs WHERE id LIKE 'resumed-%'")
+    assert resumed > 0
 
 
 def test_the_ledger_sees_any_write_but_the_writers(tmp_path: Path) -> None:
