@@ -20,14 +20,25 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support import FIXTURES, in_ci
+from prometheus_client import CollectorRegistry
+from support import FIXTURES, expected, in_ci, parse_exposition
+
+from exporter.clock import ManualClock
+from exporter.collectors import View, build_registry
+from exporter.config import MetricsConfig
+from exporter.exposition import CachedExposition
+from exporter.reader import Reader
+from exporter.refresh import Refresher
 
 PG_FIXTURES = FIXTURES / "flujo-postgres"
 DUMP = PG_FIXTURES / "sample06-pg.sql"
+EXPECTED = expected("flujo-postgres/sample06-pg.sql")
+COMPUTED_AT = datetime.fromisoformat(EXPECTED["computed_at_utc"])  # the oracle's instant
+ANCHOR = datetime.fromisoformat(EXPECTED["anchor_utc"])  # the rows' "now" as written
 TEMPLATE = "flujo_template"
 EXPORTER_PASSWORD = "exporter-Secret-42"  # a value a log scan can find verbatim
 OWNER = "flujo"
@@ -267,3 +278,84 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_database(pg_server: PostgresServer) -> str:
     """A fresh database holding the shared dump (times as written, anchor 2026-12-05T12:37:00Z)."""
     return pg_server.new_database()
+
+
+# flujo 0.6.11's SQLite DDL (as its SQLiteBackend creates it), for the same rows written to a file.
+SQLITE_DDL = FIXTURES / "schemas" / "v0.6.11-github-fresh.sql"
+
+
+def export_to_sqlite(server: PostgresServer, database: str, target: Path) -> None:
+    """Every row of the Postgres database written into a new SQLite file with flujo 0.6.11's DDL,
+    each value stored the way flujo's SQLiteBackend stores it: instants as ISO-8601 text with
+    ``+00:00`` (``datetime.isoformat()``), spans' ``created_at`` as SQLite's ``datetime('now')`` text,
+    booleans as 0/1, JSON as compact text.  Tables flujo's Postgres backend did not create here
+    (``evaluations``: migration 003 needs pgvector) are left out of the file too: same data, same
+    layout.  Columns only the SQLite DDL has (``runs.end_time``, ``total_cost``,
+    ``final_context_blob``) stay NULL, as flujo 0.6 leaves them."""
+    import sqlite3
+
+    import psycopg
+
+    ddl = [
+        statement
+        for statement in SQLITE_DDL.read_text().split(";\n")
+        if statement.strip() and "sqlite_sequence" not in statement and "evaluations" not in statement
+    ]
+    out = sqlite3.connect(target)
+    try:
+        for statement in ddl:
+            out.execute(statement)
+        with psycopg.connect(server.owner_url(database)) as pg:
+            tables = [t for (t,) in pg.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+            for table in tables:
+                if table == "flujo_schema_versions":
+                    continue  # SQLite files keep no such table
+                cursor = pg.execute(f"SELECT * FROM {table}")
+                described = cursor.description or []
+                columns = [c.name for c in described]
+                jsonb = {c.name for c in described if c.type_code == _JSONB_OID}
+                rows = [
+                    [_sqlite_value(table, c, v, c in jsonb) for c, v in zip(columns, row, strict=True)]
+                    for row in cursor
+                ]
+                marks = ", ".join("?" * len(columns))
+                out.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        out.commit()
+    finally:
+        out.close()
+
+
+_JSONB_OID = 3802
+
+
+def _sqlite_value(table: str, column: str, value: object, is_json: bool) -> object:
+    import json
+
+    if value is None:
+        return None
+    if is_json:  # psycopg decodes jsonb; flujo's SQLite columns hold the JSON text
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, datetime):
+        if table == "spans" and column == "created_at":
+            return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(reader: Reader, now: datetime, settings: MetricsConfig | None = None) -> Samples:
+    """Every tier refreshed (each must succeed) and rendered as the daemon's /metrics renders it."""
+    config = settings or MetricsConfig()
+    clock = ManualClock(now)
+    refresher = Refresher(reader, lambda: config, clock)
+    state = refresher.refresh(force_all=True)
+    assert state.problem is None, state.problem
+    assert all(phase.success for phase in state.phases.values()), state.failing_phases()
+    live = CollectorRegistry(auto_describe=False)
+    registry = build_registry(View(lambda: refresher.state, lambda: config, clock), live=live)
+    body, _ = CachedExposition(registry, live, lambda: (refresher.state,)).render("text/plain")
+    return parse_exposition(body.decode())
