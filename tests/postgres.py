@@ -127,12 +127,12 @@ class PostgresServer:
         )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr}")
-        # The exporter's role must log in with its password over TCP (what a deployment does); the
-        # others are trusted on this throwaway cluster only.
+        # The exporter's roles must log in with their password over TCP (what a deployment does); the
+        # superuser and the app's role are trusted on this throwaway cluster only.
         (self.data / "pg_hba.conf").write_text(
             "local all all trust\n"
-            "host  all exporter 127.0.0.1/32 scram-sha-256\n"
-            "host  all all      127.0.0.1/32 trust\n"
+            f"host  all postgres,{OWNER} 127.0.0.1/32 trust\n"
+            "host  all all 127.0.0.1/32 scram-sha-256\n"
         )
 
     def start(self) -> None:
@@ -225,6 +225,23 @@ class PostgresServer:
             f"GRANT CONNECT ON DATABASE {name} TO {OWNER}, exporter;\n",
         )
         return name
+
+    def reader_role(self, database: str, role: str, password: str) -> None:
+        """Another least-privilege role like ``exporter`` (README), with its own password."""
+        self.psql(
+            "postgres",
+            f"CREATE ROLE {role} LOGIN PASSWORD '{password}';\n"
+            f"ALTER ROLE {role} SET default_transaction_read_only = on;\n"
+            f"GRANT CONNECT ON DATABASE {database} TO {role};\n",
+        )
+        self.psql(
+            database,
+            f"GRANT USAGE ON SCHEMA public TO {role};\nGRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};\n",
+        )
+
+    def url(self, database: str, role: str) -> str:
+        """A URL without a password (it comes from a file or the environment)."""
+        return f"postgresql://{role}@127.0.0.1:{self.port}/{database}"
 
     def owner_url(self, database: str) -> str:
         return f"postgresql://{OWNER}@127.0.0.1:{self.port}/{database}"
