@@ -135,13 +135,14 @@ class PostgresServer:
             "host  all all 127.0.0.1/32 scram-sha-256\n"
         )
 
-    def start(self) -> None:
-        """Start on a free port; the port can be taken between the probe and the start, so retry."""
+    def start(self, port: int | None = None) -> None:
+        """Start on a free port (or ``port``: a restart where clients expect it); a free port can be
+        taken between the probe and the start, so retry."""
         failure = ""
         for _ in range(_START_ATTEMPTS):
-            port = free_port()
+            candidate = port or free_port()
             options = (
-                f"-c listen_addresses=127.0.0.1 -p {port} -k {self.socket_dir} -c fsync=off"
+                f"-c listen_addresses=127.0.0.1 -p {candidate} -k {self.socket_dir} -c fsync=off"
                 " -c full_page_writes=off -c synchronous_commit=off -c TimeZone=UTC"
             )
             done = self._as_postgres(
@@ -158,7 +159,7 @@ class PostgresServer:
                 "start",
             )
             if done.returncode == 0:
-                self.port = port
+                self.port = candidate
                 return
             failure = done.stderr + (self.log.read_text(errors="replace") if self.log.exists() else "")
         raise RuntimeError(f"pg_ctl start failed {_START_ATTEMPTS} times: {failure}")
