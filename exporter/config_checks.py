@@ -53,9 +53,7 @@ def db_path_problems(config: Config) -> list[Problem]:
 
 
 def _postgres_limits(config: Config) -> Iterator[Problem]:
-    """What does not run on Postgres yet: span export and the jobs (the metrics do)."""
-    if config.traces.enabled:
-        yield Problem(("traces", "enabled"), "span export reads SQLite state DBs only, not db.url (Postgres) yet")
+    """What does not run on Postgres yet: the jobs (the metrics and span export do)."""
     jobs = config.jobs
     for name, enabled in (
         ("cleanup", jobs.cleanup.enabled),

@@ -45,7 +45,7 @@ def make_tailer(config: Config, clock: Clock, halt: threading.Event | None = Non
     traces = apply_otel_env(config.traces)
     state = traces_state_file(config)
     state.parent.mkdir(parents=True, exist_ok=True)
-    return SpanTailer(traces, make_reader(config, halt), state, clock=clock)
+    return SpanTailer(traces, make_metrics_reader(config, halt), state, clock=clock)
 
 
 def any_job_enabled(config: Config) -> bool:
