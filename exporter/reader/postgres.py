@@ -21,6 +21,7 @@ without its userinfo, and any text from the server or libpq is scrubbed of it.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -202,7 +203,9 @@ class PostgresReader:
         )
 
     def _classify(self, exc: Exception, password: str | None) -> DatabaseUnavailable:
-        return classify_error(exc, self.path, secrets=[s for s in (password, _url_password(self.url)) if s])
+        # libpq never echoes a password; scrubbed anyway, wherever it came from (defence in depth).
+        candidates = (password, _url_password(self.url), os.environ.get("PGPASSWORD"))
+        return classify_error(exc, self.path, secrets=[s for s in candidates if s])
 
 
 def _close(conn: psycopg.Connection[Any]) -> None:

@@ -310,7 +310,20 @@ def steps_after(conn: Connection, schema: Schema, rowid: int, limit: int) -> lis
     return _step_rows(conn, schema, f"WHERE {key} > ? ORDER BY {key} LIMIT ?", (rowid, limit))
 
 
-def _step_rows(conn: Connection, schema: Schema, where: str, params: tuple[int, int]) -> list[StepRow]:
+def steps_by_id(conn: Connection, schema: Schema, ids: Sequence[int]) -> list[StepRow]:
+    """Postgres: the steps with these SERIAL ids that exist (now)."""
+    found: list[StepRow] = []
+    for marks, chunk in in_chunks(ids):
+        found.extend(_step_rows(conn, schema, f"WHERE id IN ({marks})", chunk))
+    return found
+
+
+def step_ids_between(conn: Connection, low: int, high: int) -> list[int]:
+    """Postgres: the step ids in (low, high] (its primary key alone)."""
+    return [int(i) for (i,) in conn.execute("SELECT id FROM steps WHERE id > ? AND id <= ?", (low, high))]
+
+
+def _step_rows(conn: Connection, schema: Schema, where: str, params: Sequence[object]) -> list[StepRow]:
     time_column, ms_column = schema.step_time_expr, schema.step_duration_ms_expr
     key = schema.dialect.key("steps")
     sql = f"SELECT {key}, run_id, step_name, status, {time_column}, {ms_column} FROM steps {where}"

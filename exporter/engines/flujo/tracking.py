@@ -32,8 +32,10 @@ Postgres has:
 * flujo's Postgres upsert updates a state row in place, so no new rowid tells that a paused run's
   state was saved: the held runs (``runs`` final, ``workflow_state`` active) are re-checked by
   primary-key probes every refresh;
-* steps are followed by their ``SERIAL`` id, re-reading the last :data:`STEP_REREAD_IDS` ids and
-  skipping those seen: a step that commits after a higher id was read is still counted once.
+* steps are followed by their ``SERIAL`` id; the ids skipped below the highest one read (a
+  transaction still open, or one rolled back) are remembered and probed by primary key every
+  refresh for :data:`REREAD_WINDOW`: a step that commits after a higher id was read is still
+  counted, once, and a refresh reads only new rows and those few ids.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from exporter.engines.flujo import runs as run_queries
 from exporter.engines.flujo.dialect import RowKey
@@ -59,7 +61,8 @@ FULL_RECHECK_EVERY = 20  # refreshes between re-checks of every paused run (catc
 # Postgres: how far below the newest runs.created_at (and the highest steps id) every refresh looks
 # again, for rows committed after newer ones were read.
 REREAD_WINDOW = timedelta(minutes=15)
-STEP_REREAD_IDS = 10_000
+STEP_GAP_SCAN = 10_000  # at the seed: how far below the highest step id missing ids are looked for
+MAX_STEP_GAPS = 100_000  # missing step ids remembered at most (the oldest are dropped first)
 STEP_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 MAX_UNKNOWN_STATUSES = 20
 KNOWN_RUN_STATUSES = frozenset(FINISHED_STATUSES)
@@ -123,7 +126,8 @@ class FinishTracker:
         self._refreshes = 0
         self._pending: dict[RowKey, _Pending] = {}  # key -> run not ended when last seen
         self._recent_runs = _CreatedWindow()  # Postgres: runs seen in the re-read window
-        self._recent_steps: set[int] = set()  # Postgres: step ids seen above the re-read floor
+        self._step_gaps: dict[int, datetime] = {}  # Postgres: step ids missing below the watermark -> since
+        self._now: datetime | None = None
         self._runs: Counter[tuple[str, str]] = Counter()
         self._run_hist: dict[str, Histogram] = {}
         self._steps_count: Counter[tuple[str, str]] = Counter()
@@ -141,6 +145,7 @@ class FinishTracker:
 
     def update(self, conn: Connection, schema: Schema, now: datetime) -> bool:
         """Consume one batch of new rows; True when caught up.  Call inside one read transaction."""
+        self._now = now
         if self._started is None:
             self._started = now
         if not self._seeded:
@@ -162,7 +167,7 @@ class FinishTracker:
                 self._rewind_steps_if_replaced(conn)
                 caught_up &= self._update_steps(conn, schema)
             else:
-                caught_up &= self._update_steps_by_id(conn, schema)
+                caught_up &= self._update_steps_by_id(conn, schema, now)
         return caught_up
 
     def _skip_to_end(self, conn: Connection, schema: Schema) -> None:
@@ -190,9 +195,10 @@ class FinishTracker:
         if schema.dialect.has_rowid:
             return run_queries.max_rowid(conn, "steps")
         top = run_queries.max_step_id(conn)
-        self._recent_steps = {
-            step.key for step in run_queries.steps_after(conn, schema, _step_floor(top), STEP_REREAD_IDS)
-        }
+        low = max(top - STEP_GAP_SCAN, 0)
+        present = set(run_queries.step_ids_between(conn, low, top))
+        since = self._now or datetime.now(UTC)
+        self._step_gaps = {key: since for key in range(low + 1, top + 1) if key not in present}
         return top
 
     def take_bad_values(self) -> tuple[BadValue, ...]:
@@ -377,20 +383,25 @@ class FinishTracker:
             self._count_step(step)
         return len(batch) < BATCH
 
-    def _update_steps_by_id(self, conn: Connection, schema: Schema) -> bool:
-        """Postgres: the steps above the re-read floor not seen yet.  Every id seen above the floor
-        is remembered, so the batch is widened by their number to still hold BATCH new rows."""
-        limit = BATCH + len(self._recent_steps)
-        batch = run_queries.steps_after(conn, schema, _step_floor(self._step_rowid), limit)
+    def _update_steps_by_id(self, conn: Connection, schema: Schema, now: datetime) -> bool:
+        """Postgres: the steps committed since the last refresh whose ids were skipped (probed by
+        primary key), then the steps above the highest id read."""
+        if self._step_gaps:
+            for step in run_queries.steps_by_id(conn, schema, sorted(self._step_gaps)):
+                del self._step_gaps[step.key]
+                self._count_step(step)
+            expired = now - REREAD_WINDOW  # never committed by now: rolled back (or deleted)
+            self._step_gaps = {key: since for key, since in self._step_gaps.items() if since >= expired}
+        batch = run_queries.steps_after(conn, schema, self._step_rowid, BATCH)
         for step in batch:
-            if step.key in self._recent_steps:
-                continue
-            self._recent_steps.add(step.key)
-            self._step_rowid = max(self._step_rowid, step.key)
+            # ids between the last one read and this one: transactions still open, or rolled back
+            for missing in range(max(self._step_rowid + 1, step.key - MAX_STEP_GAPS), step.key):
+                self._step_gaps[missing] = now
+            self._step_rowid = step.key
             self._count_step(step)
-        floor = _step_floor(self._step_rowid)
-        self._recent_steps = {key for key in self._recent_steps if key > floor}
-        return len(batch) < limit
+        if len(self._step_gaps) > MAX_STEP_GAPS:
+            self._step_gaps = dict(sorted(self._step_gaps.items())[-MAX_STEP_GAPS:])
+        return len(batch) < BATCH
 
     def _count_step(self, step: run_queries.StepRow) -> None:
         self._bad.extend(step.bad)
@@ -400,10 +411,6 @@ class FinishTracker:
         self._steps_count[(name, self._step_statuses.label(step.status))] += 1
         if step.duration_s is not None:
             self._observe_step(name, step.duration_s)
-
-
-def _step_floor(top: int) -> int:
-    return max(top - STEP_REREAD_IDS, 0)
 
 
 class _CreatedWindow:
