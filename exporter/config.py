@@ -110,7 +110,10 @@ class DatabaseConfig(_Section):
     @model_validator(mode="after")
     def _one_source(self) -> DatabaseConfig:
         if self.path is not None and self.url is not None:
-            raise ValueError("set db.path (a SQLite file) or db.url (a Postgres database), not both")
+            raise ValueError(
+                "set db.path (a SQLite file) or db.url (a Postgres database), not both"
+                " (--db sets the one its value names: remove the other from the config)"
+            )
         if self.password_file is not None and self.url is None:
             raise ValueError("db.password_file is for db.url (a Postgres database)")
         return self
