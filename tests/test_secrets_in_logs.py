@@ -252,13 +252,13 @@ def test_postgres_passwords_never_logged(pg_server: PostgresServer, pg_database:
     one from PGPASSWORD; with debug logging, nothing of any of them reaches a log line or /readyz,
     while /readyz names the problem (``auth_failed``) until the right one is used."""
     s = {name: secret(name) for name in ("url-password", "file-password", "env-password", "bad-url-password")}
-    pg_server.reader_role(pg_database, "watcher", s["env-password"])
+    pg_server.reader_role(pg_database, "secrets_watcher", s["env-password"])
     password_file = tmp_path / "password"
     password_file.write_text(s["file-password"] + "\n")
     config = tmp_path / "config.yaml"
     base = "logging: {level: debug}\nweb: {readyz_detail: full}\nmetrics: {refresh_interval: 1s}\n"
     host = f"127.0.0.1:{pg_server.port}/{pg_database}"
-    config.write_text(f"db: {{url: 'postgresql://watcher:{s['url-password']}@{host}'}}\n{base}")
+    config.write_text(f"db: {{url: 'postgresql://secrets_watcher:{s['url-password']}@{host}'}}\n{base}")
     env = {**daemon_env(), "PGPASSWORD": s["env-password"]}
     bodies = []
 
@@ -269,16 +269,16 @@ def test_postgres_passwords_never_logged(pg_server: PostgresServer, pg_database:
 
     with daemon(tmp_path, config, env) as process:
         wait_for(lambda: readiness(503, "auth_failed"), 30, "auth_failed with the URL's password")
-        assert "password authentication failed" in bodies[-1] and "watcher" in bodies[-1]
-        config.write_text(f"db: {{url: 'postgresql://watcher@{host}', password_file: {password_file}}}\n{base}")
+        assert "password authentication failed" in bodies[-1] and "secrets_watcher" in bodies[-1]
+        config.write_text(f"db: {{url: 'postgresql://secrets_watcher@{host}', password_file: {password_file}}}\n{base}")
         os.kill(process.pid, signal.SIGHUP)
         wait_for(lambda: "config reloaded" in process.output(), 30, "the reload with a password file")
         wait_for(lambda: readiness(503, "auth_failed"), 30, "auth_failed with the file's password")
-        config.write_text(f"db: {{url: 'postgresql://watcher@{host}'}}\n{base}")
+        config.write_text(f"db: {{url: 'postgresql://secrets_watcher@{host}'}}\n{base}")
         os.kill(process.pid, signal.SIGHUP)
         wait_for(lambda: readiness(200, "ready"), 30, "ready with PGPASSWORD")
     rejected = tmp_path / "rejected.yaml"
-    rejected.write_text(f"db: {{url: 'mysql://watcher:{s['bad-url-password']}@{host}'}}\n")
+    rejected.write_text(f"db: {{url: 'mysql://secrets_watcher:{s['bad-url-password']}@{host}'}}\n")
     done = subprocess.run(
         [sys.executable, "-m", "exporter", "check-config", str(rejected)], capture_output=True, text=True, env=env
     )

@@ -251,7 +251,7 @@ _BY_SQLSTATE = {
 }
 _HINTS = {
     Problem.AUTH_FAILED: "check the role and its password (db.password_file, PGPASSFILE or PGPASSWORD)",
-    Problem.UNREADABLE: "the exporter's role needs SELECT on flujo's tables: see the README's least-privilege role",
+    Problem.UNREADABLE: "the exporter's role needs SELECT on the engine's tables (README: least-privilege role)",
     Problem.UNREACHABLE: "is the server running and reachable at this host and port?",
     Problem.TIMEOUT: "a query ran past db.query_timeout (statement_timeout)",
 }

@@ -52,19 +52,19 @@ def test_a_wrong_password_is_auth_failed_and_never_shown(
     pg_server: PostgresServer, pg_database: str, tmp_path: Path
 ) -> None:
     right, wrong = secret(), secret()
-    pg_server.reader_role(pg_database, "watcher", right)
+    pg_server.reader_role(pg_database, "rotated_reader", right)
     password_file = tmp_path / "password"
     password_file.write_text(wrong + "\n")
-    reader = PostgresReader(pg_server.url(pg_database, "watcher"), password_file=password_file)
+    reader = PostgresReader(pg_server.url(pg_database, "rotated_reader"), password_file=password_file)
     with pytest.raises(DatabaseUnavailable) as failed:
         reader.schema()
     assert failed.value.problem is Problem.AUTH_FAILED
-    assert "password authentication failed" in failed.value.message and "watcher" in failed.value.message
+    assert "password authentication failed" in failed.value.message and "rotated_reader" in failed.value.message
     # The file is read at every connect: a rotated password works without a restart.
     password_file.write_text(right + "\n")
     assert flujo_schema(reader.schema()).supports(Capability.RUNS)
     # A password written in the URL is used, and never shown either.
-    inline = PostgresReader(f"postgresql://watcher:{wrong}@127.0.0.1:{pg_server.port}/{pg_database}")
+    inline = PostgresReader(f"postgresql://rotated_reader:{wrong}@127.0.0.1:{pg_server.port}/{pg_database}")
     with pytest.raises(DatabaseUnavailable) as failed_inline:
         inline.schema()
     assert failed_inline.value.problem is Problem.AUTH_FAILED
