@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 
 from exporter import __version__, logs
 from exporter.clock import ManualClock, system_clock
-from exporter.config import ConfigError, load_config
+from exporter.config import ConfigError, is_postgres_url, load_config
 from exporter.config_checks import db_path_problems, listen_problems
 from exporter.engines import AUTO, engines
 from exporter.traces.cli import REPLAY_DESCRIPTION, REPLAY_HELP, add_engine_flag, add_replay_flags
@@ -71,7 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     def db_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="YAML config file (see config.example.yaml)")
         p.add_argument(
-            "--db", type=Path, help="the state DB, SQLite, or seeknal's target/ or run_state.json (overrides db.path)"
+            "--db",
+            type=str,  # not Path: it would fold the "//" of a postgresql:// URL
+            help="the state DB: SQLite, seeknal's target/ or run_state.json (overrides db.path), or a "
+            "postgresql:// URL of Flujo's Postgres backend (overrides db.url; no password in it: use "
+            "db.password_file or PGPASSFILE)",
         )
         add_engine_flag(p)
         p.add_argument("--timezone", help="writer's time zone for naive timestamps (overrides db.writer_timezone)")
@@ -91,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also apply this environment, as `run` does: STATE_EXPORTER_* overrides and OTEL_* variables",
     )
-    check.add_argument("--db", type=Path, help="as `run --db`")
+    check.add_argument("--db", type=str, help="as `run --db`")
     check.add_argument("--engine", metavar="NAME", help="as `run --engine`")
     check.add_argument("--timezone", help="as `run --timezone`")
     check.add_argument("--listen", help="as `run --listen`")
@@ -117,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if getattr(args, "db", None) is not None:
-        overrides.setdefault("db", {})["path"] = str(args.db)
+        # --db postgresql://… names a Postgres database (db.url), anything else a file (db.path)
+        key = "url" if is_postgres_url(str(args.db)) else "path"
+        overrides.setdefault("db", {})[key] = str(args.db)
     if getattr(args, "engine", None) is not None:
         overrides.setdefault("db", {})["engine"] = args.engine
     if getattr(args, "timezone", None):
@@ -146,13 +152,13 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _snapshot(args: argparse.Namespace) -> int:
     from exporter.collectors import View, build_registry
-    from exporter.daemon import make_reader
+    from exporter.daemon import make_metrics_reader
     from exporter.refresh import Refresher
 
     config = load_config(args.config, env=os.environ, overrides=_overrides(args))
     logs.configure("error", config.logging.format)
     clock = ManualClock(_parse_now(args.now)) if args.now else system_clock
-    refresher = Refresher(make_reader(config), lambda: config.metrics, clock)
+    refresher = Refresher(make_metrics_reader(config), lambda: config.metrics, clock)
     state = refresher.refresh(force_all=True)
     registry = build_registry(View(lambda: refresher.state, lambda: config.metrics, clock))
     sys.stdout.write(generate_latest(registry).decode())

@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -51,6 +52,7 @@ from exporter.config_types import (
 )
 from exporter.engines import AUTO, ENGINE_NAMES
 from exporter.listen_address import DEFAULT_PORT, parse_listen_address
+from exporter.redact import redact_url
 from exporter.timeparse import resolve_timezone
 
 if TYPE_CHECKING:
@@ -86,12 +88,35 @@ def engine_choices() -> str:
 
 
 class DatabaseConfig(_Section):
-    path: Path | None = None  # None: must come from --db
+    path: Path | None = None  # None: must come from --db (or db.url)
+    # Flujo's Postgres state backend instead of a file: postgresql://user@host:port/dbname.  The password
+    # comes from password_file or libpq's PGPASSFILE/PGPASSWORD; one written in the URL is accepted but
+    # never logged (see exporter.reader.postgres).
+    url: str | None = None
+    password_file: ReadableFile | None = None
     # "auto": the first engine of ENGINE_NAMES that recognises the file (again after the file or its schema changes).
     engine: str = AUTO
     writer_timezone: str = "local"  # zone of the naive local timestamps the engine writes
     busy_timeout: Duration = timedelta(seconds=1)
     query_timeout: PositiveDuration = timedelta(seconds=10)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_postgres_url(value):
+            raise ValueError(f"must be a postgresql:// URL, got {redact_url(value)!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatabaseConfig:
+        if self.path is not None and self.url is not None:
+            raise ValueError(
+                "set db.path (a SQLite file) or db.url (a Postgres database), not both"
+                " (--db sets the one its value names: remove the other from the config)"
+            )
+        if self.password_file is not None and self.url is None:
+            raise ValueError("db.password_file is for db.url (a Postgres database)")
+        return self
 
     @field_validator("writer_timezone")
     @classmethod
@@ -225,6 +250,10 @@ def require_db_path(config: Config) -> Path:
     if config.db.path is None:
         raise ConfigError("db.path: required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)")
     return config.db.path
+
+
+def is_postgres_url(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
 
 
 # Loading ------------------------------------------------------------------------------------------------

@@ -45,9 +45,23 @@ def environment_problems(config: Config, env: Mapping[str, str]) -> list[Problem
 
 
 def db_path_problems(config: Config) -> list[Problem]:
+    if config.db.url is not None:
+        return list(_postgres_limits(config))
     if config.db.path is None:
         return [Problem(("db", "path"), "required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)")]
     return []
+
+
+def _postgres_limits(config: Config) -> Iterator[Problem]:
+    """What does not run on Postgres yet: the jobs (the metrics and span export do)."""
+    jobs = config.jobs
+    for name, enabled in (
+        ("cleanup", jobs.cleanup.enabled),
+        ("stale_background_tasks", jobs.stale_background_tasks.enabled),
+        ("stuck_alerts", jobs.stuck_alerts.enabled),
+    ):
+        if enabled:
+            yield Problem(("jobs", name, "enabled"), "jobs run on SQLite state DBs only, not on db.url (Postgres) yet")
 
 
 def listen_problems(config: Config) -> list[Problem]:

@@ -20,7 +20,7 @@ from exporter.collectors import View, build_registry
 from exporter.components import Component, ComponentsCollector, Service, state_directory
 from exporter.config import Config, ConfigError, MetricsConfig, load_config, require_db_path
 from exporter.exposition import CachedExposition
-from exporter.reader import DatabaseUnavailable, StateReader
+from exporter.reader import DatabaseUnavailable, Reader, StateReader
 from exporter.readiness import Readiness, component_failing
 from exporter.refresh import Refresher
 from exporter.timeparse import resolve_timezone
@@ -45,7 +45,7 @@ def make_tailer(config: Config, clock: Clock, halt: threading.Event | None = Non
     traces = apply_otel_env(config.traces)
     state = traces_state_file(config)
     state.parent.mkdir(parents=True, exist_ok=True)
-    return SpanTailer(traces, make_reader(config, halt), state, clock=clock)
+    return SpanTailer(traces, make_metrics_reader(config, halt), state, clock=clock)
 
 
 def any_job_enabled(config: Config) -> bool:
@@ -89,6 +89,21 @@ def make_reader(config: Config, halt: threading.Event | None = None) -> StateRea
     )
 
 
+def make_metrics_reader(config: Config, halt: threading.Event | None = None) -> Reader:
+    """The refresher's reader: Postgres for ``db.url``, else the SQLite/plain-file reader."""
+    if config.db.url is None:
+        return make_reader(config, halt)
+    from exporter.reader.postgres import PostgresReader
+
+    return PostgresReader(
+        config.db.url,
+        password_file=config.db.password_file,
+        engine=config.db.engine,
+        query_timeout=config.db.query_timeout.total_seconds(),
+        halt=halt,
+    )
+
+
 class Daemon:
     def __init__(
         self,
@@ -103,7 +118,7 @@ class Daemon:
         self._overrides = dict(overrides or {})
         self._clock = clock
         self.halt = threading.Event()
-        self.refresher = Refresher(make_reader(config, self.halt), lambda: self.config.metrics, clock)
+        self.refresher = Refresher(make_metrics_reader(config, self.halt), lambda: self.config.metrics, clock)
         # Snapshot metrics are rendered once per refresh; scrape-time and component metrics are live.
         self.live_registry = CollectorRegistry(auto_describe=False)
         self.live_registry.register(ComponentsCollector(lambda: self.components))
@@ -219,7 +234,7 @@ class Daemon:
         """SIGHUP: re-read the config; a bad one is logged and the running one kept."""
         try:
             new = load_config(self._config_path, env=os.environ, overrides=self._overrides)
-            reader = make_reader(new, self.halt) if new.db != self.config.db else None
+            reader = make_metrics_reader(new, self.halt) if new.db != self.config.db else None
         except (ConfigError, ValueError) as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return

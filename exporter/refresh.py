@@ -29,7 +29,7 @@ from exporter.config import MetricsConfig
 from exporter.engines import engine
 from exporter.engines.base import EngineSchema, EngineStats, Tier
 from exporter.model import Overview
-from exporter.reader import DatabaseUnavailable, Problem, StateReader
+from exporter.reader import DatabaseUnavailable, Problem, Reader
 from exporter.reader.badvalues import BadValue
 from exporter.readiness import NO_SNAPSHOT, READY, REFRESH_FAILING, STALE_SNAPSHOT, Readiness
 
@@ -134,7 +134,7 @@ class _Pass:
 
 
 class Refresher:
-    def __init__(self, reader: StateReader, settings: Callable[[], MetricsConfig], clock: Clock) -> None:
+    def __init__(self, reader: Reader, settings: Callable[[], MetricsConfig], clock: Clock) -> None:
         self.reader = reader
         self._settings = settings
         self._clock = clock

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from support import FIXTURES
 
+# The throwaway PostgreSQL (session) and a fresh database per test: see tests/postgres.py.
+pytest_plugins = ("postgres",)
+
 
 @pytest.fixture
 def fixture_copy(tmp_path: Path) -> Callable[[str], Path]:

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import bcrypt
+from postgres import PostgresServer
 from processes import Process, daemon_env, free_port, http_get, start, wait_until_up
 from support import SMALL, parse_exposition, sample, wait_for
 
@@ -244,3 +245,46 @@ def test_replay_against_a_failing_receiver_logs_no_secret(fixture_copy, tmp_path
     assert receiver.seen("/v1/traces")[0][0].endswith(f"token={token}")  # the secret was really used
     assert f"127.0.0.1:{receiver.port}" in output  # the endpoint is logged, redacted
     assert token not in output
+
+
+def test_postgres_passwords_never_logged(pg_server: PostgresServer, pg_database: str, tmp_path: Path) -> None:
+    """Flujo on Postgres: a wrong password in the URL, a wrong one in db.password_file, then the right
+    one from PGPASSWORD; with debug logging, nothing of any of them reaches a log line or /readyz,
+    while /readyz names the problem (``auth_failed``) until the right one is used."""
+    s = {name: secret(name) for name in ("url-password", "file-password", "env-password", "bad-url-password")}
+    pg_server.reader_role(pg_database, "secrets_watcher", s["env-password"])
+    password_file = tmp_path / "password"
+    password_file.write_text(s["file-password"] + "\n")
+    config = tmp_path / "config.yaml"
+    base = "logging: {level: debug}\nweb: {readyz_detail: full}\nmetrics: {refresh_interval: 1s}\n"
+    host = f"127.0.0.1:{pg_server.port}/{pg_database}"
+    config.write_text(f"db: {{url: 'postgresql://secrets_watcher:{s['url-password']}@{host}'}}\n{base}")
+    env = {**daemon_env(), "PGPASSWORD": s["env-password"]}
+    bodies = []
+
+    def readiness(expected: int, reason: str) -> bool:
+        status, body = http_get(process.url + "/readyz")
+        bodies.append(body)
+        return status == expected and body.startswith(reason)
+
+    with daemon(tmp_path, config, env) as process:
+        wait_for(lambda: readiness(503, "auth_failed"), 30, "auth_failed with the URL's password")
+        assert "password authentication failed" in bodies[-1] and "secrets_watcher" in bodies[-1]
+        config.write_text(f"db: {{url: 'postgresql://secrets_watcher@{host}', password_file: {password_file}}}\n{base}")
+        os.kill(process.pid, signal.SIGHUP)
+        wait_for(lambda: "config reloaded" in process.output(), 30, "the reload with a password file")
+        wait_for(lambda: readiness(503, "auth_failed"), 30, "auth_failed with the file's password")
+        config.write_text(f"db: {{url: 'postgresql://secrets_watcher@{host}'}}\n{base}")
+        os.kill(process.pid, signal.SIGHUP)
+        wait_for(lambda: readiness(200, "ready"), 30, "ready with PGPASSWORD")
+    rejected = tmp_path / "rejected.yaml"
+    rejected.write_text(f"db: {{url: 'mysql://secrets_watcher:{s['bad-url-password']}@{host}'}}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(rejected)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 2 and "db.url" in done.stderr and "postgresql://" in done.stderr, done.stderr
+    output = process.output() + "\n".join(bodies) + done.stdout + done.stderr
+    assert "postgresql://127.0.0.1:" in output  # the database is named, by its redacted URL
+    for name, value in s.items():
+        leaked = [line for line in output.splitlines() if value in line]
+        assert not leaked, f"{name} leaked: {leaked[:3]}"

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from exporter.config import MetricsConfig
     from exporter.reader import ReadSession
     from exporter.reader.badvalues import BadValue
+    from exporter.reader.sql import Connection
     from exporter.traces.source import SourceFactory
 
 # table -> its columns, as read from the file's catalogue
@@ -195,3 +196,7 @@ class Engine:
     spans: SourceFactory | None = None
     # Its plain-file state (``db.path`` a directory or a ``.json`` file); ``None``: SQLite only.
     file_backend: FileBackend | None = None
+    # Its schema in a Postgres database (``db.url``) from the catalogue and the connection (for the
+    # engine's own version table), or what the database lacks; ``None``: the engine has no Postgres
+    # backend.  Its tiers then get a :class:`~exporter.reader.sql.Connection`, not an sqlite3 one.
+    recognise_postgres: Callable[[Connection, Catalogue], EngineSchema | str] | None = None

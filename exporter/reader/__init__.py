@@ -6,10 +6,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
+from typing import Protocol
 
 from exporter import engines
 from exporter.engines.base import EngineSchema
@@ -25,8 +26,9 @@ from exporter.reader.connection import (
 )
 from exporter.reader.errors import DatabaseUnavailable, Problem
 from exporter.reader.filesource import FileSource, backend_for, is_file_source
+from exporter.reader.sql import Connection
 
-__all__ = ["DatabaseUnavailable", "Problem", "ReadSession", "StateReader"]
+__all__ = ["DatabaseUnavailable", "Problem", "ReadSession", "Reader", "StateReader"]
 
 
 _BUSY_SLICE_S = 0.25  # SQLite's own busy wait per attempt: a stop is noticed within this
@@ -35,7 +37,9 @@ _BUSY_PAUSE_S = 0.02
 
 @dataclass(frozen=True)
 class ReadSession:
-    conn: sqlite3.Connection
+    # The session's connection: an sqlite3 one, or a Postgres one with the same execute/fetch subset
+    # (only engines with ``recognise_postgres`` are ever given one).
+    db: Connection
     schema: EngineSchema
     naive_tz: tzinfo
     # The reader this session came from: an engine whose state spans several files (a Marianne
@@ -47,6 +51,34 @@ class ReadSession:
         file is read, and it goes on to read other files (the connection closes with the session)."""
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The SQLite connection, for code that reads SQLite files only (other engines, span export)."""
+        if isinstance(self.db, sqlite3.Connection):
+            return self.db
+        raise DatabaseUnavailable(
+            Problem.UNKNOWN_LAYOUT, "this part of the exporter reads SQLite state DBs only, not a Postgres database"
+        )
+
+
+class Reader(Protocol):
+    """What the refresher needs of a reader: the SQLite :class:`StateReader` or the Postgres
+    :class:`exporter.reader.postgres.PostgresReader`."""
+
+    @property
+    def path(self) -> Path | str:
+        """What messages call the DB (a path, or a URL without its secrets)."""
+
+    @property
+    def generation(self) -> int:
+        """Bumped when another DB took the place of the one read so far."""
+
+    def session(self) -> AbstractContextManager[ReadSession]: ...
+
+    def schema(self) -> EngineSchema: ...
+
+    def file_sizes(self) -> tuple[int, int]: ...
 
 
 class StateReader:

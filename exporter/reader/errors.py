@@ -1,4 +1,4 @@
-"""Why a DB cannot be read right now; every message names the file."""
+"""Why a DB cannot be read right now; every message names the file (or the database's redacted URL)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ class Problem(StrEnum):
     TIMEOUT = "timeout"
     IO_ERROR = "io_error"
     QUERY_ERROR = "query_error"
+    UNREACHABLE = "unreachable"  # a Postgres server refusing or not answering connections
+    AUTH_FAILED = "auth_failed"  # a Postgres server rejecting the role or its password
     INTERNAL = "internal_error"  # a bug or an unforeseen value: caught by the watchdog, never fatal
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from exporter.traces.encoded import Encoded, LocalReject, Mode
 
 if TYPE_CHECKING:
-    from exporter.reader import ReadSession, StateReader
+    from exporter.reader import Reader, ReadSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ class SpanSource(Protocol):
     def infos(self, session: ReadSession, unit_ids: Sequence[str]) -> dict[str, UnitInfo]:
         """The units that still exist, as they are now."""
 
-    def encode(self, reader: StateReader, work: Sequence[Work], chunk: int) -> Iterator[Piece]:
+    def encode(self, reader: Reader, work: Sequence[Work], chunk: int) -> Iterator[Piece]:
         """The spans of ``work``, unit by unit, in pieces of about ``chunk`` spans; reads in short
         sessions of its own, none open while a piece is being handled."""
 

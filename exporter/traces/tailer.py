@@ -50,7 +50,7 @@ from exporter import __version__
 from exporter.clock import Clock, system_clock
 from exporter.components import Health
 from exporter.engines import engine as engine_named
-from exporter.reader import DatabaseUnavailable, StateReader
+from exporter.reader import DatabaseUnavailable, Reader
 from exporter.redact import redact_url
 from exporter.traces import store, wire
 from exporter.traces.batching import Batch
@@ -120,13 +120,14 @@ class SpanTailer:
     def __init__(
         self,
         config: TracesConfig,
-        reader: StateReader,
+        reader: Reader,
         state_path: Path,
         *,
         clock: Clock = system_clock,
         transport: Transport | None = None,
     ) -> None:
-        store.check_separate(state_path, reader.path)
+        if isinstance(reader.path, Path):  # a Postgres URL is never a file to collide with
+            store.check_separate(state_path, reader.path)
         self.config = config
         self.reader = reader
         self.state_path = state_path
@@ -354,7 +355,9 @@ class SpanTailer:
         return self._deliverer
 
     def _db_path(self) -> str:
-        return str(Path(self.reader.path).resolve())
+        """What the state file is bound to: the DB file's real path, or a database's redacted URL."""
+        path = self.reader.path
+        return str(path.resolve()) if isinstance(path, Path) else path
 
     def _source_id(self) -> str:
         return self.spans.source_id(self._db_path())

@@ -11,7 +11,6 @@ rows near the top of the table are always re-read.  Layouts whose writers update
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from collections.abc import Iterator
 from datetime import datetime, tzinfo
@@ -20,6 +19,7 @@ from exporter.engines.flujo import workflows
 from exporter.engines.flujo.layout import Layout, Schema
 from exporter.engines.flujo.statuses import ACTIVE_SQL
 from exporter.reader.badvalues import BadValue, shown
+from exporter.reader.sql import Connection
 from exporter.timeparse import TimestampError, not_after, parse_instant
 
 REREAD_TOP = 10_000
@@ -33,7 +33,7 @@ class ActiveRowCache:
         self._rows: dict[int, ParsedRow] = {}
 
     def rows(
-        self, conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, now: datetime, bad: list[BadValue]
+        self, conn: Connection, schema: Schema, naive_tz: tzinfo, now: datetime, bad: list[BadValue]
     ) -> Iterator[ParsedRow]:
         """The active rows as of ``now`` (streamed: ``bad`` is complete once they are consumed).  Rows
         holding a bad value are never cached: they are read, and reported, again on every refresh,

@@ -6,12 +6,12 @@ value per row (one :class:`BadValue` with ``count`` = the group's size, however 
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 
 from exporter.labels import label_text
 from exporter.reader.badvalues import BadValue, shown
+from exporter.reader.sql import Connection
 
 
 def group_labels(
@@ -30,7 +30,7 @@ def group_labels(
 
 
 def grouped_counts(
-    conn: sqlite3.Connection, table: str, columns: Sequence[str], bad: list[BadValue], where: str = ""
+    conn: Connection, table: str, columns: Sequence[str], bad: list[BadValue], where: str = ""
 ) -> Counter[tuple[str, ...]]:
     """Rows of ``table`` per distinct ``columns`` (names come from code, never from the DB)."""
     selected = ", ".join(columns)
@@ -44,8 +44,6 @@ def grouped_counts(
     return counts
 
 
-def value_counts(
-    conn: sqlite3.Connection, table: str, column: str, bad: list[BadValue], where: str = ""
-) -> Counter[str]:
+def value_counts(conn: Connection, table: str, column: str, bad: list[BadValue], where: str = "") -> Counter[str]:
     """Rows of ``table`` per distinct value of one column."""
     return Counter({value: n for (value,), n in grouped_counts(conn, table, (column,), bad, where).items()})

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from exporter.engines.flujo.dialect import POSTGRES, SQLITE, Dialect
 from exporter.engines.flujo.statuses import FINISHED_SQL
 from exporter.reader.errors import DatabaseUnavailable, Problem
+from exporter.reader.sql import Connection
 
 ENGINE_NAME = "flujo"
 
@@ -67,6 +69,10 @@ class Schema:
     layout: Layout
     columns: Mapping[str, frozenset[str]]
     engine: str = ENGINE_NAME
+    # How the queries are spelled for the DB holding these tables (SQLite file or Postgres database).
+    dialect: Dialect = SQLITE
+    # Postgres only: the versions in ``flujo_schema_versions`` (SQLite files have no such table).
+    schema_versions: tuple[int, ...] = ()
 
     def has(self, table: str, column: str | None = None) -> bool:
         cols = self.columns.get(table)
@@ -111,15 +117,18 @@ class Schema:
         columns = self.run_start_columns or RUN_START_COLUMNS[-1:]
         if len(columns) == 1:
             return f"{prefix}{columns[0]}"
-        parts = [f"NULLIF({prefix}{column}, '')" for column in columns]
+        parts = [self.dialect.nonempty(f"{prefix}{column}") for column in columns]
         return f"COALESCE({', '.join(parts)})"
 
     @property
     def run_end_expr(self) -> str:
         """When a run finished: ``end_time`` where written, else 0.6's last update of a final row."""
-        if self.has("runs", "updated_at"):
-            return f"COALESCE(NULLIF(end_time, ''), CASE WHEN status IN {FINISHED_SQL} THEN NULLIF(updated_at, '') END)"
-        return "end_time"
+        if not self.has("runs", "updated_at"):
+            return "end_time"
+        final = f"CASE WHEN status IN {FINISHED_SQL} THEN {self.dialect.nonempty('updated_at')} END"
+        if not self.has("runs", "end_time"):
+            return final  # flujo's Postgres runs table has no end_time: its last update is the end
+        return f"COALESCE({self.dialect.nonempty('end_time')}, {final})"
 
     @property
     def steps_v04(self) -> bool:
@@ -140,6 +149,31 @@ def recognise(columns: Mapping[str, frozenset[str]]) -> Schema | str:
     """The Flujo layout of a file with these tables and columns, or what it lacks to be one."""
     layout = _classify(columns)
     return Schema(layout, columns) if isinstance(layout, Layout) else layout
+
+
+# flujo's PostgresBackend records its migrations here (001 base tables, 002 indexes; 003-005 need
+# pgvector and add ``memories`` and ``evaluations``), where SQLite files have PRAGMA user_version.
+PG_VERSIONS_TABLE = "flujo_schema_versions"
+
+
+def recognise_postgres(conn: Connection, columns: Mapping[str, frozenset[str]]) -> Schema | str:
+    """The Flujo layout of a Postgres database with these tables and columns, or what it lacks.
+
+    Postgres databases are written by one backend only (0.6's ``PostgresBackend``), so the layout is
+    always 0.6; the versions table proves flujo created the tables, and the columns present decide
+    the capabilities as on SQLite (``evaluations`` only exists where pgvector let migration 003 run).
+    """
+    if PG_VERSIONS_TABLE not in columns:
+        return f"no {PG_VERSIONS_TABLE} table (not created by flujo's PostgresBackend)"
+    versions = tuple(sorted(int(v) for (v,) in conn.execute(f"SELECT version FROM {PG_VERSIONS_TABLE}")))
+    if not versions:
+        return f"{PG_VERSIONS_TABLE} is empty: flujo's migrations have not run"
+    layout = _classify(columns)
+    if not isinstance(layout, Layout):
+        return layout
+    if layout is not Layout.V06:
+        return f"tables of flujo layout {layout}, which flujo's PostgresBackend never writes"
+    return Schema(layout, columns, dialect=POSTGRES, schema_versions=versions)
 
 
 def flujo_schema(schema: object) -> Schema:

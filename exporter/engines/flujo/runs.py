@@ -3,7 +3,9 @@
 Whole-history breakdowns scan the table and belong to the aggregate tier.  Finished runs and
 steps are instead followed incrementally by ``rowid``: a row keeps its rowid when flujo UPDATEs
 it at the end of a run, so "rows after the last rowid seen" plus "rows seen unfinished before" is an
-index-bound way to observe every finish exactly once, whatever cleanup deletes later.
+index-bound way to observe every finish exactly once, whatever cleanup deletes later.  Postgres has
+no rowid: there a run is keyed by its ``run_id`` and new runs are found through the created_at index
+(see :mod:`exporter.engines.flujo.tracking`), steps by their ``SERIAL`` id.
 
 When a run has finished is decided from both tables (:func:`final_status`), because ``runs.status``
 alone lies: at a human-in-the-loop pause flujo writes ``runs.status='completed'`` with an end time
@@ -13,20 +15,20 @@ while ``workflow_state.status='paused'``, and a cancelled run is ``completed`` i
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from exporter.engines.flujo.dialect import RowKey
 from exporter.engines.flujo.groups import grouped_counts
 from exporter.engines.flujo.layout import Schema
 from exporter.engines.flujo.statuses import ACTIVE_SQL, ACTIVE_STATUSES, FINISHED_SQL, FINISHED_STATUSES
 from exporter.engines.flujo.workflows import UNKNOWN_PIPELINE
 from exporter.labels import label_text
 from exporter.reader.badvalues import BadValue, shown
-from exporter.reader.sql import in_chunks
-from exporter.timeparse import TimestampError, parse_instant, text_lower_bound
+from exporter.reader.sql import Connection, in_chunks
+from exporter.timeparse import TimestampError, parse_instant
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class RunRow:
     """One ``runs`` row with its ``workflow_state`` status.  ``pipeline``/``status`` are None when the
     stored value cannot be a label (the row is then skipped and reported through ``bad``)."""
 
-    rowid: int
+    key: RowKey  # rowid on SQLite, run_id on Postgres (see Dialect.key)
     run_id: str  # for matching and logs only
     pipeline: str | None
     status: str | None
@@ -60,7 +62,7 @@ class RunRow:
 
 @dataclass(frozen=True)
 class StepRow:
-    rowid: int
+    key: int  # rowid on SQLite, the SERIAL id on Postgres
     step_name: str | None
     status: str | None
     ended_at: datetime | None  # when the row was recorded, right after the step
@@ -88,7 +90,7 @@ class GroupCount:
 
 @dataclass(frozen=True)
 class PendingRun:
-    rowid: int
+    key: RowKey
     run_id: str
     fingerprint: tuple[object, object] | None  # set when runs says final but workflow_state does not
 
@@ -115,7 +117,7 @@ def final_status(run_status: str, workflow_status: str | None) -> str | None:
     return run_status
 
 
-def pipeline_status_counts(conn: sqlite3.Connection, bad: list[BadValue]) -> Counter[tuple[str, str]]:
+def pipeline_status_counts(conn: Connection, bad: list[BadValue]) -> Counter[tuple[str, str]]:
     """Runs per (pipeline_name, status), an empty name read as 'unknown'.  Scans the table: aggregate
     tier only."""
     counts: Counter[tuple[str, str]] = Counter()
@@ -124,13 +126,19 @@ def pipeline_status_counts(conn: sqlite3.Connection, bad: list[BadValue]) -> Cou
     return counts
 
 
-def max_rowid(conn: sqlite3.Connection, table: str) -> int:
+def max_rowid(conn: Connection, table: str) -> int:
+    """SQLite only (a Postgres table has no rowid)."""
     if table not in ("runs", "steps", "workflow_state"):
         raise ValueError(table)
     return int(conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0])
 
 
-def workflow_saves_after(conn: sqlite3.Connection, rowid: int) -> tuple[int, set[str]]:
+def max_step_id(conn: Connection) -> int:
+    """Postgres: the highest SERIAL id of steps (0 when empty)."""
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM steps").fetchone()[0])
+
+
+def workflow_saves_after(conn: Connection, rowid: int) -> tuple[int, set[str]]:
     """(new max rowid, run_ids) of the workflow_state rows saved after ``rowid``.  flujo saves state with
     ``INSERT OR REPLACE``, which gives the row a new, higher rowid every time: a paused run that is
     resumed, ended or cancelled shows up here, by the rowid order alone."""
@@ -141,15 +149,32 @@ def workflow_saves_after(conn: sqlite3.Connection, rowid: int) -> tuple[int, set
     return top, found
 
 
-def runs_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[RunRow]:
+def runs_after(conn: Connection, schema: Schema, rowid: int, limit: int) -> list[RunRow]:
     sql = f"{_run_select(schema)} WHERE r.rowid > ? ORDER BY r.rowid LIMIT ?"
     return [_run_row(schema, row) for row in conn.execute(sql, (rowid, limit))]
 
 
-def runs_by_rowid(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int]) -> list[RunRow]:
+def runs_created_since(conn: Connection, since: datetime | None) -> list[tuple[str, datetime]]:
+    """Postgres: (run_id, created_at) of the runs created at ``since`` or later (its created_at
+    index); every run when ``since`` is None."""
+    where, params = (" WHERE created_at >= ?", (since,)) if since is not None else ("", ())
+    return [
+        (_run_id(run_id), created)
+        for run_id, created in conn.execute(f"SELECT run_id, created_at FROM runs{where}", params)
+        if isinstance(created, datetime)
+    ]
+
+
+def newest_run_created(conn: Connection) -> datetime | None:
+    """Postgres: the newest ``runs.created_at`` (the end of its created_at index)."""
+    value = conn.execute("SELECT MAX(created_at) FROM runs").fetchone()[0]
+    return value if isinstance(value, datetime) else None
+
+
+def runs_by_key(conn: Connection, schema: Schema, keys: Sequence[RowKey]) -> list[RunRow]:
     found: list[RunRow] = []
-    for marks, chunk in in_chunks(rowids):
-        sql = f"{_run_select(schema)} WHERE r.rowid IN ({marks})"
+    for marks, chunk in in_chunks(keys):
+        sql = f"{_run_select(schema)} WHERE {schema.dialect.key('runs', 'r')} IN ({marks})"
         found.extend(_run_row(schema, row) for row in conn.execute(sql, chunk))
     return found
 
@@ -164,34 +189,38 @@ class RunState:
     workflow_status: object
 
 
-def run_states(conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int]) -> dict[int, RunState]:
-    """The deciding columns of these runs (rowid probes plus a workflow_state primary-key probe each):
+def run_states(conn: Connection, schema: Schema, keys: Sequence[RowKey]) -> dict[RowKey, RunState]:
+    """The deciding columns of these runs (key probes plus a workflow_state primary-key probe each):
     the cheap per-refresh check of runs still pending; only the rows that changed are read in full."""
-    found: dict[int, RunState] = {}
-    for marks, chunk in in_chunks(rowids):
+    found: dict[RowKey, RunState] = {}
+    key = schema.dialect.key("runs", "r")
+    for marks, chunk in in_chunks(keys):
         sql = (
-            f"SELECT r.rowid, r.run_id, r.status, {schema.run_end_expr},"
-            f" (SELECT w.status FROM workflow_state w WHERE w.run_id = r.run_id) FROM runs r WHERE r.rowid IN ({marks})"
+            f"SELECT {key}, r.run_id, r.status, {schema.run_end_expr},"
+            f" (SELECT w.status FROM workflow_state w WHERE w.run_id = r.run_id) FROM runs r WHERE {key} IN ({marks})"
         )
-        for rowid, run_id, status, end, workflow_status in conn.execute(sql, chunk):
-            found[int(rowid)] = RunState(run_id, status, end, workflow_status)
+        for row_key, run_id, status, end, workflow_status in conn.execute(sql, chunk):
+            found[_key(row_key)] = RunState(run_id, status, end, workflow_status)
     return found
 
 
-def finished_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[GroupCount]:
+def finished_counts(conn: Connection, schema: Schema, up_to_rowid: int | None) -> list[GroupCount]:
     """Ended runs (by :func:`final_status`) per (pipeline, final status), biggest first so that label
     caps keep the busiest.  One scan of ``runs`` with a primary-key probe of ``workflow_state`` per row:
-    the seed pass only."""
+    the seed pass only.  ``up_to_rowid`` None: every run (Postgres, where the seed's own transaction
+    is the bound)."""
+    dialect = schema.dialect
+    bound, params = ("r.rowid <= ? AND ", (up_to_rowid,)) if up_to_rowid is not None else ("", ())
+    ended = dialect.is_true(f"r.status IN {ACTIVE_SQL} OR (r.status = 'completed' AND w.status IN {ACTIVE_SQL})")
     sql = (
         f"SELECT r.pipeline_name, r.status, CASE WHEN w.status IN {FINISHED_SQL} THEN w.status END,"
         " COUNT(*), MIN(r.run_id)"
-        " FROM runs r NOT INDEXED LEFT JOIN workflow_state w ON w.run_id = r.run_id"
-        f" WHERE r.rowid <= ? AND NOT COALESCE(r.status IN {ACTIVE_SQL}"
-        f" OR (r.status = 'completed' AND w.status IN {ACTIVE_SQL}), 0)"
+        f" FROM runs r{dialect.not_indexed} LEFT JOIN workflow_state w ON w.run_id = r.run_id"
+        f" WHERE {bound}NOT ({ended})"
         " GROUP BY 1, 2, 3 ORDER BY 4 DESC"
     )
     found = []
-    for pipeline_raw, status_raw, workflow_status, n, sample in conn.execute(sql, (up_to_rowid,)):
+    for pipeline_raw, status_raw, workflow_status, n, sample in conn.execute(sql, params):
         pipeline, status = label_text(pipeline_raw), label_text(status_raw)
         bad = _group_bad(
             "runs", sample, int(n), ("pipeline_name", pipeline_raw, pipeline), ("status", status_raw, status)
@@ -201,47 +230,54 @@ def finished_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[GroupCou
     return found
 
 
-def active_rowids(conn: sqlite3.Connection) -> set[int]:
-    """Rowids of runs whose ``runs.status`` is running/paused: from the status index alone."""
-    return {int(r) for (r,) in conn.execute(f"SELECT rowid FROM runs WHERE status IN {ACTIVE_SQL}")}
+def active_keys(conn: Connection, schema: Schema) -> set[RowKey]:
+    """Keys of runs whose ``runs.status`` is running/paused: from the status index alone."""
+    key = schema.dialect.key("runs")
+    return {_key(r) for (r,) in conn.execute(f"SELECT {key} FROM runs WHERE status IN {ACTIVE_SQL}")}
 
 
-def pending_runs(conn: sqlite3.Connection, schema: Schema, up_to_rowid: int) -> list[PendingRun]:
-    """Runs not ended at ``up_to_rowid``: running in ``runs`` (status index), or final in ``runs``
-    but running/paused in ``workflow_state`` (its status index, then a ``runs`` primary-key probe)."""
-    active = conn.execute(f"SELECT rowid, run_id FROM runs WHERE status IN {ACTIVE_SQL} AND rowid <= ?", (up_to_rowid,))
-    found = [PendingRun(int(r), _run_id(i), None) for r, i in active]
+def pending_runs(conn: Connection, schema: Schema, up_to_rowid: int | None) -> list[PendingRun]:
+    """Runs not ended at ``up_to_rowid`` (None: all, on Postgres): running in ``runs`` (status index),
+    or final in ``runs`` but running/paused in ``workflow_state`` (its status index, then a ``runs``
+    primary-key probe)."""
+    dialect = schema.dialect
+    key = dialect.key("runs", "r")
+    bound, params = (f" AND {key} <= ?", (up_to_rowid,)) if up_to_rowid is not None else ("", ())
+    active = conn.execute(f"SELECT {key}, r.run_id FROM runs r WHERE r.status IN {ACTIVE_SQL}{bound}", params)
+    found = [PendingRun(_key(r), _run_id(i), None) for r, i in active]
     held_sql = (
         # CROSS JOIN keeps workflow_state's status index as the outer loop (else SQLite may walk every
         # completed run through the runs status index)
-        "SELECT r.rowid FROM workflow_state w CROSS JOIN runs r ON r.run_id = w.run_id"
-        f" WHERE w.status IN {ACTIVE_SQL} AND r.status = 'completed' AND r.rowid <= ?"
+        f"SELECT {key} FROM workflow_state w {dialect.outer_first_join} runs r ON r.run_id = w.run_id"
+        f" WHERE w.status IN {ACTIVE_SQL} AND r.status = 'completed'{bound}"
     )
-    held = [int(r) for (r,) in conn.execute(held_sql, (up_to_rowid,))]
-    for row in runs_by_rowid(conn, schema, held):
+    held = [_key(r) for (r,) in conn.execute(held_sql, params)]
+    for row in runs_by_key(conn, schema, held):
         if row.valid and row.final_status is None:
-            found.append(PendingRun(row.rowid, row.run_id, row.fingerprint))
+            found.append(PendingRun(row.key, row.run_id, row.fingerprint))
     return found
 
 
-def runs_started_since(conn: sqlite3.Connection, schema: Schema, since: datetime, up_to_rowid: int) -> list[RunRow]:
+def runs_started_since(conn: Connection, schema: Schema, since: datetime, up_to_rowid: int | None) -> list[RunRow]:
     """Runs started within a day before ``since`` or later (bounded by the start-time index)."""
-    bound = text_lower_bound(since - timedelta(days=1))
-    sql = f"{_run_select(schema)} WHERE {schema.run_start_expr} >= ? AND r.rowid <= ?"
-    return [_run_row(schema, row) for row in conn.execute(sql, (bound, up_to_rowid))]
+    bound = schema.dialect.lower_bound(since - timedelta(days=1))
+    upto, params = (" AND r.rowid <= ?", (bound, up_to_rowid)) if up_to_rowid is not None else ("", (bound,))
+    sql = f"{_run_select(schema)} WHERE {schema.run_start_expr} >= ?{upto}"
+    return [_run_row(schema, row) for row in conn.execute(sql, params)]
 
 
-def step_counts(conn: sqlite3.Connection, up_to_rowid: int) -> list[GroupCount]:
-    sql = "SELECT step_name, status, COUNT(*) FROM steps WHERE rowid <= ? GROUP BY 1, 2 ORDER BY 3 DESC"
+def step_counts(conn: Connection, schema: Schema, up_to_key: int) -> list[GroupCount]:
+    key = schema.dialect.key("steps")
+    sql = f"SELECT step_name, status, COUNT(*) FROM steps WHERE {key} <= ? GROUP BY 1, 2 ORDER BY 3 DESC"
     found = []
-    for name_raw, status_raw, n in conn.execute(sql, (up_to_rowid,)):
+    for name_raw, status_raw, n in conn.execute(sql, (up_to_key,)):
         name, status = label_text(name_raw), label_text(status_raw)
         bad = _group_bad("steps", "", int(n), ("step_name", name_raw, name), ("status", status_raw, status))
         found.append(GroupCount(name, status, int(n), bad))
     return found
 
 
-def recent_steps(conn: sqlite3.Connection, schema: Schema, up_to_rowid: int, since: datetime) -> list[StepRow]:
+def recent_steps(conn: Connection, schema: Schema, up_to_rowid: int, since: datetime) -> list[StepRow]:
     """Steps recorded since ``since``, walking back from the newest rowid (rowids follow insert time;
     the walk stops after a run of older rows, so a few out-of-order rows do not end it early)."""
     found: list[StepRow] = []
@@ -252,7 +288,7 @@ def recent_steps(conn: sqlite3.Connection, schema: Schema, up_to_rowid: int, sin
         if not batch:
             break
         for step in batch:
-            cursor = step.rowid
+            cursor = step.key
             if step.ended_at is not None and step.ended_at < since:
                 older_in_a_row += 1
                 continue
@@ -264,17 +300,33 @@ def recent_steps(conn: sqlite3.Connection, schema: Schema, up_to_rowid: int, sin
 _OLDER_ROWS_TO_STOP = 500
 
 
-def _steps_before(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[StepRow]:
-    return _step_rows(conn, schema, "WHERE rowid < ? ORDER BY rowid DESC LIMIT ?", (rowid, limit))
+def _steps_before(conn: Connection, schema: Schema, rowid: int, limit: int) -> list[StepRow]:
+    key = schema.dialect.key("steps")
+    return _step_rows(conn, schema, f"WHERE {key} < ? ORDER BY {key} DESC LIMIT ?", (rowid, limit))
 
 
-def steps_after(conn: sqlite3.Connection, schema: Schema, rowid: int, limit: int) -> list[StepRow]:
-    return _step_rows(conn, schema, "WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit))
+def steps_after(conn: Connection, schema: Schema, rowid: int, limit: int) -> list[StepRow]:
+    key = schema.dialect.key("steps")
+    return _step_rows(conn, schema, f"WHERE {key} > ? ORDER BY {key} LIMIT ?", (rowid, limit))
 
 
-def _step_rows(conn: sqlite3.Connection, schema: Schema, where: str, params: tuple[int, int]) -> list[StepRow]:
+def steps_by_id(conn: Connection, schema: Schema, ids: Sequence[int]) -> list[StepRow]:
+    """Postgres: the steps with these SERIAL ids that exist (now)."""
+    found: list[StepRow] = []
+    for marks, chunk in in_chunks(ids):
+        found.extend(_step_rows(conn, schema, f"WHERE id IN ({marks})", chunk))
+    return found
+
+
+def step_ids_between(conn: Connection, low: int, high: int) -> list[int]:
+    """Postgres: the step ids in (low, high] (its primary key alone)."""
+    return [int(i) for (i,) in conn.execute("SELECT id FROM steps WHERE id > ? AND id <= ?", (low, high))]
+
+
+def _step_rows(conn: Connection, schema: Schema, where: str, params: Sequence[object]) -> list[StepRow]:
     time_column, ms_column = schema.step_time_expr, schema.step_duration_ms_expr
-    sql = f"SELECT rowid, run_id, step_name, status, {time_column}, {ms_column} FROM steps {where}"
+    key = schema.dialect.key("steps")
+    sql = f"SELECT {key}, run_id, step_name, status, {time_column}, {ms_column} FROM steps {where}"
     found = []
     for rowid, run_id_raw, name_raw, status_raw, recorded_raw, ms in conn.execute(sql, params):
         run_id = _run_id(run_id_raw)
@@ -296,13 +348,14 @@ def _step_rows(conn: sqlite3.Connection, schema: Schema, where: str, params: tup
 
 def _run_select(schema: Schema) -> str:
     return (
-        f"SELECT r.rowid, r.run_id, r.pipeline_name, r.status, {schema.run_start_expr}, {schema.run_end_expr},"
+        f"SELECT {schema.dialect.key('runs', 'r')}, r.run_id, r.pipeline_name, r.status, {schema.run_start_expr},"
+        f" {schema.run_end_expr},"
         " (SELECT w.status FROM workflow_state w WHERE w.run_id = r.run_id) FROM runs r"
     )
 
 
 def _run_row(schema: Schema, row: Sequence[object]) -> RunRow:
-    rowid, run_id_raw, pipeline_raw, status_raw, start_raw, end_raw, workflow_raw = row
+    row_key, run_id_raw, pipeline_raw, status_raw, start_raw, end_raw, workflow_raw = row
     run_id = _run_id(run_id_raw)
     bad: list[BadValue] = []
     pipeline, status = label_text(pipeline_raw), label_text(status_raw)
@@ -319,7 +372,7 @@ def _run_row(schema: Schema, row: Sequence[object]) -> RunRow:
     duration = max((end - start).total_seconds(), 0.0) if start and end else None
     workflow_status = workflow_raw if workflow_raw in (*ACTIVE_STATUSES, *FINISHED_STATUSES) else None
     return RunRow(
-        int(rowid),  # type: ignore[call-overload]
+        _key(row_key),
         run_id,
         pipeline,
         status,
@@ -329,6 +382,13 @@ def _run_row(schema: Schema, row: Sequence[object]) -> RunRow:
         duration,
         tuple(bad),
     )
+
+
+def _key(raw: object) -> RowKey:
+    """A row key as read: SQLite's rowid, or Postgres' run_id text."""
+    if isinstance(raw, int | str):
+        return raw
+    raise TypeError(f"row key of unexpected type {type(raw).__name__}")
 
 
 def _run_id(raw: object) -> str:

@@ -12,7 +12,6 @@ Three tiers, so that a refresh costs little at any DB size:
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
@@ -24,6 +23,7 @@ from exporter.engines.flujo.layout import Capability, Schema
 from exporter.engines.flujo.stuck import ActiveSummary, StuckPolicy, summarize_active
 from exporter.engines.flujo.workflows import WindowCounts
 from exporter.reader.badvalues import BadValue
+from exporter.reader.sql import Connection
 
 DAY = timedelta(hours=24)
 
@@ -58,7 +58,7 @@ class AggregateStats:
 
 
 def fast_stats(
-    conn: sqlite3.Connection,
+    conn: Connection,
     schema: Schema,
     now: datetime,
     naive_tz: tzinfo,
@@ -71,7 +71,7 @@ def fast_stats(
     return FastStats(taken_at=now, created_24h=created, active=active, bad_values=tuple(bad))
 
 
-def count_stats(conn: sqlite3.Connection, schema: Schema, now: datetime, naive_tz: tzinfo) -> CountStats:
+def count_stats(conn: Connection, schema: Schema, now: datetime, naive_tz: tzinfo) -> CountStats:
     bad: list[BadValue] = []
     top, background = workflows.status_counts(conn, schema, bad)
     failed = workflows.failed_since(conn, schema, now - DAY, now, naive_tz, bad)
@@ -89,7 +89,7 @@ def count_stats(conn: sqlite3.Connection, schema: Schema, now: datetime, naive_t
     )
 
 
-def aggregate_stats(conn: sqlite3.Connection, schema: Schema, now: datetime) -> AggregateStats:
+def aggregate_stats(conn: Connection, schema: Schema, now: datetime) -> AggregateStats:
     bad: list[BadValue] = []
     by_pipeline = workflows.pipeline_status_counts(conn, schema, bad)
     runs_by_pipeline = runs.pipeline_status_counts(conn, bad) if schema.supports(Capability.RUNS) else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 
 from exporter.engines.flujo.groups import group_labels
 from exporter.reader.badvalues import BadValue
+from exporter.reader.sql import Connection
 
 
 @dataclass(frozen=True)
@@ -17,19 +17,20 @@ class SpanTotals:
     by_status: Counter[str]  # rows whose status is text
 
 
-def total(conn: sqlite3.Connection) -> int:
+def total(conn: Connection) -> int:
     """Cheap: SQLite counts the smallest index."""
     return int(conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0])
 
 
-def totals(conn: sqlite3.Connection, bad: list[BadValue]) -> SpanTotals:
+def totals(conn: Connection, bad: list[BadValue]) -> SpanTotals:
     """Spans by status and unfinished (no end time).  Scans the table: aggregate tier only.  A status
     that is not text (NULL included: flujo always writes one) is counted as a bad value; the row
     still counts as stored and, without an end time, as unfinished."""
     by_status: Counter[str] = Counter()
     every = unfinished = 0
     for status, count, open_count in conn.execute(
-        "SELECT status, COUNT(*), SUM(end_time IS NULL) FROM spans GROUP BY 1"
+        # CASE, not SUM(end_time IS NULL): Postgres sums no booleans
+        "SELECT status, COUNT(*), SUM(CASE WHEN end_time IS NULL THEN 1 ELSE 0 END) FROM spans GROUP BY 1"
     ):
         every += int(count)
         unfinished += int(open_count or 0)
@@ -39,7 +40,7 @@ def totals(conn: sqlite3.Connection, bad: list[BadValue]) -> SpanTotals:
     return SpanTotals(every, unfinished, by_status)
 
 
-def per_run(conn: sqlite3.Connection, with_runs_table: bool) -> dict[str, int]:
+def per_run(conn: Connection, with_runs_table: bool) -> dict[str, int]:
     """Stored spans per run, including runs with none (crashed runs have no spans)."""
     counts = {run_id: n for run_id, n in conn.execute("SELECT run_id, COUNT(*) FROM spans GROUP BY run_id")}
     if with_runs_table:

@@ -45,16 +45,16 @@ class FlujoStats(FollowsCursor):
     def snapshot(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> FastStats:
         schema = flujo_schema(session.schema)
         self._sees_finished_runs = schema.supports(Capability.RUNS)
-        return fast_stats(session.conn, schema, now, session.naive_tz, stuck_policy(settings), self._active)
+        return fast_stats(session.db, schema, now, session.naive_tz, stuck_policy(settings), self._active)
 
     def counts(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> CountStats:
-        return count_stats(session.conn, flujo_schema(session.schema), now, session.naive_tz)
+        return count_stats(session.db, flujo_schema(session.schema), now, session.naive_tz)
 
     def aggregates(self, session: ReadSession, now: datetime, settings: MetricsConfig) -> AggregateStats:
-        return aggregate_stats(session.conn, flujo_schema(session.schema), now)
+        return aggregate_stats(session.db, flujo_schema(session.schema), now)
 
     def follow_finished(self, session: ReadSession, now: datetime) -> bool:
-        return self._tracker.update(session.conn, flujo_schema(session.schema), now)
+        return self._tracker.update(session.db, flujo_schema(session.schema), now)
 
     def restarted(self) -> FlujoStats:
         self._active = ActiveRowCache()  # its rowids belong to the old file

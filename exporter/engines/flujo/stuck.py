@@ -102,7 +102,7 @@ def stuck_policy(settings: MetricsConfig) -> StuckPolicy:
 def stuck_runs(session: ReadSession, now: datetime, settings: MetricsConfig) -> list[StuckRun]:
     """The stuck top-level runs of a Flujo file, judged exactly as the metrics judge them."""
     policy = stuck_policy(settings)
-    active = active_workflows(session.conn, flujo_schema(session.schema), session.naive_tz, [])
+    active = active_workflows(session.db, flujo_schema(session.schema), session.naive_tz, [])
     found = []
     for run in stuck_workflows(active, now, policy):
         threshold = policy.threshold(run)

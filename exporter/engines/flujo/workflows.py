@@ -7,20 +7,20 @@ background tasks.  Top-level workflows and background tasks are always counted a
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
+from exporter.engines.flujo.dialect import SQLITE, Dialect
 from exporter.engines.flujo.groups import grouped_counts, value_counts
 from exporter.engines.flujo.layout import Capability, Schema
 from exporter.engines.flujo.statuses import ACTIVE_SQL
 from exporter.labels import label_text
 from exporter.reader.badvalues import BadValue, shown
-from exporter.reader.sql import in_chunks
-from exporter.timeparse import TimestampError, not_after, parse_instant, text_lower_bound, text_upper_bound
+from exporter.reader.sql import Connection, in_chunks
+from exporter.timeparse import TimestampError, not_after, parse_instant
 
 UNKNOWN_PIPELINE = "unknown"
 
@@ -42,35 +42,35 @@ class WindowCounts:
     background: int
 
 
-def status_counts(
-    conn: sqlite3.Connection, schema: Schema, bad: list[BadValue]
-) -> tuple[Counter[str], Counter[str] | None]:
+def status_counts(conn: Connection, schema: Schema, bad: list[BadValue]) -> tuple[Counter[str], Counter[str] | None]:
     """(top-level counts, background-task counts or None when the layout has no background tasks).
     Rows whose status is not text are left out and counted as bad values."""
     every = value_counts(conn, "workflow_state", "status", bad)
     if not schema.supports(Capability.BACKGROUND_TASKS):
         return every, None
     # Its bad rows are among those just counted: reported once, not twice.
-    background = value_counts(conn, "workflow_state", "status", [], where=_BACKGROUND_WHERE)
+    # Background rows always carry their parent's run id, so the parent_run_id index bounds this.
+    where = f" WHERE parent_run_id IS NOT NULL AND {schema.dialect.is_true('is_background_task')}"
+    background = value_counts(conn, "workflow_state", "status", [], where=where)
     return every - background, background
 
 
-# Background rows always carry their parent's run id, so the parent_run_id index bounds this.
-_BACKGROUND_WHERE = " WHERE parent_run_id IS NOT NULL AND COALESCE(is_background_task, 0) != 0"
-
-
 def created_since(
-    conn: sqlite3.Connection, schema: Schema, since: datetime, now: datetime, naive_tz: tzinfo, bad: list[BadValue]
+    conn: Connection, schema: Schema, since: datetime, now: datetime, naive_tz: tzinfo, bad: list[BadValue]
 ) -> WindowCounts:
     """Rows whose ``created_at`` is in [since, now]; a later one cannot be a real creation time and
     is counted as a bad value."""
-    # rowid, not run_id: on layouts without background tasks the created_at index alone answers.
+    # rowid, not run_id: on SQLite layouts without background tasks the created_at index alone answers.
+    key = schema.dialect.key("workflow_state")
     rows = conn.execute(
-        f"SELECT rowid, created_at, {_background_expr(schema)} FROM workflow_state WHERE created_at >= ?",
-        (text_lower_bound(since),),
+        f"SELECT {key}, created_at, {_background_expr(schema)} FROM workflow_state WHERE created_at >= ?",
+        (schema.dialect.lower_bound(since),),
     )
     found: list[BadValue] = []
     counts = _count_since(rows, since, now, naive_tz, "created_at", found)
+    if not schema.dialect.has_rowid:
+        bad.extend(found)  # the key is the run id already
+        return counts
     for value in found:
         row = conn.execute("SELECT run_id FROM workflow_state WHERE rowid = ?", (value.run_id,)).fetchone()
         bad.append(BadValue(value.table, value.column, str(row[0]) if row else f"rowid {value.run_id}", value.value))
@@ -78,13 +78,13 @@ def created_since(
 
 
 def failed_since(
-    conn: sqlite3.Connection, schema: Schema, since: datetime, now: datetime, naive_tz: tzinfo, bad: list[BadValue]
+    conn: Connection, schema: Schema, since: datetime, now: datetime, naive_tz: tzinfo, bad: list[BadValue]
 ) -> WindowCounts:
     """Failed rows whose ``updated_at`` is in [since, now] (a later one is a bad value)."""
     rows = conn.execute(
         f"SELECT run_id, updated_at, {_background_expr(schema)} FROM workflow_state"
         " WHERE status = 'failed' AND updated_at >= ?",
-        (text_lower_bound(since),),
+        (schema.dialect.lower_bound(since),),
     )
     return _count_since(rows, since, now, naive_tz, "updated_at", bad)
 
@@ -119,7 +119,7 @@ def _count_since(
 ActiveRow = tuple[str, str, str, object, int]  # run_id, pipeline, status, raw updated_at, is_background
 
 
-def active_rows(conn: sqlite3.Connection, schema: Schema, bad: list[BadValue]) -> Iterator[ActiveRow]:
+def active_rows(conn: Connection, schema: Schema, bad: list[BadValue]) -> Iterator[ActiveRow]:
     """Running and paused rows, streamed (there can be tens of thousands of crashed runs).  A row
     whose pipeline is not text is left out and counted as a bad value."""
     for _rowid, *row in conn.execute(_active_sql(schema, f"ws.status IN {ACTIVE_SQL}")):
@@ -129,7 +129,7 @@ def active_rows(conn: sqlite3.Connection, schema: Schema, bad: list[BadValue]) -
 
 
 def active_rows_by_rowid(
-    conn: sqlite3.Connection, schema: Schema, rowids: Sequence[int], bad: list[BadValue]
+    conn: Connection, schema: Schema, rowids: Sequence[int], bad: list[BadValue]
 ) -> Iterator[tuple[int, ActiveRow]]:
     for marks, chunk in in_chunks(rowids):
         where = f"ws.rowid IN ({marks}) AND ws.status IN {ACTIVE_SQL}"
@@ -149,11 +149,11 @@ def _active_sql(schema: Schema, where: str) -> str:
     if schema.has("runs", "pipeline_name"):
         fallback = (
             f"CASE WHEN {pipeline} IN ('', '{UNKNOWN_PIPELINE}') THEN"
-            " (SELECT COALESCE(r.pipeline_name, X'') FROM runs r WHERE r.run_id = ws.run_id) END"
+            f" (SELECT {schema.dialect.not_text('r.pipeline_name')} FROM runs r WHERE r.run_id = ws.run_id) END"
         )
     return (
-        f"SELECT ws.rowid, ws.run_id, {pipeline}, {fallback}, ws.status, ws.updated_at,"
-        f" {_background_expr(schema, 'ws.')} FROM workflow_state ws WHERE {where}"
+        f"SELECT {schema.dialect.key('workflow_state', 'ws')}, ws.run_id, {pipeline}, {fallback}, ws.status,"
+        f" ws.updated_at, {_background_expr(schema, 'ws.')} FROM workflow_state ws WHERE {where}"
     )
 
 
@@ -172,9 +172,7 @@ def _active_row(row: list[Any], schema: Schema, bad: list[BadValue]) -> ActiveRo
     return run_id, name or UNKNOWN_PIPELINE, str(status), updated, int(background)
 
 
-def active_workflows(
-    conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, bad: list[BadValue]
-) -> list[ActiveWorkflow]:
+def active_workflows(conn: Connection, schema: Schema, naive_tz: tzinfo, bad: list[BadValue]) -> list[ActiveWorkflow]:
     """Running and paused rows with parsed times (for alerts and tests; metrics use a summary)."""
     result: list[ActiveWorkflow] = []
     for run_id, pipeline, status, updated_raw, is_background in active_rows(conn, schema, bad):
@@ -187,11 +185,13 @@ def active_workflows(
     return result
 
 
-def created_before(conn: sqlite3.Connection, cutoff: datetime, naive_tz: tzinfo, bad: list[BadValue]) -> list[str]:
+def created_before(
+    conn: Connection, cutoff: datetime, naive_tz: tzinfo, bad: list[BadValue], dialect: Dialect = SQLITE
+) -> list[str]:
     """Run ids whose ``created_at`` is before ``cutoff`` (what time-correct cleanup would delete)."""
     found = []
     for run_id, raw in conn.execute(
-        "SELECT run_id, created_at FROM workflow_state WHERE created_at < ?", (text_upper_bound(cutoff),)
+        "SELECT run_id, created_at FROM workflow_state WHERE created_at < ?", (dialect.upper_bound(cutoff),)
     ):
         try:
             instant = parse_instant(raw, naive_tz)
@@ -203,9 +203,11 @@ def created_before(conn: sqlite3.Connection, cutoff: datetime, naive_tz: tzinfo,
     return found
 
 
-def pipeline_status_counts(conn: sqlite3.Connection, schema: Schema, bad: list[BadValue]) -> Counter[tuple[str, str]]:
+def pipeline_status_counts(conn: Connection, schema: Schema, bad: list[BadValue]) -> Counter[tuple[str, str]]:
     """Top-level workflows per (pipeline, status).  Scans the table: aggregate tier only."""
-    where = " WHERE COALESCE(is_background_task, 0) = 0" if schema.supports(Capability.BACKGROUND_TASKS) else ""
+    where = ""
+    if schema.supports(Capability.BACKGROUND_TASKS):
+        where = f" WHERE NOT ({schema.dialect.is_true('is_background_task')})"
     groups = grouped_counts(conn, "workflow_state", (schema.pipeline_column, "status"), bad, where)
     counts: Counter[tuple[str, str]] = Counter()
     for (pipeline, status), n in groups.items():
@@ -213,7 +215,7 @@ def pipeline_status_counts(conn: sqlite3.Connection, schema: Schema, bad: list[B
     return counts
 
 
-def average_execution_time_ms(conn: sqlite3.Connection, schema: Schema) -> float:
+def average_execution_time_ms(conn: Connection, schema: Schema) -> float:
     """flujo's ``average_execution_time_ms`` (AVG over non-NULL rows, 0 when none).  Scans the table."""
     if not schema.has("workflow_state", "execution_time_ms"):
         return 0.0
@@ -223,5 +225,5 @@ def average_execution_time_ms(conn: sqlite3.Connection, schema: Schema) -> float
 
 def _background_expr(schema: Schema, prefix: str = "") -> str:
     if schema.supports(Capability.BACKGROUND_TASKS):
-        return f"COALESCE({prefix}is_background_task, 0) != 0"
+        return schema.dialect.is_true(f"{prefix}is_background_task")
     return "0"

@@ -8,6 +8,9 @@ A run is *finished* when its ``workflow_state`` row says completed/failed/cancel
 a row, when ``runs.status`` does.  ``paused`` (HITL) and ``running`` are in progress even where the
 runs table already says ``completed`` (0.4.35 writes that for a paused run).
 
+On Postgres (no rowid) a run's position is its ``created_at`` in microseconds and discovery follows
+``created_at`` (:mod:`exporter.engines.flujo.traces.pgcursor`); oversized values are cut on the server.
+
 Memory: span rows are read with SQLite's length limit set to :data:`MAX_VALUE_BYTES`, so a huge value
 is never materialised, not even inside SQLite (it refuses the row before loading it).  A page with
 such a row is read again row by row, each text through SQLite's incremental blob I/O: of an oversized
@@ -28,7 +31,7 @@ from typing import Any, TypeGuard
 from exporter.engines.flujo.layout import Capability, Schema
 from exporter.engines.flujo.spantime import EPOCH_CLOCK, SpanClock, clock_for_run, is_monotonic
 from exporter.engines.flujo.statuses import ACTIVE_SQL, FINISHED_SQL, FINISHED_STATUSES
-from exporter.reader.sql import in_chunks
+from exporter.reader.sql import Connection, in_chunks
 from exporter.timeparse import TimestampError, parse_instant, to_epoch
 
 log = logging.getLogger("exporter.traces")
@@ -42,6 +45,18 @@ TRUNCATED_KEY = "flujo.attributes.truncated_bytes"
 # (run_id, span_id, parent_span_id, name, start_time, end_time, status, attributes)
 SpanRow = tuple[str, str, str | None, object, object, object, object, object]
 _SPAN_COLUMNS = "run_id, span_id, parent_span_id, name, start_time, end_time, status, attributes"
+# Postgres: the same columns with every value bounded on the server, so a huge one never reaches this
+# process (SQLite's length limit and blob I/O do that for a file): JSONB attributes as text (what
+# the encoder parses), an oversized one replaced by its prefix and stored size, as on SQLite.
+_PG_ATTRIBUTES = (
+    f"CASE WHEN octet_length(attributes::text) <= {MAX_VALUE_BYTES} THEN attributes::text"
+    f" ELSE json_build_object('{RAW_KEY}', left(attributes::text, {TRUNCATED_PREFIX_BYTES}),"
+    f" '{TRUNCATED_KEY}', octet_length(attributes::text))::text END"
+)
+_PG_SPAN_COLUMNS = (
+    f"run_id, span_id, parent_span_id, left(name, {MAX_VALUE_BYTES}), start_time, end_time,"
+    f" left(status, {MAX_VALUE_BYTES}), {_PG_ATTRIBUTES}"
+)
 
 
 def lenient_text(raw: bytes) -> str:
@@ -150,9 +165,13 @@ class RunInfo:
 def _qualified_exprs(schema: Schema) -> tuple[str, str, str]:
     """SQL for (run start, run end, last update) on ``runs r``, per layout."""
     start = schema.run_start_sql("r")
+    nonempty = schema.dialect.nonempty
     end = "r.end_time" if schema.has("runs", "end_time") else "NULL"
     if schema.has("runs", "updated_at"):
-        end = f"COALESCE(NULLIF({end}, ''), NULLIF(r.updated_at, ''))"
+        if end == "NULL" and not schema.dialect.has_rowid:
+            end = "r.updated_at"  # flujo's Postgres runs table has no end_time: its last update ends it
+        else:
+            end = f"COALESCE({nonempty(end)}, {nonempty('r.updated_at')})"
     ws_updated = "ws.updated_at" if schema.has("workflow_state", "updated_at") else "NULL"
     return start, end, ws_updated
 
@@ -179,7 +198,15 @@ def runs_after(conn: sqlite3.Connection, rowid: int, limit: int) -> list[tuple[i
     ]
 
 
-def span_counts(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, int]:
+def position_sql(schema: Schema, alias: str = "r") -> str:
+    """A run's position in discovery order: its rowid, or on Postgres its ``created_at`` in
+    microseconds (the order :mod:`~exporter.engines.flujo.traces.pgcursor` discovers runs in)."""
+    if schema.dialect.has_rowid:
+        return f"{alias}.rowid"
+    return f"(EXTRACT(EPOCH FROM {alias}.created_at) * 1000000)::bigint"
+
+
+def span_counts(conn: Connection, run_ids: Sequence[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for marks, chunk in in_chunks(run_ids):
         for run_id, count in conn.execute(
@@ -200,10 +227,10 @@ def count_spans_after(conn: sqlite3.Connection, rowid: int) -> tuple[int, int]:
     return runs, int(spans)
 
 
-def run_infos(conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, run_ids: Sequence[str]) -> dict[str, RunInfo]:
+def run_infos(conn: Connection, schema: Schema, naive_tz: tzinfo, run_ids: Sequence[str]) -> dict[str, RunInfo]:
     """Everything needed to decide on and convert each run; runs without a ``runs`` row are absent."""
     start_expr, end_expr, ws_updated = _qualified_exprs(schema)
-    run_created = "NULLIF(r.created_at, '')" if schema.has("runs", "created_at") else "NULL"
+    run_created = schema.dialect.nonempty("r.created_at") if schema.has("runs", "created_at") else "NULL"
     span_created = "MAX(s.created_at)" if schema.has("spans", "created_at") else "NULL"
     found: dict[str, RunInfo] = {}
     for marks, chunk in in_chunks(run_ids):
@@ -211,13 +238,14 @@ def run_infos(conn: sqlite3.Connection, schema: Schema, naive_tz: tzinfo, run_id
             row[0]: row[1:]
             for row in conn.execute(
                 f"SELECT s.run_id, COUNT(*), MIN(s.start_time), MAX(s.end_time), {span_created},"
-                f" SUM(s.end_time IS NULL) FROM spans s WHERE s.run_id IN ({marks}) GROUP BY s.run_id",
+                f" SUM(CASE WHEN s.end_time IS NULL THEN 1 ELSE 0 END) FROM spans s WHERE s.run_id IN ({marks})"
+                " GROUP BY s.run_id",
                 chunk,
             )
         }
         sql = (
-            f"SELECT r.rowid, r.run_id, r.pipeline_name, r.pipeline_version, r.status, {start_expr}, {end_expr},"
-            f" {run_created}, ws.status, {ws_updated}"
+            f"SELECT {position_sql(schema)}, r.run_id, r.pipeline_name, r.pipeline_version, r.status, {start_expr},"
+            f" {end_expr}, {run_created}, ws.status, {ws_updated}"
             f" FROM runs r LEFT JOIN workflow_state ws ON ws.run_id = r.run_id WHERE r.run_id IN ({marks})"
         )
         for row in conn.execute(sql, chunk):
@@ -250,7 +278,7 @@ def runs_with_counts(
     return found
 
 
-def clock_from_rows(conn: sqlite3.Connection, info: RunInfo, rows: Sequence[SpanRow]) -> SpanClock:
+def clock_from_rows(conn: Connection, info: RunInfo, rows: Sequence[SpanRow]) -> SpanClock:
     """The run's clock from all its span rows (as :func:`run_infos` computes it from aggregates)."""
     starts = [value for value in (_float(row[4]) for row in rows) if value is not None]
     first_start = min(starts) if starts else None
@@ -307,12 +335,14 @@ def _run_info(
     )
 
 
-def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[SpanRow]:
+def _fetch(conn: Connection, sql: str, args: Sequence[object]) -> list[SpanRow]:
     """Rows of ``sql`` (``SELECT {_SPAN_COLUMNS} FROM spans ...``), each value bounded in size.
 
     Text that is not valid UTF-8 is decoded with replacement characters instead of failing the whole
     query (the fast default decoder is tried first).  A page holding an oversized value is read again
-    row by row (:func:`_fetch_bounded`)."""
+    row by row (:func:`_fetch_bounded`).  Postgres holds valid UTF-8 only and bounds the values itself."""
+    if not isinstance(conn, sqlite3.Connection):
+        return list(conn.execute(sql.replace(_SPAN_COLUMNS, _PG_SPAN_COLUMNS, 1), args).fetchall())
     old_limit = conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     try:
         try:
@@ -375,7 +405,7 @@ def _bounded_value(conn: sqlite3.Connection, column: str, kind: str, rowid: int)
     return prefix
 
 
-def spans_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[SpanRow]:
+def spans_of(conn: Connection, run_ids: Sequence[str]) -> list[SpanRow]:
     """All span rows of these runs, by run then span id (stable across flujo's rewrites)."""
     rows: list[SpanRow] = []
     for marks, chunk in in_chunks(run_ids):
@@ -384,7 +414,7 @@ def spans_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[SpanRow]:
     return rows
 
 
-def span_page(conn: sqlite3.Connection, run_id: str, after_span_id: str | None, limit: int) -> list[SpanRow]:
+def span_page(conn: Connection, run_id: str, after_span_id: str | None, limit: int) -> list[SpanRow]:
     """One page of a large run's spans in span id order (keyset pagination)."""
     if after_span_id is None:
         sql = f"SELECT {_SPAN_COLUMNS} FROM spans WHERE run_id = ? ORDER BY span_id LIMIT ?"
@@ -393,7 +423,7 @@ def span_page(conn: sqlite3.Connection, run_id: str, after_span_id: str | None, 
     return _fetch(conn, sql, (run_id, after_span_id, limit))
 
 
-def last_child_ends(conn: sqlite3.Connection, run_id: str) -> dict[str, object]:
+def last_child_ends(conn: Connection, run_id: str) -> dict[str, object]:
     """Latest end (or start when open) of each span's direct children, for a run read page by page."""
     return {
         str(parent): end

@@ -26,7 +26,7 @@ from exporter.traces.encoded import Encoded, LocalReject
 from exporter.traces.source import Found, Limits, Piece, UnitInfo, Work
 
 if TYPE_CHECKING:
-    from exporter.reader import ReadSession, StateReader
+    from exporter.reader import Reader, ReadSession
 
 
 READ_PAGE = 500  # invocations read at a time (each a bound parameter of the IN lists)
@@ -101,7 +101,7 @@ class PynencSpans:
     def infos(self, session: ReadSession, unit_ids: Sequence[str]) -> dict[str, UnitInfo]:
         return dict(source.tree_infos(session.conn, source.span_apps(session.schema), unit_ids))
 
-    def encode(self, reader: StateReader, work: Sequence[Work], chunk: int) -> Iterator[Piece]:
+    def encode(self, reader: Reader, work: Sequence[Work], chunk: int) -> Iterator[Piece]:
         """Tree by tree, ``chunk`` invocations a read (a tree's members were read with its info)."""
         labels: dict[str, str] = {}
         for w in work:
