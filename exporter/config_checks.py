@@ -47,23 +47,39 @@ def environment_problems(config: Config, env: Mapping[str, str]) -> list[Problem
 def db_path_problems(config: Config) -> list[Problem]:
     if config.db.url is not None:
         return list(_postgres_limits(config))
+    problems = []
     if config.db.path is None:
-        return [Problem(("db", "path"), "required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)")]
-    return []
+        problems.append(
+            Problem(("db", "path"), "required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)")
+        )
+    if config.jobs.postgres.url is not None:
+        problems.append(Problem(("jobs", "postgres", "url"), "is for db.url (a Postgres database), not a SQLite file"))
+    return problems
 
 
 def _postgres_limits(config: Config) -> Iterator[Problem]:
-    """What does not run on Postgres yet: span export and the jobs (the metrics do)."""
+    """What does not run on Postgres yet (span export, the stuck-run alerts), and what the write jobs
+    need there: a role of their own, since db.url's is SELECT-only."""
     if config.traces.enabled:
         yield Problem(("traces", "enabled"), "span export reads SQLite state DBs only, not db.url (Postgres) yet")
     jobs = config.jobs
-    for name, enabled in (
-        ("cleanup", jobs.cleanup.enabled),
-        ("stale_background_tasks", jobs.stale_background_tasks.enabled),
-        ("stuck_alerts", jobs.stuck_alerts.enabled),
-    ):
-        if enabled:
-            yield Problem(("jobs", name, "enabled"), "jobs run on SQLite state DBs only, not on db.url (Postgres) yet")
+    if jobs.postgres.url is None:
+        writing = [
+            ("cleanup", jobs.cleanup.enabled and not jobs.cleanup.dry_run),
+            ("stale_background_tasks", jobs.stale_background_tasks.enabled),
+        ]
+        for name, enabled in writing:
+            if enabled:
+                yield Problem(
+                    ("jobs", "postgres", "url"),
+                    f"required by jobs.{name} on db.url (Postgres): the write jobs need a role that may UPDATE "
+                    "workflow_state and DELETE old rows, db.url's is SELECT-only (see the README's write role)",
+                )
+    if jobs.stuck_alerts.enabled:
+        yield Problem(
+            ("jobs", "stuck_alerts", "enabled"),
+            "stuck-run alerts run on SQLite state DBs only, not on db.url (Postgres) yet",
+        )
 
 
 def listen_problems(config: Config) -> list[Problem]:
