@@ -378,3 +378,44 @@ def test_jobs_postgres_url_is_for_postgres_only(tmp_path: Any) -> None:
     with pytest.raises(ConfigError) as failed:
         load_config(path, env={}, checks=(db_path_problems,))
     assert "jobs.postgres.url" in str(failed.value) and "pw@" not in str(failed.value)
+
+
+def test_check_config_names_the_missing_write_role(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from processes import daemon_env
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "db: {url: 'postgresql://exporter@127.0.0.1:1/flujo'}\njobs: {stale_background_tasks: {enabled: true}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "jobs.postgres.url: required by jobs.stale_background_tasks" in done.stderr + done.stdout
+
+
+async def test_connect_errors_name_the_database_without_its_password() -> None:
+    from processes import free_port
+
+    secret = "w-Secret-314"
+    job_target = target(f"postgresql://exporter_jobs:{secret}@127.0.0.1:{free_port()}/flujo")
+    job_runner = JobRunner(
+        JobsConfig.model_validate({"stale_background_tasks": {"enabled": True, "jitter": 0}}),
+        job_target,
+        UTC,
+        None,
+        ManualClock(datetime.now(UTC)),
+        sleep=no_sleep,
+    )
+    stats = await job_runner.run_job("stale_background_tasks")
+    assert not stats.success and stats.last_error is not None
+    assert stats.last_error.startswith(f"postgresql://127.0.0.1:{job_target.url.rsplit(':', 1)[1]}")
+    assert secret not in stats.last_error
