@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exporter.components import state_directory
+from exporter.engines.flujo.jobs.config import WRITE_GRANTS
 from exporter.listen_address import parse_listen_address
 from exporter.traces.config import DEFAULT_STATE_FILE_NAME, OtelEnvError, TLSConfig, apply_otel_env_traced
 
@@ -72,8 +73,8 @@ def _postgres_limits(config: Config) -> Iterator[Problem]:
             if enabled:
                 yield Problem(
                     ("jobs", "postgres", "url"),
-                    f"required by jobs.{name} on db.url (Postgres): the write jobs need a role that may UPDATE "
-                    "workflow_state and DELETE old rows, db.url's is SELECT-only (see the README's write role)",
+                    f"required by jobs.{name} on db.url (Postgres): the write jobs need a role with {WRITE_GRANTS}, "
+                    "db.url's is SELECT-only (see the README's write role)",
                 )
     if jobs.stuck_alerts.enabled:
         yield Problem(

@@ -180,8 +180,8 @@ class JobsPostgresConfig(SettingsModel):
 
     url: str | None = Field(
         default=None,
-        description="postgresql:// URL of the same database as db.url, for a role that may UPDATE workflow_state "
-        "and DELETE from the cleaned tables (README: the write role). Required for cleanup (unless dry_run) and "
+        description="postgresql:// URL of the same database as db.url, for a role with the write jobs' grants "
+        "(README: the write role). Required for cleanup (unless dry_run) and "
         "stale_background_tasks on db.url. Put no password in it: use password_file or PGPASSFILE.",
     )
     password_file: ReadableFile | None = Field(

@@ -4,7 +4,7 @@ database (an HA pair) run each job once.
 
 * **Credentials.**  The exporter's read role (``db.url``) is ``SELECT``-only by design, so the jobs
   connect with ``jobs.postgres.url`` (+ ``jobs.postgres.password_file``, read at every connect so it
-  can be rotated): a role with ``UPDATE`` on ``workflow_state`` and ``DELETE`` on the cleaned tables.
+  can be rotated): a role with the grants of the README's write role (``WRITE_GRANTS``).
   A dry run only reads and may use ``db.url`` instead.  Passwords never reach a log line: messages
   name the database by its URL without userinfo, and server text is scrubbed of the password.
 * **Bounded waits.**  Every session sets ``statement_timeout`` (``jobs.postgres.statement_timeout``)
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.engines.base import EngineSchema
+from exporter.engines.flujo.jobs.config import WRITE_GRANTS
 from exporter.jobs.db import JobConn, WriteRows
 from exporter.jobs.scheduler import JobError
 from exporter.reader.errors import DatabaseUnavailable, Problem
@@ -217,8 +218,7 @@ class PostgresTarget:
 _HINTS = {
     "55P03": "the application held a row or table lock longer than jobs.write_busy_timeout (lock_timeout)",
     "57014": "a statement ran past jobs.postgres.statement_timeout",
-    "42501": "jobs.postgres.url needs a role with SELECT, UPDATE on workflow_state and DELETE on the cleaned "
-    "tables: see the README's write role",
+    "42501": f"jobs.postgres.url needs a role with {WRITE_GRANTS}: see the README's write role",
     "25006": "jobs.postgres.url needs a role that may write (this session is read-only): see the README's write role",
     "28P01": "check the write role and its password (jobs.postgres.password_file, PGPASSFILE or PGPASSWORD)",
 }
@@ -235,6 +235,7 @@ class AdvisoryLease:
         self.key = lock_key(job)
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        self._skipping = False  # one log line when another exporter starts running the job, not one per run
 
     @property
     def held(self) -> bool:
@@ -264,7 +265,15 @@ class AdvisoryLease:
                 raise self.target.job_error(exc) from None
             if row is None or not row[0]:
                 conn.close()
+                if not self._skipping:
+                    self._skipping = True
+                    log.info(
+                        "job %s: another exporter holds its advisory lock on %s and runs it; this one skips it",
+                        self.job,
+                        self.target.path,
+                    )
                 return False
+            self._skipping = False
             self._conn = conn
             log.info(
                 "job %s: took its advisory lock on %s: this exporter runs it (others skip it)",

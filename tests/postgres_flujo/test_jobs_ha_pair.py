@@ -121,4 +121,5 @@ def test_two_daemons_run_each_job_once_and_the_second_takes_over(
                 assert job_counts(second, job)[1] == 0, second.output()
             logs = first.output() + second.output()
             assert "took its advisory lock" in first.output() and "took its advisory lock" in second.output()
+            assert second.output().count("another exporter holds its advisory lock") == len(JOBS)
             assert EXPORTER_PASSWORD not in logs and JOBS_PASSWORD not in logs
