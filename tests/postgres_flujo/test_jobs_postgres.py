@@ -15,7 +15,7 @@ import pytest
 from pg_jobs_support import CHILDREN, CLEANUP_KEY, STALE_IDS, STALE_KEY, expected_cleanup, grant_write_role, ids, query
 from postgres import OWNER, PostgresServer, shift_to
 from prometheus_client import CollectorRegistry, generate_latest
-from support import anchor_at, parse_exposition, sample
+from support import anchor_at, parse_exposition, sample, wait_for
 
 from exporter.clock import ManualClock
 from exporter.config import Config, ConfigError, load_config
@@ -60,9 +60,9 @@ async def _release_locks() -> AsyncIterator[None]:
         await _RUNNERS.pop().release()
 
 
-def runner(url: str, now: datetime, **jobs: Any) -> JobRunner:
+def runner(url: str, now: datetime, lock_timeout: float = 0.5, **jobs: Any) -> JobRunner:
     config = JobsConfig.model_validate(jobs)
-    made = JobRunner(config, target(url), UTC, None, ManualClock(now), sleep=no_sleep)
+    made = JobRunner(config, target(url, lock_timeout), UTC, None, ManualClock(now), sleep=no_sleep)
     _RUNNERS.append(made)
     return made
 
@@ -210,8 +210,9 @@ async def test_cleanup_skips_and_counts_values_python_cannot_hold(
 # -- stale background tasks ------------------------------------------------------------------------------
 
 
-def stale_runner(url: str, now: datetime) -> JobRunner:
-    return runner(url, now, stale_background_tasks={"enabled": True, "jitter": 0, "stale_hours": 24})
+def stale_runner(url: str, now: datetime, lock_timeout: float = 0.5) -> JobRunner:
+    settings = {"enabled": True, "jitter": 0, "stale_hours": 24}
+    return runner(url, now, lock_timeout, stale_background_tasks=settings)
 
 
 def workflow_rows(server: PostgresServer, database: str) -> dict[str, tuple[Any, ...]]:
@@ -267,6 +268,37 @@ async def test_stale_task_resaved_between_read_and_update_is_left_alone(
     assert rows[resaved][1:3] == ("running", None)
     assert {r for r in STALE_IDS if rows[r][1] == "failed"} == STALE_IDS - {resaved}
     assert set(job.last_changed) == STALE_IDS - {resaved}
+
+
+async def test_stale_update_waiting_for_the_apps_row_lock_rechecks_the_row(
+    pg_server: PostgresServer, shifted: tuple[str, datetime]
+) -> None:
+    """The true race: the application's save is in flight (row locked, not committed) when the job's
+    guarded UPDATE reaches the row.  The UPDATE waits, then re-evaluates its WHERE on the committed
+    version (READ COMMITTED), sees the new updated_at, and leaves the task alone."""
+    database, now = shifted
+    resaved = sorted(STALE_IDS)[2]
+    job_runner = stale_runner(grant_write_role(pg_server, database), now, lock_timeout=30)
+    with psycopg.connect(pg_server.owner_url(database)) as app:
+        app.execute("UPDATE workflow_state SET updated_at = now() WHERE run_id = %s", (resaved,))
+        run = asyncio.create_task(job_runner.run_job("stale_background_tasks"))
+
+        def job_waits_for_the_row() -> bool:
+            # As the superuser: pg_stat_activity hides other roles' wait events from the owner.
+            waiting = pg_server.psql(
+                "postgres",
+                "SELECT COUNT(*) FROM pg_stat_activity"
+                f" WHERE application_name = '{APPLICATION_NAME}' AND wait_event_type = 'Lock';",
+            )
+            return int(waiting) > 0
+
+        await asyncio.to_thread(wait_for, job_waits_for_the_row, 30, "the job's UPDATE to wait for the row lock")
+        app.commit()  # the save lands while the job's UPDATE waits for it
+        stats = await run
+    assert stats.success, stats.last_error
+    rows = workflow_rows(pg_server, database)
+    assert rows[resaved][1:3] == ("running", None)
+    assert {r for r in STALE_IDS if rows[r][1] == "failed"} == STALE_IDS - {resaved}
 
 
 async def test_stale_task_with_an_unreadable_time_is_skipped(
