@@ -4,6 +4,8 @@ the jobs over when the first one stops."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -123,3 +125,28 @@ def test_two_daemons_run_each_job_once_and_the_second_takes_over(
             assert "took its advisory lock" in first.output() and "took its advisory lock" in second.output()
             assert second.output().count("another exporter holds its advisory lock") == len(JOBS)
             assert EXPORTER_PASSWORD not in logs and JOBS_PASSWORD not in logs
+
+
+def test_a_reload_hands_the_locks_to_the_new_jobs_without_a_skip(
+    pg_server: PostgresServer, pg_database: str, tmp_path: Path
+) -> None:
+    shift_to(pg_server, pg_database, anchor_at(PG))
+    grant_write_role(pg_server, pg_database)
+    text = config(pg_server, pg_database, tmp_path)
+    with running_daemon(tmp_path, config=text) as daemon:
+        wait_until(daemon, "both jobs to run", lambda runs, errors, skipped: runs >= 1)
+        runs = {job: job_counts(daemon, job)[0] for job in JOBS}
+        # A changed jobs section rebuilds the job runner: the old one's sessions end before the new one starts.
+        (path,) = tmp_path.glob("daemon-*.yaml")
+        path.write_text(text.replace("days_old: 7", "days_old: 8"))
+        os.kill(daemon.pid, signal.SIGHUP)
+        wait_for(
+            lambda: all(job_counts(daemon, job)[0] >= runs[job] + 2 for job in JOBS),
+            30,
+            lambda: f"two more runs after the reload:\n{daemon.output()[-3000:]}",
+        )
+        for job in JOBS:
+            assert job_counts(daemon, job)[1:] == (0, 0), daemon.output()
+        log = daemon.output()
+        assert "config reloaded" in log and log.count("released its advisory lock") == len(JOBS)
+        assert log.count("took its advisory lock") == 2 * len(JOBS)
