@@ -103,7 +103,6 @@ def make_postgres_target(config: Config) -> PostgresTarget:
         password_file,
         lock_timeout=config.jobs.write_busy_timeout.total_seconds(),
         statement_timeout=pg.statement_timeout.total_seconds(),
-        engine=config.db.engine,
     )
 
 

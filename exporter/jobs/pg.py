@@ -30,7 +30,7 @@ import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,11 +103,10 @@ class PostgresTarget:
     """The write jobs' view of a Postgres database: ``url`` (with ``password_file``) is the role they
     connect as; ``lock_timeout`` and ``statement_timeout`` are in seconds."""
 
-    url: str
+    url: str = field(repr=False)  # may hold a password: a repr in a log line or traceback must not show it
     password_file: Path | None
     lock_timeout: float
     statement_timeout: float
-    engine: str = "auto"
 
     @property
     def path(self) -> str:

@@ -451,3 +451,7 @@ async def test_connect_errors_name_the_database_without_its_password() -> None:
     assert not stats.success and stats.last_error is not None
     assert stats.last_error.startswith(f"postgresql://127.0.0.1:{job_target.url.rsplit(':', 1)[1]}")
     assert secret not in stats.last_error
+
+
+def test_the_target_repr_hides_the_url() -> None:
+    assert "w-Secret" not in repr(target("postgresql://jobs:w-Secret@127.0.0.1/flujo"))
