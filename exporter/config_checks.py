@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exporter.components import state_directory
+from exporter.engines.flujo.jobs.config import WRITE_GRANTS
 from exporter.listen_address import parse_listen_address
 from exporter.traces.config import DEFAULT_STATE_FILE_NAME, OtelEnvError, TLSConfig, apply_otel_env_traced
 
@@ -47,21 +48,37 @@ def environment_problems(config: Config, env: Mapping[str, str]) -> list[Problem
 def db_path_problems(config: Config) -> list[Problem]:
     if config.db.url is not None:
         return list(_postgres_limits(config))
+    problems = []
     if config.db.path is None:
-        return [Problem(("db", "path"), "required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)")]
-    return []
+        problems.append(
+            Problem(("db", "path"), "required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)")
+        )
+    if config.jobs.postgres.url is not None:
+        problems.append(Problem(("jobs", "postgres", "url"), "is for db.url (a Postgres database), not a SQLite file"))
+    return problems
 
 
 def _postgres_limits(config: Config) -> Iterator[Problem]:
-    """What does not run on Postgres yet: the jobs (the metrics and span export do)."""
+    """What does not run on Postgres yet (the stuck-run alerts), and what the write jobs need there: a
+    role of their own, since db.url's is SELECT-only."""
     jobs = config.jobs
-    for name, enabled in (
-        ("cleanup", jobs.cleanup.enabled),
-        ("stale_background_tasks", jobs.stale_background_tasks.enabled),
-        ("stuck_alerts", jobs.stuck_alerts.enabled),
-    ):
-        if enabled:
-            yield Problem(("jobs", name, "enabled"), "jobs run on SQLite state DBs only, not on db.url (Postgres) yet")
+    if jobs.postgres.url is None:
+        writing = [
+            ("cleanup", jobs.cleanup.enabled and not jobs.cleanup.dry_run),
+            ("stale_background_tasks", jobs.stale_background_tasks.enabled),
+        ]
+        for name, enabled in writing:
+            if enabled:
+                yield Problem(
+                    ("jobs", "postgres", "url"),
+                    f"required by jobs.{name} on db.url (Postgres): the write jobs need a role with {WRITE_GRANTS}, "
+                    "db.url's is SELECT-only (see the README's write role)",
+                )
+    if jobs.stuck_alerts.enabled:
+        yield Problem(
+            ("jobs", "stuck_alerts", "enabled"),
+            "stuck-run alerts run on SQLite state DBs only, not on db.url (Postgres) yet",
+        )
 
 
 def listen_problems(config: Config) -> list[Problem]:

@@ -29,6 +29,7 @@ from exporter.web import bound_port, build_app, start_server
 
 if TYPE_CHECKING:
     from exporter.engines.flujo.jobs.cleanup import ExportedFn
+    from exporter.jobs.pg import PostgresTarget
     from exporter.traces.tailer import SpanTailer
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,17 @@ def make_job_runner(
     ``metrics.stuck`` from it at every run, so a reload changing it alone needs no restart."""
     from exporter.jobs.runner import JobRunner
 
+    if config.db.url is not None:
+        return JobRunner(
+            config.jobs,
+            make_postgres_target(config),
+            resolve_timezone(config.db.writer_timezone),
+            None,  # the stuck-run alerts (the one job that reads) are SQLite-only: config_checks says so
+            clock,
+            exported,
+            settings=settings or (lambda: config.metrics),
+            previous=previous if isinstance(previous, JobRunner) else None,
+        )
     return JobRunner(
         config.jobs,
         require_db_path(config),
@@ -74,6 +86,23 @@ def make_job_runner(
         exported,
         settings=settings or (lambda: config.metrics),
         previous=previous if isinstance(previous, JobRunner) else None,
+    )
+
+
+def make_postgres_target(config: Config) -> PostgresTarget:
+    """The write jobs' own role (``jobs.postgres``); a dry-run cleanup alone only reads and may use
+    ``db.url``'s read role (config_checks requires jobs.postgres.url for every job that writes)."""
+    from exporter.jobs.pg import PostgresTarget
+
+    pg = config.jobs.postgres
+    url, password_file = (pg.url, pg.password_file) if pg.url is not None else (config.db.url, config.db.password_file)
+    if url is None:
+        raise ConfigError("jobs.postgres.url: required for the write jobs on db.url")
+    return PostgresTarget(
+        url,
+        password_file,
+        lock_timeout=config.jobs.write_busy_timeout.total_seconds(),
+        statement_timeout=pg.statement_timeout.total_seconds(),
     )
 
 

@@ -288,3 +288,45 @@ def test_postgres_passwords_never_logged(pg_server: PostgresServer, pg_database:
     for name, value in s.items():
         leaked = [line for line in output.splitlines() if value in line]
         assert not leaked, f"{name} leaked: {leaked[:3]}"
+
+
+def test_postgres_write_role_password_never_logged(tmp_path: Path) -> None:
+    """The write jobs' Postgres role (jobs.postgres.url): refused when malformed, and failing to connect
+    at every run, its password shows nowhere (debug logging, check-config, the daemon's log)."""
+    s = {name: secret(name) for name in ("read-password", "write-password", "bad-url-password")}
+    refused = free_port()  # nothing listens: every connect fails, every run logs its error
+    config = tmp_path / "config.yaml"
+    good = (
+        "logging: {level: debug}\n"
+        f"db: {{url: 'postgresql://exporter:{s['read-password']}@127.0.0.1:{refused}/flujo'}}\n"
+        "jobs:\n"
+        f"  postgres: {{url: 'postgresql://exporter_jobs:{s['write-password']}@127.0.0.1:{refused}/flujo'}}\n"
+        "  stale_background_tasks: {enabled: true, interval: 1s, jitter: 0s}\n"
+    )
+    config.write_text(good.replace("postgresql://exporter_jobs", "mysql://exporter_jobs"))
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        timeout=60,
+    )
+    assert done.returncode == 2 and "jobs.postgres.url" in done.stderr, done.stderr
+    config.write_text(good)
+    with daemon(tmp_path, config, daemon_env()) as process:
+        wait_for(
+            lambda: (
+                sample(
+                    parse_exposition(http_get(process.url + "/metrics")[1]),
+                    "state_exporter_job_errors_total",
+                    job_name="stale_background_tasks",
+                )
+                >= 2
+            ),
+            30,
+            lambda: f"two failed runs:\n{process.output()}",
+        )
+        log = process.output()
+    assert f"127.0.0.1:{refused}/flujo" in log and "job stale_background_tasks failed" in log
+    for name, value in s.items():
+        assert value not in log + done.stdout + done.stderr, name

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from exporter.config_types import Duration, HeaderName, HeaderValue, PositiveDuration
+from exporter.config_types import Duration, HeaderName, HeaderValue, PositiveDuration, ReadableFile
 from exporter.engines.flujo.jobs.config import CleanupConfig, StaleTasksConfig
 from exporter.jobs.settings import JobSettings, SettingsModel, interval_field, jitter_field, timeout_field
 from exporter.redact import redact_url
@@ -174,13 +174,51 @@ class StuckAlertsConfig(JobSettings):
         return value
 
 
+class JobsPostgresConfig(SettingsModel):
+    """How the write jobs reach a Postgres database (``db.url``): with a role of their own, because the
+    exporter's read role is SELECT-only by design."""
+
+    url: str | None = Field(
+        default=None,
+        description="postgresql:// URL of the same database as db.url, for a role with the write jobs' grants "
+        "(README: the write role). Required for cleanup (unless dry_run) and "
+        "stale_background_tasks on db.url. Put no password in it: use password_file or PGPASSFILE.",
+    )
+    password_file: ReadableFile | None = Field(
+        default=None, description="File holding the write role's password (read at every connect, so it can rotate)."
+    )
+    statement_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=5),
+        description="Server-side limit of one statement of a write job (Postgres statement_timeout); a page "
+        "of deletes is one short transaction well under it.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"must be a postgresql:// URL, got {redact_url(value)!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _file_needs_url(self) -> JobsPostgresConfig:
+        if self.password_file is not None and self.url is None:
+            raise ValueError("jobs.postgres.password_file is for jobs.postgres.url")
+        return self
+
+
 class JobsConfig(SettingsModel):
     """The ``jobs:`` section."""
 
     write_busy_timeout: Duration = Field(
         default=timedelta(seconds=1),
         description="How long a write job waits for the application's write lock before the run fails as "
-        "'database is locked' (retried at the next interval). Keep it short.",
+        "'database is locked' (retried at the next interval). Keep it short. On Postgres: the sessions' "
+        "lock_timeout.",
+    )
+    postgres: JobsPostgresConfig = Field(
+        default_factory=JobsPostgresConfig,
+        description="The write jobs' own role on a Postgres database (db.url): url, password_file, statement_timeout.",
     )
     cleanup: CleanupConfig = Field(default_factory=CleanupConfig, description="Delete old workflows (and runs).")
     stale_background_tasks: StaleTasksConfig = Field(

@@ -161,6 +161,11 @@ class JobsCollector(Collector):
             "Runs not started because the previous run of the job was still going",
             labels=["job_name"],
         )
+        lock_skipped = CounterMetricFamily(
+            "state_exporter_job_lock_skipped",
+            "Runs not started because another exporter holds the job's Postgres advisory lock and runs it",
+            labels=["job_name"],
+        )
         for job in JOB_NAMES:
             enabled.add_metric([job], 1 if self._metrics.enabled.get(job) else 0)
             stats = self._stats(job)
@@ -169,10 +174,11 @@ class JobsCollector(Collector):
             runs.add_metric([job], 0 if stats is None else stats.runs)
             errors.add_metric([job], 0 if stats is None else stats.errors)
             skipped.add_metric([job], 0 if stats is None else stats.skipped)
+            lock_skipped.add_metric([job], 0 if stats is None else stats.lock_skipped)
             if stats is None:
                 continue
             success.add_metric([job], 1 if stats.success else 0)
             duration.add_metric([job], stats.duration_s)
             if stats.last_success is not None:
                 last.add_metric([job], stats.last_success.timestamp())
-        yield from (enabled, success, duration, last, runs, errors, skipped)
+        yield from (enabled, success, duration, last, runs, errors, skipped, lock_skipped)

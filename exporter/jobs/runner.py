@@ -17,10 +17,11 @@ from exporter.engines.flujo.jobs.cleanup import CleanupJob, ExportedFn
 from exporter.engines.flujo.jobs.stale import StaleTasksJob
 from exporter.jobs.alerts import StuckAlertsJob
 from exporter.jobs.config import JOB_NAMES, JobsConfig
-from exporter.jobs.db import Target
+from exporter.jobs.db import JobTarget, Target
 from exporter.jobs.delivery import ALERTMANAGER, WEBHOOK
 from exporter.jobs.metrics import JobMetrics, JobsCollector
-from exporter.jobs.scheduler import JobStats, Schedule, Scheduler, Sleep
+from exporter.jobs.pg import AdvisoryLease, PostgresTarget
+from exporter.jobs.scheduler import JobFunction, JobLocked, JobStats, Schedule, Scheduler, Sleep
 from exporter.jobs.settings import JobSettings
 from exporter.reader import StateReader
 
@@ -39,14 +40,19 @@ class JobRunner:
     both the stuck metrics and the stuck-run alerts (default: the defaults).
     ``sleep`` and ``rng`` are for tests (the clock alone drives the schedule).  ``previous`` is the
     runner this one replaces after a config reload: its counters are carried over.
+
+    ``db_path`` is a SQLite file, or a :class:`~exporter.jobs.pg.PostgresTarget`: then every write job
+    runs only while this exporter holds the job's advisory lock (:class:`~exporter.jobs.pg.AdvisoryLease`);
+    a run another exporter's lock keeps from starting counts as ``lock_skipped``.  ``reader`` is only
+    needed by the stuck-run alerts.
     """
 
     def __init__(
         self,
         config: JobsConfig,
-        db_path: Path,
+        db_path: Path | PostgresTarget,
         writer_tz: tzinfo,
-        reader: StateReader,
+        reader: StateReader | None,
         clock: Clock = system_clock,
         exported: ExportedFn | None = None,
         *,
@@ -66,7 +72,12 @@ class JobRunner:
         )
         self.metrics = JobMetrics(enabled, receivers)
         self.scheduler = Scheduler(clock, sleep=sleep, rng=rng)
-        target = Target(db_path, config.write_busy_timeout.total_seconds())
+        target: JobTarget = (
+            db_path
+            if isinstance(db_path, PostgresTarget)
+            else Target(db_path, config.write_busy_timeout.total_seconds())
+        )
+        self.leases: dict[str, AdvisoryLease] = {}
         self.cleanup: CleanupJob | None = None
         self.stale: StaleTasksJob | None = None
         self.alerts: StuckAlertsJob | None = None
@@ -74,17 +85,44 @@ class JobRunner:
             self.cleanup = CleanupJob(
                 config.cleanup, target, writer_tz, clock, self.metrics, sleep=sleep, exported=exported
             )
-            self.scheduler.add("cleanup", self.cleanup, _schedule(config.cleanup))
+            self.scheduler.add("cleanup", self._leased("cleanup", target, self.cleanup), _schedule(config.cleanup))
         if config.stale_background_tasks.enabled:
             self.stale = StaleTasksJob(config.stale_background_tasks, target, writer_tz, clock, self.metrics)
-            self.scheduler.add("stale_background_tasks", self.stale, _schedule(config.stale_background_tasks))
+            self.scheduler.add(
+                "stale_background_tasks",
+                self._leased("stale_background_tasks", target, self.stale),
+                _schedule(config.stale_background_tasks),
+            )
         if alerts.enabled:
+            if reader is None:
+                raise ValueError("the stuck-run alerts need a reader")
             self.alerts = StuckAlertsJob(
                 alerts, reader, clock, self.metrics, settings or _default_settings, sleep=sleep
             )
             self.scheduler.add("stuck_alerts", self.alerts, _schedule(alerts))
         if previous is not None:
             self._carry_over(previous)
+
+    def _leased(self, name: str, target: JobTarget, job: JobFunction) -> JobFunction:
+        """``job`` as it runs on ``target``: on Postgres only under the job's advisory lock; a SQLite
+        file has one host, hence one exporter, and its writers queue on the file lock anyway."""
+        if not isinstance(target, PostgresTarget):
+            return job
+        lease = self.leases[name] = AdvisoryLease(target, name)
+
+        async def leased() -> None:
+            # The lease lives in the runner, not in this coroutine: a run cancelled while the lock is
+            # being taken leaves the connection to the lease, which keeps or closes it, never leaks it.
+            if not await asyncio.to_thread(lease.acquire):
+                raise JobLocked(f"another exporter holds the advisory lock of job {name} on {target.path}")
+            await job()
+
+        return leased
+
+    async def release(self) -> None:
+        """Give up every advisory lock (the other exporter of an HA pair takes the jobs over)."""
+        for lease in self.leases.values():
+            await asyncio.to_thread(lease.release)
 
     def _carry_over(self, previous: JobRunner) -> None:
         """A reload builds a new runner: its counters go on from the old one's values."""
@@ -98,7 +136,10 @@ class JobRunner:
         """Run the enabled jobs on their schedules until ``stop`` is set (returns at once if none is)."""
         if not self.scheduler.names:
             return
-        await self.scheduler.run(stop)
+        try:
+            await self.scheduler.run(stop)
+        finally:
+            await self.release()
 
     async def run_job(self, name: str) -> JobStats:
         """Run one enabled job now and wait for it (tests, one-shot use)."""

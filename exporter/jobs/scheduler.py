@@ -31,6 +31,11 @@ class JobError(Exception):
     """A job run failed for a reason worth one clear log line (no traceback)."""
 
 
+class JobLocked(Exception):
+    """The run did not start because another exporter holds the job's lock (it runs the job): neither
+    a run nor a failure, counted apart (``lock_skipped``)."""
+
+
 @dataclass(frozen=True)
 class Schedule:
     interval: timedelta
@@ -45,6 +50,7 @@ class JobStats:
     runs: int = 0
     errors: int = 0
     skipped: int = 0
+    lock_skipped: int = 0  # runs another exporter's advisory lock kept from starting (Postgres HA pairs)
     timeouts: int = 0
     success: bool = False
     duration_s: float = 0.0
@@ -136,6 +142,13 @@ class Scheduler:
         unexpected = False
         try:
             await entry.run()
+        except JobLocked as exc:
+            # Success, last success and duration stay those of this exporter's own last run: the
+            # other exporter's metrics show the runs it does.
+            entry.task = entry.deadline = None
+            self._update(entry, lock_skipped=entry.stats.lock_skipped + 1, running=False)
+            log.debug("job %s skipped: %s", entry.name, exc)
+            return
         except asyncio.CancelledError:
             if not entry.timed_out:  # the daemon is stopping: not a failure of the job
                 entry.task = entry.deadline = None

@@ -173,6 +173,10 @@ class PostgresReader:
             raise
         return conn
 
+    def read_schema(self, conn: psycopg.Connection[Any]) -> EngineSchema:
+        """The engine schema read on a connection opened elsewhere (the write jobs' own sessions)."""
+        return self._read_schema(conn)
+
     def _read_schema(self, conn: psycopg.Connection[Any]) -> EngineSchema:
         """Recognised afresh every session (two catalogue queries, well under a millisecond): a
         migration, a new table or a GRANT shows at once."""

@@ -32,6 +32,7 @@ def test_known_labels_start_at_zero(tmp_path: Path) -> None:
         for family in ("state_exporter_job_runs_total", "state_exporter_job_errors_total"):
             assert sample(s, family, job_name=job) == 0
         assert sample(s, "state_exporter_job_skipped_total", job_name=job) == 0
+        assert sample(s, "state_exporter_job_lock_skipped_total", job_name=job) == 0
     for table in CLEANUP_TABLES:
         assert sample(s, "state_exporter_cleanup_deleted_rows_total", table=table) == 0
     for outcome in OUTCOMES:

@@ -10,11 +10,12 @@ chosen here, never from config or data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from exporter.timeparse import text_lower_bound, text_upper_bound
+from exporter.timeparse import iso_utc, text_lower_bound, text_upper_bound
 
 # A row's identity for caches and cursors: SQLite's rowid, or a Postgres key (run_id text, SERIAL id).
 RowKey = int | str
@@ -78,6 +79,45 @@ class Dialect:
         """A join keeping its left table as the outer loop: SQLite's ``CROSS JOIN`` does that; on
         Postgres ``CROSS JOIN`` takes no ``ON`` and the planner picks the order from statistics."""
         return "CROSS JOIN" if self.has_rowid else "JOIN"
+
+    # -- the write jobs (exporter.engines.flujo.jobs) -------------------------------------------------
+
+    @property
+    def resave_column(self) -> str:
+        """The ``workflow_state`` column that changes whenever the application re-saves a row, so that
+        a guarded delete can tell "still as read".  SQLite's ``INSERT OR REPLACE`` re-stamps
+        ``created_at`` (and gives a new rowid); flujo's Postgres upsert leaves ``created_at`` out of
+        its ``DO UPDATE`` list and only moves ``updated_at``."""
+        return "created_at" if self.has_rowid else "updated_at"
+
+    def same_as(self, column: str) -> str:
+        """``column`` equal to a parameter, NULL equal to NULL (``IS`` on SQLite; Postgres's ``IS``
+        only takes NULL/TRUE/FALSE)."""
+        return f"{column} IS ?" if self.has_rowid else f"{column} IS NOT DISTINCT FROM ?"
+
+    def still_as_read(self, key: str, column: str, rows: Sequence[tuple[object, object]]) -> tuple[str, list[object]]:
+        """A condition (and its parameters) matching the rows ``(key, column value)`` still as read.
+        SQLite keeps its two set-based ``IN`` lists (a replaced row has a new rowid, a value nobody
+        read before); Postgres matches the pairs exactly, its key being the run_id that a re-save
+        keeps."""
+        if self.has_rowid:
+            marks = ", ".join("?" * len(rows))
+            return f"{key} IN ({marks}) AND {column} IN ({marks})", [k for k, _ in rows] + [v for _, v in rows]
+        pairs = ", ".join(["(?, ?)"] * len(rows))
+        return f"({key}, {column}) IN ({pairs})", [item for row in rows for item in row]
+
+    @property
+    def skip_locked(self) -> str:
+        """A suffix for the write jobs' ``SELECT`` of the rows they are about to change.  On Postgres
+        the rows are locked, and rows the application is writing right now are skipped (retried at
+        the next run) instead of waited for; SQLite's ``BEGIN IMMEDIATE`` already excludes every
+        other writer."""
+        return "" if self.has_rowid else " FOR UPDATE SKIP LOCKED"
+
+    def timestamp(self, instant: datetime) -> object:
+        """A parameter writing ``instant`` into a timestamp column: the aware UTC ISO text flujo 0.6
+        writes on SQLite, the instant itself for a Postgres ``TIMESTAMPTZ``."""
+        return iso_utc(instant) if self.has_rowid else instant
 
 
 SQLITE = Dialect("sqlite")

@@ -12,13 +12,18 @@ per-row round trips while the lock is held), then checkpoint passively and pause
 re-checks the row (same rowid and created_at; for runs: still no workflow_state row), so a row the
 application re-saved in between is kept.  A run whose spans the span exporter has not exported yet
 (``exported`` callable) is not touched at all, neither its workflow_state row nor its run rows.
+
+On Postgres (the schema's dialect) the same code pages by primary key (run_id) instead of rowid,
+re-checks ``updated_at`` (flujo's upsert keeps ``created_at``), runs each page in a plain ``BEGIN``
+... ``COMMIT`` under the session's ``lock_timeout``/``statement_timeout``, and skips rows the
+application holds locked.  The child rows are deleted explicitly, as on SQLite, for their counts;
+the ``ON DELETE CASCADE`` of flujo's foreign keys still catches a span or step inserted meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,13 +31,15 @@ from datetime import UTC, datetime, tzinfo
 from functools import partial
 
 from exporter.clock import Clock
+from exporter.engines.flujo.dialect import Dialect
 from exporter.engines.flujo.jobs import core
 from exporter.engines.flujo.jobs.config import CleanupConfig
 from exporter.engines.flujo.layout import ENGINE_NAME, Schema, flujo_schema
 from exporter.jobs.db import (
     Cursor,
+    JobConn,
     JobConnection,
-    Target,
+    JobTarget,
     keyset_page,
     next_cursor,
     placeholders,
@@ -41,7 +48,7 @@ from exporter.jobs.db import (
 )
 from exporter.jobs.metrics import JobMetrics
 from exporter.jobs.scheduler import JobError, Sleep
-from exporter.timeparse import instant_before, text_upper_bound
+from exporter.timeparse import instant_before
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,7 @@ class CleanupReport:
 class _Page:
     scanned: int
     cursor: Cursor | None
-    candidates: list[tuple[int, str, object]]  # (rowid, run_id, stored value re-checked on delete)
+    candidates: list[core.Candidate]  # (rowid or key, run_id, stored value re-checked on delete)
     with_spans: set[str]
 
 
@@ -78,7 +85,7 @@ class CleanupJob:
     def __init__(
         self,
         config: CleanupConfig,
-        target: Target,
+        target: JobTarget,
         writer_tz: tzinfo,
         clock: Clock,
         metrics: JobMetrics,
@@ -120,12 +127,13 @@ class CleanupJob:
     # -- phase 1: workflow_state ------------------------------------------------------------------
 
     async def _workflows(self, db: JobConnection, schema: Schema, cutoff: datetime, report: CleanupReport) -> None:
-        bound = text_upper_bound(cutoff)
+        dialect = schema.dialect
+        bound = dialect.upper_bound(cutoff)
         has_spans = schema.has("spans", "run_id")
         cursor: Cursor | None = None
         while True:
             limit = self._size
-            page = await db.call(partial(self._workflow_page, bound, cursor, limit, cutoff, has_spans, report))
+            page = await db.call(partial(self._workflow_page, dialect, bound, cursor, limit, cutoff, has_spans, report))
             cursor = page.cursor
             rows = await self._gate(page.candidates, page.with_spans, report)
             if rows:
@@ -137,7 +145,7 @@ class CleanupJob:
                         "cleanup dry run: would delete workflow_state rows of %d runs: %s", len(ids), ", ".join(ids)
                     )
                 else:
-                    deleted, held = await db.call(partial(self._delete_workflows, db, rows))
+                    deleted, held = await db.call(partial(self._delete_workflows, db, dialect, rows))
                     report.transactions += 1
                     _remember(report.workflow_run_ids, deleted)
                     report.rows["workflow_state"] += len(deleted)
@@ -149,13 +157,14 @@ class CleanupJob:
 
     def _workflow_page(
         self,
-        bound: str,
+        dialect: Dialect,
+        bound: object,
         cursor: Cursor | None,
         limit: int,
         cutoff: datetime,
         has_spans: bool,
         report: CleanupReport,
-        conn: sqlite3.Connection,
+        conn: JobConn,
     ) -> _Page:
         found = core.old_workflows_page(
             conn,
@@ -165,17 +174,18 @@ class CleanupJob:
             limit=limit,
             tz=self.writer_tz,
             on_bad=lambda run_id, column, value: self._bad("workflow_state", column, run_id, value, report),
+            dialect=dialect,
         )
         with_spans = _with_spans(conn, [c[1] for c in found.old]) if has_spans else set()
         return _Page(found.scanned, found.cursor, found.old, with_spans)
 
     @staticmethod
     def _delete_workflows(
-        db: JobConnection, rows: Sequence[tuple[int, str, object]], conn: sqlite3.Connection
+        db: JobConnection, dialect: Dialect, rows: Sequence[core.Candidate], conn: JobConn
     ) -> tuple[list[str], float]:
         """Delete the rows still as read (:func:`.core.delete_workflow_rows`) in one short transaction."""
         with write_transaction(conn) as held:
-            deleted = core.delete_workflow_rows(conn, rows)
+            deleted = core.delete_workflow_rows(conn, rows, dialect)
         db.checkpoint(conn)
         return deleted, held[0]
 
@@ -188,21 +198,23 @@ class CleanupJob:
         # next one in Python, in the order of Schema.run_start_sql.
         column, *rest = schema.run_start_columns
         fallback = f"r.{rest[0]}" if rest else "NULL"
-        select = f"r.rowid, r.{column}, r.run_id, {fallback}, ws.run_id IS NOT NULL, ws.created_at"
+        dialect = schema.dialect
+        key = dialect.key("runs", "r")
+        select = f"{key}, r.{column}, r.run_id, {fallback}, ws.run_id IS NOT NULL, ws.created_at"
         children = [t for t in RUN_CHILD_TABLES if schema.has(t, "run_id")]
         has_spans = "spans" in children
-        bound = text_upper_bound(cutoff)
+        bound = dialect.upper_bound(cutoff)
         cursor: Cursor | None = None
         while True:
             limit = self._size
 
-            def page(conn: sqlite3.Connection, after: Cursor | None = cursor, limit: int = limit) -> _Page:
+            def page(conn: JobConn, after: Cursor | None = cursor, limit: int = limit) -> _Page:
                 rows = keyset_page(
                     conn,
                     select=select,
                     source="runs r LEFT JOIN workflow_state ws ON ws.run_id = r.run_id",
                     column=f"r.{column}",
-                    rowid="r.rowid",
+                    rowid=key,
                     bound=bound,
                     after=after,
                     limit=limit,
@@ -235,8 +247,8 @@ class CleanupJob:
 
     def _run_candidates(
         self, rows: Sequence[tuple[object, ...]], workflow_cutoff: datetime, cutoff: datetime, report: CleanupReport
-    ) -> list[tuple[int, str, object]]:
-        candidates = []
+    ) -> list[core.Candidate]:
+        candidates: list[core.Candidate] = []
         for rowid, start, run_id, fallback, has_workflow, workflow_created in rows:
             # The first non-blank start column is the start (Schema.run_start_sql); it must parse.
             blank = start is None or (isinstance(start, str) and not start.strip())
@@ -253,13 +265,16 @@ class CleanupJob:
                 created = self._parse(workflow_created, self.writer_tz, "workflow_state", "created_at", run_id, report)
                 if created is None or created >= workflow_cutoff:
                     continue
-            candidates.append((int(rowid), str(run_id), start))  # type: ignore[call-overload]
+            candidates.append((core.row_key(rowid), str(run_id), start))
         return candidates
 
     @staticmethod
     def _delete_runs(
-        db: JobConnection, ids: list[str], children: list[str], conn: sqlite3.Connection
+        db: JobConnection, ids: list[str], children: list[str], conn: JobConn
     ) -> tuple[list[str], Counter[str], float]:
+        # No FOR UPDATE SKIP LOCKED here, unlike workflow_state: on Postgres it needs UPDATE on runs,
+        # which the write role has no other use for; runs past their retention with no state row
+        # left are not written by the application, and lock_timeout bounds the rare wait.
         counts: Counter[str] = Counter()
         with write_transaction(conn) as held:
             confirmed = [
@@ -278,7 +293,7 @@ class CleanupJob:
         return confirmed, counts, held[0]
 
     @staticmethod
-    def _count_runs(ids: list[str], children: list[str], conn: sqlite3.Connection) -> Counter[str]:
+    def _count_runs(ids: list[str], children: list[str], conn: JobConn) -> Counter[str]:
         counts: Counter[str] = Counter({"runs": len(ids)})
         marks = placeholders(len(ids))
         for table in children:
@@ -288,8 +303,8 @@ class CleanupJob:
     # -- shared -------------------------------------------------------------------------------------
 
     async def _gate(
-        self, rows: list[tuple[int, str, object]], with_spans: set[str], report: CleanupReport
-    ) -> list[tuple[int, str, object]]:
+        self, rows: list[core.Candidate], with_spans: set[str], report: CleanupReport
+    ) -> list[core.Candidate]:
         """Drop runs whose spans the span exporter has not exported yet (runs without spans pass).
         The span exporter's answer may need I/O: it is asked from a worker thread."""
         if self.exported is None or not with_spans:
@@ -343,7 +358,7 @@ def _remember(kept: list[str], ids: list[str]) -> None:
     kept += ids[: max(MAX_REPORTED_IDS - len(kept), 0)]
 
 
-def _with_spans(conn: sqlite3.Connection, run_ids: list[str]) -> set[str]:
+def _with_spans(conn: JobConn, run_ids: list[str]) -> set[str]:
     """Which of ``run_ids`` have at least one span row (only those need the span exporter's word)."""
     if not run_ids:
         return set()

@@ -10,6 +10,8 @@ from exporter.config_types import Duration, PositiveDuration
 from exporter.jobs.settings import Days, JobSettings, interval_field, jitter_field, timeout_field
 
 STALE_TASK_ERROR = "Task timeout: process likely crashed"  # flujo 0.6.11's text
+# What the write jobs' Postgres role needs (jobs.postgres.url), for the messages that name it.
+WRITE_GRANTS = "SELECT, UPDATE on workflow_state and DELETE on the cleaned tables"
 # Every table the cleanup deletes from: the label values of its deleted-rows counter.
 CLEANUP_TABLES = ("workflow_state", "runs", "steps", "spans", "traces", "evaluations")
 

@@ -18,9 +18,8 @@ from exporter.clock import Clock
 from exporter.engines.flujo.jobs import core
 from exporter.engines.flujo.jobs.config import StaleTasksConfig
 from exporter.engines.flujo.layout import ENGINE_NAME, Capability, Layout, Schema, flujo_schema
-from exporter.jobs.db import Target, schema_of, write_transaction
+from exporter.jobs.db import JobTarget, schema_of, write_transaction
 from exporter.jobs.metrics import JobMetrics
-from exporter.timeparse import iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ BATCH = 500
 
 class StaleTasksJob:
     def __init__(
-        self, config: StaleTasksConfig, target: Target, writer_tz: tzinfo, clock: Clock, metrics: JobMetrics
+        self, config: StaleTasksConfig, target: JobTarget, writer_tz: tzinfo, clock: Clock, metrics: JobMetrics
     ) -> None:
         self.config = config
         self.target = target
@@ -52,7 +51,7 @@ class StaleTasksJob:
         changed: list[str] = []
         try:
             for start in range(0, len(stale), BATCH):
-                done = await asyncio.to_thread(self._fail, stale[start : start + BATCH], now)
+                done = await asyncio.to_thread(self._fail, schema, stale[start : start + BATCH], now)
                 changed += done
                 self.metrics.stale_failed(len(done))
         finally:
@@ -79,13 +78,19 @@ class StaleTasksJob:
             schema = flujo_schema(schema_of(conn, self.target, ENGINE_NAME))
             if not schema.supports(Capability.BACKGROUND_TASKS):
                 return schema, []
-            stale = core.stale_tasks(conn, cutoff=cutoff, tz=self.writer_tz, on_bad=_log_bad)
+            dialect = schema.dialect
+            # Postgres narrows by the instant in SQL (a typed column holds no bad values to report);
+            # SQLite reads every running task, so that a value that is not a timestamp is counted.
+            bound = None if dialect.has_rowid else cutoff
+            stale = core.stale_tasks(
+                conn, cutoff=cutoff, tz=self.writer_tz, on_bad=_log_bad, bound=bound, dialect=dialect
+            )
         return schema, stale
 
-    def _fail(self, rows: list[core.Candidate], now: datetime) -> list[str]:
-        now_iso = iso_utc(now)
+    def _fail(self, schema: Schema, rows: list[core.Candidate], now: datetime) -> list[str]:
+        dialect = schema.dialect
         with self.target.connect(JOB, write=True) as conn, write_transaction(conn):
-            return core.fail_stale_rows(conn, rows, self.config.error_message, now_iso)
+            return core.fail_stale_rows(conn, rows, self.config.error_message, dialect.timestamp(now), dialect)
 
 
 def _log_bad(run_id: object, column: str, value: object) -> None:
