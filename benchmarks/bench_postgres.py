@@ -233,7 +233,8 @@ def main() -> int:
         )
         log(f"generated in {time.perf_counter() - started:.0f} s: {rows}")
         server.psql(
-            DATABASE, "GRANT USAGE ON SCHEMA public TO exporter; GRANT SELECT ON ALL TABLES IN SCHEMA public TO exporter;"
+            DATABASE,
+            "GRANT USAGE ON SCHEMA public TO exporter; GRANT SELECT ON ALL TABLES IN SCHEMA public TO exporter;",
         )
         size = int(server.psql(DATABASE, "SELECT pg_database_size(current_database())").strip().split()[-1])
         log("flujo: get_workflow_stats()")
