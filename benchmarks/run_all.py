@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "bench_cleanup.py": ([], ["--rows", "50000", "--baseline", "2"]),
     "bench_safety.py": ([], ["--seconds", "20", "--seed-runs", "5000", "--kills", "2"]),
     "bench_pynenc.py": ([], ["--invocations", "50000", "--repeats", "3", "--scrapes", "50"]),
+    "bench_postgres.py": ([], ["--runs", "20000", "--repeats", "3", "--scrapes", "50"]),
 }
 
 
