@@ -33,8 +33,8 @@ def test_a_postgres_url_with_a_password_file(tmp_path: Path) -> None:
         ("db: {url: 'postgresql://db/f', path: /var/lib/f.db}\n", "not both"),
         ("db: {path: /var/lib/f.db, password_file: /etc/hostname}\n", "db.password_file is for db.url"),
         (
-            "db: {url: 'postgresql://db/f'}\njobs: {cleanup: {enabled: true}}\n",
-            "jobs.cleanup.enabled: jobs run on SQLite state DBs only",
+            "db: {url: 'postgresql://db/f'}\njobs: {cleanup: {enabled: true, dry_run: false}}\n",
+            "jobs.postgres.url: required by jobs.cleanup on db.url (Postgres)",
         ),
     ],
 )
