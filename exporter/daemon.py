@@ -23,6 +23,7 @@ from exporter.exposition import CachedExposition
 from exporter.reader import DatabaseUnavailable, StateReader
 from exporter.readiness import Readiness, component_failing
 from exporter.refresh import Refresher
+from exporter.targets.serve import Targets, db_reader
 from exporter.timeparse import resolve_timezone
 from exporter.traces.config import apply_otel_env, default_state_file
 from exporter.web import bound_port, build_app, start_server
@@ -79,14 +80,7 @@ def make_job_runner(
 
 def make_reader(config: Config, halt: threading.Event | None = None) -> StateReader:
     """``halt``: set when the daemon stops, so that no read waits out its busy or query timeout."""
-    return StateReader(
-        require_db_path(config),
-        naive_timezone=resolve_timezone(config.db.writer_timezone),
-        engine=config.db.engine,
-        busy_timeout=config.db.busy_timeout.total_seconds(),
-        query_timeout=config.db.query_timeout.total_seconds(),
-        halt=halt,
-    )
+    return db_reader(config.db, require_db_path(config), halt)
 
 
 class Daemon:
@@ -103,27 +97,37 @@ class Daemon:
         self._overrides = dict(overrides or {})
         self._clock = clock
         self.halt = threading.Event()
-        self.refresher = Refresher(make_reader(config, self.halt), lambda: self.config.metrics, clock)
         # Snapshot metrics are rendered once per refresh; scrape-time and component metrics are live.
         self.live_registry = CollectorRegistry(auto_describe=False)
         self.live_registry.register(ComponentsCollector(lambda: self.components))
-        self.registry: CollectorRegistry = build_registry(
-            View(lambda: self.refresher.state, lambda: self.config.metrics, clock), live=self.live_registry
-        )
-        self.exposition = CachedExposition(
-            self.registry, self.live_registry, lambda: (self.refresher.state, self.config)
-        )
+        # Multi-target mode: each target refreshes and renders its own; /metrics has the live part only.
+        self.targets = Targets(config.targets, clock, self.halt) if config.targets else None
+        if self.targets is not None:
+            self.live_registry.register(self.targets.collector())
+            self.registry = self.live_registry
+            self.exposition = CachedExposition(CollectorRegistry(auto_describe=False), self.live_registry, tuple)
+        else:
+            self.refresher = Refresher(make_reader(config, self.halt), lambda: self.config.metrics, clock)
+            self.registry = build_registry(
+                View(lambda: self.refresher.state, lambda: self.config.metrics, clock), live=self.live_registry
+            )
+            self.exposition = CachedExposition(
+                self.registry, self.live_registry, lambda: (self.refresher.state, self.config)
+            )
         self.port: int | None = None
         self._stop = asyncio.Event()
         self._refresh_stop = asyncio.Event()
         self._refresh_task: asyncio.Task[None] | None = None
         self.components: dict[str, Component] = {}
         self._pending_restart: asyncio.Task[None] | None = None
+        self._pending_stops: list[asyncio.Task[None]] = []  # targets replaced by a reload
         self._tailer: SpanTailer | None = None
 
     def readiness(self) -> Readiness:
         """From the last refresh (never a read of its own, except before the first refresh ended:
         then the DB is opened once to give the real reason) and from every component's health."""
+        if self.targets is not None:
+            return self.targets.readiness()
         refresher = self.refresher
         if refresher.state.refreshed_at is None:
             try:
@@ -147,15 +151,21 @@ class Daemon:
             version=__version__,
             render=self.exposition.render,
             http_registry=self.live_registry,
+            probes=self.targets,
         )
         runner = await start_server(app, self.config.web)
         self.port = bound_port(runner)
-        log.info(
-            "state-exporter %s serving %s on %s (metrics at /metrics)",
-            __version__,
-            self.refresher.reader.path,
-            self.config.web.listen_address.rsplit(":", 1)[0] + f":{self.port}",
-        )
+        address = self.config.web.listen_address.rsplit(":", 1)[0] + f":{self.port}"
+        if self.targets is not None:
+            names = ", ".join(self.targets.names())
+            log.info("state-exporter %s serving targets %s on %s (at /probe?target=NAME)", __version__, names, address)
+        else:
+            log.info(
+                "state-exporter %s serving %s on %s (metrics at /metrics)",
+                __version__,
+                self.refresher.reader.path,
+                address,
+            )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
@@ -205,10 +215,16 @@ class Daemon:
         self._start_components(names, previous)
 
     def _start_refreshing(self) -> None:
+        if self.targets is not None:
+            self.targets.start()
+            return
         self._refresh_stop = asyncio.Event()
         self._refresh_task = asyncio.create_task(self.refresher.run(self._refresh_stop))
 
     async def _stop_refreshing(self) -> None:
+        if self.targets is not None:
+            await self.targets.stop(STOP_GRACE_S / 2)
+            return
         self._refresh_stop.set()
         task = self._refresh_task
         if task is not None:
@@ -219,10 +235,14 @@ class Daemon:
         """SIGHUP: re-read the config; a bad one is logged and the running one kept."""
         try:
             new = load_config(self._config_path, env=os.environ, overrides=self._overrides)
-            reader = make_reader(new, self.halt) if new.db != self.config.db else None
+            if bool(new.targets) != (self.targets is not None):
+                raise ConfigError("targets: switching between one DB and targets takes a restart")
+            reader = make_reader(new, self.halt) if self.targets is None and new.db != self.config.db else None
         except (ConfigError, ValueError) as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return
+        if self.targets is not None:
+            self._pending_stops = self.targets.reload(new.targets)
         if new.web != self.config.web:
             log.warning("web settings changed: they take effect after a restart")
         logs.configure(new.logging.level, new.logging.format)

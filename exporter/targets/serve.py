@@ -1,0 +1,177 @@
+"""Multi-target mode at run time: one refresher, snapshot and registry per configured target.
+
+``/probe?target=NAME`` serves that target's engine and overview families, rendered from its own last
+snapshot (like ``/metrics`` in single-target mode: no DB read at scrape time).  The exporter's own
+``state_exporter_*`` families of every target are on ``/metrics``, each sample with a ``target`` label
+(names come from the configuration only, so the label is bounded); ``state_exporter_build_info`` once,
+without it.  The exporter adds no ``instance`` label: Prometheus' relabelling sets it from the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from exporter.clock import Clock
+from exporter.collectors import EngineCollector, View
+from exporter.collectors.health import HealthCollector, SnapshotAgeCollector
+from exporter.collectors.overview import OverviewCollector
+from exporter.config import DatabaseConfig
+from exporter.exposition import CachedExposition
+from exporter.reader import DatabaseUnavailable, StateReader
+from exporter.readiness import Readiness
+from exporter.refresh import Refresher
+from exporter.targets.config import TargetConfig
+from exporter.timeparse import resolve_timezone
+
+log = logging.getLogger(__name__)
+
+TARGET_LABEL = "target"
+_UNLABELLED = frozenset({"state_exporter_build_info"})  # the process's, not a target's
+_STOP_GRACE_S = 2.0
+
+
+def db_reader(db: DatabaseConfig, path: Path, halt: threading.Event | None = None) -> StateReader:
+    """The reader of ``db`` (its ``path`` given resolved); ``halt`` ends waits when the daemon stops."""
+    return StateReader(
+        path,
+        naive_timezone=resolve_timezone(db.writer_timezone),
+        engine=db.engine,
+        busy_timeout=db.busy_timeout.total_seconds(),
+        query_timeout=db.query_timeout.total_seconds(),
+        halt=halt,
+    )
+
+
+class Target:
+    """One configured DB: its refresher, the cached exposition of its snapshot and its health collectors."""
+
+    def __init__(self, name: str, config: TargetConfig, clock: Clock, halt: threading.Event) -> None:
+        if config.db.path is None:  # refused by target_problems before anything starts
+            raise ValueError(f"targets.{name}.db.path: required")
+        self.name = name
+        self.config = config
+        self.refresher = Refresher(db_reader(config.db, config.db.path, halt), lambda: self.config.metrics, clock)
+        view = View(lambda: self.refresher.state, lambda: self.config.metrics, clock)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(EngineCollector(view))
+        registry.register(OverviewCollector(view))
+        # Nothing of a target is rendered at scrape time: its live part is empty.
+        self._exposition = CachedExposition(
+            registry, CollectorRegistry(auto_describe=False), lambda: (self.refresher.state, self.config)
+        )
+        self.health: tuple[Collector, ...] = (HealthCollector(view), SnapshotAgeCollector(view))
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        return self._exposition.render(accept)
+
+    def readiness(self, now: datetime) -> Readiness:
+        """As the single-target daemon's, the detail naming the target (``/readyz`` shows it only when asked)."""
+        refresher = self.refresher
+        if refresher.state.refreshed_at is None:  # before the first refresh: open the DB once for the reason
+            try:
+                refresher.reader.schema()
+            except DatabaseUnavailable as exc:
+                return Readiness(False, exc.problem.value, f"target {self.name}: {exc.message}")
+        state = refresher.ready(now)
+        return state if state.ready else replace(state, detail=f"target {self.name}: {state.detail or state.reason}")
+
+    def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.refresher.run(self._stop), name=f"refresh {self.name}")
+
+    async def stop(self, grace: float) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, grace)
+            self._task = None
+
+
+class Targets:
+    """Every configured target; :meth:`reload` applies a new ``targets`` section while running."""
+
+    def __init__(self, configs: Mapping[str, TargetConfig], clock: Clock, halt: threading.Event) -> None:
+        self._clock = clock
+        self._halt = halt
+        self.by_name: dict[str, Target] = {name: Target(name, c, clock, halt) for name, c in configs.items()}
+
+    def names(self) -> list[str]:
+        return list(self.by_name)
+
+    def render(self, name: str, accept: str) -> tuple[bytes, str] | None:
+        """The exposition of target ``name`` (``None``: no such target)."""
+        target = self.by_name.get(name)
+        return None if target is None else target.render(accept)
+
+    def readiness(self) -> Readiness:
+        now = self._clock()
+        return Readiness.combined(target.readiness(now) for target in self.by_name.values())
+
+    def start(self) -> None:
+        for target in self.by_name.values():
+            target.start()
+
+    async def stop(self, grace: float) -> None:
+        await asyncio.gather(*(target.stop(grace) for target in self.by_name.values()))
+
+    def reload(self, configs: Mapping[str, TargetConfig]) -> list[asyncio.Task[None]]:
+        """Targets whose ``db`` changed start over (a new DB invalidates every watermark); a change of
+        ``metrics`` alone is picked up by the running refresher.  Returns the stops of the old ones."""
+        stopping: list[asyncio.Task[None]] = []
+        current = self.by_name
+        self.by_name = {}
+        for name, config in configs.items():
+            old = current.pop(name, None)
+            if old is not None and old.config.db == config.db:
+                old.config = config
+                self.by_name[name] = old
+                continue
+            if old is not None:
+                stopping.append(asyncio.create_task(old.stop(_STOP_GRACE_S)))
+            log.info("target %s %s", name, "restarted: its db settings changed" if old else "added")
+            target = Target(name, config, self._clock, self._halt)
+            target.start()
+            self.by_name[name] = target
+        for name, old in current.items():
+            log.info("target %s removed", name)
+            stopping.append(asyncio.create_task(old.stop(_STOP_GRACE_S)))
+        return stopping
+
+    def collector(self) -> Collector:
+        return _TargetHealth(lambda: self.by_name)
+
+
+class _TargetHealth(Collector):
+    """Every target's ``state_exporter_*`` families merged, each sample labelled with its target."""
+
+    def __init__(self, targets: Callable[[], Mapping[str, Target]]) -> None:
+        self._targets = targets
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        unlabelled: dict[str, Metric] = {}
+        for name, target in self._targets().items():
+            for collector in target.health:
+                for family in collector.collect():
+                    if family.name in _UNLABELLED:
+                        unlabelled.setdefault(family.name, family)
+                        continue
+                    into = merged.get(family.name)
+                    if into is None:
+                        into = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                    into.samples.extend(s._replace(labels={TARGET_LABEL: name, **s.labels}) for s in family.samples)
+        yield from unlabelled.values()
+        yield from merged.values()
