@@ -6,11 +6,12 @@ Expected ids are computed here from the documented formula, independently of the
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
 import pytest
-from engines.cases import PYNENC_FIXTURES
+from engines.cases import CASES, PYNENC_FIXTURES, Case
 from pydantic import ValidationError
 from support import FIXTURES, SMALL
 from traces.conftest import make_config
@@ -22,6 +23,8 @@ from exporter.timeparse import UTC
 from exporter.traces import ids, replay
 from exporter.traces.config import TracesConfig
 from exporter.traces.tailer import SOURCE_ATTRIBUTE
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def salted(namespace: str, data: bytes, size: int) -> str:
@@ -119,3 +122,38 @@ def test_pynenc_ids_take_the_namespace(tmp_path: Path, receiver: Receiver) -> No
     assert {s.span_id for s in named} == expected
     assert {s.trace_id for s in plain}.isdisjoint({s.trace_id for s in named})
     assert {s.resource[SOURCE_ATTRIBUTE] for s in named} == {"site-p"}
+
+
+SPAN_CASES = [case for case in CASES if case.has_spans]
+
+
+@pytest.mark.parametrize("case", SPAN_CASES, ids=[case.id for case in SPAN_CASES])
+def test_every_engine_with_spans_takes_the_namespace(case: Case, tmp_path: Path, receiver: Receiver) -> None:
+    """Whatever engine rebuilds or stores spans: a namespace moves every trace and span id, keeps the
+    tree whole, and names the source."""
+    db = copy_of(case.fixture, tmp_path / "db")
+    plain = replayed(receiver, db, tmp_path / "plain.sqlite", None)
+    named = replayed(receiver, db, tmp_path / "named.sqlite", "site-x")
+    assert len(plain) == len(named) > 0
+    assert {s.trace_id for s in plain}.isdisjoint({s.trace_id for s in named})
+    assert {s.span_id for s in plain}.isdisjoint({s.span_id for s in named})
+    span_ids = {s.span_id for s in named}
+    assert all(s.parent_span_id in span_ids for s in named if s.parent_span_id), "every parent present"
+    assert {s.resource[SOURCE_ATTRIBUTE] for s in named} == {"site-x"}
+
+
+# A span source that calls the module-level formulas would ignore the namespace: each one takes its ids
+# from the scheme it is built with (Limits.ids), the one place traces.id_namespace reaches.
+_MODULE_FORMULA = re.compile(r"(?<![.\w])ids\.(trace_id|span_id|SpanIds|derived_trace_id|derived_span_id|pynenc_\w+)\(")
+
+
+def test_span_sources_take_their_ids_from_the_scheme() -> None:
+    sources = sorted((ROOT / "exporter" / "engines").glob("*/traces/*.py"))
+    assert len(sources) >= 4
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in sources
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if _MODULE_FORMULA.search(line)
+    ]
+    assert offenders == [], "use the source's IdScheme (limits.ids) instead:\n" + "\n".join(offenders)
