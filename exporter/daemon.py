@@ -127,14 +127,15 @@ class Daemon:
         """From the last refresh (never a read of its own, except before the first refresh ended:
         then the DB is opened once to give the real reason) and from every component's health."""
         if self.targets is not None:
-            return self.targets.readiness()
-        refresher = self.refresher
-        if refresher.state.refreshed_at is None:
-            try:
-                refresher.reader.schema()
-            except DatabaseUnavailable as exc:
-                return Readiness(False, exc.problem.value, exc.message)
-        checks = [refresher.ready(self._clock())]
+            checks = [self.targets.readiness()]
+        else:
+            refresher = self.refresher
+            if refresher.state.refreshed_at is None:
+                try:
+                    refresher.reader.schema()
+                except DatabaseUnavailable as exc:
+                    return Readiness(False, exc.problem.value, exc.message)
+            checks = [refresher.ready(self._clock())]
         for name, component in self.components.items():
             health = component.health()
             checks.append(Readiness(health.ok, component_failing(name), health.reason))
@@ -179,7 +180,7 @@ class Daemon:
             self.halt.set()  # reads waiting for a lock or running a long query end now
             # Everything stops at once, so the whole stop fits in STOP_GRACE_S (SIGTERM: within 5 s).
             stopping = [component.stop(STOP_GRACE_S / 2) for component in self.components.values()]
-            await asyncio.gather(*stopping, self._stop_refreshing())
+            await asyncio.gather(*stopping, *self._pending_stops, self._stop_refreshing())
             await asyncio.wait_for(runner.cleanup(), STOP_GRACE_S / 2)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)

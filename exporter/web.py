@@ -225,20 +225,22 @@ def build_app(
         )
         return web.Response(body=body, headers=headers)
 
-    async def probe(request: web.Request) -> web.Response:
-        assert probes is not None  # the route exists only with probes
-        accept, encodings = request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", "")
-        asked = request.query.getall("target", [])
-        if len(asked) == 1:
-            found = await asyncio.get_running_loop().run_in_executor(
-                executor, _render_probe, probes, asked[0], accept, encodings
-            )
-            if found is not None:
-                return web.Response(body=found[0], headers=found[1])
-        # The value asked for is never echoed: it may be a path or a DSN with a password in it.
-        problem = "unknown target" if len(asked) == 1 else "give exactly one target parameter"
-        configured = ", ".join(probes.names())
-        return web.Response(status=400, text=f"{problem}: /probe?target=NAME, NAME one of: {configured}\n")
+    def probe_route(targets: Probes) -> Handler:
+        async def probe(request: web.Request) -> web.StreamResponse:
+            accept, encodings = request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", "")
+            asked = request.query.getall("target", [])
+            if len(asked) == 1:
+                found = await asyncio.get_running_loop().run_in_executor(
+                    executor, _render_probe, targets, asked[0], accept, encodings
+                )
+                if found is not None:
+                    return web.Response(body=found[0], headers=found[1])
+            # The value asked for is never echoed: it may be a path or a DSN with a password in it.
+            problem = "unknown target" if len(asked) == 1 else "give exactly one target parameter"
+            configured = ", ".join(targets.names())
+            return web.Response(status=400, text=f"{problem}: /probe?target=NAME, NAME one of: {configured}\n")
+
+        return probe
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -270,7 +272,7 @@ def build_app(
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)
     if probes is not None:
-        app.router.add_get("/probe", probe)
+        app.router.add_get("/probe", probe_route(probes))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.on_startup.append(register_stats)

@@ -91,6 +91,7 @@ def target_problems(config: Config) -> Iterator[Problem]:
     if config.db.path is not None:
         yield Problem(("db", "path"), "must not be set with targets (each target has its own db.path)")
     for name, target in config.targets.items():
+        # HOOK (issue 15, Postgres): once DatabaseConfig has a url, a target gives a path or a url.
         if target.db.path is None:
             yield Problem(("targets", name, "db", "path"), "required")
     if config.traces.enabled:

@@ -42,7 +42,8 @@ _STOP_GRACE_S = 2.0
 
 
 def db_reader(db: DatabaseConfig, path: Path, halt: threading.Event | None = None) -> StateReader:
-    """The reader of ``db`` (its ``path`` given resolved); ``halt`` ends waits when the daemon stops."""
+    """The reader of ``db`` (its ``path`` given resolved); ``halt`` ends waits when the daemon stops.
+    The one place the daemon and every target make their reader (a Postgres reader is chosen here too)."""
     return StateReader(
         path,
         naive_timezone=resolve_timezone(db.writer_timezone),

@@ -15,8 +15,8 @@ ids; a digest prefix that happens to be all zero (probability 2**-64) gets its l
 Namespaces (``traces.id_namespace``): two DBs can hold the same run id, and their traces would then
 share ids.  An :class:`IdScheme` with a namespace puts ``NUL "ns:" + utf8(namespace) + NUL`` before
 every digest input above, for every engine; without one (the default) every id is the formula above,
-unchanged.  No engine's domain starts with NUL, so a namespaced id never equals an un-namespaced one's
-input, and the namespace (printable, no NUL) ends at its first NUL.  The module-level functions are the
+unchanged.  No engine's domain starts with NUL, so no namespaced digest input equals an un-namespaced
+one, and the namespace (printable, so without NUL) ends at its first NUL.  The module-level functions are the
 default scheme; span sources get theirs from ``Limits.ids`` (:mod:`exporter.traces.source`).
 """
 
