@@ -21,6 +21,7 @@ from traces.receiver import ReceivedSpan, Receiver
 from exporter.reader import StateReader
 from exporter.timeparse import UTC
 from exporter.traces import ids, replay
+from exporter.traces.__main__ import main
 from exporter.traces.config import TracesConfig
 from exporter.traces.tailer import SOURCE_ATTRIBUTE
 
@@ -157,3 +158,15 @@ def test_span_sources_take_their_ids_from_the_scheme() -> None:
         if _MODULE_FORMULA.search(line)
     ]
     assert offenders == [], "use the source's IdScheme (limits.ids) instead:\n" + "\n".join(offenders)
+
+
+def test_replay_command_takes_the_namespace(tmp_path: Path, receiver: Receiver) -> None:
+    db = copy_of(SMALL, tmp_path / "a")
+    argv = ["replay", "--db", str(db), "--state", str(tmp_path / "s.sqlite"), "--endpoint", receiver.grpc_endpoint]
+    assert main([*argv, "--insecure", "--no-progress", "--timezone", "UTC", "--id-namespace", "site-a"]) == 0
+    rows = stored_spans(db)
+    assert {s.trace_id for s in receiver.spans} == {
+        salted("site-a", b"flujo-trace:" + r["run_id"].encode(), 16) for r in rows
+    }
+    assert {s.resource[SOURCE_ATTRIBUTE] for s in receiver.spans} == {"site-a"}
+    assert main([*argv, "--id-namespace", "bad\nname"]) == 2
