@@ -25,7 +25,7 @@ from exporter.readiness import Readiness, component_failing
 from exporter.refresh import Refresher
 from exporter.targets.serve import Targets, db_reader
 from exporter.timeparse import resolve_timezone
-from exporter.traces.config import apply_otel_env, default_state_file
+from exporter.traces.config import TracesConfig, apply_otel_env, default_state_file
 from exporter.web import bound_port, build_app, start_server
 
 if TYPE_CHECKING:
@@ -47,6 +47,10 @@ def make_tailer(config: Config, clock: Clock, halt: threading.Event | None = Non
     state = traces_state_file(config)
     state.parent.mkdir(parents=True, exist_ok=True)
     return SpanTailer(traces, make_reader(config, halt), state, clock=clock)
+
+
+def enabled(traces: TracesConfig) -> TracesConfig | None:
+    return traces if traces.enabled else None
 
 
 def any_job_enabled(config: Config) -> bool:
@@ -99,14 +103,15 @@ class Daemon:
         self.halt = threading.Event()
         # Snapshot metrics are rendered once per refresh; scrape-time and component metrics are live.
         self.live_registry = CollectorRegistry(auto_describe=False)
-        self.live_registry.register(ComponentsCollector(lambda: self.components))
-        # Multi-target mode: each target refreshes and renders its own; /metrics has the live part only.
-        self.targets = Targets(config.targets, clock, self.halt) if config.targets else None
+        # Multi-target mode: each target refreshes, renders and exports its spans on its own; /metrics has
+        # the live part only, the targets' component families labelled by target.
+        self.targets = Targets(config.targets, clock, self.halt, enabled(config.traces)) if config.targets else None
         if self.targets is not None:
             self.live_registry.register(self.targets.collector())
             self.registry = self.live_registry
             self.exposition = CachedExposition(CollectorRegistry(auto_describe=False), self.live_registry, tuple)
         else:
+            self.live_registry.register(ComponentsCollector(lambda: self.components))
             self.refresher = Refresher(make_reader(config, self.halt), lambda: self.config.metrics, clock)
             self.registry = build_registry(
                 View(lambda: self.refresher.state, lambda: self.config.metrics, clock), live=self.live_registry
@@ -191,7 +196,8 @@ class Daemon:
         services being replaced after a reload, whose counters the new ones carry on."""
         previous = previous or {}
         if only is None or "traces" in only:
-            self._tailer = make_tailer(self.config, self._clock, self.halt) if self.config.traces.enabled else None
+            traced = self.config.traces.enabled and self.targets is None  # targets export their own
+            self._tailer = make_tailer(self.config, self._clock, self.halt) if traced else None
             if self._tailer is not None:
                 self._start("traces", self._tailer)
         if any_job_enabled(self.config) and (only is None or "jobs" in only):
@@ -243,7 +249,7 @@ class Daemon:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return
         if self.targets is not None:
-            self._pending_stops = self.targets.reload(new.targets)
+            self._pending_stops = self.targets.reload(new.targets, enabled(new.traces))
         if new.web != self.config.web:
             log.warning("web settings changed: they take effect after a restart")
         logs.configure(new.logging.level, new.logging.format)

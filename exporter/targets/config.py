@@ -83,7 +83,7 @@ def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def target_problems(config: Config) -> Iterator[Problem]:
-    """What multi-target mode needs: a path per target, no top-level one, no single-DB feature."""
+    """What multi-target mode needs: a path per target, no top-level one, no setting of one DB."""
     from exporter.config_checks import Problem
 
     if not config.targets:
@@ -94,11 +94,11 @@ def target_problems(config: Config) -> Iterator[Problem]:
         # HOOK (issue 15, Postgres): once DatabaseConfig has a url, a target gives a path or a url.
         if target.db.path is None:
             yield Problem(("targets", name, "db", "path"), "required")
-    if config.traces.enabled:
-        yield Problem(
-            ("traces", "enabled"),
-            "span export follows one DB and is not available with targets (run one exporter per DB for traces)",
-        )
+    # Each target's span export has its own state file and its name as id namespace (targets.serve).
+    if config.traces.state_file is not None:
+        yield Problem(("traces", "state_file"), "must not be set with targets (each has traces-target-NAME.sqlite)")
+    if config.traces.id_namespace is not None:
+        yield Problem(("traces", "id_namespace"), "must not be set with targets (each target's name is its namespace)")
     jobs = config.jobs
     for job, enabled in (
         ("cleanup", jobs.cleanup.enabled),

@@ -5,6 +5,11 @@ snapshot (like ``/metrics`` in single-target mode: no DB read at scrape time).  
 ``state_exporter_*`` families of every target are on ``/metrics``, each sample with a ``target`` label
 (names come from the configuration only, so the label is bounded); ``state_exporter_build_info`` once,
 without it.  The exporter adds no ``instance`` label: Prometheus' relabelling sets it from the target.
+
+With ``traces.enabled`` every target runs its own span export (a supervised component of its own):
+the top-level ``traces`` section, the target's name as ``id_namespace`` (so two targets holding the
+same run ids give different traces, each resource naming its target in ``state_exporter.source``) and
+a state file of its own, ``traces-target-NAME.sqlite`` in the state directory.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ from exporter.clock import Clock
 from exporter.collectors import EngineCollector, View
 from exporter.collectors.health import HealthCollector, SnapshotAgeCollector
 from exporter.collectors.overview import OverviewCollector
+from exporter.components import Component, ComponentsCollector, state_directory
 from exporter.config import DatabaseConfig
 from exporter.exposition import CachedExposition
 from exporter.reader import DatabaseUnavailable, StateReader
-from exporter.readiness import Readiness
+from exporter.readiness import Readiness, component_failing
 from exporter.refresh import Refresher
 from exporter.targets.config import TargetConfig
 from exporter.timeparse import resolve_timezone
+from exporter.traces.config import TracesConfig, apply_otel_env
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +61,31 @@ def db_reader(db: DatabaseConfig, path: Path, halt: threading.Event | None = Non
     )
 
 
-class Target:
-    """One configured DB: its refresher, the cached exposition of its snapshot and its health collectors."""
+def target_traces(traces: TracesConfig, name: str) -> TracesConfig:
+    """Target ``name``'s span export settings: ``traces`` with the name as id namespace and a state file
+    of the target's own (``target_problems`` refuses both keys at the top level with targets)."""
+    state = state_directory() / f"traces-target-{name}.sqlite"
+    return traces.model_copy(update={"id_namespace": name, "state_file": state})
 
-    def __init__(self, name: str, config: TargetConfig, clock: Clock, halt: threading.Event) -> None:
+
+class Target:
+    """One configured DB: its refresher, the cached exposition of its snapshot, its own metrics (health,
+    components) and, with ``traces``, its span export."""
+
+    def __init__(
+        self,
+        name: str,
+        config: TargetConfig,
+        clock: Clock,
+        halt: threading.Event,
+        traces: TracesConfig | None = None,
+    ) -> None:
         if config.db.path is None:  # refused by target_problems before anything starts
             raise ValueError(f"targets.{name}.db.path: required")
         self.name = name
         self.config = config
+        self.traces = traces  # this target's span export settings (None: off)
+        self._clock, self._halt = clock, halt
         self.refresher = Refresher(db_reader(config.db, config.db.path, halt), lambda: self.config.metrics, clock)
         view = View(lambda: self.refresher.state, lambda: self.config.metrics, clock)
         registry = CollectorRegistry(auto_describe=False)
@@ -71,7 +95,15 @@ class Target:
         self._exposition = CachedExposition(
             registry, CollectorRegistry(auto_describe=False), lambda: (self.refresher.state, self.config)
         )
-        self.health: tuple[Collector, ...] = (HealthCollector(view), SnapshotAgeCollector(view))
+        self.components: dict[str, Component] = {}
+        # The exporter's own metrics of this target, served on /metrics with its name as label.
+        self.own = CollectorRegistry(auto_describe=False)
+        for collector in (
+            HealthCollector(view),
+            SnapshotAgeCollector(view),
+            ComponentsCollector(lambda: self.components),
+        ):
+            self.own.register(collector)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -86,15 +118,46 @@ class Target:
                 refresher.reader.schema()
             except DatabaseUnavailable as exc:
                 return Readiness(False, exc.problem.value, f"target {self.name}: {exc.message}")
-        state = refresher.ready(now)
-        return state if state.ready else replace(state, detail=f"target {self.name}: {state.detail or state.reason}")
+        checks = [refresher.ready(now)]
+        for name, component in self.components.items():
+            health = component.health()
+            checks.append(Readiness(health.ok, component_failing(name), health.reason))
+        state = Readiness.combined(checks)
+        return state if state.ready else replace(state, detail=f"target {self.name}: {state.detail}")
 
     def start(self) -> None:
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.refresher.run(self._stop), name=f"refresh {self.name}")
+        self._start_traces()
 
     async def stop(self, grace: float) -> None:
         self._stop.set()
+        components = [component.stop(grace) for component in self.components.values()]
+        self.components = {}
+        await asyncio.gather(*components, self._stop_refresh(grace))
+
+    async def replace_traces(self, traces: TracesConfig | None, grace: float) -> None:
+        """A reload changed this target's span export: the old one stops, then the new one starts."""
+        old = self.components.pop("traces", None)
+        if old is not None:
+            await old.stop(grace)
+        self.traces = traces
+        self._start_traces()
+
+    def _start_traces(self) -> None:
+        if self.traces is None or self.config.db.path is None:
+            return
+        from exporter.traces.tailer import SpanTailer  # the transports: only when span export is on
+
+        traces = apply_otel_env(self.traces)
+        state = traces.state_file or state_directory() / f"traces-target-{self.name}.sqlite"
+        state.parent.mkdir(parents=True, exist_ok=True)
+        reader = db_reader(self.config.db, self.config.db.path, self._halt)
+        component = Component("traces", SpanTailer(traces, reader, state, clock=self._clock), self.own)
+        component.start()
+        self.components["traces"] = component
+
+    async def _stop_refresh(self, grace: float) -> None:
         if self._task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, grace)
@@ -104,10 +167,19 @@ class Target:
 class Targets:
     """Every configured target; :meth:`reload` applies a new ``targets`` section while running."""
 
-    def __init__(self, configs: Mapping[str, TargetConfig], clock: Clock, halt: threading.Event) -> None:
+    def __init__(
+        self,
+        configs: Mapping[str, TargetConfig],
+        clock: Clock,
+        halt: threading.Event,
+        traces: TracesConfig | None = None,
+    ) -> None:
+        """``traces``: the top-level span export settings when enabled (each target gets its own)."""
         self._clock = clock
         self._halt = halt
-        self.by_name: dict[str, Target] = {name: Target(name, c, clock, halt) for name, c in configs.items()}
+        self.by_name: dict[str, Target] = {
+            name: Target(name, c, clock, halt, _traces_of(traces, name)) for name, c in configs.items()
+        }
 
     def names(self) -> list[str]:
         return list(self.by_name)
@@ -128,22 +200,28 @@ class Targets:
     async def stop(self, grace: float) -> None:
         await asyncio.gather(*(target.stop(grace) for target in self.by_name.values()))
 
-    def reload(self, configs: Mapping[str, TargetConfig]) -> list[asyncio.Task[None]]:
+    def reload(
+        self, configs: Mapping[str, TargetConfig], traces: TracesConfig | None = None
+    ) -> list[asyncio.Task[None]]:
         """Targets whose ``db`` changed start over (a new DB invalidates every watermark); a change of
-        ``metrics`` alone is picked up by the running refresher.  Returns the stops of the old ones."""
+        ``metrics`` alone is picked up by the running refresher, one of ``traces`` restarts the span
+        export alone.  Returns the tasks still stopping old parts."""
         stopping: list[asyncio.Task[None]] = []
         current = self.by_name
         self.by_name = {}
         for name, config in configs.items():
             old = current.pop(name, None)
+            wanted = _traces_of(traces, name)
             if old is not None and old.config.db == config.db:
                 old.config = config
+                if old.traces != wanted:
+                    stopping.append(asyncio.create_task(old.replace_traces(wanted, _STOP_GRACE_S)))
                 self.by_name[name] = old
                 continue
             if old is not None:
                 stopping.append(asyncio.create_task(old.stop(_STOP_GRACE_S)))
             log.info("target %s %s", name, "restarted: its db settings changed" if old else "added")
-            target = Target(name, config, self._clock, self._halt)
+            target = Target(name, config, self._clock, self._halt, wanted)
             target.start()
             self.by_name[name] = target
         for name, old in current.items():
@@ -165,14 +243,17 @@ class _TargetHealth(Collector):
         merged: dict[str, Metric] = {}
         unlabelled: dict[str, Metric] = {}
         for name, target in self._targets().items():
-            for collector in target.health:
-                for family in collector.collect():
-                    if family.name in _UNLABELLED:
-                        unlabelled.setdefault(family.name, family)
-                        continue
-                    into = merged.get(family.name)
-                    if into is None:
-                        into = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
-                    into.samples.extend(s._replace(labels={TARGET_LABEL: name, **s.labels}) for s in family.samples)
+            for family in target.own.collect():
+                if family.name in _UNLABELLED:
+                    unlabelled.setdefault(family.name, family)
+                    continue
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                into.samples.extend(s._replace(labels={TARGET_LABEL: name, **s.labels}) for s in family.samples)
         yield from unlabelled.values()
         yield from merged.values()
+
+
+def _traces_of(traces: TracesConfig | None, name: str) -> TracesConfig | None:
+    return None if traces is None else target_traces(traces, name)

@@ -117,26 +117,30 @@ def test_an_invalid_top_level_section_is_reported_once(tmp_path: Path) -> None:
 
 
 def test_what_multi_target_mode_refuses(tmp_path: Path) -> None:
-    text = """\
+    text = f"""\
 db:
   path: /data/one.db
 traces:
   enabled: true
+  state_file: {tmp_path / "state.sqlite"}
+  id_namespace: site
 jobs:
   stuck_alerts:
     enabled: true
 targets:
   a:
-    db: {engine: flujo}
+    db: {{engine: flujo}}
 """
     assert errors(tmp_path, text) == [
         "config.yaml:2: db.path: must not be set with targets (each target has its own db.path)",
-        "config.yaml:4: traces.enabled: span export follows one DB and is not available with targets"
-        " (run one exporter per DB for traces)",
-        "config.yaml:7: jobs.stuck_alerts.enabled: jobs follow one DB and are not available with targets"
+        "config.yaml:5: traces.state_file: must not be set with targets (each has traces-target-NAME.sqlite)",
+        "config.yaml:6: traces.id_namespace: must not be set with targets (each target's name is its namespace)",
+        "config.yaml:9: jobs.stuck_alerts.enabled: jobs follow one DB and are not available with targets"
         " (one exporter per DB)",
-        "config.yaml:10: targets.a.db.path: required",
+        "config.yaml:12: targets.a.db.path: required",
     ]
+    traced = load(tmp_path, "traces:\n  enabled: true\ntargets:\n  a:\n    db: {path: /data/a.db}\n")
+    assert traced.traces.enabled, "span export runs per target"
     flag = errors(tmp_path, "targets:\n  a:\n    db: {path: /data/a.db}\n", overrides={"db": {"path": "/x.db"}})
     assert flag == ["command line: db.path: must not be set with targets (each target has its own db.path)"]
 
