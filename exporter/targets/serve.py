@@ -110,20 +110,20 @@ class Target:
     def render(self, accept: str) -> tuple[bytes, str]:
         return self._exposition.render(accept)
 
-    def readiness(self, now: datetime) -> Readiness:
-        """As the single-target daemon's, the detail naming the target (``/readyz`` shows it only when asked)."""
+    def checks(self, now: datetime) -> list[Readiness]:
+        """The single-target daemon's readiness checks, each detail naming the target (``/readyz``
+        shows details only when asked to)."""
         refresher = self.refresher
         if refresher.state.refreshed_at is None:  # before the first refresh: open the DB once for the reason
             try:
                 refresher.reader.schema()
             except DatabaseUnavailable as exc:
-                return Readiness(False, exc.problem.value, f"target {self.name}: {exc.message}")
+                return [Readiness(False, exc.problem.value, f"target {self.name}: {exc.message}")]
         checks = [refresher.ready(now)]
         for name, component in self.components.items():
             health = component.health()
             checks.append(Readiness(health.ok, component_failing(name), health.reason))
-        state = Readiness.combined(checks)
-        return state if state.ready else replace(state, detail=f"target {self.name}: {state.detail}")
+        return [replace(check, detail=f"target {self.name}: {check.detail or check.reason}") for check in checks]
 
     def start(self) -> None:
         self._stop = asyncio.Event()
@@ -191,7 +191,7 @@ class Targets:
 
     def readiness(self) -> Readiness:
         now = self._clock()
-        return Readiness.combined(target.readiness(now) for target in self.by_name.values())
+        return Readiness.combined(check for target in self.by_name.values() for check in target.checks(now))
 
     def start(self) -> None:
         for target in self.by_name.values():
