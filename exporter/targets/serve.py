@@ -64,8 +64,11 @@ def db_reader(db: DatabaseConfig, path: Path, halt: threading.Event | None = Non
 def target_traces(traces: TracesConfig, name: str) -> TracesConfig:
     """Target ``name``'s span export settings: ``traces`` with the name as id namespace and a state file
     of the target's own (``target_problems`` refuses both keys at the top level with targets)."""
-    state = state_directory() / f"traces-target-{name}.sqlite"
-    return traces.model_copy(update={"id_namespace": name, "state_file": state})
+    return traces.model_copy(update={"id_namespace": name, "state_file": target_state_file(name)})
+
+
+def target_state_file(name: str) -> Path:
+    return state_directory() / f"traces-target-{name}.sqlite"
 
 
 class Target:
@@ -150,7 +153,7 @@ class Target:
         from exporter.traces.tailer import SpanTailer  # the transports: only when span export is on
 
         traces = apply_otel_env(self.traces)
-        state = traces.state_file or state_directory() / f"traces-target-{self.name}.sqlite"
+        state = traces.state_file or target_state_file(self.name)
         state.parent.mkdir(parents=True, exist_ok=True)
         reader = db_reader(self.config.db, self.config.db.path, self._halt)
         component = Component("traces", SpanTailer(traces, reader, state, clock=self._clock), self.own)
@@ -218,16 +221,23 @@ class Targets:
                     stopping.append(asyncio.create_task(old.replace_traces(wanted, _STOP_GRACE_S)))
                 self.by_name[name] = old
                 continue
-            if old is not None:
-                stopping.append(asyncio.create_task(old.stop(_STOP_GRACE_S)))
-            log.info("target %s %s", name, "restarted: its db settings changed" if old else "added")
             target = Target(name, config, self._clock, self._halt, wanted)
-            target.start()
             self.by_name[name] = target
+            if old is None:
+                log.info("target %s added", name)
+                target.start()
+            else:  # the old one lets go of the state file before the new one opens it
+                log.info("target %s restarted: its db settings changed", name)
+                stopping.append(asyncio.create_task(self._replace(old, target)))
         for name, old in current.items():
             log.info("target %s removed", name)
             stopping.append(asyncio.create_task(old.stop(_STOP_GRACE_S)))
         return stopping
+
+    async def _replace(self, old: Target, new: Target) -> None:
+        await old.stop(_STOP_GRACE_S)
+        if not self._halt.is_set():  # the daemon is not stopping meanwhile
+            new.start()
 
     def collector(self) -> Collector:
         return _TargetHealth(lambda: self.by_name)

@@ -148,6 +148,7 @@ async def test_reload_adds_removes_and_keeps_targets(tmp_path: Path) -> None:
     stopping = targets.reload(again.targets)
     assert targets.by_name["orders"].refresher is not kept and len(stopping) == 1, "a new db starts over"
     await asyncio.gather(*stopping)
+    await asyncio.wait_for(_until_served(targets, "orders", "flujo_workflows{"), 30)  # the new one, started
     await targets.stop(2.0)
 
 
