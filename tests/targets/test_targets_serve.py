@@ -9,6 +9,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
 from engines.cases import PYNENC_FIXTURES, SEEKNAL_FIXTURE
 from prometheus_client import CollectorRegistry, generate_latest
 from support import FIXTURES, SMALL06, computed_at, parse_exposition, sample
@@ -155,3 +156,15 @@ async def test_reload_adds_removes_and_keeps_targets(tmp_path: Path) -> None:
 async def _until_served(targets: Targets, name: str, text: str) -> None:
     while text not in render(targets, name):
         await asyncio.sleep(0.05)
+
+
+def test_snapshot_command_shows_one_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from exporter.cli import main
+
+    config = tmp_path / "config.yaml"
+    tasks = copy(PYNENC, tmp_path / "b")
+    config.write_text(f"db: {{writer_timezone: UTC}}\ntargets:\n  tasks:\n    db: {{path: {tasks}}}\n")
+    assert main(["snapshot", "--config", str(config), "--target", "tasks"]) == 0
+    assert "pynenc_invocations{" in capsys.readouterr().out
+    assert main(["snapshot", "--config", str(config), "--target", "nope"]) == 2
+    assert "--target: 'nope' is not a configured target (configured: tasks)" in capsys.readouterr().err
