@@ -2,11 +2,11 @@
 
 A target is a name (what Prometheus asks for, and the ``target`` label of the exporter's own metrics)
 and its own ``db`` and ``metrics`` sections.  Both inherit the top-level sections key by key (nested
-mappings too), so settings shared by every DB are written once; ``db.path`` is never inherited: with
-targets the top-level ``db.path`` must stay unset.  Inheritance happens before validation, so a value a
-target inherits is checked with the target's own values (``targets.a.metrics.counts_interval`` against
-the target's ``refresh_interval``); a top-level section that is itself invalid is reported there once
-and not inherited.
+mappings too), so settings shared by every DB are written once; ``db.path`` (and a Postgres ``db.url``)
+is never inherited: with targets the top-level ``db.path`` must stay unset.  Inheritance happens before
+validation, so a value a target inherits is checked with the target's own values
+(``targets.a.metrics.counts_interval`` against the target's ``refresh_interval``); a top-level section
+that is itself invalid is reported there once and not inherited.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # Names travel in URLs and label values: a short, plain token.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _INHERITED = ("db", "metrics")
+# Where a DB is: each target's own, never a default (url: the Postgres reader's, once it exists).
+_LOCATION_KEYS = frozenset({"path", "url"})
 
 
 def _target_name(name: str) -> str:
@@ -61,7 +63,7 @@ def inherit_sections(data: Any) -> Any:
             model.model_validate(raw)
         except ValidationError:
             continue  # reported at the section itself, once
-        shared[section] = {k: v for k, v in raw.items() if not (section == "db" and k == "path")}
+        shared[section] = {k: v for k, v in raw.items() if not (section == "db" and k in _LOCATION_KEYS)}
     targets: dict[Any, Any] = {}
     for name, target in data["targets"].items():
         if isinstance(target, Mapping):
