@@ -149,7 +149,8 @@ def resolve_keys(root: type[BaseModel], parts: Sequence[str], *, fold_case: bool
     current: Any = root
     for part in parts:
         name = part.lower() if fold_case else part
-        model = _submodel(current)
+        # dict[str, Model]: the part is a name (a target's), not one of the model's fields
+        model = None if get_origin(current) is dict else _submodel(current)
         if not part and fold_case:
             return (*keys, part), "empty key name (separate nested keys with exactly two underscores)"
         if model is not None:

@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     snapshot = command("snapshot", help="print the metrics exposition once and exit", epilog=epilog)
     db_flags(snapshot)
     snapshot.add_argument("--now", help="pin the clock (ISO-8601, e.g. 2026-11-21T11:14:44+00:00)")
+    snapshot.add_argument("--target", metavar="NAME", help="with targets: in the config, this target's metrics")
     replay = command("replay", help=REPLAY_HELP, description=REPLAY_DESCRIPTION, epilog=epilog)
     add_replay_flags(replay)
     demo = command(
@@ -158,6 +159,12 @@ def _snapshot(args: argparse.Namespace) -> int:
     config = load_config(args.config, env=os.environ, overrides=_overrides(args))
     logs.configure("error", config.logging.format)
     clock = ManualClock(_parse_now(args.now)) if args.now else system_clock
+    if args.target is not None:  # one target of multi-target mode: its own db and metrics sections
+        target = config.targets.get(args.target)
+        if target is None:
+            names = ", ".join(config.targets) or "none"
+            raise ConfigError(f"--target: {args.target!r} is not a configured target (configured: {names})")
+        config = config.model_copy(update={"db": target.db, "metrics": target.metrics})
     refresher = Refresher(make_metrics_reader(config), lambda: config.metrics, clock)
     state = refresher.refresh(force_all=True)
     registry = build_registry(View(lambda: refresher.state, lambda: config.metrics, clock))

@@ -244,6 +244,13 @@ class Config(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     traces: TracesConfig = Field(default_factory=lambda: TracesConfig())
     jobs: JobsConfig = Field(default_factory=lambda: JobsConfig())
+    # Multi-target mode (exporter.targets): several DBs, each at /probe?target=NAME; empty: one DB at /metrics.
+    targets: dict[TargetName, TargetConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _targets_inherit(cls, data: Any) -> Any:
+        return inherit_sections(data)
 
 
 def require_db_path(config: Config) -> Path:
@@ -398,6 +405,7 @@ def _explain(error: ErrorDetails) -> tuple[tuple[str, ...], str]:
 
 # The feature sections use the field types defined above, so they are imported last.
 from exporter.jobs.config import JobsConfig  # noqa: E402
+from exporter.targets.config import TargetConfig, TargetName, inherit_sections  # noqa: E402
 from exporter.traces.config import TracesConfig  # noqa: E402
 
 Config.model_rebuild()

@@ -42,14 +42,17 @@ Check = Callable[["Config"], list[Problem]]
 
 
 def environment_problems(config: Config, env: Mapping[str, str]) -> list[Problem]:
-    return [*_web(config.web), *_db(config.db), *_traces(config, env)]
+    from exporter.targets.config import target_problems
+
+    targets = [p for name, t in config.targets.items() for p in _db(t.db, ("targets", name, "db"))]
+    return [*_web(config.web), *_db(config.db), *_traces(config, env), *target_problems(config), *targets]
 
 
 def db_path_problems(config: Config) -> list[Problem]:
     if config.db.url is not None:
         return list(_postgres_limits(config))
     problems = []
-    if config.db.path is None:
+    if config.db.path is None and not config.targets:  # with targets, each has its own (target_problems)
         problems.append(
             Problem(("db", "path"), "required (set it in the config file, STATE_EXPORTER_DB__PATH or --db)")
         )
@@ -164,11 +167,11 @@ def _pem(loc: tuple[str, ...], path: Path | None, marker: bytes, what: str) -> I
 # --- db --------------------------------------------------------------------------------------------------
 
 
-def _db(db: DatabaseConfig) -> Iterator[Problem]:
+def _db(db: DatabaseConfig, loc: tuple[str, ...] = ("db",)) -> Iterator[Problem]:
     if db.path is None:
         return
     if (blocker := _non_directory_ancestor(db.path)) is not None:
-        yield Problem(("db", "path"), f"{blocker} is not a directory")
+        yield Problem((*loc, "path"), f"{blocker} is not a directory")
 
 
 def _non_directory_ancestor(path: Path) -> Path | None:

@@ -23,8 +23,9 @@ from exporter.exposition import CachedExposition
 from exporter.reader import DatabaseUnavailable, Reader, StateReader
 from exporter.readiness import Readiness, component_failing
 from exporter.refresh import Refresher
+from exporter.targets.serve import Targets, db_reader, sqlite_reader
 from exporter.timeparse import resolve_timezone
-from exporter.traces.config import apply_otel_env, default_state_file
+from exporter.traces.config import TracesConfig, apply_otel_env, default_state_file
 from exporter.web import bound_port, build_app, start_server
 
 if TYPE_CHECKING:
@@ -47,6 +48,10 @@ def make_tailer(config: Config, clock: Clock, halt: threading.Event | None = Non
     state = traces_state_file(config)
     state.parent.mkdir(parents=True, exist_ok=True)
     return SpanTailer(traces, make_metrics_reader(config, halt), state, clock=clock)
+
+
+def enabled(traces: TracesConfig) -> TracesConfig | None:
+    return traces if traces.enabled else None
 
 
 def any_job_enabled(config: Config) -> bool:
@@ -107,30 +112,14 @@ def make_postgres_target(config: Config) -> PostgresTarget:
 
 
 def make_reader(config: Config, halt: threading.Event | None = None) -> StateReader:
-    """``halt``: set when the daemon stops, so that no read waits out its busy or query timeout."""
-    return StateReader(
-        require_db_path(config),
-        naive_timezone=resolve_timezone(config.db.writer_timezone),
-        engine=config.db.engine,
-        busy_timeout=config.db.busy_timeout.total_seconds(),
-        query_timeout=config.db.query_timeout.total_seconds(),
-        halt=halt,
-    )
+    """The SQLite reader of ``db.path`` (the stuck-run alerts read SQLite only); ``halt``: set when the
+    daemon stops, so that no read waits out its busy or query timeout."""
+    return sqlite_reader(config.db, require_db_path(config), halt)
 
 
 def make_metrics_reader(config: Config, halt: threading.Event | None = None) -> Reader:
-    """The refresher's reader: Postgres for ``db.url``, else the SQLite/plain-file reader."""
-    if config.db.url is None:
-        return make_reader(config, halt)
-    from exporter.reader.postgres import PostgresReader
-
-    return PostgresReader(
-        config.db.url,
-        password_file=config.db.password_file,
-        engine=config.db.engine,
-        query_timeout=config.db.query_timeout.total_seconds(),
-        halt=halt,
-    )
+    """The refresher's and span export's reader: Postgres for ``db.url``, else SQLite/plain files."""
+    return db_reader(config.db, halt)
 
 
 class Daemon:
@@ -147,34 +136,46 @@ class Daemon:
         self._overrides = dict(overrides or {})
         self._clock = clock
         self.halt = threading.Event()
-        self.refresher = Refresher(make_metrics_reader(config, self.halt), lambda: self.config.metrics, clock)
         # Snapshot metrics are rendered once per refresh; scrape-time and component metrics are live.
         self.live_registry = CollectorRegistry(auto_describe=False)
-        self.live_registry.register(ComponentsCollector(lambda: self.components))
-        self.registry: CollectorRegistry = build_registry(
-            View(lambda: self.refresher.state, lambda: self.config.metrics, clock), live=self.live_registry
-        )
-        self.exposition = CachedExposition(
-            self.registry, self.live_registry, lambda: (self.refresher.state, self.config)
-        )
+        # Multi-target mode: each target refreshes, renders and exports its spans on its own; /metrics has
+        # the live part only, the targets' component families labelled by target.
+        self.targets = Targets(config.targets, clock, self.halt, enabled(config.traces)) if config.targets else None
+        if self.targets is not None:
+            self.live_registry.register(self.targets.collector())
+            self.registry = self.live_registry
+            self.exposition = CachedExposition(CollectorRegistry(auto_describe=False), self.live_registry, tuple)
+        else:
+            self.live_registry.register(ComponentsCollector(lambda: self.components))
+            self.refresher = Refresher(make_metrics_reader(config, self.halt), lambda: self.config.metrics, clock)
+            self.registry = build_registry(
+                View(lambda: self.refresher.state, lambda: self.config.metrics, clock), live=self.live_registry
+            )
+            self.exposition = CachedExposition(
+                self.registry, self.live_registry, lambda: (self.refresher.state, self.config)
+            )
         self.port: int | None = None
         self._stop = asyncio.Event()
         self._refresh_stop = asyncio.Event()
         self._refresh_task: asyncio.Task[None] | None = None
         self.components: dict[str, Component] = {}
         self._pending_restart: asyncio.Task[None] | None = None
+        self._pending_stops: list[asyncio.Task[None]] = []  # targets replaced by a reload
         self._tailer: SpanTailer | None = None
 
     def readiness(self) -> Readiness:
         """From the last refresh (never a read of its own, except before the first refresh ended:
         then the DB is opened once to give the real reason) and from every component's health."""
-        refresher = self.refresher
-        if refresher.state.refreshed_at is None:
-            try:
-                refresher.reader.schema()
-            except DatabaseUnavailable as exc:
-                return Readiness(False, exc.problem.value, exc.message)
-        checks = [refresher.ready(self._clock())]
+        if self.targets is not None:
+            checks = [self.targets.readiness()]
+        else:
+            refresher = self.refresher
+            if refresher.state.refreshed_at is None:
+                try:
+                    refresher.reader.schema()
+                except DatabaseUnavailable as exc:
+                    return Readiness(False, exc.problem.value, exc.message)
+            checks = [refresher.ready(self._clock())]
         for name, component in self.components.items():
             health = component.health()
             checks.append(Readiness(health.ok, component_failing(name), health.reason))
@@ -191,15 +192,21 @@ class Daemon:
             version=__version__,
             render=self.exposition.render,
             http_registry=self.live_registry,
+            probes=self.targets,
         )
         runner = await start_server(app, self.config.web)
         self.port = bound_port(runner)
-        log.info(
-            "state-exporter %s serving %s on %s (metrics at /metrics)",
-            __version__,
-            self.refresher.reader.path,
-            self.config.web.listen_address.rsplit(":", 1)[0] + f":{self.port}",
-        )
+        address = self.config.web.listen_address.rsplit(":", 1)[0] + f":{self.port}"
+        if self.targets is not None:
+            names = ", ".join(self.targets.names())
+            log.info("state-exporter %s serving targets %s on %s (at /probe?target=NAME)", __version__, names, address)
+        else:
+            log.info(
+                "state-exporter %s serving %s on %s (metrics at /metrics)",
+                __version__,
+                self.refresher.reader.path,
+                address,
+            )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
@@ -213,7 +220,7 @@ class Daemon:
             self.halt.set()  # reads waiting for a lock or running a long query end now
             # Everything stops at once, so the whole stop fits in STOP_GRACE_S (SIGTERM: within 5 s).
             stopping = [component.stop(STOP_GRACE_S / 2) for component in self.components.values()]
-            await asyncio.gather(*stopping, self._stop_refreshing())
+            await asyncio.gather(*stopping, *self._pending_stops, self._stop_refreshing())
             await asyncio.wait_for(runner.cleanup(), STOP_GRACE_S / 2)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
@@ -224,7 +231,8 @@ class Daemon:
         services being replaced after a reload, whose counters the new ones carry on."""
         previous = previous or {}
         if only is None or "traces" in only:
-            self._tailer = make_tailer(self.config, self._clock, self.halt) if self.config.traces.enabled else None
+            traced = self.config.traces.enabled and self.targets is None  # targets export their own
+            self._tailer = make_tailer(self.config, self._clock, self.halt) if traced else None
             if self._tailer is not None:
                 self._start("traces", self._tailer)
         if any_job_enabled(self.config) and (only is None or "jobs" in only):
@@ -249,10 +257,16 @@ class Daemon:
         self._start_components(names, previous)
 
     def _start_refreshing(self) -> None:
+        if self.targets is not None:
+            self.targets.start()
+            return
         self._refresh_stop = asyncio.Event()
         self._refresh_task = asyncio.create_task(self.refresher.run(self._refresh_stop))
 
     async def _stop_refreshing(self) -> None:
+        if self.targets is not None:
+            await self.targets.stop(STOP_GRACE_S / 2)
+            return
         self._refresh_stop.set()
         task = self._refresh_task
         if task is not None:
@@ -263,10 +277,15 @@ class Daemon:
         """SIGHUP: re-read the config; a bad one is logged and the running one kept."""
         try:
             new = load_config(self._config_path, env=os.environ, overrides=self._overrides)
-            reader = make_metrics_reader(new, self.halt) if new.db != self.config.db else None
+            if bool(new.targets) != (self.targets is not None):
+                raise ConfigError("targets: switching between one DB and targets takes a restart")
+            new_db = self.targets is None and new.db != self.config.db
+            reader = make_metrics_reader(new, self.halt) if new_db else None
         except (ConfigError, ValueError) as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return
+        if self.targets is not None:
+            self._pending_stops = self.targets.reload(new.targets, enabled(new.traces))
         if new.web != self.config.web:
             log.warning("web settings changed: they take effect after a restart")
         logs.configure(new.logging.level, new.logging.format)

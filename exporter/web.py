@@ -3,7 +3,9 @@
 ``GET /metrics`` serves text format 0.0.4 or OpenMetrics after the Accept header, gzipped when accepted;
 ``GET /healthz`` is liveness (always 200, touches nothing); ``GET /readyz`` calls the readiness check
 (200, or 503 with a short reason code; the detail, which may name files and tables, only with
-``web.readyz_detail: full``); ``GET /`` is a landing page. HEAD works wherever GET does.
+``web.readyz_detail: full``); ``GET /`` is a landing page. HEAD works wherever GET does.  In
+multi-target mode ``GET /probe?target=NAME`` serves one configured target's metrics (see
+:mod:`exporter.targets.serve`); ``/metrics`` then has the exporter's own only.
 
 TLS and basic auth follow the Prometheus exporter-toolkit web configuration. With ``basic_auth_users``
 set, every path needs credentials EXCEPT ``/healthz`` and ``/readyz``, so Kubernetes probes work without
@@ -24,10 +26,12 @@ import gzip
 import html
 import logging
 import ssl
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -100,6 +104,16 @@ def _check_pem(path: Path, key: str, marker: bytes, what: str) -> None:
 Renderer = Callable[[str], tuple[bytes, str]]  # Accept header -> (body, content type)
 
 
+class Probes(Protocol):
+    """Multi-target mode's ``/probe?target=NAME`` (:mod:`exporter.targets.serve`)."""
+
+    def names(self) -> list[str]: ...
+
+    def render(self, name: str, accept: str) -> tuple[bytes, str] | None:
+        """``None``: no target of that name."""
+        ...
+
+
 def render_registry(registry: CollectorRegistry) -> Renderer:
     def render(accept: str) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept)
@@ -109,7 +123,15 @@ def render_registry(registry: CollectorRegistry) -> Renderer:
 
 
 def _render_metrics(render: Renderer, accept: str, encodings: str) -> tuple[bytes, dict[str, str]]:
-    output, content_type = render(accept)
+    return _encoded(*render(accept), encodings)
+
+
+def _render_probe(probes: Probes, name: str, accept: str, encodings: str) -> tuple[bytes, dict[str, str]] | None:
+    rendered = probes.render(name, accept)
+    return None if rendered is None else _encoded(*rendered, encodings)
+
+
+def _encoded(output: bytes, content_type: str, encodings: str) -> tuple[bytes, dict[str, str]]:
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if gzip_accepted(encodings):
         headers["Content-Encoding"] = "gzip"
@@ -123,9 +145,10 @@ _LANDING = """<!DOCTYPE html>
 <body><h1>state-exporter</h1><p>Version {version}</p><ul>
 <li><a href="metrics">/metrics</a>: Prometheus metrics</li>
 <li><a href="healthz">/healthz</a>: liveness</li>
-<li><a href="readyz">/readyz</a>: readiness</li>
+<li><a href="readyz">/readyz</a>: readiness</li>{probes}
 </ul></body></html>
 """
+_PROBE_LINK = '\n<li><a href="probe?target={query}">/probe?target={name}</a>: metrics of target {name}</li>'
 
 
 def build_app(
@@ -136,17 +159,24 @@ def build_app(
     version: str,
     render: Renderer | None = None,
     http_registry: CollectorRegistry | None = None,
+    probes: Probes | None = None,
 ) -> web.Application:
     """The application; raises ValueError for a bad ``basic_auth_users`` entry.  ``render`` replaces
     rendering ``registry`` on every scrape (the daemon caches the snapshot's exposition).  The HTTP
     layer's own metrics are registered on ``http_registry`` (default ``registry``) while the app runs:
-    give a registry rendered at every scrape."""
+    give a registry rendered at every scrape.  ``probes``: multi-target mode, served at
+    ``/probe?target=NAME`` (configured names only; anything else is answered 400 listing them)."""
     render = render or render_registry(registry)
     stats_registry = http_registry or registry
     stats = HttpStats()
     auth = BasicAuth(web_config.basic_auth_users) if web_config.basic_auth_users else None
     executor = ThreadPoolExecutor(max_workers=_METRICS_THREADS, thread_name_prefix="metrics")
-    landing = _LANDING.format(version=html.escape(version))
+
+    def landing() -> str:  # the targets are the current ones (a reload may change them)
+        names = probes.names() if probes is not None else []
+        links = "".join(_PROBE_LINK.format(query=urllib.parse.quote(n), name=html.escape(n)) for n in names)
+        return _LANDING.format(version=html.escape(version), probes=links)
+
     full_detail = web_config.readyz_detail == "full"
 
     @web.middleware
@@ -195,6 +225,23 @@ def build_app(
         )
         return web.Response(body=body, headers=headers)
 
+    def probe_route(targets: Probes) -> Handler:
+        async def probe(request: web.Request) -> web.StreamResponse:
+            accept, encodings = request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", "")
+            asked = request.query.getall("target", [])
+            if len(asked) == 1:
+                found = await asyncio.get_running_loop().run_in_executor(
+                    executor, _render_probe, targets, asked[0], accept, encodings
+                )
+                if found is not None:
+                    return web.Response(body=found[0], headers=found[1])
+            # The value asked for is never echoed: it may be a path or a DSN with a password in it.
+            problem = "unknown target" if len(asked) == 1 else "give exactly one target parameter"
+            configured = ", ".join(targets.names())
+            return web.Response(status=400, text=f"{problem}: /probe?target=NAME, NAME one of: {configured}\n")
+
+        return probe
+
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -209,7 +256,7 @@ def build_app(
         return web.Response(status=503, text=_not_ready_text(state, full=full_detail))
 
     async def index(request: web.Request) -> web.Response:
-        return web.Response(text=landing, content_type="text/html")
+        return web.Response(text=landing(), content_type="text/html")
 
     async def register_stats(app: web.Application) -> None:
         stats_registry.register(stats)
@@ -224,6 +271,8 @@ def build_app(
     app[_STATS] = stats
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)
+    if probes is not None:
+        app.router.add_get("/probe", probe_route(probes))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.on_startup.append(register_stats)

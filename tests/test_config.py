@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 import pytest
 import trustme
@@ -72,7 +72,7 @@ BROKEN = [
     ),
     pytest.param(
         "db:\n  path: x.db\ncolour: blue\n",
-        ["config.yaml:3: colour: unknown key (valid: db, jobs, logging, metrics, traces, web)"],
+        ["config.yaml:3: colour: unknown key (valid: db, jobs, logging, metrics, targets, traces, web)"],
         id="unknown-top-level-key-listed",
     ),
     pytest.param(
@@ -285,7 +285,7 @@ BROKEN = [
         "- db\n- web\n",
         [
             "config.yaml:1: top level must be a mapping of sections "
-            "(db, web, metrics, logging, traces, jobs), got a list"
+            "(db, web, metrics, logging, traces, jobs, targets), got a list"
         ],
         id="top-level-list",
     ),
@@ -293,7 +293,7 @@ BROKEN = [
         "# the exporter\nflujo\n",
         [
             "config.yaml:2: top level must be a mapping of sections "
-            "(db, web, metrics, logging, traces, jobs), got 'flujo'"
+            "(db, web, metrics, logging, traces, jobs, targets), got 'flujo'"
         ],
         id="top-level-scalar",
     ),
@@ -380,7 +380,7 @@ BROKEN = [
             "config.yaml:9: metrics.refresh_intervall: unknown key (did you mean 'refresh_interval'?)",
             "config.yaml:10: metrics.max_pipelines: must be at least 1, got 0",
             "config.yaml:12: logging.level: must be one of 'debug', 'info', 'warning' or 'error', got 'loud'",
-            "config.yaml:13: extra: unknown key (valid: db, jobs, logging, metrics, traces, web)",
+            "config.yaml:13: extra: unknown key (valid: db, jobs, logging, metrics, targets, traces, web)",
         ],
         id="several-errors-all-reported",
     ),
@@ -416,7 +416,7 @@ def test_line_numbers_follow_anchors_and_merge_keys(workdir: Path) -> None:
     ]
     merged = "base: &base\n  level: loud\nlogging:\n  <<: *base\n  format: json\n"
     assert errors_of(merged) == [
-        "config.yaml:1: base: unknown key (valid: db, jobs, logging, metrics, traces, web)",
+        "config.yaml:1: base: unknown key (valid: db, jobs, logging, metrics, targets, traces, web)",
         "config.yaml:2: logging.level: must be one of 'debug', 'info', 'warning' or 'error', got 'loud'",
     ]
 
@@ -426,7 +426,7 @@ def test_alias_bombs_and_cycles_stay_cheap(workdir: Path) -> None:
     levels += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
     text = "\n".join([*levels, "metrics:", "  refresh_interval: &loop [*loop]", ""])
     assert errors_of(text) == [
-        "config.yaml:1: anchors: unknown key (valid: db, jobs, logging, metrics, traces, web)",
+        "config.yaml:1: anchors: unknown key (valid: db, jobs, logging, metrics, targets, traces, web)",
         "config.yaml:13: metrics.refresh_interval: invalid duration a list (use e.g. 30s, 5m, 1h)",
     ]
 
@@ -458,7 +458,7 @@ def test_unreadable_file_still_reports_bad_env_names(workdir: Path) -> None:
         load_config(Path("missing.yaml"), env={"STATE_EXPORTER_NOPE": "1"})
     assert caught.value.errors == [
         "missing.yaml: cannot read: No such file or directory",
-        "environment STATE_EXPORTER_NOPE: nope: unknown key (valid: db, jobs, logging, metrics, traces, web)",
+        "environment STATE_EXPORTER_NOPE: nope: unknown key (valid: db, jobs, logging, metrics, targets, traces, web)",
     ]
 
 
@@ -572,7 +572,7 @@ def test_env_keeps_the_case_of_pipeline_and_user_names() -> None:
         ),
         (
             "STATE_EXPORTER_DATABASE__PATH",
-            "database: unknown key (valid: db, jobs, logging, metrics, traces, web)",
+            "database: unknown key (valid: db, jobs, logging, metrics, targets, traces, web)",
         ),
         ("STATE_EXPORTER_LOGING__LEVEL", "loging: unknown key (did you mean 'logging'?)"),
         ("STATE_EXPORTER_DB__PATH__NAME", "db.path.name: unknown key (db.path is a value, not a section)"),
@@ -788,10 +788,11 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
 
 
 def model_keys(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
-    """Dotted key of every field, recursively through nested sections."""
+    """Dotted key of every field, recursively through nested sections (not below a mapping of names,
+    such as ``targets``: its keys are names)."""
     for name, field in model.model_fields.items():
         yield prefix + name
-        sub = _submodel(field.annotation)
+        sub = None if get_origin(field.annotation) is dict else _submodel(field.annotation)
         if sub is not None:
             yield from model_keys(sub, f"{prefix}{name}.")
 

@@ -81,6 +81,7 @@ def build_config(args: argparse.Namespace, data: dict[str, Any]) -> TracesConfig
         "timeout": args.timeout,
         "batch_size": args.batch_size,
         "service_name": args.service_name,
+        "id_namespace": args.id_namespace,
     }
     if getattr(args, "command", None) == "tail":
         overrides.update(

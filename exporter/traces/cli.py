@@ -52,6 +52,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="spans per request (traces.batch_size)")
     parser.add_argument("--service-name", help="resource service.name (traces.service_name)")
     parser.add_argument(
+        "--id-namespace", help="mixed into every trace and span id, as the daemon's (traces.id_namespace)"
+    )
+    parser.add_argument(
         "--timezone", default=None, help="zone of the naive local times the engine writes (default: local)"
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))

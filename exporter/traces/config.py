@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from exporter.config_types import Count, Duration, HeaderName, HeaderValue, PositiveDuration
 from exporter.redact import redact_url
+from exporter.traces.ids import check_namespace
 
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
@@ -142,6 +143,12 @@ class TracesConfig(_Section):
         description="Extra resource attributes (e.g. deployment.environment). Merged with"
         " OTEL_RESOURCE_ATTRIBUTES (these win per key).",
     )
+    id_namespace: str | None = Field(
+        default=None,
+        description="Mixed into every derived trace and span id and sent as resource attribute"
+        " state_exporter.source, so that two DBs holding the same run id give different traces (e.g. the"
+        " DB's or the site's name). Unset: ids unchanged. Changing it changes every id from then on.",
+    )
     state_file: Path | None = Field(
         default=None,
         description=f"The exporter's own SQLite state (watermark, pending runs, dead letters). Never the Flujo"
@@ -187,6 +194,11 @@ class TracesConfig(_Section):
         ge=0,
         description="Dead-lettered spans kept in the state file for inspection (oldest removed first).",
     )
+
+    @field_validator("id_namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        return None if value is None else check_namespace(value)
 
     @field_validator("endpoint")
     @classmethod

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from exporter.traces.encoded import Encoded, LocalReject, Mode
+from exporter.traces.ids import DEFAULT_IDS, IdScheme
 
 if TYPE_CHECKING:
     from exporter.reader import Reader, ReadSession
@@ -111,10 +112,12 @@ class SpanSource(Protocol):
 
 @dataclass(frozen=True)
 class Limits:
-    """Attribute limits from ``traces.limits`` (0: none)."""
+    """What every span source is built with: the attribute limits from ``traces.limits`` (0: none)
+    and, travelling with them, the id scheme (``traces.id_namespace``) its trace and span ids come from."""
 
     count_limit: int
     value_length_limit: int
+    ids: IdScheme = DEFAULT_IDS
 
 
 SourceFactory = Callable[[Limits], SpanSource]

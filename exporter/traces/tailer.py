@@ -57,6 +57,7 @@ from exporter.traces.batching import Batch
 from exporter.traces.config import TracesConfig, resolve_endpoint
 from exporter.traces.delivery import DeadLetter, Deliverer
 from exporter.traces.encoded import Encoded, LocalReject, Mode
+from exporter.traces.ids import IdScheme
 from exporter.traces.metrics import TraceStats, failure_reasons
 from exporter.traces.source import Limits, SpanSource, UnitInfo, Work
 from exporter.traces.transport import Stopped, Transport, make_transport
@@ -69,18 +70,24 @@ PENDING_PAGE = 256
 BACKLOG_INTERVAL_S = 15.0
 
 
+SOURCE_ATTRIBUTE = "state_exporter.source"
+
+
 def build_envelope(config: TracesConfig, engine: str) -> wire.Envelope:
-    """One shared resource (service.name, by default the engine's name, and the configured attributes)
-    and our instrumentation scope."""
+    """One shared resource (service.name, by default the engine's name, the source's namespace when
+    ``id_namespace`` is set, and the configured attributes) and our instrumentation scope."""
     resource_attrs: dict[str, wire.AttrValue] = {"service.name": config.service_name or engine}
+    if config.id_namespace is not None:
+        resource_attrs[SOURCE_ATTRIBUTE] = config.id_namespace
     for key, value in config.resource_attributes.items():
-        if key != "service.name":
+        if key not in ("service.name", SOURCE_ATTRIBUTE):
             resource_attrs[key] = value
     return wire.Envelope(wire.resource(resource_attrs), wire.scope(SCOPE_NAME, __version__))
 
 
 def limits_of(config: TracesConfig) -> Limits:
-    return Limits(config.limits.attribute_count, config.limits.attribute_value_length)
+    """What span sources are built with; the one place ``id_namespace`` becomes their id scheme."""
+    return Limits(config.limits.attribute_count, config.limits.attribute_value_length, IdScheme(config.id_namespace))
 
 
 def span_source(schema: object, config: TracesConfig) -> SpanSource | None:

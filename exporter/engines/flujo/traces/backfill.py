@@ -42,7 +42,7 @@ class FlujoBackfill(BackfillJob):
         super().__init__(request, ENGINE_NAME)
         self.run_ids = request.run_ids
         limits = limits_of(request.config)
-        self.encoder = SpanEncoder(Limits(limits.count_limit, limits.value_length_limit))
+        self.encoder = SpanEncoder(Limits(limits.count_limit, limits.value_length_limit), limits.ids)
         self.local_dead: list[DeadLetter] = []
         self.position: tuple[int, str | None] = (0, None)
         self.bar: Any = None

@@ -62,8 +62,9 @@ def status_of(stored: str, attributes: Mapping[str, Any], limit: int) -> tuple[i
 class SpanEncoder:
     """Encodes the spans of one run at a time; keeps a bounded cache of repeated attributes."""
 
-    def __init__(self, limits: attrs.Limits) -> None:
+    def __init__(self, limits: attrs.Limits, id_scheme: ids.IdScheme = ids.DEFAULT_IDS) -> None:
         self.limits = limits
+        self.ids = id_scheme
         self.cache = wire.KeyValueCache()
         self._names: dict[object, bytes] = {}
         self._run_cache: dict[tuple[object, ...], bytes] = {}
@@ -115,8 +116,8 @@ class SpanEncoder:
         not the whole run (large runs read page by page).
         """
         clock = info.clock
-        trace_id = ids.trace_id(info.run_id)
-        span_ids = ids.SpanIds(info.run_id)
+        trace_id = self.ids.trace_id(info.run_id)
+        span_ids = self.ids.span_ids(info.run_id)
         attribute = self.cache.span_attribute
         encode_attributes = self._attributes
         length_limit = self.limits.value_length_limit

@@ -31,7 +31,7 @@ def _rowid(cursor: str | None) -> int:
 
 class FlujoSpans:
     def __init__(self, limits: Limits) -> None:
-        self.encoder = SpanEncoder(FlujoLimits(limits.count_limit, limits.value_length_limit))
+        self.encoder = SpanEncoder(FlujoLimits(limits.count_limit, limits.value_length_limit), limits.ids)
 
     def source_id(self, db_path: str) -> str:
         return db_path  # as earlier releases bound the state file

@@ -27,7 +27,7 @@ from typing import Any
 
 from exporter.engines.pynenc.statuses import FAILED, FINAL_STATUSES, REGISTERED, RUNNING, SUCCESS
 from exporter.engines.pynenc.traces.source import Invocation, TreeInfo
-from exporter.traces import ids, wire
+from exporter.traces import wire
 from exporter.traces.encoded import Encoded, LocalReject, Mode
 from exporter.traces.source import Limits
 
@@ -149,11 +149,13 @@ class InvocationEncoder:
                     exception["exception.message"] = self._text(message)
                 events.append(wire.event(wire.nanos(end), "exception", exception))
             status_field = wire.status(wire.STATUS_ERROR, description)
-        parent = b"" if invocation.parent_id is None else b"\x22\x08" + ids.pynenc_span_id(invocation.parent_id)
+        parent = (
+            b"" if invocation.parent_id is None else b"\x22\x08" + self.limits.ids.pynenc_span_id(invocation.parent_id)
+        )
         body = b"".join(
             (
-                b"\x0a\x10" + ids.pynenc_trace_id(tree.run_id),
-                b"\x12\x08" + ids.pynenc_span_id(key),
+                b"\x0a\x10" + self.limits.ids.pynenc_trace_id(tree.run_id),
+                b"\x12\x08" + self.limits.ids.pynenc_span_id(key),
                 parent,
                 wire.field_bytes(b"\x2a", wire.utf8(invocation.task)),
                 _TIMES(b"\x30\x01\x39", wire.nanos(start), b"\x41", wire.nanos(end)),
