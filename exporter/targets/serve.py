@@ -100,8 +100,6 @@ class Target:
         halt: threading.Event,
         traces: TracesConfig | None = None,
     ) -> None:
-        if config.db.path is None:  # refused by target_problems before anything starts
-            raise ValueError(f"targets.{name}.db.path: required")
         self.name = name
         self.config = config
         self.traces = traces  # this target's span export settings (None: off)

@@ -56,14 +56,16 @@ def no_data() -> dict[tuple[str, str], str]:
 
 NO_DATA = no_data()
 CASES = [(target, where, expr) for target in TARGETS for where, expr in targets(DASHBOARD)]
-# Alerts active (pending or firing) on the stack: the zombie on a dead pid, the registry's lost running job.
-EXPECTED_ALERTS = {"MarianneJobZombie", "MarianneConductorOrphanedJobs"}
+# Alerts active (pending or firing) on the stack: the zombie on a dead pid, the registry's lost running job, the
+# workspace the registry names that is not on this machine.
+EXPECTED_ALERTS = {"MarianneJobZombie", "MarianneConductorOrphanedJobs", "MarianneWorkspacesUnreadable"}
 # Which target each alert's families come from.
 ALERT_TARGETS = {
     "MarianneJobZombie": "workspace",
     "MarianneJobStale": "workspace",
     "MarianneConductorOrphanedJobs": "registry",
     "MarianneSheetFailureRatioHigh": "workspace",
+    "MarianneWorkspacesUnreadable": "registry",
 }
 
 
@@ -208,6 +210,10 @@ def test_rules_are_healthy_and_only_the_expected_alerts_are_active(marianne_stac
         (name, marianne_stack.instance(ALERT_TARGETS[name])) for name in EXPECTED_ALERTS
     }
     values = {name: float(value) for name, _, value in found}
-    assert values == {"MarianneJobZombie": 1.0, "MarianneConductorOrphanedJobs": 2.0}
+    assert values == {
+        "MarianneJobZombie": 1.0,
+        "MarianneConductorOrphanedJobs": 2.0,
+        "MarianneWorkspacesUnreadable": 1.0,
+    }
     for alert in active:
         assert set(alert["labels"]) <= {"alertname", "severity", "job", "instance", "reason"}

@@ -425,6 +425,7 @@ def test_issue_alerts_are_all_there() -> None:
             "MarianneJobStale",  # running, not updated for metrics.stuck.running_after
             "MarianneConductorOrphanedJobs",  # registry jobs a conductor restart would fail, the conductor gone
             "MarianneSheetFailureRatioHigh",  # failed share of ended sheets, with a minimum volume
+            "MarianneWorkspacesUnreadable",  # workspaces the conductor daemon could not read
         },
     }
     for path, names in expected.items():

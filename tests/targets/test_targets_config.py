@@ -132,17 +132,17 @@ targets:
     db: {{engine: flujo}}
 """
     assert errors(tmp_path, text) == [
-        "config.yaml:2: db.path: must not be set with targets (each target has its own db.path)",
+        "config.yaml:2: db.path: must not be set with targets (each target has its own db.path or db.url)",
         "config.yaml:5: traces.state_file: must not be set with targets (each has traces-target-NAME.sqlite)",
         "config.yaml:6: traces.id_namespace: must not be set with targets (each target's name is its namespace)",
         "config.yaml:9: jobs.stuck_alerts.enabled: jobs follow one DB and are not available with targets"
         " (one exporter per DB)",
-        "config.yaml:12: targets.a.db.path: required",
+        "config.yaml:12: targets.a.db.path: required (or db.url for a Postgres database)",
     ]
     traced = load(tmp_path, "traces:\n  enabled: true\ntargets:\n  a:\n    db: {path: /data/a.db}\n")
     assert traced.traces.enabled, "span export runs per target"
     flag = errors(tmp_path, "targets:\n  a:\n    db: {path: /data/a.db}\n", overrides={"db": {"path": "/x.db"}})
-    assert flag == ["command line: db.path: must not be set with targets (each target has its own db.path)"]
+    assert flag == ["command line: db.path: must not be set with targets (each target has its own db.path or db.url)"]
 
 
 def test_a_target_below_a_file_is_refused(tmp_path: Path) -> None:

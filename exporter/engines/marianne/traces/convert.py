@@ -31,7 +31,7 @@ from functools import partial
 from exporter.engines.marianne.traces.runs import Attempt, JobRun, RunInfo, Sheet
 from exporter.traces import wire
 from exporter.traces.encoded import Encoded, LocalReject, Mode
-from exporter.traces.ids import derived_span_id, derived_trace_id
+from exporter.traces.ids import IdScheme
 from exporter.traces.source import Limits
 
 TRACE_DOMAIN = b"marianne-trace:"
@@ -45,12 +45,12 @@ SUCCESS, FAILED, FAILED_THEN_RETRIED, UNDECIDED = "success", "failed", "failed_t
 _TIMES = struct.Struct("<3sQsQ").pack  # kind INTERNAL, start and end (fixed64)
 
 
-def trace_id(run: JobRun) -> bytes:
-    return derived_trace_id(TRACE_DOMAIN, run.job_id, run.created_text, run.started_text)
+def trace_id(scheme: IdScheme, run: JobRun) -> bytes:
+    return scheme.derived_trace_id(TRACE_DOMAIN, run.job_id, run.created_text, run.started_text)
 
 
-def span_id(run: JobRun, *key: str) -> bytes:
-    return derived_span_id(SPAN_DOMAIN, run.job_id, run.created_text, run.started_text, *key)
+def span_id(scheme: IdScheme, run: JobRun, *key: str) -> bytes:
+    return scheme.derived_span_id(SPAN_DOMAIN, run.job_id, run.created_text, run.started_text, *key)
 
 
 def _seconds(attempt: Attempt) -> float:
@@ -244,11 +244,11 @@ class RunEncoder:
         if self.limits.count_limit and len(attributes) > self.limits.count_limit:
             dropped = len(attributes) - self.limits.count_limit
             attributes = dict(list(attributes.items())[: self.limits.count_limit])
-        parent_field = b"" if parent is None else b"\x22\x08" + span_id(run, *parent.split(":"))
+        parent_field = b"" if parent is None else b"\x22\x08" + span_id(self.limits.ids, run, *parent.split(":"))
         body = b"".join(
             (
-                b"\x0a\x10" + trace_id(run),
-                b"\x12\x08" + span_id(run, *key.split(":")),
+                b"\x0a\x10" + trace_id(self.limits.ids, run),
+                b"\x12\x08" + span_id(self.limits.ids, run, *key.split(":")),
                 parent_field,
                 wire.field_bytes(b"\x2a", wire.utf8(self._text(name))),
                 _TIMES(b"\x30\x01\x39", wire.nanos(start), b"\x41", wire.nanos(end)),

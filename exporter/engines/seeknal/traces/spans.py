@@ -35,7 +35,7 @@ from exporter.engines.seeknal.traces import runs
 from exporter.engines.seeknal.traces.runs import Executed, NodeDetails, Order, RunInfo
 from exporter.traces import wire
 from exporter.traces.encoded import Encoded, LocalReject, Mode
-from exporter.traces.ids import derived_span_id, derived_trace_id
+from exporter.traces.ids import IdScheme
 from exporter.traces.source import Found, Limits, Piece, UnitInfo, Work
 
 if TYPE_CHECKING:
@@ -49,12 +49,13 @@ END_INFERRED = "seeknal.exporter.end_time_inferred"
 PAGE = 500  # runs read at a time by at_end and count_after
 
 
-def trace_id(run_id: str) -> bytes:
-    return derived_trace_id(TRACE_DOMAIN, run_id)
+def trace_id(scheme: IdScheme, run_id: str) -> bytes:
+    return scheme.derived_trace_id(TRACE_DOMAIN, run_id)
 
 
-def span_id(run_id: str, node_id: str | None = None) -> bytes:
-    return derived_span_id(SPAN_DOMAIN, run_id) if node_id is None else derived_span_id(SPAN_DOMAIN, run_id, node_id)
+def span_id(scheme: IdScheme, run_id: str, node_id: str | None = None) -> bytes:
+    parts = (run_id,) if node_id is None else (run_id, node_id)
+    return scheme.derived_span_id(SPAN_DOMAIN, *parts)
 
 
 class SeeknalSpans:
@@ -209,7 +210,7 @@ class SeeknalSpans:
             status = wire.status(wire.STATUS_ERROR, description)
             if description is not None:
                 events.append(wire.event(node.end_ns, "exception", {"exception.message": description}))
-        parent = b"\x22\x08" + span_id(info.run_id)
+        parent = b"\x22\x08" + span_id(self.limits.ids, info.run_id)
         return self._span(
             info.run_id, node.node_id, node.node_id, parent, node.start_ns, node.end_ns, attributes, events, status
         )
@@ -249,8 +250,8 @@ class SeeknalSpans:
             attributes = dict(list(attributes.items())[:limit])
         body = b"".join(
             (
-                b"\x0a\x10" + trace_id(run_id),
-                b"\x12\x08" + span_id(run_id, None if key == ROOT_KEY else key),
+                b"\x0a\x10" + trace_id(self.limits.ids, run_id),
+                b"\x12\x08" + span_id(self.limits.ids, run_id, None if key == ROOT_KEY else key),
                 parent,
                 wire.field_bytes(b"\x2a", wire.utf8(self._text(name))),
                 b"\x30\x01",  # kind INTERNAL
