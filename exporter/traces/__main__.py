@@ -30,8 +30,9 @@ from pydantic import ValidationError
 from exporter import logs
 from exporter.clock import system_clock
 from exporter.components import state_directory
-from exporter.config import ConfigError, load_config, parse_duration
-from exporter.reader import DatabaseUnavailable, StateReader
+from exporter.config import ConfigError, is_postgres_url, load_config, parse_duration
+from exporter.reader import DatabaseUnavailable, Reader, StateReader
+from exporter.redact import redact_url
 from exporter.timeparse import resolve_timezone
 from exporter.traces.backfill import replay
 from exporter.traces.cli import REPLAY_DESCRIPTION, REPLAY_HELP, TAIL_HELP, add_replay_flags, add_tail_flags
@@ -99,11 +100,25 @@ def build_config(args: argparse.Namespace, data: dict[str, Any]) -> TracesConfig
     return apply_otel_env(TracesConfig.model_validate(data))
 
 
-def default_state_file(db: Path) -> Path:
-    """The state file of ``db`` in the state directory: its name, plus a hash of its full path so
-    that two DBs with the same name do not share one."""
-    digest = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:12]
-    return state_directory() / f"traces-{db.stem}-{digest}.sqlite"
+def default_state_file(db: str) -> Path:
+    """The state file of ``db`` in the state directory: its name, plus a hash of its full path (of a
+    database's URL without its secrets) so that two DBs with the same name do not share one."""
+    if is_postgres_url(db):
+        stem, key = "postgres", redact_url(db)
+    else:
+        stem, key = Path(db).stem, str(Path(db).resolve())
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return state_directory() / f"traces-{stem}-{digest}.sqlite"
+
+
+def db_reader(db: str, timezone: str | None, engine: str) -> Reader:
+    """``--db``: a SQLite file (or a plain-file engine's state), or a Postgres URL (read-only; the
+    password from libpq's PGPASSWORD/PGPASSFILE rather than the command line)."""
+    if is_postgres_url(db):
+        from exporter.reader.postgres import PostgresReader
+
+        return PostgresReader(db, engine=engine)
+    return StateReader(Path(db), naive_timezone=resolve_timezone(timezone), engine=engine)
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m exporter.traces") -> int:
@@ -115,7 +130,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
     logs.configure(args.log_level, "text")  # redacts URLs like the daemon's logs
     try:
         config, engine = load_settings(args)
-        reader = StateReader(args.db, naive_timezone=resolve_timezone(args.timezone), engine=engine)
+        reader = db_reader(args.db, args.timezone, engine)
         now = system_clock()
         since = parse_when(getattr(args, "since", None), now)
         until = parse_when(getattr(args, "until", None), now)
@@ -140,7 +155,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
 def _replay(
     args: argparse.Namespace,
     config: TracesConfig,
-    reader: StateReader,
+    reader: Reader,
     since: datetime | None,
     until: datetime | None,
 ) -> int:
@@ -169,7 +184,7 @@ def _replay(
     return EXIT_OK if result.complete else EXIT_FAILED
 
 
-def _tail(args: argparse.Namespace, config: TracesConfig, reader: StateReader) -> int:
+def _tail(args: argparse.Namespace, config: TracesConfig, reader: Reader) -> int:
     tailer = SpanTailer(config, reader, args.state)
     if args.once:
         try:

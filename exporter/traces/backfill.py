@@ -27,7 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from tqdm import tqdm
 
-from exporter.reader import StateReader
+from exporter.engines.base import EngineSchema
+from exporter.reader import Reader
 from exporter.traces import store
 from exporter.traces.batching import Batch
 from exporter.traces.config import TracesConfig
@@ -55,9 +56,12 @@ class ReplayResult:
     supported: bool = True
 
 
-def replay_key(db: Path, since: datetime | None, until: datetime | None, run_ids: Sequence[str]) -> tuple[str, str]:
+def replay_key(
+    db: Path | str, since: datetime | None, until: datetime | None, run_ids: Sequence[str]
+) -> tuple[str, str]:
+    """``db``: a file's path, or a database's URL without its secrets (``PostgresReader.path``)."""
     params = {
-        "db": str(db.resolve()),
+        "db": db if isinstance(db, str) else str(db.resolve()),
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "run_ids": sorted(run_ids),
@@ -71,7 +75,7 @@ class BackfillRequest:
     """One replay: what to export, and the state store and transport :func:`replay` opened for it."""
 
     config: TracesConfig
-    reader: StateReader
+    reader: Reader
     store: store.StateStore
     transport: Transport
     key: str
@@ -130,14 +134,17 @@ class Backfill(Protocol):
 
 @runtime_checkable
 class OwnReplay(Protocol):
-    """A span source with a backfill of its own (the same guarantees as :func:`replay`)."""
+    """A span source with a backfill of its own (the same guarantees as :func:`replay`) for some layouts."""
+
+    def replays_itself(self, schema: EngineSchema) -> bool:
+        """Whether this layout is replayed by :meth:`backfill` (else unit by unit, like any span source)."""
 
     def backfill(self, request: BackfillRequest) -> Backfill: ...
 
 
 def replay(
     config: TracesConfig,
-    reader: StateReader,
+    reader: Reader,
     state_path: Path,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -158,9 +165,10 @@ def replay(
     with reader.session() as s:
         schema = s.schema
     spans = span_source(schema, config)
-    key, params = replay_key(Path(reader.path), since, until, ids)
+    key, params = replay_key(reader.path, since, until, ids)
     # A backfill of its own checks the layout itself (its result then reports what was resumed).
-    if not isinstance(spans, OwnReplay) and (spans is None or not spans.supported(schema)):
+    own = isinstance(spans, OwnReplay) and spans.replays_itself(schema)
+    if not own and (spans is None or not spans.supported(schema)):
         log.warning("replay: span export not supported by this DB layout (%s)", schema.layout)
         return ReplayResult(key, False, True, 0, 0, 0, 0, 0, 0.0, supported=False)
     st = store.StateStore(state_path, max_dead_letters=config.max_dead_letters)
@@ -170,7 +178,12 @@ def replay(
         request = BackfillRequest(
             config, reader, st, transport, key, since, until, ids, stats or TraceStats(), halt or threading.Event()
         )
-        job = spans.backfill(request) if isinstance(spans, OwnReplay) else _Replay(request, spans, schema.engine)
+        job: Backfill
+        if isinstance(spans, OwnReplay) and own:
+            job = spans.backfill(request)
+        else:
+            assert spans is not None  # checked above
+            job = _Replay(request, spans, schema.engine)
         return job.run(params, progress, restart)
     finally:
         if own_transport:

@@ -32,7 +32,12 @@ def add_engine_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, required=True, help="the state DB (SQLite, opened read-only)")
+    parser.add_argument(
+        "--db",
+        required=True,
+        help="the state DB: a SQLite file (opened read-only), or postgresql://USER@HOST:PORT/DB (Flujo on"
+        " Postgres, read-only; the password from PGPASSWORD or PGPASSFILE)",
+    )
     add_engine_flag(parser)
     parser.add_argument(
         "--state",

@@ -170,10 +170,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def check_separate(state_path: Path, db_path: Path) -> None:
+def check_separate(state_path: Path, db_path: Path | str) -> None:
     """The state must not live in the Flujo DB: the reader may open that file ``immutable`` (no writer
-    expected) and never writes to it."""
-    if state_path.resolve() == Path(db_path).resolve():
+    expected) and never writes to it.  A database's URL (``str``) is never a file."""
+    if isinstance(db_path, Path) and state_path.resolve() == db_path.resolve():
         raise ValueError(f"traces state file {state_path} is the Flujo DB itself: use a file of its own")
 
 

@@ -75,17 +75,19 @@ def discover(conn: Connection, text: str | None, limit: int) -> list[Found]:
     if not fresh:
         return []
     created_of = {str(run_id): created for run_id, created, _, _ in rows}
-    newest = max([created for _, created, _, _ in fresh] + ([cursor.newest] if cursor.newest else []))
-    seen = cursor.seen | {run_id for run_id, _, _, _ in fresh}
-    new_floor = newest - REREAD_WINDOW
     complete = len(rows) < read  # every run from the old floor on was read: an id not among them is gone
-    seen = {
-        run_id
-        for run_id in seen
-        if (run_id in created_of and created_of[run_id] >= new_floor) or (run_id not in created_of and not complete)
-    }
-    after = str(Cursor(newest, seen))
-    return [Found(position, run_id, spans, after) for run_id, _, position, spans in fresh]
+    # Each unit's cursor is the one just past it (a replay records the cursor of the last unit wholly
+    # delivered and resumes there): the newest instant up to it, and the ids seen up to it.
+    found, newest, seen = [], cursor.newest, set(cursor.seen)
+    for run_id, created, position, spans in fresh:
+        newest = created if newest is None else max(newest, created)
+        seen.add(run_id)
+        floor = newest - REREAD_WINDOW
+        seen = {
+            i for i in seen if (i in created_of and created_of[i] >= floor) or (i not in created_of and not complete)
+        }
+        found.append(Found(position, run_id, spans, str(Cursor(newest, seen))))
+    return found
 
 
 def at_end(conn: Connection) -> tuple[str, list[Found]]:

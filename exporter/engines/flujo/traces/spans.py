@@ -21,6 +21,7 @@ from exporter.traces.encoded import Mode
 from exporter.traces.source import Found, Limits, Piece, UnitInfo, Work
 
 if TYPE_CHECKING:
+    from exporter.engines.base import EngineSchema
     from exporter.reader import Reader, ReadSession
     from exporter.traces.backfill import Backfill, BackfillRequest
 
@@ -84,6 +85,11 @@ class FlujoSpans:
 
     def infos(self, session: ReadSession, unit_ids: Sequence[str]) -> dict[str, UnitInfo]:
         return dict(source.run_infos(session.db, flujo_schema(session.schema), session.naive_tz, unit_ids))
+
+    def replays_itself(self, schema: EngineSchema) -> bool:
+        """SQLite files: Flujo's own backfill, paged by rowid.  Postgres has no rowid: unit by unit through
+        :meth:`discover` and :meth:`encode`, as the tailer reads it."""
+        return flujo_schema(schema).dialect.has_rowid
 
     def backfill(self, request: BackfillRequest) -> Backfill:
         """Flujo's own backfill: resumes inside a run (its spans are paged by stored span id)."""
