@@ -11,8 +11,9 @@ bulk by ``INSERT ... SELECT generate_series`` (a few seconds per million rows), 
   a step history, ``created_at`` the first save and ``updated_at`` the last), one ``runs`` row (``runs.status``
   is never paused nor cancelled: completed for a paused run, the last status before an admin cancel), 3 ``steps``
   rows for a finished run, and 4 ``spans`` (monotonic seconds, UUID ids) once the trace is saved;
-* outcomes: completed 78 %, failed 12 %, paused 3 %, cancelled 2 %, running 1 % (half of them crashed long ago),
-  the rest in flight; one background-task row per 10 runs (completed 60 %, failed 30 %, running 10 %);
+* outcomes: completed 84.5 %, failed 12 %, cancelled 3 % (an admin cancel of a paused run), paused 0.3 % (waiting
+  at a human-in-the-loop step), running 0.2 % (crashed, never cleaned up), plus every run started in the last 10
+  minutes (in flight); one background-task row per 10 runs (completed 60 %, failed 39.5 %, running 0.5 %);
 * start times spread evenly over the 365 days up to ``now`` (so ~N/365 fall in any 24 h window).
 
 Deterministic (every value is a function of the row number), then ``VACUUM ANALYZE``: the statistics a
@@ -38,10 +39,11 @@ _YEAR_S = 365 * 86400
 # The outcome of run g, from a hash of g (per mille).
 _OUTCOME = """
 CASE
-  WHEN (g * 7919) % 1000 < 780 THEN 'completed'
-  WHEN (g * 7919) % 1000 < 900 THEN 'failed'
-  WHEN (g * 7919) % 1000 < 930 THEN 'paused'
-  WHEN (g * 7919) % 1000 < 950 THEN 'cancelled'
+  WHEN created > {NOW}::timestamptz - interval '10 minutes' THEN 'running'
+  WHEN (g * 7919) % 10000 < 8450 THEN 'completed'
+  WHEN (g * 7919) % 10000 < 9650 THEN 'failed'
+  WHEN (g * 7919) % 10000 < 9680 THEN 'paused'
+  WHEN (g * 7919) % 10000 < 9980 THEN 'cancelled'
   ELSE 'running'
 END"""
 
@@ -57,8 +59,9 @@ SELECT 'run_' || md5(g::text), 'pid_' || (g % 7), ({_PIPELINES})[1 + g % 7], '1.
     status, created, created + make_interval(secs => (g % 600000) / 1000.0), 3,
     CASE WHEN status = 'failed' THEN 'step transform failed: ValueError' END,
     g % 600000, 50 + (g % 200), '{{}}'::jsonb, false, NULL
-FROM (SELECT g, {_OUTCOME} AS status, {{NOW}}::timestamptz - make_interval(secs => (g * 104729) % {_YEAR_S}) AS created
-        FROM generate_series(1::bigint, {{RUNS}}) AS g) AS run
+FROM (SELECT g, created, {_OUTCOME} AS status
+        FROM (SELECT g, {{NOW}}::timestamptz - make_interval(secs => (g * 104729) % {_YEAR_S}) AS created
+                FROM generate_series(1::bigint, {{RUNS}}) AS g) AS started) AS run
 """
 
 _BACKGROUND = f"""
@@ -67,10 +70,10 @@ INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version
     parent_run_id, task_id, background_error)
 SELECT 'bg_' || md5(g::text), 'pid_' || (g % 7), ({_PIPELINES})[1 + g % 7], '1.0', 1,
     jsonb_build_object('task', md5(g::text)),
-    CASE WHEN (g / 10) % 10 < 6 THEN 'completed' WHEN (g / 10) % 10 < 9 THEN 'failed' ELSE 'running' END,
+    CASE WHEN (g / 10) % 200 < 120 THEN 'completed' WHEN (g / 10) % 200 < 199 THEN 'failed' ELSE 'running' END,
     created, created + make_interval(secs => (g % 90000) / 1000.0), 1, g % 90000, true,
     'run_' || md5(g::text), 'task_' || md5(g::text),
-    CASE WHEN (g / 10) % 10 BETWEEN 6 AND 8 THEN 'background task failed' END
+    CASE WHEN (g / 10) % 200 BETWEEN 120 AND 198 THEN 'background task failed' END
 FROM (SELECT g, {{NOW}}::timestamptz - make_interval(secs => (g * 104729) % {_YEAR_S}) AS created
         FROM generate_series(1::bigint, {{RUNS}}, 10) AS g) AS task
 """
@@ -79,7 +82,7 @@ _RUNS = """
 INSERT INTO runs (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at,
     execution_time_ms, memory_usage_mb, total_steps, error_message)
 SELECT run_id, pipeline_id, pipeline_name, pipeline_version,
-    CASE status WHEN 'paused' THEN 'completed' WHEN 'cancelled' THEN 'running' ELSE status END,
+    CASE status WHEN 'paused' THEN 'completed' WHEN 'cancelled' THEN 'completed' ELSE status END,
     created_at, updated_at, execution_time_ms, memory_usage_mb, total_steps, error_message
 FROM workflow_state WHERE NOT is_background_task
 """

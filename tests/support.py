@@ -203,6 +203,15 @@ def other_user() -> int:
     return NOBODY if os.geteuid() == 0 else os.geteuid()
 
 
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` on a read-only connection of its own (closed before returning)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
 def app_writes(db: Path, n: int, table: str = "app_test_writes") -> None:
     """One write as flujo 0.4.35 does it: a new connection, one row, close (the last close of a WAL
     DB checkpoints and deletes -wal/-shm)."""

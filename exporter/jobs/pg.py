@@ -25,7 +25,6 @@ database (an HA pair) run each job once.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
@@ -39,7 +38,8 @@ from exporter.engines.flujo.jobs.config import WRITE_GRANTS
 from exporter.jobs.db import JobConn, WriteRows
 from exporter.jobs.scheduler import JobError
 from exporter.reader.errors import DatabaseUnavailable, Problem
-from exporter.reader.postgres import IDLE_IN_TRANSACTION_S, MIN_CONNECT_TIMEOUT_S, PostgresReader, classify_error
+from exporter.reader.pgsession import connect, read_password, secrets_of, to_psycopg
+from exporter.reader.postgres import PostgresReader, classify_error
 from exporter.redact import MASK, redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class PostgresJobConnection:
         self.raw = conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> WriteRows:
-        return self.raw.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(parameters))
+        return self.raw.execute(to_psycopg(sql), tuple(parameters))
 
     @property
     def in_transaction(self) -> bool:
@@ -113,54 +113,33 @@ class PostgresTarget:
         return redact_url(self.url)
 
     def _password(self) -> str | None:
-        if self.password_file is None:
-            return None
         try:
-            return self.password_file.read_text().rstrip("\r\n")
+            return read_password(self.password_file)
         except OSError as exc:
             raise JobError(
                 f"{self.path}: cannot read jobs.postgres.password_file {self.password_file}: {exc.strerror}"
             ) from None
 
     def _secrets(self) -> list[str]:
-        from urllib.parse import unquote, urlsplit
-
-        secrets = []
-        try:
-            in_url = urlsplit(self.url).password
-        except ValueError:
-            in_url = None
-        if in_url:
-            secrets.append(unquote(in_url))
         try:
             password = self._password()
         except JobError:
             password = None
-        if password:
-            secrets.append(password)
-        return secrets
+        return secrets_of(self.url, password)
 
     def open_session(self, *, write: bool) -> psycopg.Connection[Any]:
         import psycopg
 
         password = self._password()
-        statement_ms = max(int(self.statement_timeout * 1000), 1)
-        lock_ms = max(int(self.lock_timeout * 1000), 1)
-        options = (
-            f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms}"
-            f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_S * 1000}"
-        )
-        if not write:  # a dry run: the server refuses writes whatever the role may do
-            options += " -c default_transaction_read_only=on"
-        extra: dict[str, Any] = {} if password is None else {"password": password}
         try:
-            conn = psycopg.connect(
+            conn = connect(
                 self.url,
+                password=password,
                 application_name=APPLICATION_NAME,
-                options=options,
-                connect_timeout=max(math.ceil(self.statement_timeout), MIN_CONNECT_TIMEOUT_S),
+                statement_timeout=self.statement_timeout,
+                lock_timeout=self.lock_timeout,
+                read_only=not write,  # a dry run: the server refuses writes whatever the role may do
                 autocommit=True,
-                **extra,
             )
         except psycopg.Error as exc:
             raise self.job_error(exc) from None

@@ -10,8 +10,10 @@ Read-only by construction, not by trust in the role:
   process vanished mid-transaction, so it never pins old row versions (VACUUM) for long;
 * ``application_name=state-exporter`` names the sessions in ``pg_stat_activity``.
 
-A connection per session, like the SQLite reader: nothing is shared between the refresh thread and
-the first readiness probe, and a restarted server or a rotated password needs no reconnect logic.
+One connection is kept between sessions (connecting costs a TCP and SCRAM handshake, more than a
+refresh tier's own queries on a big database), idle and outside any transaction, so it pins nothing;
+a session that finds it in use (two at once) or broken opens another, and any error closes it, so
+the next session connects afresh (a restarted server, a failover).
 
 The password comes from ``db.password_file`` (read at every connect, so it can be rotated), else
 libpq's own ``PGPASSWORD``/``PGPASSFILE``, else the URL.  It is never logged: messages show the URL
@@ -20,8 +22,6 @@ without its userinfo, and any text from the server or libpq is scrubbed of it.
 
 from __future__ import annotations
 
-import math
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +33,7 @@ from exporter import engines
 from exporter.engines.base import Catalogue, EngineSchema
 from exporter.reader import ReadSession
 from exporter.reader.errors import DatabaseUnavailable, Problem
+from exporter.reader.pgsession import connect, read_password, secrets_of, to_psycopg
 from exporter.reader.sql import Rows
 from exporter.redact import MASK, redact_text, redact_url
 
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
     import psycopg
 
 APPLICATION_NAME = "state-exporter"
-# Ends a session left inside a transaction by a process that stopped answering (the server's side of
-# "keep transactions short"); a healthy session is never idle inside one.
-IDLE_IN_TRANSACTION_S = 60
-MIN_CONNECT_TIMEOUT_S = 2  # libpq treats anything lower as 2
 
 # Every table of the current schema with its columns, from pg_catalog rather than
 # information_schema: information_schema hides tables the role may not read, which would read as
@@ -73,11 +70,7 @@ class PostgresConnection:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
         # Always with a parameter tuple, so that psycopg always reads "%%" as "%".
-        return self._conn.execute(_placeholders(sql), tuple(parameters))
-
-
-def _placeholders(sql: str) -> str:
-    return sql.replace("%", "%%").replace("?", "%s")
+        return self._conn.execute(to_psycopg(sql), tuple(parameters))
 
 
 class PostgresReader:
@@ -104,26 +97,73 @@ class PostgresReader:
         self.generation = 0
         self._identity: int | None = None
         self._size = 0
+        self._idle: psycopg.Connection[Any] | None = None  # the last session's connection, kept for the next
+        self._idle_lock = threading.Lock()
 
     @contextmanager
     def session(self) -> Iterator[ReadSession]:
         import psycopg
 
+        conn, schema = self._start()
+        healthy = False
+        try:
+            try:
+                yield ReadSession(PostgresConnection(conn), schema, UTC)
+                healthy = True
+            except psycopg.Error as exc:
+                raise self._classify(exc, None) from None
+        finally:
+            self._end(conn, keep=healthy)
+
+    def _start(self) -> tuple[psycopg.Connection[Any], EngineSchema]:
+        """The idle connection of the last session when there is one (a connection costs a TCP and
+        SCRAM handshake, more than a whole refresh tier's queries), else a new one; a kept connection
+        that broke while idle (a server restart) is replaced at once."""
+        import psycopg
+
+        with self._idle_lock:
+            conn, self._idle = self._idle, None
+        if conn is not None:
+            try:
+                return conn, self._read_schema(conn)
+            except psycopg.OperationalError:
+                _close(conn)
+            except psycopg.Error as exc:
+                _close(conn)
+                raise self._classify(exc, None) from None
         password = self._password()
         try:
             conn = self._connect(password)
         except psycopg.Error as exc:
             raise self._classify(exc, password) from None
         try:
+            return conn, self._read_schema(conn)
+        except psycopg.Error as exc:
+            _close(conn)
+            raise self._classify(exc, password) from None
+
+    def _end(self, conn: psycopg.Connection[Any], *, keep: bool) -> None:
+        """End the read transaction; keep the connection for the next session when it is healthy and no
+        other is kept (two sessions at once, e.g. the first readiness probe, each use their own)."""
+        import psycopg
+
+        if keep and not conn.closed:
             try:
-                schema = self._read_schema(conn)
-            except psycopg.Error as exc:
-                raise self._classify(exc, password) from None
-            try:
-                yield ReadSession(PostgresConnection(conn), schema, UTC)
-            except psycopg.Error as exc:
-                raise self._classify(exc, password) from None
-        finally:
+                conn.rollback()
+            except psycopg.Error:
+                keep = False
+        if keep:
+            with self._idle_lock:
+                if self._idle is None:
+                    self._idle = conn
+                    return
+        _close(conn)
+
+    def close(self) -> None:
+        """Close the kept connection (the daemon's stop, a reload that replaces this reader)."""
+        with self._idle_lock:
+            conn, self._idle = self._idle, None
+        if conn is not None:
             _close(conn)
 
     def schema(self) -> EngineSchema:
@@ -138,10 +178,8 @@ class PostgresReader:
     # -- one session ------------------------------------------------------------------------------
 
     def _password(self) -> str | None:
-        if self.password_file is None:
-            return None
         try:
-            return self.password_file.read_text().rstrip("\r\n")
+            return read_password(self.password_file)
         except OSError as exc:
             raise DatabaseUnavailable(
                 Problem.AUTH_FAILED, f"{self.path}: cannot read db.password_file {self.password_file}: {exc.strerror}"
@@ -150,19 +188,12 @@ class PostgresReader:
     def _connect(self, password: str | None) -> psycopg.Connection[Any]:
         import psycopg
 
-        timeout_ms = max(int(self.query_timeout * 1000), 1)
-        options = (
-            f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
-            f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_S * 1000}"
-        )
-        extra: dict[str, Any] = {} if password is None else {"password": password}
-        conn = psycopg.connect(
+        conn = connect(
             self.url,
+            password=password,
             application_name=APPLICATION_NAME,
-            options=options,
-            connect_timeout=max(math.ceil(self.query_timeout), MIN_CONNECT_TIMEOUT_S),
-            autocommit=False,
-            **extra,
+            statement_timeout=self.query_timeout,
+            read_only=True,
         )
         try:
             # Both apply to every transaction psycopg starts on this connection: the session's one.
@@ -207,9 +238,12 @@ class PostgresReader:
         )
 
     def _classify(self, exc: Exception, password: str | None) -> DatabaseUnavailable:
-        # libpq never echoes a password; scrubbed anyway, wherever it came from (defence in depth).
-        candidates = (password, _url_password(self.url), os.environ.get("PGPASSWORD"))
-        return classify_error(exc, self.path, secrets=[s for s in candidates if s])
+        if password is None:  # an error inside a session: scrub the file's password too, if it reads
+            try:
+                password = read_password(self.password_file)
+            except OSError:
+                password = None
+        return classify_error(exc, self.path, secrets=secrets_of(self.url, password))
 
 
 def _close(conn: psycopg.Connection[Any]) -> None:
@@ -223,16 +257,6 @@ def _close(conn: psycopg.Connection[Any]) -> None:
         pass
     finally:
         conn.close()
-
-
-def _url_password(url: str) -> str | None:
-    from urllib.parse import unquote, urlsplit
-
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return unquote(password) if password else None
 
 
 # SQLSTATE classes and codes -> reason (https://www.postgresql.org/docs/15/errcodes-appendix.html).

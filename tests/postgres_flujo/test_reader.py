@@ -208,6 +208,65 @@ def test_runs_and_steps_finishing_after_the_seed_are_counted_once(
     assert _totals(refreshed()) == _totals(again)
 
 
+def test_a_paused_run_is_counted_once_when_it_ends_in_place(
+    pg_server: PostgresServer, pg_database: str, owner: psycopg.Connection
+) -> None:
+    """A paused run is ``completed`` in ``runs`` and held back by its ``workflow_state`` (flujo's odd
+    path); Postgres updates both rows in place, so the still-held runs are found through the status
+    index and a key probe: a save that keeps it paused counts nothing, the resumed run's failure counts
+    it once; an admin cancel (workflow_state alone) counts another paused run once."""
+    from prometheus_client import generate_latest
+    from support import parse_exposition
+
+    from exporter.collectors import View, build_registry
+
+    row = owner.execute(
+        "SELECT w.run_id, r.pipeline_name FROM workflow_state w JOIN runs r USING (run_id)"
+        " WHERE w.status = 'paused' AND r.status = 'completed' AND NOT w.is_background_task ORDER BY 1 LIMIT 1"
+    ).fetchone()
+    assert row is not None, "the fixture has paused runs"
+    run_id, pipeline = row
+    now = datetime.now(UTC)
+    clock = ManualClock(now)
+    settings = MetricsConfig()
+    refresher = Refresher(PostgresReader(pg_server.exporter_url(pg_database)), lambda: settings, clock)
+    registry = build_registry(View(lambda: refresher.state, lambda: settings, clock))
+
+    def failed() -> float:
+        state = refresher.refresh()
+        assert state.problem is None and not state.failing_phases(), state.failing_phases()
+        samples = parse_exposition(generate_latest(registry).decode())
+        return _finished(samples, "flujo_runs_finished_total", pipeline=pipeline, status="failed")
+
+    seed = failed()
+    owner.execute("UPDATE workflow_state SET updated_at = now() WHERE run_id = %s", (run_id,))  # saved, still paused
+    assert failed() == seed
+    # Resumed, then failed: flujo 0.6 writes runs' end and leaves workflow_state paused.
+    owner.execute("UPDATE runs SET status = 'failed', updated_at = now() WHERE run_id = %s", (run_id,))
+    assert failed() == seed + 1
+    owner.execute("UPDATE workflow_state SET updated_at = now() WHERE run_id = %s", (run_id,))
+    assert failed() == seed + 1, "counted once"
+    other = owner.execute(
+        "SELECT w.run_id, r.pipeline_name FROM workflow_state w JOIN runs r USING (run_id) WHERE w.status = 'paused'"
+        " AND r.status = 'completed' AND NOT w.is_background_task AND w.run_id <> %s ORDER BY 1 LIMIT 1",
+        (run_id,),
+    ).fetchone()
+    assert other is not None
+    run_id, pipeline = other
+
+    def cancelled() -> float:
+        refresher.refresh()
+        samples = parse_exposition(generate_latest(registry).decode())
+        return _finished(samples, "flujo_runs_finished_total", pipeline=pipeline, status="cancelled")
+
+    before = cancelled()
+    owner.execute("UPDATE workflow_state SET status = 'cancelled', updated_at = now() WHERE run_id = %s", (run_id,))
+    # flujo may still write runs' end right after workflow_state: one refresh's wait, then counted.
+    cancelled()
+    assert cancelled() == before + 1
+    assert cancelled() == before + 1, "counted once"
+
+
 def _totals(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> dict[object, float]:
     return {key: value for key, value in samples.items() if key[0].endswith("_total")}
 
@@ -245,3 +304,29 @@ def test_a_step_committed_after_a_higher_id_is_not_lost(
     assert low < high
     assert extracted() == before + 2
     assert extracted() == before + 2
+
+
+def test_one_connection_is_kept_and_replaced_when_it_breaks(pg_server: PostgresServer, pg_database: str) -> None:
+    """Sessions reuse the last one's connection (idle, outside any transaction); a connection killed
+    while idle (a server restart, a failover, an admin's pg_terminate_backend) is replaced by the next
+    session without an error; two sessions at once each have their own."""
+    reader = PostgresReader(pg_server.exporter_url(pg_database))
+
+    def backend() -> int:
+        with reader.session() as s:
+            (pid,) = s.db.execute("SELECT pg_backend_pid()").fetchone()
+            return int(pid)
+
+    first = backend()
+    assert backend() == first
+    state = pg_server.psql("postgres", f"SELECT state FROM pg_stat_activity WHERE pid = {first}").split()
+    assert "idle" in state, "kept outside any transaction"
+    pg_server.psql("postgres", f"SELECT pg_terminate_backend({first})")
+    second = backend()
+    assert second != first
+    with reader.session() as outer, reader.session() as inner:
+        (a,) = outer.db.execute("SELECT pg_backend_pid()").fetchone()
+        (b,) = inner.db.execute("SELECT pg_backend_pid()").fetchone()
+    assert a != b
+    reader.close()
+    assert "idle" not in pg_server.psql("postgres", f"SELECT state FROM pg_stat_activity WHERE pid = {second}").split()

@@ -230,6 +230,17 @@ def finished_counts(conn: Connection, schema: Schema, up_to_rowid: int | None) -
     return found
 
 
+def still_held(conn: Connection, run_ids: Sequence[str]) -> set[str]:
+    """Postgres only: of these runs, those still held back, ``workflow_state`` running/paused (its
+    status index, all at once) and ``runs`` still ``completed`` (one primary-key probe of an array)."""
+    active = {str(r) for (r,) in conn.execute(f"SELECT run_id FROM workflow_state WHERE status IN {ACTIVE_SQL}")}
+    candidates = [run_id for run_id in run_ids if run_id in active]
+    if not candidates:
+        return set()
+    rows = conn.execute("SELECT run_id FROM runs WHERE status = 'completed' AND run_id = ANY(?)", (candidates,))
+    return {str(r) for (r,) in rows}
+
+
 def active_keys(conn: Connection, schema: Schema) -> set[RowKey]:
     """Keys of runs whose ``runs.status`` is running/paused: from the status index alone."""
     key = schema.dialect.key("runs")

@@ -292,12 +292,18 @@ class FinishTracker:
     def _update_runs(self, conn: Connection, schema: Schema) -> bool:
         self._refreshes += 1
         sweep = self._refreshes % FULL_RECHECK_EVERY == 0
-        saved: set[str] | None = None  # None: every pending run may have been saved (Postgres)
+        saved: set[str] | None = None
         if schema.dialect.has_rowid:
             top = run_queries.max_rowid(conn, "workflow_state")
             if top < self._workflow_rowid:
                 self._workflow_rowid, sweep = top, True  # replaced or rewritten: re-check every pending run once
             self._workflow_rowid, saved = run_queries.workflow_saves_after(conn, self._workflow_rowid)
+        elif self._pending:
+            # Postgres updates rows in place (no new rowid to follow): a run held back by its
+            # workflow_state has ended only if that row left running/paused (or was deleted) or its
+            # runs row left 'completed' (a resumed run that fails); only those are read again.
+            holding = run_queries.still_held(conn, [e.run_id for e in self._pending.values() if e.fingerprint])
+            saved = {entry.run_id for entry in self._pending.values() if entry.run_id not in holding}
         if self._pending:
             # Rows still running in ``runs`` cost nothing beyond the status index.  A paused run is
             # re-read (by key, with its workflow_state status) once its state is saved again, and

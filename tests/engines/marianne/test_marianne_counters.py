@@ -14,10 +14,10 @@ import sqlite3
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from engines.scrape import Samples, ScrapedDaemon, by, family
+from support import query
 
 from exporter.engines.marianne.simulator import SCENARIOS, Conductor, Job, WorkspaceWriter
 from exporter.engines.marianne.tracking import OUTCOMES
@@ -31,14 +31,6 @@ COUNTERS = (
     "workflow_runs_finished_total",
     "workflow_run_duration_seconds_count",
 )
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def rows_outcomes(db: Path) -> Counter[str]:

@@ -16,10 +16,9 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from processes import Process, http_get, running_daemon
-from support import parse_exposition, wait_for
+from support import parse_exposition, query, wait_for
 
 from exporter.engines.marianne.simulator import REGISTRY_DB, Conductor, Job, RegistryWriter, WorkspaceWriter
 
@@ -67,14 +66,6 @@ class Ledger:
         else:
             self.left[path] = current
             self.writes[path] += 1
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def scrape(daemon: Process) -> Samples:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sqlite3
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 from engines.marianne.helpers import REGISTRY, WORKSPACE, by, expose, family
-from support import FIXTURES
+from support import FIXTURES, query
 
 from exporter.engines.marianne.simulator import (
     REGISTRY_DB,
@@ -27,14 +26,6 @@ from exporter.engines.marianne.simulator import (
 
 def master(db: Path) -> list[tuple[Any, ...]]:
     return query(db, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def conduct(tmp_path: Path, jobs: int, seed: int = 5) -> Conductor:

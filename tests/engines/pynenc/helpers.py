@@ -15,6 +15,7 @@ from engines.scrape import ScrapedDaemon
 from engines.scrape import by as by
 from engines.scrape import expose as expose
 from engines.scrape import family as family
+from support import query as query
 
 FIXTURES = tuple(PYNENC_FIXTURES)
 # The oracle's names for the layouts -> ours (the oracle calls 0.2.4+ "0.2+").
@@ -53,14 +54,6 @@ def master(db: Path, prefix: str) -> list[tuple[str, str, str, str | None]]:
     finally:
         conn.close()
     return [tuple(None if v is None else v.replace(prefix, "<p>") for v in row) for row in rows]
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def final_transitions(db: Path, prefix: str, *, top_level: bool = False) -> Counter[tuple[str, str]]:

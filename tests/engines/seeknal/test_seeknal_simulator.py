@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from engines import scrape
 from engines.cases import SEEKNAL_FIXTURE
-from support import FIXTURES
+from support import FIXTURES, query
 from traces.conftest import make_config
 from traces.receiver import Receiver
 
@@ -26,14 +25,6 @@ from exporter.traces import replay
 
 BERLIN = ZoneInfo("Europe/Berlin")
 START = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 class SteppingClock:
