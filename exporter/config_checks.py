@@ -62,8 +62,7 @@ def db_path_problems(config: Config) -> list[Problem]:
 
 
 def _postgres_limits(config: Config) -> Iterator[Problem]:
-    """What does not run on Postgres yet (the stuck-run alerts), and what the write jobs need there: a
-    role of their own, since db.url's is SELECT-only."""
+    """What the write jobs need on Postgres: a role of their own, since db.url's is SELECT-only."""
     jobs = config.jobs
     if jobs.postgres.url is None:
         writing = [
@@ -77,11 +76,6 @@ def _postgres_limits(config: Config) -> Iterator[Problem]:
                     f"required by jobs.{name} on db.url (Postgres): the write jobs need a role with {WRITE_GRANTS}, "
                     "db.url's is SELECT-only (see the README's write role)",
                 )
-    if jobs.stuck_alerts.enabled:
-        yield Problem(
-            ("jobs", "stuck_alerts", "enabled"),
-            "stuck-run alerts run on SQLite state DBs only, not on db.url (Postgres) yet",
-        )
 
 
 def listen_problems(config: Config) -> list[Problem]:

@@ -76,7 +76,7 @@ def make_job_runner(
             config.jobs,
             make_postgres_target(config),
             resolve_timezone(config.db.writer_timezone),
-            None,  # the stuck-run alerts (the one job that reads) are SQLite-only: config_checks says so
+            make_metrics_reader(config, halt),  # the stuck-run alerts read through the Postgres reader
             clock,
             exported,
             settings=settings or (lambda: config.metrics),

@@ -51,7 +51,7 @@ from exporter.jobs.delivery import ALERTMANAGER, Receiver, deliver
 from exporter.jobs.metrics import JobMetrics
 from exporter.jobs.scheduler import JobError, Sleep
 from exporter.model import StuckRun
-from exporter.reader import DatabaseUnavailable, StateReader
+from exporter.reader import DatabaseUnavailable, Reader
 
 if TYPE_CHECKING:
     from exporter.config import MetricsConfig
@@ -120,7 +120,7 @@ class StuckAlertsJob:
     def __init__(
         self,
         config: StuckAlertsConfig,
-        reader: StateReader,
+        reader: Reader,
         clock: Clock,
         metrics: JobMetrics,
         settings: Callable[[], MetricsConfig],

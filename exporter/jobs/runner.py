@@ -23,7 +23,7 @@ from exporter.jobs.metrics import JobMetrics, JobsCollector
 from exporter.jobs.pg import AdvisoryLease, PostgresTarget
 from exporter.jobs.scheduler import JobFunction, JobLocked, JobStats, Schedule, Scheduler, Sleep
 from exporter.jobs.settings import JobSettings
-from exporter.reader import StateReader
+from exporter.reader import Reader
 
 if TYPE_CHECKING:
     from exporter.config import MetricsConfig
@@ -52,7 +52,7 @@ class JobRunner:
         config: JobsConfig,
         db_path: Path | PostgresTarget,
         writer_tz: tzinfo,
-        reader: StateReader | None,
+        reader: Reader | None,
         clock: Clock = system_clock,
         exported: ExportedFn | None = None,
         *,
@@ -99,7 +99,9 @@ class JobRunner:
             self.alerts = StuckAlertsJob(
                 alerts, reader, clock, self.metrics, settings or _default_settings, sleep=sleep
             )
-            self.scheduler.add("stuck_alerts", self.alerts, _schedule(alerts))
+            # On Postgres under its own advisory lock too: an HA pair sends each alert once (Alertmanager
+            # would deduplicate, a webhook would not).
+            self.scheduler.add("stuck_alerts", self._leased("stuck_alerts", target, self.alerts), _schedule(alerts))
         if previous is not None:
             self._carry_over(previous)
 
