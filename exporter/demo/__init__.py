@@ -5,8 +5,10 @@ project's ``DatabaseStateBackend`` DB with ``--engine seeknal``)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 from exporter import logs
@@ -53,6 +55,29 @@ def run_demo(directory: Path, listen: str, engine: str = "flujo") -> int:
     return asyncio.run(demo(config, db))
 
 
+async def _serve_while(
+    config: Config,
+    db: Path,
+    what: str,
+    app: Callable[[asyncio.Event], Coroutine[object, object, None]],
+    close: Callable[[], object],
+) -> int:
+    """The daemon, while the simulated ``app`` keeps writing until the daemon stops; then ``close``
+    (a coroutine function or a plain one) releases the app's DB handles."""
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    writing = asyncio.create_task(app(stop))
+    _announce(config, what, db)
+    try:
+        return await daemon.run()
+    finally:
+        stop.set()
+        await writing
+        closed = close()
+        if inspect.isawaitable(closed):
+            await closed
+
+
 def _announce(config: Config, what: str, db: Path) -> None:
     host, _, port = config.web.listen_address.rpartition(":")
     print(f"demo: simulated {what} writing {db}; metrics at http://{host or 'localhost'}:{port}/metrics")
@@ -65,16 +90,7 @@ async def _flujo_demo(config: Config, db: Path) -> int:
     backend = SQLiteBackend(db)
     simulator = Simulator(backend)
     await simulator.run_one()  # the DB exists with a first run before the daemon starts
-    daemon = Daemon(config)
-    stop = asyncio.Event()
-    writer = asyncio.create_task(simulator.run_forever(stop))
-    _announce(config, "Flujo app", db)
-    try:
-        return await daemon.run()
-    finally:
-        stop.set()
-        await writer
-        await backend.shutdown()
+    return await _serve_while(config, db, "Flujo app", simulator.run_forever, backend.shutdown)
 
 
 async def _pynenc_demo(config: Config, db: Path) -> int:
@@ -83,16 +99,7 @@ async def _pynenc_demo(config: Config, db: Path) -> int:
     writer = PynencWriter(db, DEMO_APP, config_values=PYNENC_DEMO_CONFIG)
     simulator = Simulator(writer)
     await simulator.run_one()  # the app's tables hold a finished call before the daemon starts
-    daemon = Daemon(config)
-    stop = asyncio.Event()
-    app = asyncio.create_task(simulator.run_forever(stop))
-    _announce(config, f"pynenc app {DEMO_APP!r}", db)
-    try:
-        return await daemon.run()
-    finally:
-        stop.set()
-        await app
-        writer.close()
+    return await _serve_while(config, db, f"pynenc app {DEMO_APP!r}", simulator.run_forever, writer.close)
 
 
 async def _marianne_demo(config: Config, db: Path) -> int:
@@ -102,16 +109,8 @@ async def _marianne_demo(config: Config, db: Path) -> int:
     registry = RegistryWriter(db.parent.parent / MARIANNE_REGISTRY)
     conductor = Conductor([workspace], registry)
     await conductor.run_one("clean")  # the workspace holds a finished job before the daemon starts
-    daemon = Daemon(config)
-    stop = asyncio.Event()
-    jobs = asyncio.create_task(conductor.run_forever(stop))
-    _announce(config, f"Marianne conductor (registry {registry.path})", db)
-    try:
-        return await daemon.run()
-    finally:
-        stop.set()
-        await jobs
-        registry.close()
+    what = f"Marianne conductor (registry {registry.path})"
+    return await _serve_while(config, db, what, conductor.run_forever, registry.close)
 
 
 async def _seeknal_demo(config: Config, db: Path) -> int:
@@ -122,13 +121,4 @@ async def _seeknal_demo(config: Config, db: Path) -> int:
     # The project writes naive local times in the zone the daemon is told they are in.
     project = Project(writer, tz=resolve_timezone(config.db.writer_timezone))
     await project.run_one("clean")  # the DB holds a finished run before the daemon starts
-    daemon = Daemon(config)
-    stop = asyncio.Event()
-    runs = asyncio.create_task(project.run_forever(stop))
-    _announce(config, "seeknal project (DatabaseStateBackend)", db)
-    try:
-        return await daemon.run()
-    finally:
-        stop.set()
-        await runs
-        writer.close()
+    return await _serve_while(config, db, "seeknal project (DatabaseStateBackend)", project.run_forever, writer.close)

@@ -55,31 +55,17 @@ traces:
     assert (tmp_path / "traces-state.sqlite").exists()
 
 
+def replayed(db: Path, state: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``state-exporter replay`` of ``db`` as a process, with ``flags`` (endpoint, protocol, ...)."""
+    argv = [sys.executable, "-m", "exporter", "replay", "--db", str(db), "--state", str(state), "--no-progress"]
+    return subprocess.run([*argv, *flags], capture_output=True, text=True, timeout=120, env=daemon_env())
+
+
 def test_replay_subcommand(fixture_copy, tmp_path: Path) -> None:
     db = fixture_copy(SMALL)
     with Receiver() as receiver:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "replay",
-                "--db",
-                str(db),
-                "--state",
-                str(tmp_path / "s.sqlite"),
-                "--endpoint",
-                receiver.grpc_endpoint,
-                "--insecure",
-                "--no-progress",
-                "--timezone",
-                "UTC",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=daemon_env(),
-        )
+        flags = ("--endpoint", receiver.grpc_endpoint, "--insecure", "--timezone", "UTC")
+        result = replayed(db, tmp_path / "s.sqlite", *flags)
         assert result.returncode == 0, result.stderr
         assert receiver.received() == 199  # every stored span of the fixture, finished or not
 
@@ -87,8 +73,9 @@ def test_replay_subcommand(fixture_copy, tmp_path: Path) -> None:
 PYNENC = "pynenc/pynenc-0.4.0-sample.db"
 
 
-def pynenc_config(db: Path, receiver: Receiver, state: Path) -> str:
-    # Trees that never finish wait for ten years: only the 14 invocations of finished trees go out.
+def finished_only_config(db: Path, receiver: Receiver, state: Path) -> str:
+    """Span export of ``db`` where units that never finish wait for ten years: only finished ones go out
+    (pynenc's fixture: the 14 invocations of finished trees)."""
     return f"""
 db:
   path: {db}
@@ -109,11 +96,11 @@ def test_daemon_exports_pynenc_traces_once_across_a_restart(fixture_copy, tmp_pa
     db = fixture_copy(PYNENC)
     state = tmp_path / "traces-state.sqlite"
     with Receiver() as receiver:
-        with running_daemon(tmp_path, config=pynenc_config(db, receiver, state)) as daemon:
+        with running_daemon(tmp_path, config=finished_only_config(db, receiver, state)) as daemon:
             receiver.wait_for(14, timeout=30)
             s = parse_exposition(http_get(daemon.url + "/metrics")[1])
             assert sample(s, "state_exporter_span_export_supported") == 1
-        with running_daemon(tmp_path, config=pynenc_config(db, receiver, state)):
+        with running_daemon(tmp_path, config=finished_only_config(db, receiver, state)):
             time.sleep(2.0)  # ten polls of the restarted daemon (a process: no clock to drive)
         assert set(receiver.keys.values()) == {1} and len(receiver.keys) == 14
         roots = [span for span in receiver.spans if not span.parent_span_id]
@@ -123,28 +110,7 @@ def test_daemon_exports_pynenc_traces_once_across_a_restart(fixture_copy, tmp_pa
 def test_replay_subcommand_pynenc(fixture_copy, tmp_path: Path) -> None:
     db = fixture_copy(PYNENC)
     with Receiver() as receiver:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "replay",
-                "--db",
-                str(db),
-                "--engine",
-                "pynenc",
-                "--state",
-                str(tmp_path / "s.sqlite"),
-                "--endpoint",
-                receiver.http_endpoint,
-                "--protocol",
-                "http/protobuf",
-                "--no-progress",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=daemon_env(),
-        )
+        flags = ("--engine", "pynenc", "--endpoint", receiver.http_endpoint, "--protocol", "http/protobuf")
+        result = replayed(db, tmp_path / "s.sqlite", *flags)
         assert result.returncode == 0, result.stderr
         assert receiver.received() == 17 and "complete" in result.stdout  # every invocation, finished or not

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from daemon.test_daemon_traces import finished_only_config
 from engines.cases import MARIANNE_REGISTRY, MARIANNE_WORKSPACE
 from processes import http_get, running_daemon
 from support import parse_exposition, sample, wait_for
@@ -15,22 +16,7 @@ from traces.receiver import Receiver
 FINISHED_SPANS = (1 + 3 + 4) + (1 + 2 + 4) + (1 + 2 + 2) + (1 + 2 + 1)
 
 
-def config(db: Path, receiver: Receiver, state: Path) -> str:
-    # Runs that never finish wait for ten years: only the finished runs go out.
-    return f"""
-db:
-  path: {db}
-traces:
-  enabled: true
-  endpoint: {receiver.grpc_endpoint}
-  tls:
-    insecure: true
-  poll_interval: 200ms
-  settle_period: 0s
-  grace_period: 3650d
-  abandon_after: 3650d
-  state_file: {state}
-"""
+config = finished_only_config  # runs that never finish wait for ten years: only the finished go out
 
 
 def test_daemon_exports_marianne_runs_once_across_a_restart(fixture_copy, tmp_path: Path) -> None:
